@@ -1,0 +1,74 @@
+"""The package, the CLI, the device policy, base resolution and bad-input messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tunewise.device import policy
+from tunewise.errors import TunewiseError
+from tunewise.models import load_base, resolve_base, resolve_tuned
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tunewise", *args], capture_output=True, text=True, **kw)
+
+
+def test_help_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("doctor", "train", "advise", "estimate"):
+        assert cmd in r.stdout
+
+
+def test_doctor_json():
+    r = run_cli("doctor", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["policy"]["dtype"] == ("fp32" if not torch.cuda.is_available() else info["policy"]["dtype"])
+    assert info["cpu_cores"] >= 1
+
+
+def test_cpu_policy_is_fp32_and_override_works():
+    assert policy("cpu").dtype == torch.float32
+    assert policy("cpu", "bf16").dtype == torch.bfloat16
+    with pytest.raises(TunewiseError, match="unknown dtype"):
+        policy("cpu", "fp8")
+
+
+def test_missing_path_is_one_clear_line(tmp_path):
+    with pytest.raises(TunewiseError, match="does not exist"):
+        resolve_base(str(tmp_path / "nope"))
+    with pytest.raises(TunewiseError, match="no config.json"):
+        resolve_base(str(tmp_path))
+
+
+def test_hub_id_offline_is_one_clear_line():
+    with pytest.raises(TunewiseError, match="not in the local Hugging Face cache"):
+        load_base("some-org/not-a-cached-model-xyz")
+
+
+def test_tokenizer_mismatch_is_refused(tmp_path, micro_llama_dir):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(micro_llama_dir).save_pretrained(tmp_path)
+    with pytest.raises(TunewiseError, match="tokenizer .* has .* tokens but the model embeds only 64"):
+        load_base(str(tmp_path))
+
+
+def test_cli_error_is_not_a_traceback(tmp_path):
+    r = run_cli("doctor", "--bogus")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+
+
+def test_resolve_tuned_rejects_random_folder(tmp_path):
+    with pytest.raises(TunewiseError, match="neither a run directory"):
+        resolve_tuned(tmp_path)

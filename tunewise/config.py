@@ -1,0 +1,213 @@
+"""Typed run config for `tunewise train` (and what `advise --write-config` writes).
+
+Unknown keys are errors that name the key and suggest the closest valid one; every problem is reported at once.
+Field descriptions are the documentation (and show up in `tunewise train --help-config`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tunewise.errors import ConfigError
+
+Method = Literal["lora", "qlora", "full"]
+DEFAULT_LR = {"lora": 3e-5, "qlora": 3e-5, "full": 1e-5}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    train: str = Field(description="Training file: JSONL / JSON / CSV / Parquet.")
+    eval: str | None = Field(None, description="Evaluation file (eval loss each epoch); optional.")
+    format: Literal["auto", "prompt_completion", "chat", "text"] = Field(
+        "auto", description="Record shape; 'auto' looks at the first record's keys.")
+    max_seq_len: int = Field(256, gt=0, description="Longest example in tokens.")
+    overlong: Literal["truncate", "drop", "error"] = Field("truncate", description="What to do with longer examples.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length so padding wastes little.")
+    check: bool = Field(True, description="Run the schema check first and refuse a dataset with errors.")
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0, description="Adapter rank; 16 or 32 for most tasks (the seed's default).")
+    alpha: float | None = Field(None, gt=0, description="Scaling alpha; default = r (the seed), or 2r.")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["auto", "all-linear"] = Field(
+        "auto", description="'auto' = all linear layers of the architecture (q,k,v,o,gate,up,down for Llama).")
+    use_rslora: bool = Field(False, description="Scale by alpha/sqrt(r) (rank-stabilised LoRA).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: lr of B = ratio x lr of A (e.g. 16).")
+    init: Literal["default", "pissa", "gaussian"] = Field("default", description="Adapter initialisation.")
+
+    @property
+    def scaling_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.r)
+
+
+class TrainConfig(_Strict):
+    epochs: float = Field(3, gt=0, description="Passes over the data; the seed: <= 3.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    lr: float | None = Field(None, gt=0, description="Learning rate; default 3e-5 for LoRA/QLoRA, 1e-5 for full.")
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null disables it.")
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
+    log_every: int = Field(1, gt=0)
+    tensorboard: bool = False
+
+
+class GuardConfig(_Strict):
+    overfit_loss: float = Field(0.2, ge=0, description="Smoothed train loss below this = overfitting (the seed).")
+    overfit_action: Literal["warn", "stop", "reduce_lr"] = "warn"
+    smoothing: int = Field(10, gt=0, description="Steps in the moving average the overfit guard looks at.")
+    spike_factor: float = Field(3.0, gt=1, description="Loss above this x the running median = a spike.")
+    grad_norm_limit: float = Field(100.0, gt=0, description="Pre-clip gradient norm above this = exploding.")
+    max_epochs: float = Field(3, gt=0, description="Warn above this many epochs (diminishing returns).")
+    lora_lr_limit: float = Field(1e-4, gt=0, description="Warn when a LoRA lr is above this (instability).")
+
+
+class PreserveConfig(_Strict):
+    probes: list[str] = Field(default_factory=list, description="Retention probes run before and after training.")
+    max_drop: float = Field(0.1, ge=0, description="Largest allowed relative drop of a probe's score.")
+    action: Literal["warn", "fail"] = "warn"
+    limit: int = Field(64, gt=0, description="Examples per probe.")
+
+
+class RunConfig(_Strict):
+    base: str = Field("tiny", description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
+    method: Method = "lora"
+    task_type: Literal["causal-lm", "sequence-classification"] = "causal-lm"
+    num_labels: int | None = Field(None, gt=1, description="Classes, for sequence-classification.")
+    data: DataConfig
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    guards: GuardConfig = Field(default_factory=GuardConfig)
+    preserve: PreserveConfig = Field(default_factory=PreserveConfig)
+    output_dir: str | None = Field(None, description="Run directory; default runs/<method>-<timestamp>.")
+
+    @field_validator("base")
+    @classmethod
+    def _base_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("base must name a model ('tiny', a folder or a hub id)")
+        return v
+
+    @model_validator(mode="after")
+    def _classification_needs_labels(self) -> RunConfig:
+        if self.task_type == "sequence-classification" and not self.num_labels:
+            raise ValueError("num_labels is required when task_type is sequence-classification")
+        return self
+
+    @property
+    def lr(self) -> float:
+        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    out = {}
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        out[name] = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return out
+
+
+def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every unknown key, with the closest valid one suggested."""
+    if not isinstance(data, dict):
+        return []
+    problems = []
+    fields = _model_fields(model)
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+        elif fields[key] is not None:
+            problems.extend(_unknown_keys(value, fields[key], f"{prefix}{key}."))
+    return problems
+
+
+def _format_error(err: dict) -> str:
+    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err.get("type") == "missing":
+        msg = "required field is missing"
+    return f"{loc}: {msg} (got {err['input']!r})" if err.get("type") != "missing" else f"{loc}: {msg}"
+
+
+def validate_config(data: dict, source: str | None = None) -> RunConfig:
+    """A RunConfig from a dict; raises ConfigError listing every problem (unknown keys and bad values)."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"the config must be a mapping of keys to values (got {type(data).__name__})"], source)
+    problems = _unknown_keys(data, RunConfig)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        problems += [_format_error(err) for err in e.errors() if err.get("type") != "extra_forbidden"]
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'lora.r=32' -> (['lora', 'r'], 32); the value is parsed as YAML so numbers, lists and null work."""
+    if "=" not in text:
+        raise ConfigError([f"--set '{text}': expected key=value, e.g. lora.r=32"])
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"--set {text}: '{part}' is not a section"])
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file '{path}' does not exist"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from None
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [])
+        # relative data paths are relative to the config file, so a config works from any directory
+        for key in ("train", "eval"):
+            value = (data.get("data") or {}).get(key) if isinstance(data.get("data"), dict) else None
+            if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+                candidate = path.parent / value
+                if candidate.exists():
+                    data["data"][key] = str(candidate)
+    return validate_config(data, str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

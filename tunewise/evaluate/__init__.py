@@ -1,0 +1,1 @@
+"""Generation, scoring and retention for any base, adapter or run directory."""

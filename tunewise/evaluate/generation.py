@@ -1,0 +1,44 @@
+"""Batched greedy generation with stop strings (left padding; one forward per new token with a KV cache)."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64,
+                    stop: list[str] | None = None, batch_size: int = 16,
+                    adapter_names: list[str] | None = None) -> list[str]:
+    """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS).
+
+    `adapter_names` (one per prompt) routes each row through its own LoRA adapter in one batch (PEFT
+    mixed-adapter inference; "__base__" = no adapter).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    outputs: list[str] = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i: i + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            kwargs = {}
+            if adapter_names is not None:
+                kwargs["adapter_names"] = adapter_names[i: i + batch_size]
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 **kwargs)
+            new = out[:, enc["input_ids"].shape[1]:]
+            outputs.extend(cut_at_stop(t, stop) for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = old_side
+    return outputs
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> str:
+    if stop:
+        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    return text

