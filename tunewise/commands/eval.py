@@ -1,0 +1,139 @@
+"""`tunewise eval`: score a base, an adapter or a run directory on a built-in task or the user's own test file,
+and with --preserve, measure what fine-tuning changed on retention probes (base vs tuned)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        target: str = typer.Argument(..., help="A run directory, a PEFT adapter folder, a model folder, or a base "
+                                               "('tiny', 'minilm', a hub id)."),
+        data: str = typer.Option(None, "--data", "-d", help="Task directory (tunewise tasks make) or JSONL file "
+                                                            "with prompt/completion."),
+        task: str = typer.Option(None, "--task", "-t", help="Built-in task: generates its test split (with "
+                                                            "--data: score that file the way this task is scored)."),
+        split: str = typer.Option("test", "--split", help="Split of a task directory."),
+        limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
+        seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
+        scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "
+                                                          "(default: the task's, else exact)."),
+        db: str = typer.Option(None, "--db", help="SQLite file for the sql scorer (read-only)."),
+        schema: str = typer.Option(None, "--schema", help="JSON schema file for the json scorer."),
+        labels: str = typer.Option(None, "--labels", help="Comma-separated labels (classify / --mode loglik)."),
+        stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable; default: the task's, "
+                                                            "else newline)."),
+        max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget."),
+        mode: str = typer.Option("generate", "--mode", help="generate (greedy) or loglik (pick the most "
+                                                            "likely of the choices / labels)."),
+        batch_size: int = typer.Option(16, "--batch-size", min=1),
+        preserve: str = typer.Option(None, "--preserve", help="Retention probes, e.g. arithmetic,lm or a JSONL "
+                                                              "path: base vs tuned."),
+        probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),
+        base: str = typer.Option(None, "--base", help="The base model (when the run does not record it)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write results.json and predictions.jsonl here "
+                                                           "(default for a run directory: RUN/eval/NAME)."),
+        device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    ) -> None:
+        """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
+        from tunewise.errors import TunewiseError
+        from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
+        from tunewise.evaluate.runner import preserve as run_preserve
+        from tunewise.tasks.probes import parse_probe_list
+
+        if mode not in ("generate", "loglik"):
+            raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
+        probes = parse_probe_list(preserve)
+        run_dir = Path(target) if (Path(target) / "config.yaml").is_file() else None
+        spec = None
+        if data or task or not probes:
+            spec = resolve_data(data, task, run_dir, split, limit, seed)
+            spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
+            spec.scorer()  # fail early on a missing database or schema, before loading the model
+        loaded = load_target(target, base, spec.labels if spec else None, device)
+        result = evaluate(loaded, spec, mode, batch_size) if spec else None
+        retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
+        if result is not None:
+            result.retention = retention
+        out_dir = out or (run_dir / "eval" / _eval_name(spec) if run_dir is not None and spec else None)
+        written = _write(out_dir, result, retention) if out_dir else []
+        payload = result.summary() if result else {"target": target}
+        if retention is not None:
+            payload["retention"] = retention
+        payload["written"] = [str(p) for p in written]
+        if as_json:
+            typer.echo(json.dumps(payload, indent=2, default=str))
+            return
+        _print(result, retention, written)
+
+
+def _eval_name(spec) -> str:
+    return spec.task or Path(spec.source).stem
+
+
+def _write(out_dir: Path, result, retention) -> list[Path]:
+    from tunewise.fileio import atomic_write_json, atomic_write_text
+
+    written = []
+    if result is not None:
+        written.append(atomic_write_json(out_dir / "results.json", result.summary()))
+        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in result.predictions)
+        written.append(atomic_write_text(out_dir / "predictions.jsonl", lines))
+    if retention is not None:
+        written.append(atomic_write_json(out_dir / "retention.json", retention))
+    return written
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return str(v)
+
+
+def _short(text, n: int = 70) -> str:
+    s = repr(text)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _print(result, retention, written) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console()
+    if result is not None:
+        title = (f"{result.target} on {result.source} ({result.n} examples, scorer {result.scorer}, "
+                 f"{result.mode}, {result.wall_time_s:.1f}s)")
+        con.print(escape(title))
+        table = Table()
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in result.metrics.items():
+            table.add_row(f"[bold]{k}[/bold]" if k == result.primary else k, _fmt(v))
+        if result.invalid_records:
+            table.add_row("invalid test records", str(result.invalid_records))
+        con.print(table)
+        wrong = [r for r in result.predictions if not r["correct"]][:3]
+        for r in wrong:
+            con.print(f"  wrong #{r['index']}: {escape(str(r['reason']))}; got {escape(_short(r['prediction']))}")
+    if retention is not None:
+        t = Table(title=escape(f"retention: {retention['base_name']} -> tuned"))
+        for col in ("probe", "metric", "base", "tuned", "change", "relative", "worse"):
+            t.add_column(col, justify="right" if col not in ("probe", "metric") else "left")
+        for name, c in retention["change"].items():
+            direction = "higher is better" if c["higher_is_better"] else "lower is better"
+            t.add_row(escape(name), f"{c['metric']} ({direction})", _fmt(c["before"]), _fmt(c["after"]),
+                      f"{c['abs_change']:+.4f}", "n/a" if c["rel_change"] is None else f"{c['rel_change']:+.1%}", "yes" if c["dropped"] else "no")
+        con.print(t)
+    for p in written:
+        con.print(f"wrote {escape(str(p))}")

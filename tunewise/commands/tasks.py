@@ -1,0 +1,65 @@
+"""`tunewise tasks`: list the built-in tasks and probes; write a task's train/validation/test files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+tasks_app = typer.Typer(help="Built-in task generators (structured, classify, sql, math) and retention probes.",
+                        no_args_is_help=True)
+
+
+@tasks_app.command("list")
+def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """The built-in tasks (with their scorer) and retention probes."""
+    from tunewise.tasks import TASKS
+    from tunewise.tasks.probes import BUILTIN_PROBES
+
+    rows = [{"name": s.name, "kind": "task", "scorer": s.scorer, "description": s.description}
+            for s in TASKS.values()]
+    rows += [{"name": n, "kind": "probe", "scorer": "loss" if n == "lm" else "number", "description": d}
+             for n, d in BUILTIN_PROBES.items()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="tunewise tasks")
+    for col in ("name", "kind", "scorer", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(r[c]) for c in ("name", "kind", "scorer", "description")))
+    Console().print(table)
+
+
+@tasks_app.command("make")
+def make(
+    name: str = typer.Argument(..., help="Task: structured, classify, sql or math."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/validation/test.jsonl and meta.json."),
+    train: int = typer.Option(1000, "--train", help="Training examples."),
+    validation: int = typer.Option(100, "--validation", help="Validation examples."),
+    test: int = typer.Option(200, "--test", help="Test examples."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files (byte for byte)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task metadata as JSON."),
+) -> None:
+    """Write a built-in task's splits in the trainer's {"prompt","completion"} format, plus meta.json."""
+    from tunewise.tasks import make_task
+
+    meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed)
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), **meta}, indent=2))
+        return
+    sizes = ", ".join(f"{k} {v}" for k, v in meta["sizes"].items())
+    typer.echo(f"wrote {name} to {out}: {sizes} (seed {seed}); scorer {meta['scorer']}")
+    if "db" in meta:
+        typer.echo(f"  SQLite database: {out / meta['db']}")
+    typer.echo(f"  train:  tunewise train with data.train={out / 'train.jsonl'}")
+    typer.echo(f"  eval:   tunewise eval RUN --data {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks_app, name="tasks")

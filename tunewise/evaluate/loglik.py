@@ -1,0 +1,83 @@
+"""Log-likelihood scoring: per-text mean token loss (the `lm` probe) and choice scoring by summed log-probability.
+
+Tensor math (`token_logprobs`) is kept apart from batching so it can be tested on hand-made logits.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(token_t | tokens_<t) for t >= 1.
+
+    logits (B, T, V), input_ids (B, T) -> (B, T-1): entry [b, t-1] scores input_ids[b, t].
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+
+
+def _max_len(model, tokenizer) -> int:
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n or tokenizer.model_max_length or 512)
+
+
+@torch.no_grad()
+def mean_token_loss(model, tokenizer, texts: list[str], batch_size: int = 8) -> float:
+    """Mean negative log-likelihood per predicted token over all texts (tokens pooled, not texts averaged).
+
+    Texts longer than the model's positions are cut to fit; an empty list gives nan.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    limit = _max_len(model, tokenizer)
+    total, count = 0.0, 0
+    for i in range(0, len(texts), batch_size):
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:limit] for t in texts[i: i + batch_size]]
+        ids = [x for x in ids if len(x) >= 2]
+        if not ids:
+            continue
+        width = max(len(x) for x in ids)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, x in enumerate(ids):  # right padding: positions stay 0..n-1
+            input_ids[r, : len(x)] = torch.tensor(x)
+            mask[r, : len(x)] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        lp = token_logprobs(logits, input_ids)  # (B, T-1)
+        m = mask[:, 1:].bool()
+        total += float(-(lp * m).sum())
+        count += int(m.sum())
+    return total / count if count else float("nan")
+
+
+@torch.no_grad()
+def choice_logprobs(model, tokenizer, prompt: str, choices: list[str]) -> list[float]:
+    """Summed log p(choice | prompt) for each choice (the choice's tokens only), in one batch.
+
+    The prompt is tokenised once and each choice's tokens appended, so every choice is conditioned on
+    exactly the same prompt tokens.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not p_ids:  # an empty prompt: condition on EOS, as at the start of a document
+        p_ids = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0]
+    c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+    rows = [p_ids + c for c in c_ids]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for r, x in enumerate(rows):
+        input_ids[r, : len(x)] = torch.tensor(x)
+        mask[r, : len(x)] = 1
+    lp = token_logprobs(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits,
+                        input_ids.to(device))  # (C, T-1)
+    out = []
+    for r, c in enumerate(c_ids):
+        start = len(p_ids) - 1  # lp[:, t-1] scores token t; the choice starts at token len(p_ids)
+        out.append(float(lp[r, start: start + len(c)].sum()))
+    return out

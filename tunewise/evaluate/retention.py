@@ -1,0 +1,76 @@
+"""Retention (forgetting): run probes on a model, and compare a base with its fine-tuned version.
+
+The trainer calls `run_probes` before and after training and `retention_change` on the two results;
+`tunewise eval RUN --preserve arithmetic,lm` does the same for a finished run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunewise.errors import TunewiseError
+from tunewise.evaluate.generation import greedy_generate
+from tunewise.evaluate.loglik import mean_token_loss
+from tunewise.tasks.probes import Probe, load_probe, parse_probe_list
+from tunewise.tasks.scorers import make_scorer
+
+
+def _is_causal_lm(model) -> bool:
+    # A PEFT wrapper exposes the wrapped model's generate(); encoders with a classification head do not.
+    return callable(getattr(model, "generate", None)) and getattr(model, "can_generate", lambda: True)()
+
+
+def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str, Any]:
+    if probe.kind == "loss":
+        score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, batch_size // 2))
+    else:
+        outs = greedy_generate(model, tokenizer, probe.prompts, max_new_tokens=probe.max_new_tokens,
+                               stop=probe.stop, batch_size=batch_size)
+        scorer = make_scorer(probe.scorer)
+        scored = [scorer.score(o, r) for o, r in zip(outs, probe.references, strict=True)]
+        score = sum(s.correct for s in scored) / len(scored) if scored else 0.0
+    return {"metric": probe.metric, "score": float(score), "higher_is_better": probe.higher_is_better,
+            "n": len(probe.texts) if probe.kind == "loss" else len(probe.prompts)}
+
+
+def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64,
+               batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """{probe name: {"metric", "score", "higher_is_better", "n"}} for each probe ('arithmetic', 'lm', a JSONL path).
+
+    Probes need a causal LM (they generate or score text); a classification model gets a clear error.
+    """
+    names = parse_probe_list(probes)
+    if names and not _is_causal_lm(model):
+        raise TunewiseError("retention probes need a causal language model (they generate and score text)",
+                            "drop --preserve / preserve.probes for sequence-classification runs")
+    was_training = model.training
+    try:
+        return {name: run_probe(model, tokenizer, load_probe(name, limit), batch_size) for name in names}
+    finally:
+        model.train(was_training)
+
+
+def retention_change(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+                     max_drop: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Per probe in both: before, after, abs_change (after - before), rel_change (abs / |before|), and
+    `dropped`: the skill got worse by more than `max_drop` (relative; 0 = any worsening).
+
+    `worse_by` is the relative change signed so that positive always means worse (a loss going up, an
+    accuracy going down), which is what a threshold on forgetting compares against. From a zero baseline the
+    relative change is undefined (None) and any worsening counts as dropped.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, b in before.items():
+        if name not in after:
+            continue
+        x, y = float(b["score"]), float(after[name]["score"])
+        higher = bool(b.get("higher_is_better", True))
+        abs_change = y - x
+        worse_abs = -abs_change if higher else abs_change
+        # Relative to a zero baseline is undefined: rel_change is None, and any worsening counts as a drop.
+        rel = abs_change / abs(x) if x != 0 else (0.0 if abs_change == 0 else None)
+        worse_by = None if rel is None else (-rel if higher else rel)
+        dropped = worse_abs > 0 if worse_by is None else worse_by > max_drop
+        out[name] = {"metric": b.get("metric"), "higher_is_better": higher, "before": x, "after": y,
+                     "abs_change": abs_change, "rel_change": rel, "worse_by": worse_by, "dropped": dropped}
+    return out

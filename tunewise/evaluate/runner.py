@@ -1,0 +1,429 @@
+"""`tunewise eval` as a library: what to evaluate on, how to score it, which model, and the results.
+
+    spec = resolve_data(data="data/sql", task=None, run_dir=None)      # examples + scorer + generation settings
+    loaded = load_target("runs/sql-lora")                              # causal LM or sequence classifier
+    result = evaluate(loaded, spec)                                    # metrics + per-example predictions
+
+Model output never raises: each example is right or wrong, with the reason. Input the user controls (a missing
+file, a test record without the fields the scorer needs) is reported per example or, when nothing usable
+remains, as one TunewiseError naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import TunewiseError
+from tunewise.tasks.base import META_FILE, read_meta
+from tunewise.tasks.scorers import Scored, Scorer, aggregate, make_scorer
+
+DEFAULT_STOP = ["\n"]
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class Item:
+    """One test example; `error` is set when the record itself is unusable (it then counts as wrong)."""
+
+    index: int
+    prompt: str
+    reference: str
+    choices: list[str] | None = None
+    error: str | None = None
+
+
+@dataclass
+class EvalSpec:
+    source: str  # what was evaluated on, for the report
+    items: list[Item]
+    scorer_name: str
+    scorer_options: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = None  # where relative paths in scorer_options are read from
+    stop: list[str] = field(default_factory=lambda: list(DEFAULT_STOP))
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    task: str | None = None
+    labels: list[str] | None = None
+
+    def scorer(self) -> Scorer:
+        return make_scorer(self.scorer_name, self.scorer_options, self.base_dir)
+
+
+# ---------------------------------------------------------------------------------------------- test data
+
+_PROMPT_KEYS = ("prompt", "text", "input")
+_REF_KEYS = ("completion", "label", "output", "answer")
+
+
+def _item_from_record(index: int, rec: Any, where: str) -> Item:
+    if not isinstance(rec, dict):
+        return Item(index, "", "", error=f"{where}: expected a JSON object, got {type(rec).__name__}")
+    prompt = next((rec[k] for k in _PROMPT_KEYS if isinstance(rec.get(k), str)), None)
+    ref = next((rec[k] for k in _REF_KEYS if k in rec and rec[k] is not None), None)
+    if prompt is None:
+        return Item(index, "", "" if ref is None else str(ref),
+                    error=f"{where}: no string field 'prompt' (or 'text'/'input')")
+    if ref is None:
+        return Item(index, prompt, "", error=f"{where}: no field 'completion' (or 'label'/'output'/'answer')")
+    if not isinstance(ref, str):
+        ref = json.dumps(ref) if isinstance(ref, (dict, list)) else str(ref)
+    choices = rec.get("choices")
+    if choices is not None and not (isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices)):
+        return Item(index, prompt, ref, error=f"{where}: 'choices' must be a non-empty list of strings")
+    return Item(index, prompt, ref, choices)
+
+
+def read_items(path: Path, limit: int | None = None) -> list[Item]:
+    """Test records from JSONL (or a JSON array); bad lines become Items with an error, not an exception."""
+    if not path.is_file():
+        raise TunewiseError(f"test file '{path}' does not exist", "pass --data with a JSONL file or a task directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TunewiseError(f"cannot read '{path}' as UTF-8 text ({e})", "pass a JSONL file") from e
+    items: list[Item] = []
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TunewiseError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})", "fix the JSON array") from e
+        items = [_item_from_record(i, r, f"{path}: record {i + 1}") for i, r in enumerate(records)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                items.append(Item(len(items), "", "", error=f"{where}: not valid JSON ({e.msg})"))
+                continue
+            items.append(_item_from_record(len(items), rec, where))
+    items = items[:limit] if limit else items
+    if not items:
+        raise TunewiseError(f"'{path}' has no test records", "add JSONL lines with 'prompt' and 'completion'")
+    if all(it.error for it in items):
+        raise TunewiseError(f"no usable record in '{path}': {items[0].error}",
+                            "each line needs 'prompt' and 'completion' (the trainer's format)")
+    return items
+
+
+def _spec_from_meta(meta: dict[str, Any], items: list[Item], source: str, base_dir: Path) -> EvalSpec:
+    return EvalSpec(source, items, meta.get("scorer", "exact"), dict(meta.get("scorer_options", {})), base_dir,
+                    list(meta.get("stop", DEFAULT_STOP)), int(meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                    meta.get("task"), meta.get("labels"))
+
+
+def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
+    if path.is_dir():
+        meta = read_meta(path)
+        if meta is None:
+            raise TunewiseError(f"'{path}' is a directory without {META_FILE}",
+                                "pass a task directory from `tunewise tasks make`, or a JSONL file")
+        file = path / meta.get("files", {}).get(split, f"{split}.jsonl")
+        return _spec_from_meta(meta, read_items(file, limit), str(file), path)
+    meta = read_meta(path)
+    items = read_items(path, limit)
+    if meta is not None:
+        return _spec_from_meta(meta, items, str(path), path.parent)
+    return EvalSpec(str(path), items, "exact", base_dir=path.parent)
+
+
+def _task_dir_of_run(run_dir: Path) -> Path | None:
+    """The task directory a run was trained on (its data.train sits next to a meta.json)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    train = (cfg.get("data") or {}).get("train")
+    if not train:
+        return None
+    d = Path(train).parent
+    return d if (d / META_FILE).is_file() else None
+
+
+def resolve_data(data: str | None = None, task: str | None = None, run_dir: Path | None = None,
+                 split: str = "test", limit: int | None = None, seed: int = 0,
+                 workdir: Path | None = None) -> EvalSpec:
+    """Find the test set and its scoring: --data (task dir or file), else --task (generated), else the run's."""
+    if data:
+        spec = _from_path(Path(data).expanduser(), split, limit)
+        if task and spec.task is None:  # a plain JSONL scored the way a built-in task is
+            from tunewise.tasks import get_task
+
+            t = get_task(task)
+            spec.scorer_name, spec.scorer_options = t.scorer, {**t.scorer_options, **spec.scorer_options}
+            spec.stop, spec.max_new_tokens, spec.task = list(t.stop), t.max_new_tokens, t.name
+        return spec
+    if task:
+        from tunewise.tasks import make_task
+
+        if workdir is None:
+            import atexit
+            import shutil
+
+            workdir = Path(tempfile.mkdtemp(prefix=f"tunewise-{task}-"))
+            atexit.register(shutil.rmtree, workdir, True)  # the sql scorer reads db.sqlite until the end
+        out = Path(workdir)
+        sizes = {"train": 0, "validation": 0, "test": 0, split: limit or 200}
+        make_task(task, out, sizes, seed)
+        return _from_path(out, split, limit)
+    if run_dir is not None:
+        d = _task_dir_of_run(run_dir)
+        if d is not None:
+            return _from_path(d, split, limit)
+    raise TunewiseError("nothing to evaluate on", "pass --data FILE_OR_TASK_DIR or --task NAME "
+                        "(structured, classify, sql, math)")
+
+
+def apply_overrides(spec: EvalSpec, scorer: str | None = None, db: str | None = None, schema: str | None = None,
+                    stop: list[str] | None = None, max_new_tokens: int | None = None,
+                    labels: list[str] | None = None) -> EvalSpec:
+    """Flags win over the task's metadata; paths given on the command line are read from the cwd."""
+    if scorer:
+        spec.scorer_name = scorer
+    if db:
+        spec.scorer_options["db"] = str(Path(db).expanduser().resolve())
+    if schema:
+        spec.scorer_options["schema"] = str(Path(schema).expanduser().resolve())
+    if labels:
+        spec.labels = labels
+        spec.scorer_options["labels"] = labels
+    if stop is not None:
+        spec.stop = stop
+    if max_new_tokens:
+        spec.max_new_tokens = max_new_tokens
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    kind: str  # "causal" | "classifier"
+    name: str
+    base: str | None = None  # the base the target was tuned from (None when the target is a base)
+    tuned_kind: str | None = None  # "adapter" | "full" | None
+    labels: list[str] | None = None  # a classifier's class names, by id
+
+
+def _task_type_of(ref) -> str:
+    """'sequence-classification' or 'causal-lm', from the run config, the adapter config or the model config."""
+    import yaml
+
+    if ref.run_dir is not None:
+        cfg = yaml.safe_load((ref.run_dir / "config.yaml").read_text()) or {}
+        if cfg.get("task_type"):
+            return cfg["task_type"]
+    if ref.kind == "adapter":
+        ac = json.loads((ref.path / "adapter_config.json").read_text())
+        return "sequence-classification" if ac.get("task_type") == "SEQ_CLS" else "causal-lm"
+    archs = json.loads((ref.path / "config.json").read_text()).get("architectures") or []
+    return "sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "causal-lm"
+
+
+def _saved_labels(path: Path) -> list[str] | None:
+    f = path / "labels.json"
+    if f.is_file():
+        labels = json.loads(f.read_text())
+        return [str(x) for x in labels] if isinstance(labels, list) else None
+    return None
+
+
+def _is_path(target: str) -> bool:
+    return target not in ("tiny", "minilm") and Path(target).expanduser().exists()
+
+
+def load_target(target: str, base: str | None = None, labels: list[str] | None = None,
+                device: str | None = None) -> Loaded:
+    """A base ('tiny', a folder, a hub id), a run directory, a PEFT adapter folder or a full model folder."""
+    from tunewise.models import load_base, resolve_tuned
+
+    p = Path(target).expanduser()
+    tuned = _is_path(target) and ((p / "config.yaml").is_file() or (p / "adapter_config.json").is_file())
+    if not tuned and not (_is_path(target) and _is_classifier_folder(p)):
+        model, tok = load_base(target, device=device)
+        return Loaded(model, tok, "causal", target)
+    ref = resolve_tuned(target, base)
+    if _task_type_of(ref) == "sequence-classification":
+        return _load_classifier(ref, labels, device)
+    from tunewise.models import load_tuned
+
+    model, tok = load_tuned(target, base, device=device)
+    return Loaded(model, tok, "causal", target, ref.base, ref.kind)
+
+
+def _is_classifier_folder(p: Path) -> bool:
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        return False
+    archs = json.loads(cfg.read_text()).get("architectures") or []
+    return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
+def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loaded:
+    from tunewise.models import check_tokenizer_fits, load_model, load_tokenizer
+
+    names = _saved_labels(ref.path) or labels
+    if ref.kind == "full":
+        model = load_model(ref.path, device=device, task="sequence-classification")
+        tok = load_tokenizer(ref.path)
+    else:
+        from peft import PeftModel
+
+        n = len(names) if names else None
+        if n is None:
+            raise TunewiseError(f"cannot tell how many classes the adapter in '{ref.path}' has",
+                                "pass --labels a,b,c (in the order the training used)")
+        tok = load_tokenizer(ref.path if (ref.path / "tokenizer_config.json").is_file() else ref.base)
+        model = load_model(ref.base, device=device, task="sequence-classification", num_labels=n)
+        model = PeftModel.from_pretrained(model, str(ref.path), is_trainable=False)
+    check_tokenizer_fits(model, tok, str(ref.path))
+    if names is None:
+        id2label = getattr(model.config, "id2label", None) or {}
+        names = [str(id2label[i]) for i in sorted(id2label)]
+    return Loaded(model, tok, "classifier", str(ref.path), ref.base, ref.kind, names)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+@dataclass
+class EvalResult:
+    target: str
+    source: str
+    task: str | None
+    scorer: str
+    mode: str
+    n: int
+    metrics: dict[str, float]
+    primary: str
+    invalid_records: int
+    wall_time_s: float
+    predictions: list[dict[str, Any]]
+    retention: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "predictions"}
+        out["score"] = self.metrics.get(self.primary)
+        return out
+
+
+def _label_choices(spec: EvalSpec, item: Item) -> list[str] | None:
+    if item.choices:
+        return item.choices
+    if spec.labels:
+        # Completions start with a space (the trainer's convention), so the choices do too.
+        return [x if x.startswith(" ") else f" {x}" for x in spec.labels]
+    return None
+
+
+def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = 16,
+            progress: bool = False) -> list[str | None]:
+    """One prediction per usable item (None for items with a record error)."""
+    usable = [it for it in spec.items if it.error is None]
+    if loaded.kind == "classifier":
+        texts = classify_batch(loaded, [it.prompt for it in usable], batch_size)
+    elif mode == "loglik":
+        from tunewise.evaluate.loglik import choice_logprobs
+
+        texts = []
+        for it in usable:
+            choices = _label_choices(spec, it)
+            if not choices:
+                raise TunewiseError("--mode loglik needs choices: a 'choices' list per record or --labels",
+                                    "add choices, pass --labels a,b,c, or use --mode generate")
+            lp = choice_logprobs(loaded.model, loaded.tokenizer, it.prompt, choices)
+            texts.append(choices[max(range(len(lp)), key=lp.__getitem__)])
+    else:
+        from tunewise.evaluate.generation import greedy_generate
+
+        texts = greedy_generate(loaded.model, loaded.tokenizer, [it.prompt for it in usable],
+                                max_new_tokens=spec.max_new_tokens, stop=spec.stop, batch_size=batch_size)
+    by_index = {it.index: t for it, t in zip(usable, texts, strict=True)}
+    return [by_index.get(it.index) for it in spec.items]
+
+
+def classify_batch(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[str]:
+    """Argmax class names of a sequence classifier (config.id2label, or the run's labels.json)."""
+    import torch
+
+    model, tok = loaded.model, loaded.tokenizer
+    model.eval()
+    device = next(model.parameters()).device
+    names = loaded.labels or []
+    out: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True, truncation=True).to(device)
+            ids = model(**enc).logits.argmax(-1).tolist()
+            out.extend(names[k] if k < len(names) else f"LABEL_{k}" for k in ids)
+    return out
+
+
+def score_items(spec: EvalSpec, predictions: list[str | None]) -> tuple[list[Scored], dict[str, float], str]:
+    scorer = spec.scorer()
+    scored = []
+    for it, pred in zip(spec.items, predictions, strict=True):
+        if it.error is not None or pred is None:
+            scored.append(Scored(False, it.error or "no prediction"))
+            continue
+        try:
+            scored.append(scorer.score(pred, it.reference))
+        except Exception as e:  # a scorer bug on odd output must cost one example, not the run
+            scored.append(Scored(False, f"scorer error: {type(e).__name__}: {e}"))
+    metrics = aggregate(scorer, scored, [it.reference for it in spec.items])
+    return scored, metrics, scorer.primary
+
+
+def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = 16) -> EvalResult:
+    t0 = time.time()
+    if loaded.kind == "classifier" and spec.scorer_name not in ("classify", "exact", "normalized"):
+        raise TunewiseError(f"a sequence classifier predicts labels; the '{spec.scorer_name}' scorer does not fit",
+                            "evaluate it on classification data (--scorer classify)")
+    if loaded.kind == "classifier":
+        mode = "classifier"
+    preds = predict(loaded, spec, mode, batch_size)
+    scored, metrics, primary = score_items(spec, preds)
+    rows = []
+    for it, pred, s in zip(spec.items, preds, scored, strict=True):
+        rows.append({"index": it.index, "prompt": it.prompt, "reference": it.reference, "prediction": pred,
+                     **s.record()})
+    return EvalResult(loaded.name, spec.source, spec.task, spec.scorer_name, mode, len(spec.items), metrics,
+                      primary, sum(1 for it in spec.items if it.error), round(time.time() - t0, 2), rows)
+
+
+def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = None,
+             batch_size: int = 16) -> dict[str, Any]:
+    """Probes on the base and on the tuned model; {"base", "tuned", "change"}.
+
+    An adapter's base is the same model with the adapter switched off (no second load); a full fine-tune's
+    base is loaded from the run's config (or --base).
+    """
+    from tunewise.evaluate.retention import retention_change, run_probes
+
+    if loaded.kind != "causal":
+        raise TunewiseError("retention probes need a causal language model", "drop --preserve for classifiers")
+    base_name = base or loaded.base
+    if loaded.tuned_kind is None:
+        raise TunewiseError(f"'{loaded.name}' is a base model, so there is nothing to compare it with",
+                            "give a run directory, an adapter or a fine-tuned model folder")
+    tuned = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size)
+    if loaded.tuned_kind == "adapter" and base is None:
+        with loaded.model.disable_adapter():
+            before = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size)
+    else:
+        if not base_name or Path(str(base_name)).resolve() == Path(loaded.name).resolve():
+            raise TunewiseError(f"the base of '{loaded.name}' is not known", "pass --base NAME_OR_FOLDER")
+        from tunewise.models import load_base
+
+        bmodel, btok = load_base(base_name)
+        before = run_probes(bmodel, btok, probes, limit, batch_size)
+    return {"base": before, "tuned": tuned, "change": retention_change(before, tuned), "base_name": base_name}

@@ -1,0 +1,104 @@
+"""Retention probes: skills the base has before fine-tuning, measured again after it.
+
+    arithmetic  short calculations the tiny base learned in pre-training ('23 + 45 =' -> ' 68'), generated
+                from a seed disjoint from the build's documents; exact number, accuracy (higher is better)
+    lm          mean token loss on held-out documents of the base's own corpus (lower is better)
+    PATH.jsonl  the user's own probe set: {"prompt","completion"} records are scored by normalised match of a
+                greedy generation (accuracy); {"text"} records by mean token loss
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewise.errors import TunewiseError
+from tunewise.zoo.corpus import arithmetic_fact, heldout_documents
+
+# The build draws its documents from random.Random(seed) with seed 0; this stream never meets it.
+ARITHMETIC_SEED = 7_000_003
+BUILTIN_PROBES = {
+    "arithmetic": "short calculations from pre-training: exact number of a greedy answer (accuracy)",
+    "lm": "mean token loss on held-out documents of the tiny base's corpus (lower is better)",
+}
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    kind: str  # "generate" | "loss"
+    metric: str
+    higher_is_better: bool
+    prompts: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    scorer: str = "normalized"
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+    max_new_tokens: int = 8
+
+
+def arithmetic_probe(limit: int, seed: int = 0) -> Probe:
+    rng = random.Random(ARITHMETIC_SEED + seed)
+    facts = [arithmetic_fact(rng) for _ in range(limit)]
+    return Probe("arithmetic", "generate", "accuracy", True, [q for q, _ in facts], [a for _, a in facts],
+                 scorer="number", stop=["\n"], max_new_tokens=5)
+
+
+def lm_probe(limit: int, seed: int = 0) -> Probe:
+    return Probe("lm", "loss", "loss", False, texts=heldout_documents(limit, seed))
+
+
+def user_probe(path: Path, limit: int) -> Probe:
+    """A JSONL probe set; every line must have the same shape (prompt+completion, or text)."""
+    prompts, refs, texts = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TunewiseError(f"{path}: line {lineno}: not valid JSON ({e.msg})",
+                                    "each line of a probe set is one JSON object") from e
+            if isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
+                prompts.append(rec["prompt"])
+                refs.append(rec["completion"])
+            elif isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                texts.append(rec["text"])
+            else:
+                raise TunewiseError(f"{path}: line {lineno}: a probe record needs string fields "
+                                    "'prompt' and 'completion', or 'text'",
+                                    "fix the record or remove the line")
+            if len(prompts) + len(texts) >= limit:
+                break
+    if prompts and texts:
+        raise TunewiseError(f"{path}: mixes prompt/completion records and text records",
+                            "use one probe file per kind")
+    if not prompts and not texts:
+        raise TunewiseError(f"{path}: the probe set is empty", "add JSONL records")
+    name = str(path)
+    if texts:
+        return Probe(name, "loss", "loss", False, texts=texts)
+    return Probe(name, "generate", "accuracy", True, prompts, refs, max_new_tokens=32)
+
+
+def load_probe(name: str, limit: int) -> Probe:
+    if name == "arithmetic":
+        return arithmetic_probe(limit)
+    if name == "lm":
+        return lm_probe(limit)
+    p = Path(name).expanduser()
+    if p.is_file():
+        return user_probe(p, limit)
+    raise TunewiseError(f"unknown probe '{name}'",
+                        f"use {', '.join(BUILTIN_PROBES)} or the path of a JSONL probe set")
+
+
+def parse_probe_list(text: str | list[str] | None) -> list[str]:
+    """'arithmetic,lm' or ['arithmetic', 'lm'] -> ['arithmetic', 'lm'] (empty items dropped, order kept)."""
+    if not text:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return list(dict.fromkeys(s.strip() for s in items if s.strip()))
