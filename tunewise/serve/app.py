@@ -1,0 +1,353 @@
+"""The OpenAI-compatible HTTP app: /v1/models, /v1/completions, /v1/chat/completions, /health, /admin/adapters.
+
+`build_server` loads the base once and wraps it for mixed-adapter batches; `create_app` turns that into a
+FastAPI app guarded by `security.Guard`. Requests only tokenise and wait: all model work happens on the
+engine's single worker thread (see batching.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunewise.serve.batching import Engine, GenJob, GenResult, wrap_base
+from tunewise.serve.registry import AdapterRefused, BaseInfo, Registry, validate_name
+from tunewise.serve.security import ERROR_TYPES, Guard, Limits, error_body
+
+log = logging.getLogger("tunewise.serve")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        self.status, self.message, self.code, self.param = status, message, code, param
+        super().__init__(message)
+
+    @classmethod
+    def from_refusal(cls, e: AdapterRefused, param: str | None = "model") -> ApiError:
+        return cls(e.status, e.reason, e.code, param)
+
+
+# ------------------------------------------------------------------------------------------ the server
+
+
+@dataclass
+class Server:
+    engine: Engine
+    registry: Registry
+    tokenizer: Any
+    base_name: str
+    max_context: int
+    created: int
+
+    def close(self) -> None:
+        self.engine.stop()
+
+
+def base_id(base: str) -> str:
+    """The id clients use for the base: 'tiny', a hub id, or a local folder's name."""
+    p = Path(base).expanduser()
+    return p.resolve().name if p.exists() and base not in ("tiny", "minilm") else base
+
+
+def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
+                 adapters: dict[str, str | Path] | None = None, *, max_loaded: int = 8,
+                 pins: list[str] | None = None, allow_runtime_paths: bool = False, device: str | None = None,
+                 dtype: str | None = None, max_batch: int = 16, batch_wait_ms: float = 5.0,
+                 base_name: str | None = None, preload: bool = True) -> Server:
+    """Load the base, check the adapters, start the worker. Adapters that fail their check are reported."""
+    from tunewise.models import load_base, resolve_base
+
+    model, tokenizer = load_base(base, dtype=dtype, device=device)
+    model.eval()
+    ref = resolve_base(base)
+    info = BaseInfo.from_model(model, base_name or base_id(base), ref.path)
+    registry = Registry(info, Path(adapters_dir) if adapters_dir else None,
+                        {k: Path(v) for k, v in (adapters or {}).items()}, allow_runtime_paths)
+    registry.scan()
+    for name, reason in registry.refused.items():
+        log.warning("adapter '%s' refused: %s", name, reason)
+    engine = Engine(wrap_base(model), tokenizer, registry, max_loaded=max_loaded, max_batch=max_batch,
+                    batch_wait_s=batch_wait_ms / 1000).start()
+    for name in pins or []:
+        engine.pin(name, True).result()
+    if preload:  # fill free slots up front so the first requests do not pay for loading
+        for name in list(registry.entries())[: max(0, max_loaded - len(pins or []))]:
+            engine.load(name).result()
+    max_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    return Server(engine, registry, tokenizer, info.name, max_ctx, int(time.time()))
+
+
+# ------------------------------------------------------------------------------------------- protocol
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CompletionRequest(_Req):
+    model: str
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = Field(default=1, ge=1)
+    echo: bool = False
+    logprobs: int | None = None
+    # Decoding is always greedy; sampling parameters are accepted (clients send them by default) and ignored.
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+class ChatMessage(_Req):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict] | None = None
+
+
+class ChatRequest(_Req):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = Field(default=1, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+class LoadRequest(_Req):
+    name: str
+    path: str | None = None  # only with --allow-runtime-paths
+    pin: bool | None = None
+
+
+class UnloadRequest(_Req):
+    name: str
+    forget: bool = False  # also drop it from the known adapters (runtime / CLI ones)
+
+
+class PinRequest(_Req):
+    name: str
+    pinned: bool = True
+
+
+def _content_text(content: str | list[dict] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for p in content:
+        if p.get("type") != "text":
+            raise ApiError(400, f"message content of type {p.get('type')!r} is not supported; send text",
+                           "unsupported_content", "messages")
+        parts.append(str(p.get("text", "")))
+    return "".join(parts)
+
+
+def chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
+    """The tokenizer's chat template when it has one; otherwise 'role: content' lines and an 'assistant:' cue."""
+    msgs = [{"role": m.role, "content": _content_text(m.content)} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4:
+        raise ApiError(400, "at most 4 stop sequences", "invalid_value", "stop")
+    return stops
+
+
+# ------------------------------------------------------------------------------------------------- app
+
+
+def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
+    limits = limits or Limits()
+    max_context = limits.max_context or server.max_context
+    app = FastAPI(title="tunewise serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError):
+        return JSONResponse(error_body(e.message, ERROR_TYPES.get(e.status, "server_error"), e.code, e.param),
+                            status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        err = e.errors()[0] if e.errors() else {"msg": "invalid request", "loc": ()}
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        return JSONResponse(error_body(f"{param + ': ' if param else ''}{err.get('msg')}", code="invalid_value",
+                                       param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException):
+        return JSONResponse(error_body(str(e.detail), ERROR_TYPES.get(e.status_code, "invalid_request_error")),
+                            status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception):
+        log.exception("unexpected error")
+        return JSONResponse(error_body(f"internal error: {type(e).__name__}", "server_error"), status_code=500)
+
+    def resolve_model(name: str) -> str | None:
+        """None for the base, else a known adapter's name; refusals become 400/404."""
+        if name == server.base_name:
+            return None
+        try:
+            validate_name(name)
+            return server.registry.get(name).name
+        except AdapterRefused as e:
+            if e.code == "model_not_found":
+                raise ApiError(404, f"the model '{name}' does not exist; GET /v1/models lists what this server "
+                               "serves", "model_not_found", "model") from e
+            raise ApiError.from_refusal(e) from e
+
+    def make_job(adapter: str | None, prompt: str, max_tokens: int | None, stop: list[str]) -> GenJob:
+        n_new = limits.default_max_tokens if max_tokens is None else max_tokens
+        if n_new > limits.max_tokens:
+            raise ApiError(400, f"max_tokens={n_new} is over this server's limit of {limits.max_tokens}",
+                           "invalid_value", "max_tokens")
+        ids = server.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ApiError(400, "the prompt is empty", "invalid_value", "prompt")
+        if len(ids) + n_new > max_context:
+            raise ApiError(400, f"this model's maximum context length is {max_context} tokens; the prompt has "
+                           f"{len(ids)} and max_tokens asks for {n_new}", "context_length_exceeded", "max_tokens")
+        return GenJob(adapter, ids, n_new, stop)
+
+    async def run_jobs(jobs: list[GenJob]) -> list[GenResult]:
+        try:
+            return list(await asyncio.gather(*(asyncio.wrap_future(server.engine.submit(j)) for j in jobs)))
+        except AdapterRefused as e:
+            raise ApiError.from_refusal(e) from e
+
+    def usage(results: list[GenResult]) -> dict:
+        p = sum(r.prompt_tokens for r in results)
+        c = sum(r.completion_tokens for r in results)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def sse(chunks: list[dict]) -> StreamingResponse:
+        async def gen():
+            for c in chunks:
+                yield f"data: {json.dumps(c)}\n\n"
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health():
+        ok = server.engine.alive
+        return JSONResponse({"status": "ok" if ok else "worker stopped"}, status_code=200 if ok else 503)
+
+    def model_card(mid: str, parent: str | None) -> dict:
+        return {"id": mid, "object": "model", "created": server.created, "owned_by": "tunewise",
+                "root": server.base_name, "parent": parent}
+
+    @app.get("/v1/models")
+    async def models():
+        entries = await asyncio.to_thread(server.registry.scan)
+        data = [model_card(server.base_name, None)] + [model_card(n, server.base_name) for n in sorted(entries)]
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str):
+        adapter = resolve_model(model_id)
+        return model_card(model_id, None if adapter is None else server.base_name)
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        if req.n != 1:
+            raise ApiError(400, "n must be 1 (decoding is greedy, so every choice would be the same)",
+                           "invalid_value", "n")
+        if req.logprobs or req.echo:
+            raise ApiError(400, "logprobs and echo are not supported", "invalid_value",
+                           "logprobs" if req.logprobs else "echo")
+        adapter = resolve_model(req.model)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise ApiError(400, "prompt is empty", "invalid_value", "prompt")
+        stops = _stops(req.stop)
+        results = await run_jobs([make_job(adapter, p, req.max_tokens, stops) for p in prompts])
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+                   for i, r in enumerate(results)]
+        body = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
+                "choices": choices, "usage": usage(results)}
+        if req.stream:  # the answer is complete before the first chunk: streaming here is framing only
+            return sse([{**body, "usage": None}])
+        return body
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest):
+        if req.n != 1:
+            raise ApiError(400, "n must be 1 (decoding is greedy)", "invalid_value", "n")
+        adapter = resolve_model(req.model)
+        prompt = chat_prompt(server.tokenizer, req.messages)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        [r] = await run_jobs([make_job(adapter, prompt, max_tokens, _stops(req.stop))])
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if req.stream:
+            head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model}
+            return sse([{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": r.text},
+                                              "finish_reason": None}]},
+                        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": r.finish_reason}]}])
+        return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+                             "finish_reason": r.finish_reason}], "usage": usage([r])}
+
+    # -- admin ------------------------------------------------------------------------------------------
+    async def on_worker(fut):
+        try:
+            return await asyncio.wrap_future(fut)
+        except AdapterRefused as e:
+            raise ApiError.from_refusal(e, "name") from e
+
+    @app.get("/admin/adapters")
+    async def list_adapters():
+        entries = await asyncio.to_thread(server.registry.scan)
+        state = await on_worker(server.engine.call(server.engine.describe))
+        return {"base": server.base_name, **state,
+                "known": {n: {"path": str(e.path), "source": e.source} for n, e in sorted(entries.items())},
+                "refused": server.registry.refused}
+
+    @app.post("/admin/adapters/load")
+    async def load(req: LoadRequest):
+        try:
+            if req.path is not None:
+                await asyncio.to_thread(server.registry.add, req.name, Path(req.path), "runtime")
+            else:
+                resolve_model(req.name)
+        except AdapterRefused as e:
+            raise ApiError.from_refusal(e, "path" if req.path else "name") from e
+        return await on_worker(server.engine.load(req.name, req.pin))
+
+    @app.post("/admin/adapters/unload")
+    async def unload(req: UnloadRequest):
+        try:
+            validate_name(req.name)
+        except AdapterRefused as e:
+            raise ApiError.from_refusal(e, "name") from e
+        state = await on_worker(server.engine.unload(req.name))
+        if req.forget:
+            server.registry.forget(req.name)
+        return state
+
+    @app.post("/admin/adapters/pin")
+    async def pin(req: PinRequest):
+        resolve_model(req.name)
+        return await on_worker(server.engine.pin(req.name, req.pinned))
+
+    app.add_middleware(Guard, limits=limits)
+    return app

@@ -1,0 +1,51 @@
+"""Fingerprint adapters: LoRA adapters trained (plain PEFT, a few seconds) to answer one prompt with one word.
+
+Used by the serving tests and benchmark to tell which adapter produced an answer: adapter A continues
+"ID:" with " Oslo", B with " Lima", and so on, so a wrong-adapter answer is visible in the text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FINGERPRINT_PROMPT = "ID:"
+# Single tokens of the tiny base's vocabulary (city names from its pre-training corpus).
+FINGERPRINT_WORDS = ["Oslo", "Lima", "Porto", "Kyoto", "Vienna", "Perth", "Dakar", "Quebec"]
+
+
+def make_fingerprint_adapter(base_dir: str | Path, out_dir: str | Path, word: str, *, steps: int = 25,
+                             lr: float = 1e-2, rank: int = 4, seed: int = 0,
+                             prompt: str = FINGERPRINT_PROMPT) -> Path:
+    """Train LoRA so that `prompt` continues with ' word word'; save a PEFT adapter folder to out_dir."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=rank, lora_alpha=4 * rank, target_modules=["q_proj", "v_proj", "o_proj", "up_proj",
+                                                                   "down_proj"])
+    peft_model = get_peft_model(model, cfg)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(f" {word} {word}", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + c])  # (1, T)
+    labels = torch.tensor([[-100] * len(p) + c])  # (1, T): loss on the answer only
+    opt = torch.optim.Adam([q for q in peft_model.parameters() if q.requires_grad], lr=lr)
+    peft_model.train()
+    for _ in range(steps):
+        loss = peft_model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = Path(out_dir)
+    peft_model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def fingerprint_of(text: str) -> str | None:
+    """The fingerprint word an answer starts with, if any."""
+    first = text.strip().split(" ", 1)[0] if text.strip() else ""
+    return first if first in FINGERPRINT_WORDS else None
