@@ -19,7 +19,7 @@ MAX_STEPS = 2_000_000  # SQLite VM instructions per query (progress handler tick
 PROGRESS_EVERY = 1000
 MAX_ROWS = 10_000
 
-_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 _ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 

@@ -1,0 +1,139 @@
+"""Built-in task generators: deterministic bytes, the trainer's format, references that score as right."""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from tunewise.errors import TunewiseError
+from tunewise.tasks import TASKS, make_task
+from tunewise.tasks.base import SPLITS
+from tunewise.tasks.classify import LABELS
+from tunewise.tasks.scorers import make_scorer, parse_mr
+
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+SIZES = {"train": 40, "validation": 10, "test": 20}
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.suffix in (".jsonl", ".json")}
+
+
+def _dump(db):
+    conn = sqlite3.connect(db)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_same_seed_same_bytes(tmp_path, name):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    make_task(name, a, SIZES, seed=3)
+    make_task(name, b, SIZES, seed=3)
+    make_task(name, c, SIZES, seed=4)
+    assert _files(a) == _files(b)
+    assert _files(a)["test.jsonl"] != _files(c)["test.jsonl"]
+    if name == "sql":
+        assert (a / "db.sqlite").read_bytes() == (b / "db.sqlite").read_bytes()
+        assert _dump(a / "db.sqlite") != _dump(c / "db.sqlite")
+
+
+def test_test_split_does_not_depend_on_train_size(tmp_path):
+    make_task("math", tmp_path / "small", {"train": 5, "validation": 2, "test": 10})
+    make_task("math", tmp_path / "big", {"train": 50, "validation": 7, "test": 10})
+    assert (tmp_path / "small" / "test.jsonl").read_bytes() == (tmp_path / "big" / "test.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_format_meta_and_references_score_right(tmp_path, name):
+    meta = make_task(name, tmp_path, SIZES)
+    assert set(meta) >= {"task", "scorer", "stop", "max_new_tokens", "files", "seed", "sizes"}
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    scorer = make_scorer(meta["scorer"], meta["scorer_options"], tmp_path)
+    for split in SPLITS:
+        records = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        assert len(records) == SIZES[split]
+        for r in records:
+            assert set(r) == {"prompt", "completion"}
+            assert r["prompt"].endswith(":") and "\n" in r["prompt"]  # a clear cue on its own line
+            assert r["completion"].startswith(" ") and not r["completion"].startswith("  ")
+            assert not any(s in r["completion"] for s in meta["stop"] if s != "\n" or name != "math")
+            s = scorer.score(r["completion"], r["completion"])
+            assert s.correct, (r, s.reason)
+
+
+def test_sql_meta_names_its_database_and_references_return_rows(tmp_path):
+    meta = make_task("sql", tmp_path, SIZES)
+    assert meta["db"] == "db.sqlite" and meta["scorer_options"]["db"] == "db.sqlite"
+    conn = sqlite3.connect(tmp_path / meta["db"])
+    assert {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")} == {
+        "restaurants", "products", "people"}
+    for line in (tmp_path / "test.jsonl").read_text().splitlines():
+        rows = conn.execute(json.loads(line)["completion"]).fetchall()
+        assert rows and rows != [(0,)]
+
+
+def test_content_of_each_task(tmp_path):
+    make_task("structured", tmp_path / "s", {"train": 200, "validation": 0, "test": 0})
+    acts = set()
+    for line in (tmp_path / "s" / "train.jsonl").read_text().splitlines():
+        act, slots = parse_mr(json.loads(line)["completion"])
+        acts.add(act)
+        assert act == "request_attribute" or slots[0][0] == "name"
+    assert acts == {"inform", "recommend", "confirm", "give_opinion", "request_attribute"}
+    meta = make_task("classify", tmp_path / "c", {"train": 200, "validation": 0, "test": 0})
+    labels = {json.loads(x)["completion"].strip() for x in (tmp_path / "c" / "train.jsonl").read_text().splitlines()}
+    assert labels == set(LABELS) == set(meta["labels"])
+    make_task("math", tmp_path / "m", {"train": 50, "validation": 0, "test": 0})
+    for line in (tmp_path / "m" / "train.jsonl").read_text().splitlines():
+        sol = json.loads(line)["completion"]
+        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", sol)
+        assert steps, sol
+        for a, op, b, c in steps:  # every worked step is correct arithmetic
+            assert OPS[op](int(a), int(b)) == int(c), sol
+        assert sol.splitlines()[-1] == f"#### {steps[-1][3]}"
+
+
+def test_prompts_fit_the_tiny_base(tmp_path, tiny_base_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    for name in TASKS:
+        make_task(name, tmp_path / name, {"train": 100, "validation": 0, "test": 0})
+        for line in (tmp_path / name / "train.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            n_prompt = len(tok(r["prompt"])["input_ids"])
+            n_total = len(tok(r["prompt"] + r["completion"])["input_ids"])
+            assert n_prompt < 120 and n_total + 1 <= 256, (name, n_prompt, n_total)
+            assert n_total - n_prompt < TASKS[name].max_new_tokens  # room for the whole completion
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(TunewiseError, match="unknown task"):
+        make_task("poetry", tmp_path)
+    with pytest.raises(TunewiseError, match="must be >= 0"):
+        make_task("math", tmp_path, {"train": -1})
+
+
+def test_cli_list_and_make(tmp_path):
+    from tunewise.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["tasks", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    names = {r["name"] for r in json.loads(res.output)}
+    assert names == {"structured", "classify", "sql", "math", "arithmetic", "lm"}
+    res = runner.invoke(app, ["tasks", "make", "sql", "--out", str(tmp_path / "sql"), "--train", "7",
+                              "--validation", "2", "--test", "3", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "sql" / "train.jsonl").read_text().splitlines()) == 7
+    assert (tmp_path / "sql" / "db.sqlite").is_file()
+    res = runner.invoke(app, ["tasks", "make", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0
