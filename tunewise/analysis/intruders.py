@@ -1,0 +1,107 @@
+"""Intruder dimensions (Shuttleworth et al., arXiv 2410.21228), as pure tensor functions.
+
+A left singular vector u_j of the tuned matrix W is an *intruder* when max_i |cos(u_j, u0_i)| < eps over all left
+singular vectors u0_i of the pre-trained matrix W0; only the top-k u_j (by singular value) are examined.
+
+Why the Gram route: the straightforward method runs a full SVD of W0 and of W for every matrix. We need all of
+U0 but only the top-k vectors of W, and never the right vectors of W0. A symmetric eigendecomposition of the
+smaller Gram matrix (W W^T or W^T W), formed in float64, yields exactly these at a fraction of an SVD's cost.
+float64 matters: squaring doubles the condition number, and eps64 * sigma_1^2 is far below the eps32 * sigma_1
+error of a float32 SVD, so the vectors are at least as accurate as the float32 SVD the authors use.
+tests/test_analysis.py checks that counts match a direct float32-SVD reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+# Below this sigma_i / sigma_1 a left vector recovered as W v / sigma would lose accuracy; use a float64 SVD.
+_TINY_SIGMA_REL = 1e-6
+
+
+def _gram_eigh(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Eigen-decompose the smaller Gram matrix in float64; (vectors, singular values, vectors_are_left), descending."""
+    W64 = W.to(torch.float64)
+    wide = W64.shape[0] <= W64.shape[1]
+    G = W64 @ W64.T if wide else W64.T @ W64
+    evals, evecs = torch.linalg.eigh(G)
+    evals, evecs = evals.flip(0), evecs.flip(1)  # descending, like an SVD
+    return evecs, evals.clamp_min(0).sqrt(), wide
+
+
+def left_singular_basis(W0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All thin left singular vectors and singular values of W0: (U0 [d_out, m], S0 [m]), m = min(d_out, d_in).
+
+    Matches torch.linalg.svd(W0, full_matrices=False) up to signs and rotations inside (near-)equal singular values.
+    """
+    evecs, s, wide = _gram_eigh(W0)
+    if wide:
+        return evecs.to(torch.float32), s.to(torch.float32)
+    if s.numel() and s[-1] <= _TINY_SIGMA_REL * s[0]:
+        # rank-deficient tall matrix: W v / sigma is unstable for the small sigmas, so pay for an SVD here
+        U, S, _ = torch.linalg.svd(W0.to(torch.float64), full_matrices=False)
+        return U.to(torch.float32), S.to(torch.float32)
+    U = (W0.to(torch.float64) @ evecs) / s
+    return U.to(torch.float32), s.to(torch.float32)
+
+
+def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k singular triplets of W: (U [d_out, k], S [k], V [d_in, k]) in float32, descending.
+
+    The other side's vectors come from W v / s or W^T u / s, which is accurate for the large top-k singular values;
+    a zero singular value (possible only for a zero or tiny-rank W) gives a zero vector there.
+    """
+    k = min(k, *W.shape)
+    evecs, s, wide = _gram_eigh(W)
+    evecs, s = evecs[:, :k], s[:k]
+    W64 = W.to(torch.float64)
+    safe = torch.where(s > 0, s, torch.ones_like(s))
+    if wide:
+        U, V = evecs, (W64.T @ evecs) / safe
+    else:
+        V, U = evecs, (W64 @ evecs) / safe
+    return U.to(torch.float32), s.to(torch.float32), V.to(torch.float32)
+
+
+def max_abs_cos(Ut: torch.Tensor, U0: torch.Tensor) -> torch.Tensor:
+    """sim_j = max_i |<Ut[:, j], U0[:, i]>| for every column j of Ut: one matrix product, no loops."""
+    return (U0.T.to(Ut.dtype) @ Ut).abs().amax(dim=0)
+
+
+def count_below(sims: torch.Tensor, eps: float | Sequence[float]) -> dict[float, int] | int:
+    """How many similarities are below eps (the intruder count); a dict when several eps are given."""
+    if isinstance(eps, (int, float)):
+        return int((sims < eps).sum())
+    return {float(e): int((sims < e).sum()) for e in eps}
+
+
+def count_intruders(U0: torch.Tensor, Ut: torch.Tensor, k: int, eps: float) -> int:
+    """The design's signature: intruders among the first k columns of Ut against the basis U0."""
+    return int((max_abs_cos(Ut[:, :k], U0) < eps).sum())
+
+
+def intruder_similarities(W0: torch.Tensor, W: torch.Tensor, k: int = 10,
+                          U0: torch.Tensor | None = None) -> torch.Tensor:
+    """sim_j for the top-k left singular vectors of W against W0's (U0 may come from a cache)."""
+    if U0 is None:
+        U0, _ = left_singular_basis(W0)
+    Ut, _, _ = top_singular(W, k)
+    return max_abs_cos(Ut, U0)
+
+
+def reference_similarities(W0: torch.Tensor, W: torch.Tensor, k: int = 10) -> list[float]:
+    """The direct method, written for clarity not speed (full float32 SVDs of W0 and W, explicit loops).
+
+    Used by the tests as ground truth and by the benchmark's baseline.
+    """
+    U0 = torch.linalg.svd(W0.to(torch.float32), full_matrices=False).U
+    Ut = torch.linalg.svd(W.to(torch.float32), full_matrices=False).U
+    sims = []
+    for j in range(min(k, Ut.shape[1])):
+        best = 0.0
+        for i in range(U0.shape[1]):
+            best = max(best, abs(float(torch.dot(Ut[:, j], U0[:, i]))))
+        sims.append(best)
+    return sims
