@@ -1,0 +1,395 @@
+"""advise: facts -> method (rules table + memory fit) -> hyperparameters, data advice, plan and a RunConfig."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tunewise.advise import rules as R
+from tunewise.advise.evidence import cite
+from tunewise.errors import TunewiseError
+
+FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
+SMALL_MODEL = 100_000_000  # below this the seed's 3e-5 barely moves the weights in a few hundred steps
+
+
+class AdviseInputError(TunewiseError):
+    """Every problem with advise's inputs, listed together."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) with the input:\n{body}",
+                         "fix them and run again (tunewise advise --help lists every option)")
+
+
+@dataclass
+class AdviseInput:
+    task: str | None = None
+    model: str | None = None
+    gpu_mem: float | None = None  # GiB per GPU; None with device 'cpu' = this machine's RAM
+    gpus: int = 1
+    device: str = "cuda"
+    dataset: str | None = None
+    data_size: int | None = None
+    seq_len: int | None = None
+    batch: int = 8
+    rank: int | None = None
+    continual: bool = False
+    multi_adapter: bool = False
+    accuracy_priority: bool = False
+    time_bottleneck: bool = False
+    long_term: bool = False
+    quantized_inference: bool = False
+    fast_iteration: bool = False
+
+
+def canonical_task(task: str) -> str | None:
+    t = task.strip().lower().replace(" ", "-")
+    return t if t in R.TASKS else R.TASK_ALIASES.get(t)
+
+
+def check(inp: AdviseInput) -> list[str]:
+    """Every problem with the input that can be found without loading anything heavy."""
+    p = []
+    if not inp.task:
+        p.append("task: missing; give --task (" + ", ".join(R.TASKS) + ")")
+    elif canonical_task(inp.task) is None:
+        close = difflib.get_close_matches(inp.task.lower(), list(R.TASKS) + list(R.TASK_ALIASES), n=1)
+        p.append(f"task: unknown '{inp.task}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                 + f" (known: {', '.join(R.TASKS)})")
+    if not inp.model:
+        p.append("model: missing; give --model (a preset such as llama-2-7b, 'tiny', a folder or a hub id)")
+    if inp.gpu_mem is not None and inp.gpu_mem <= 0:
+        p.append(f"gpu_mem: must be > 0 GiB per GPU (got {inp.gpu_mem:g})")
+    if inp.gpus < 1:
+        p.append(f"gpus: must be >= 1 (got {inp.gpus})")
+    if inp.device not in ("cuda", "cpu"):
+        p.append(f"device: unknown '{inp.device}'; use cuda or cpu")
+    if inp.rank is not None and inp.rank <= 0:
+        p.append(f"rank: must be > 0 (got {inp.rank}); typical values are 16 or 32")
+    if inp.batch <= 0:
+        p.append(f"batch: must be > 0 (got {inp.batch})")
+    if inp.seq_len is not None and inp.seq_len <= 0:
+        p.append(f"seq_len: must be > 0 (got {inp.seq_len})")
+    if inp.data_size is not None and inp.data_size <= 0:
+        p.append(f"data_size: must be > 0 examples (got {inp.data_size})")
+    if inp.dataset and not Path(inp.dataset).expanduser().is_file():
+        p.append(f"dataset: '{inp.dataset}' does not exist (give a JSONL / JSON / CSV / Parquet file)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- memory plan
+
+
+@dataclass
+class Plan:
+    """How a method runs on the hardware: the first setting that fits, or the smallest one and why it fails."""
+
+    method: str
+    fits: bool
+    batch: int
+    grad_accum: int
+    grad_ckpt: bool
+    total_gb: float
+    capacity_gb: float
+    breakdown: dict = field(default_factory=dict)
+
+
+def plan_method(spec, method: str, inp: AdviseInput, rank: int, seq: int, capacity_gb: float) -> Plan:
+    """Try: as asked -> gradient checkpointing -> micro-batch 1 with accumulation. The first that fits wins."""
+    from tunewise.estimate import EstimateRequest, breakdown_for
+    from tunewise.estimate.memory import GB
+
+    base = EstimateRequest(model=spec.name, methods=(method,), rank=rank, batch=inp.batch, seq=seq,
+                           device=inp.device, gpus=inp.gpus)
+    tries = [base, replace(base, grad_ckpt=True), replace(base, grad_ckpt=True, batch=1, grad_accum=inp.batch)]
+    b = None
+    for req in tries:
+        b = breakdown_for(spec, req, method, spec.adaptable)
+        if b.total <= capacity_gb * GB * 0.95:
+            return Plan(method, True, req.batch, req.grad_accum, req.grad_ckpt, b.total / GB, capacity_gb,
+                        b.as_dict())
+    assert b is not None
+    last = tries[-1]
+    return Plan(method, False, last.batch, last.grad_accum, last.grad_ckpt, b.total / GB, capacity_gb, b.as_dict())
+
+
+def gpus_needed_for_full(spec, inp: AdviseInput, seq: int, capacity_gb: float) -> int | None:
+    for n in (2, 4, 8, 16, 32, 64):
+        p = plan_method(spec, "full", replace(inp, gpus=n), 16, seq, capacity_gb)
+        if p.fits:
+            return n
+    return None
+
+
+def capacity(inp: AdviseInput) -> tuple[float, str]:
+    if inp.gpu_mem is not None:
+        where = f"{inp.gpus} x {inp.gpu_mem:g} GiB GPU" if inp.device == "cuda" else f"{inp.gpu_mem:g} GiB RAM"
+        return inp.gpu_mem, where
+    import psutil
+
+    ram = psutil.virtual_memory().total / 2**30
+    return ram, f"this machine's {ram:.0f} GiB RAM (CPU, fp32)"
+
+
+# ---------------------------------------------------------------------------------------------- hyperparameters
+
+
+def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | None, data_size: int | None,
+                    rank_given: bool) -> dict[str, dict]:
+    """Each value with the reason for it."""
+    hp: dict[str, dict] = {}
+    small = spec.total_params < SMALL_MODEL
+    if method != "full":
+        r = rank if rank_given and rank else (32 if task in R.REASONING | {"code"} else 16)
+        hp["r"] = {"value": r, "reason": "16 or 32 for most applications; higher ranks add capacity but risk "
+                   "overfitting" + ("; 32 because reasoning/code needs more capacity" if r == 32 and not rank_given
+                                    else "") + (" (rank given)" if rank_given else ""), "evidence": ["seed"]}
+        two_r = facts.continual or task in R.REASONING
+        hp["alpha"] = {"value": 2 * r if two_r else r,
+                       "reason": ("alpha = 2r: fewer intruder dimensions (and Biderman's setting), which matters "
+                                  "for continual or reasoning work" if two_r else
+                                  "alpha = r (the seed's starting point); try 2r if training is slow to move"),
+                       "evidence": ["intruders-2024", "biderman-2024"] if two_r else ["seed"]}
+        hp["target_modules"] = {"value": spec.adaptable,
+                                "reason": f"all linear layers of {spec.architecture} (attention and MLP), not just "
+                                "attention: the original attention-only advice is outdated (~5x the adapter "
+                                "parameters, still tiny)", "evidence": ["raschka-2023", "seed"]}
+        big = spec.total_params > 20e9
+        hp["dropout"] = {"value": 0.05 if big else 0.1,
+                         "reason": "QLoRA used LoRA dropout 0.1 up to 13B and 0.05 above", "evidence": ["qlora-2023"]}
+        lr, why = 3e-5, ("start at 3e-5: 1e-4 was unstable for LoRA in Anyscale's Llama 2 runs; LoRA's optimisation "
+                         "landscape is trickier than full fine-tuning's")
+        if small:
+            lr, why = 1e-3, (f"1e-3, not the seed's 3e-5: this model has only {spec.total_params / 1e6:.1f}M "
+                             "parameters, and at 3e-5 a small model's adapters barely move in a few hundred "
+                             "steps (the 3e-5 advice is for 7B-70B models; the lr guard will warn above 1e-4)")
+        hp["lr"] = {"value": lr, "reason": why, "evidence": ["anyscale-2023"]}
+    else:
+        lr, why = 1e-5, "1e-5: full fine-tuning moves every weight; a low rate protects pre-trained skills"
+        if small:
+            lr, why = 1e-4, (f"1e-4, not 1e-5: only {spec.total_params / 1e6:.1f}M parameters, which need a larger "
+                             "rate to move in a few hundred steps")
+        hp["lr"] = {"value": lr, "reason": why, "evidence": ["biderman-2024"]}
+    large = data_size is not None and data_size > 50_000
+    hp["epochs"] = {"value": 1 if large else 3,
+                    "reason": "beyond 3 epochs returns diminish and multi-epoch training on a static set can "
+                    "degrade performance" + ("; one pass over a set this large" if large else ""),
+                    "evidence": ["raschka-2023", "seed"]}
+    hp["watch"] = {"value": "train loss < 0.2",
+                   "reason": "a training loss below 0.2 signals overfitting, earlier than validation metrics: lower "
+                   "the lr, cut epochs or raise weight decay (the overfit guard is set to 0.2)",
+                   "evidence": ["raschka-2023", "seed"]}
+    return hp
+
+
+# ---------------------------------------------------------------------------------------------- the advice
+
+
+@dataclass
+class Advice:
+    inputs: dict
+    method: str | None
+    preferred: str
+    scores: dict[str, float]
+    reasons: list[dict]
+    counter_reasons: list[dict]
+    warnings: list[str]
+    plans: dict[str, Plan]
+    decision: str
+    hyperparameters: dict
+    data: dict | None
+    graduation: list[str]
+    config: dict | None
+    automatic: list[str]
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "preferred": self.preferred, "decision": self.decision,
+                "scores": self.scores, "reasons": self.reasons, "counter_reasons": self.counter_reasons,
+                "warnings": self.warnings, "hyperparameters": self.hyperparameters,
+                "estimates": {m: {"fits": p.fits, "total_gib": round(p.total_gb, 2), "capacity_gib": p.capacity_gb,
+                                  "batch": p.batch, "grad_accum": p.grad_accum, "gradient_checkpointing": p.grad_ckpt,
+                                  "breakdown_mib": p.breakdown.get("terms_mb", {})}
+                              for m, p in self.plans.items()},
+                "data": self.data, "graduation": self.graduation, "config": self.config,
+                "automatic_decisions": self.automatic, "inputs": self.inputs}
+
+
+def _rule_entry(rule: R.Rule, method: str) -> dict:
+    return {"rule": rule.id, "condition": rule.condition, "weight": rule.votes.get(method, 0.0),
+            "reason": rule.reason, "evidence": cite(rule.evidence)}
+
+
+def choose(preferred: str, plans: dict[str, Plan]) -> str | None:
+    for m in FALLBACK[FALLBACK.index(preferred):]:
+        if plans[m].fits:
+            return m
+    return None
+
+
+def advise(inp: AdviseInput) -> Advice:
+    """The whole recommendation; raises AdviseInputError listing every input problem together."""
+    from tunewise.estimate import load_spec
+
+    problems = check(inp)
+    spec = None
+    if inp.model:
+        try:
+            spec = load_spec(inp.model)
+        except TunewiseError as e:
+            problems.append(f"model: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+    data = None
+    if inp.dataset and not any(x.startswith("dataset:") for x in problems):
+        from tunewise.advise.data import read
+
+        try:
+            data = read(inp.dataset)
+        except (TunewiseError, ValueError, OSError) as e:
+            problems.append(f"dataset: {getattr(e, 'message', e)}")
+    if problems:
+        raise AdviseInputError(problems)
+    assert spec is not None and inp.task
+    task = canonical_task(inp.task) or inp.task
+    automatic: list[str] = []
+    facts = R.Facts(task, inp.continual, inp.multi_adapter, inp.accuracy_priority, inp.time_bottleneck,
+                    inp.long_term, inp.quantized_inference, inp.fast_iteration)
+    fired = R.fired(facts)
+    scores = R.scores(facts)
+    pref = R.preferred(facts)
+
+    n_data = data.records if data else inp.data_size
+    seq = inp.seq_len or _seq_from_data(spec, data, automatic)
+    cap, where = capacity(inp)
+    if inp.gpu_mem is None:
+        automatic.append(f"no --gpu-mem: planning for {where}")
+    rank_for_plan = inp.rank or (32 if task in R.REASONING | {"code"} else 16)
+    plans = {m: plan_method(spec, m, inp, rank_for_plan, seq, cap) for m in FALLBACK}
+    method = choose(pref, plans)
+
+    chosen = method or pref
+    reasons = [_rule_entry(r, chosen) for r in fired if r.votes.get(chosen, 0) > 0]
+    if chosen != pref:
+        # the rules' verdict still stands (an adapter method for this job); memory moved it along the chain
+        reasons += [dict(_rule_entry(r, pref), reason=f"(for {pref}) {r.reason}") for r in fired
+                    if r.votes.get(pref, 0) > 0 and r.votes.get(chosen, 0) >= 0]
+        reasons.append({"rule": "memory-fit", "condition": "the preferred method does not fit the memory",
+                        "weight": 0.0, "reason": f"{pref} does not fit on {where}; {chosen} is next in the "
+                        "full -> LoRA -> QLoRA chain and fits" + (" (QLoRA: ~33% less memory for ~39% longer "
+                        "training)" if chosen == "qlora" else ""),
+                        "evidence": cite(("qlora-2023", "raschka-2023") if chosen == "qlora" else ("seed",))})
+    counter = [_rule_entry(r, chosen) for r in fired if r.votes.get(chosen, 0) < 0]
+    counter += [{"rule": r.id, "condition": r.condition, "weight": w, "for": m, "reason": r.reason,
+                 "evidence": cite(r.evidence)}
+                for r in fired for m, w in r.votes.items()
+                if m not in (chosen, pref) and w > 0 and r.id != "start-with-lora"]
+    warnings: list[str] = []
+    decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
+    if method is not None and method != "full" and inp.continual:
+        warnings.append("WARNING: a continual pipeline with LoRA: intruder dimensions accumulate with every "
+                        "sequential fine-tune and degrade earlier tasks faster than full fine-tuning. Measure "
+                        "forgetting after each stage (tunewise continual / tunewise analyze) and move to full "
+                        "fine-tuning when the hardware allows.")
+    if method is not None and method != "full" and task in R.REASONING:
+        warnings.append(f"{R.TASKS[task]} with {method}: expect a gap to full fine-tuning (GSM8k at 7B/13B); "
+                        "follow the graduation plan below.")
+    if method == "qlora" and inp.time_bottleneck:
+        warnings.append("QLoRA is the only method that fits, but training time is your bottleneck: it trains "
+                        "~39% longer than LoRA. A larger card or a smaller model would avoid it.")
+    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None)
+    chosen_plan = plans[method] if method else None
+    data_out = _data_advice(data, inp.data_size)
+    graduation = [
+        f"Start with {dict(lora='LoRA', qlora='QLoRA', full='full fine-tuning')[chosen]} using the settings above"
+        + (" (the seed: start with LoRA; here the rules point to full fine-tuning)." if chosen == "full" else "."),
+        "Run `tunewise compare` (LoRA vs full, or several ranks) on a held-out set, with retention probes for the "
+        "skills you must keep.",
+        "Tune lr and rank first; if LoRA still trails full fine-tuning on a reasoning-heavy task, graduate to full "
+        "fine-tuning for that task only.",
+        "Keep LoRA wherever it matched: you save the compute and know which capabilities needed the full "
+        "treatment.",
+    ]
+    config = _config(spec, inp, method, hp, chosen_plan, seq, data, task) if method else None
+    if config is not None and data is None:
+        automatic.append("data.train in the written config is a placeholder (train.jsonl): point it at your data")
+    return Advice(inputs=_inputs_dict(inp, task), method=method, preferred=pref, scores=scores, reasons=reasons,
+                  counter_reasons=counter, warnings=warnings, plans=plans, decision=decision, hyperparameters=hp,
+                  data=data_out, graduation=graduation, config=config, automatic=automatic)
+
+
+def _inputs_dict(inp: AdviseInput, task: str) -> dict:
+    d = dict(vars(inp))
+    d["task"] = task
+    return d
+
+
+def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where: str, spec, inp: AdviseInput,
+                   seq: int, cap: float, warnings: list[str]) -> str:
+    p = plans[pref]
+    if method == pref:
+        how = "as set up" if not p.grad_ckpt else (
+            "with gradient checkpointing" + (f", micro-batch 1 x {p.grad_accum} accumulation" if p.batch == 1 and
+                                             inp.batch > 1 else ""))
+        return f"{pref} is preferred and fits on {where} ({p.total_gb:.1f} of {cap:g} GiB, {how})."
+    skipped = [m for m in FALLBACK[FALLBACK.index(pref):] if m != method and not plans[m].fits]
+    why = "; ".join(f"{m} needs {plans[m].total_gb:.1f} GiB even at micro-batch 1 with checkpointing" for m in skipped)
+    if method is not None:
+        return f"{pref} is preferred but does not fit on {where} ({why}); falling back to {method} " \
+               f"({plans[method].total_gb:.1f} GiB)."
+    n = gpus_needed_for_full(spec, replace(inp, device="cuda"), seq, cap) if inp.device == "cuda" else None
+    fsdp = f"FSDP over {n} GPUs of {cap:g} GiB" if n else "FSDP over many more GPUs"
+    return (f"does not fit: {why} on {where}. Options: a smaller model, gradient checkpointing with shorter "
+            f"sequences (now {seq}), or {fsdp} for full fine-tuning.")
+
+
+def _seq_from_data(spec, data, automatic: list[str]) -> int:
+    max_pos = int(getattr(spec.config, "max_position_embeddings", 4096) or 4096)
+    if not data or not data.lengths_chars:
+        seq = min(512, max_pos)
+        automatic.append(f"sequence length {seq} (no dataset to measure; give --seq-len)")
+        return seq
+    longest = sorted(data.lengths_chars)[int(0.99 * (len(data.lengths_chars) - 1))]
+    tokens = math.ceil(longest / 3) + 1  # ~3 characters per token is conservative for BPE tokenizers (+ EOS)
+    seq = min(max_pos, max(32, 2 ** math.ceil(math.log2(tokens))))
+    automatic.append(f"sequence length {seq}: the 99th-percentile example is {longest} characters "
+                     f"(~{tokens} tokens at ~3 characters per token)")
+    return seq
+
+
+def _data_advice(data, size: int | None) -> dict | None:
+    from tunewise.advise.data import size_advice
+
+    n = data.records if data else size
+    if n is None:
+        return None
+    out = {"records": n, "size": size_advice(n),
+           "preserve": "Include representative examples of skills you want to keep (e.g. arithmetic, general "
+                       "text): models unlearn capabilities the fine-tuning data does not exercise."}
+    if data:
+        out.update({"path": data.path, "format": data.format, "duplicates": data.duplicates})
+        if data.duplicates:
+            out["duplicates_advice"] = f"{data.duplicates} exact duplicate(s): remove them (tunewise data check)."
+        if data.format == "unknown":
+            out["format_advice"] = "records need prompt/completion, messages or text keys"
+    return out
+
+
+def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int, data, task: str) -> dict:
+    """A RunConfig dict for `tunewise train` with the choices above (validated by the caller's test)."""
+    base = spec.hub_id or inp.model
+    if inp.model in ("tiny", "minilm"):
+        base = inp.model
+    cfg: dict = {"base": base, "method": method,
+                 "data": {"train": data.path if data else "train.jsonl", "max_seq_len": seq},
+                 "train": {"epochs": hp["epochs"]["value"], "lr": hp["lr"]["value"], "batch_size": plan.batch,
+                           "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.grad_ckpt},
+                 "guards": {"overfit_loss": 0.2, "max_epochs": 3}}
+    if not spec.architecture.endswith("ForCausalLM") and task == "classification" and data and data.labels:
+        cfg["task_type"] = "sequence-classification"
+        cfg["num_labels"] = data.labels
+    if method != "full":
+        cfg["lora"] = {"r": hp["r"]["value"], "alpha": hp["alpha"]["value"], "dropout": hp["dropout"]["value"],
+                       "target_modules": list(hp["target_modules"]["value"])}
+    return cfg

@@ -1,0 +1,181 @@
+"""`tunewise advise`: which method (LoRA, QLoRA or full), why, with what settings, and a ready run config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+PRIORITIES = {"accuracy": "accuracy_priority", "time": "time_bottleneck", "iteration": "fast_iteration"}
+YAML_KEYS = {"task", "model", "gpu_mem", "gpus", "device", "dataset", "data_size", "seq_len", "batch", "rank",
+             "continual", "multi_adapter", "accuracy_priority", "time_bottleneck", "long_term",
+             "quantized_inference", "fast_iteration", "priority"}
+
+
+def read_yaml(path: str) -> tuple[dict, list[str]]:
+    """Inputs from a YAML file (keys as the flags, with underscores); unknown keys are problems, not ignored."""
+    import difflib
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return {}, [f"--from '{path}': file does not exist"]
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        return {}, [f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(e, 'problem', e)})"]
+    if not isinstance(data, dict):
+        return {}, [f"{path}: expected a mapping of keys to values"]
+    problems = []
+    for key in data:
+        if str(key).replace("-", "_") not in YAML_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(YAML_KEYS), n=1)
+            problems.append(f"{path}: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
+    return {str(k).replace("-", "_"): v for k, v in data.items()}, problems
+
+
+def apply_priority(values: dict, priority: str | list | None, problems: list[str]) -> None:
+    if not priority:
+        return
+    items = priority if isinstance(priority, list) else str(priority).split(",")
+    for item in (str(i).strip().lower() for i in items if str(i).strip()):
+        if item in PRIORITIES:
+            values[PRIORITIES[item]] = True
+        else:
+            problems.append(f"priority: unknown '{item}'; use {', '.join(PRIORITIES)}")
+
+
+def render(advice) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console()
+    a = advice.as_dict()
+    head = a["method"].upper() if a["method"] else "DOES NOT FIT"
+    con.print(f"[bold]Recommendation: {head}[/bold]  (rules prefer {a['preferred']}; scores "
+              + ", ".join(f"{m} {s:+g}" for m, s in a["scores"].items()) + ")")
+    con.print(escape(a["decision"]))
+    for w in a["warnings"]:
+        con.print(f"[bold red]{escape(w)}[/bold red]")
+    con.print("\n[bold]Why[/bold]")
+    for r in a["reasons"]:
+        ev = ", ".join(e["id"] for e in r["evidence"])
+        con.print(escape(f"  + [{r['rule']}, {r['weight']:+g}] {r['reason']}") + f" [dim]({ev})[/dim]")
+    if a["counter_reasons"]:
+        con.print("[bold]Against / for other methods[/bold]")
+        for r in a["counter_reasons"]:
+            ev = ", ".join(e["id"] for e in r["evidence"])
+            target = f" for {r['for']}" if "for" in r else ""
+            con.print(escape(f"  - [{r['rule']}, {r['weight']:+g}{target}] {r['reason']}") + f" [dim]({ev})[/dim]")
+    t = Table(title="estimate on the stated hardware (per GPU)")
+    for col in ("method", "fits", "peak GiB", "micro-batch x accum", "checkpointing"):
+        t.add_column(col)
+    for m, e in a["estimates"].items():
+        t.add_row(m, "yes" if e["fits"] else "no", f"{e['total_gib']:.1f} / {e['capacity_gib']:g}",
+                  f"{e['batch']} x {e['grad_accum']}", "on" if e["gradient_checkpointing"] else "off")
+    con.print(t)
+    con.print("[bold]Hyperparameters[/bold]")
+    for k, v in a["hyperparameters"].items():
+        val = ",".join(v["value"]) if isinstance(v["value"], list) else v["value"]
+        con.print(escape(f"  {k} = {val}: {v['reason']}"))
+    if a["data"]:
+        con.print("[bold]Data[/bold]")
+        for k in ("size", "duplicates_advice", "format_advice", "preserve"):
+            if k in a["data"]:
+                con.print(f"  {a['data'][k]}")
+    con.print("[bold]Graduation plan[/bold]")
+    for i, step in enumerate(a["graduation"], 1):
+        con.print(f"  {i}. {step}")
+    for d in a["automatic_decisions"]:
+        con.print(f"[dim]  decided automatically: {d}[/dim]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def advise(
+        task: str = typer.Option(None, "--task", "-t", help="classification, structured, style, domain, sql, code, "
+                                 "math, logic or open-ended."),
+        model: str = typer.Option(None, "--model", "-m", help="Preset (llama-2-7b, ...), 'tiny', a folder, a "
+                                  "config.json or a hub id."),
+        gpu_mem: float = typer.Option(None, "--gpu-mem", help="GiB per GPU (omit on a CPU-only machine to plan for "
+                                      "its RAM)."),
+        gpus: int = typer.Option(None, "--gpus", help="Number of GPUs (default 1)."),
+        dataset: str = typer.Option(None, "--dataset", help="Training file (JSONL/JSON/CSV/Parquet)."),
+        data_size: int = typer.Option(None, "--data-size", help="Number of examples, if no file is given."),
+        seq_len: int = typer.Option(None, "--seq-len", help="Sequence length; default from the dataset, else 512."),
+        batch: int = typer.Option(None, "--batch", help="Micro-batch size to plan for (default 8)."),
+        rank: int = typer.Option(None, "--rank", help="Force a LoRA rank."),
+        priority: str = typer.Option(None, "--priority", help="accuracy, time and/or iteration (comma list)."),
+        continual: bool = typer.Option(None, "--continual", help="A continual / sequential adaptation pipeline."),
+        multi_adapter: bool = typer.Option(None, "--multi-adapter", help="Several adapters swapped at runtime."),
+        long_term: bool = typer.Option(None, "--long-term", help="Train once for long-term deployment."),
+        quantized_inference: bool = typer.Option(None, "--quantized-inference",
+                                                 help="Quantised inference is planned anyway."),
+        device: str = typer.Option(None, "--device", help="cuda (plan GPUs) or cpu (plan this machine)."),
+        from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
+    ) -> None:
+        """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
+        from tunewise.advise import AdviseInput, AdviseInputError
+        from tunewise.advise import advise as run_advise
+        from tunewise.advise.rules import TASKS
+
+        values, problems = read_yaml(from_file) if from_file else ({}, [])
+        apply_priority(values, values.pop("priority", None), problems)
+        flags = {"task": task, "model": model, "gpu_mem": gpu_mem, "gpus": gpus, "dataset": dataset,
+                 "data_size": data_size, "seq_len": seq_len, "batch": batch, "rank": rank, "continual": continual,
+                 "multi_adapter": multi_adapter, "long_term": long_term, "quantized_inference": quantized_inference,
+                 "device": device}
+        values.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
+        apply_priority(values, priority, problems)
+        if sys.stdin.isatty() and not as_json:
+            if not values.get("task"):
+                values["task"] = typer.prompt(f"Task ({', '.join(TASKS)})")
+            if not values.get("model"):
+                values["model"] = typer.prompt("Model (preset, 'tiny', folder or hub id)", default="llama-2-7b")
+            if values.get("gpu_mem") is None and values.get("device") != "cpu":
+                answer = typer.prompt("GiB per GPU (empty: plan for this machine)", default="", show_default=False)
+                if answer.strip():
+                    try:
+                        values["gpu_mem"] = float(answer)
+                    except ValueError:
+                        problems.append(f"gpu_mem: '{answer}' is not a number of GiB")
+        if values.get("gpu_mem") is None and "device" not in values:
+            import torch
+
+            values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        values.setdefault("gpus", 1)
+        values.setdefault("batch", 8)
+        try:
+            inp = AdviseInput(**values)
+        except TypeError as e:
+            raise AdviseInputError(problems + [str(e)]) from None
+        if problems:
+            from tunewise.advise.engine import check
+
+            raise AdviseInputError(problems + check(inp))
+        result = run_advise(inp)
+        if write_config:
+            if result.config is None:
+                from tunewise.errors import TunewiseError
+
+                raise TunewiseError(f"no config written: {result.decision}", "change the model or the hardware")
+            from tunewise.config import dump_config, validate_config
+            from tunewise.fileio import atomic_write_text
+
+            cfg = validate_config(result.config, "advise")  # what train will load, checked before writing
+            atomic_write_text(Path(write_config), dump_config(cfg))
+        if as_json:
+            typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        else:
+            render(result)
+            if write_config:
+                typer.echo(f"\nwrote {write_config}: tunewise train {write_config}")
+        if result.method is None:
+            raise typer.Exit(1)
