@@ -88,13 +88,15 @@ def shingles(tok: np.ndarray, doc: np.ndarray, n_docs: int, ngram: int = NGRAM) 
     counts = np.bincount(doc, minlength=n_docs)
     first = np.concatenate(([True], doc[1:] != doc[:-1]))
     acc = tok.copy()
+
+    def shift(arr: np.ndarray, k: int, fill) -> np.ndarray:  # arr[i + k], or fill past the end; length t
+        return np.concatenate((arr[k:], np.full(min(k, t), fill, dtype=arr.dtype)))
+
     with np.errstate(over="ignore"):
         for k in range(1, ngram):
-            nxt = np.concatenate((tok[k:], np.zeros(k, U64)))
-            same = np.concatenate((doc[k:] == doc[:-k], np.zeros(k, dtype=bool)))
-            acc = (acc * _C1 + np.where(same, nxt, U64(0))) ^ _C2
-    last_ok = np.concatenate((doc[ngram - 1:] == doc[:t - ngram + 1], np.zeros(ngram - 1, dtype=bool)))
-    keep = last_ok | (first & (counts[doc] < ngram))
+            same = shift(doc, k, -1) == doc
+            acc = (acc * _C1 + np.where(same, shift(tok, k, 0), U64(0))) ^ _C2
+    keep = (shift(doc, ngram - 1, -1) == doc) | (first & (counts[doc] < ngram))
     return _mix(acc[keep]), doc[keep]
 
 
@@ -179,6 +181,8 @@ def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None) -> tuple[
     """
     n, bands = keys.shape
     idx = np.arange(n) if valid is None else np.flatnonzero(valid)
+    if idx.size < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pa, pb = [], []
     for j in range(bands):
         k = keys[idx, j]
@@ -218,6 +222,8 @@ def cluster_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cross_matches(train_sig: np.ndarray, eval_sig: np.ndarray, threshold: float = 0.8,
                   bands: int = BANDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eval rows with a near-identical train row: (eval index, train index, estimated Jaccard), best per eval row."""
+    if train_sig.shape[0] == 0 or eval_sig.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     tk, ek = band_keys(train_sig, bands), band_keys(eval_sig, bands)
     best = np.full(eval_sig.shape[0], -1.0, dtype=np.float32)
     best_train = np.full(eval_sig.shape[0], -1, dtype=np.int64)
