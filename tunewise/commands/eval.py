@@ -56,8 +56,14 @@ def register(app: typer.Typer) -> None:
         probes = parse_probe_list(preserve)
         run_dir = Path(target) if (Path(target) / "config.yaml").is_file() else None
         spec = None
-        if data or task or not probes:
-            spec = resolve_data(data, task, run_dir, split, limit, seed)
+        if data or task or not probes or run_dir is not None:
+            try:
+                spec = resolve_data(data, task, run_dir, split, limit, seed)
+            except TunewiseError:
+                if data or task or not probes:
+                    raise
+                # --preserve alone on a run whose training data is not a task directory: probes only
+        if spec is not None:
             spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
             spec.scorer()  # fail early on a missing database or schema, before loading the model
         loaded = load_target(target, base, spec.labels if spec else None, device)
