@@ -1,0 +1,180 @@
+"""tunewise advise: the seed's 'Making the call' cases, the rules table, fallback, bad input, write-config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tunewise.advise import AdviseInput, AdviseInputError, advise
+from tunewise.advise.evidence import EVIDENCE
+from tunewise.advise.rules import METHOD_ORDER, RULES, TASKS
+from tunewise.config import validate_config
+
+
+def _advise(**kw):
+    return advise(AdviseInput(**kw))
+
+
+# ---------------------------------------------------------------------------------------------- the seed's cases
+
+
+def test_classification_7b_on_24gb_is_lora():
+    a = _advise(task="classification", model="llama-2-7b", gpu_mem=24)
+    assert a.method == "lora"
+    assert any(r["rule"] == "representation-task" for r in a.reasons)
+    assert not a.plans["full"].fits
+
+
+def test_structured_output_13b_on_16gb_is_qlora():
+    a = _advise(task="structured", model="llama-2-13b", gpu_mem=16)
+    assert a.preferred == "lora" and a.method == "qlora"
+    assert not a.plans["lora"].fits and a.plans["qlora"].fits
+    assert any(r["rule"] == "memory-fit" for r in a.reasons)
+
+
+def test_math_on_8x80gb_with_accuracy_priority_is_full():
+    a = _advise(task="math", model="llama-2-7b", gpu_mem=80, gpus=8, accuracy_priority=True)
+    assert a.method == "full"
+    assert {"reasoning-task", "accuracy-priority"} <= {r["rule"] for r in a.reasons}
+
+
+def test_continual_pipeline_is_full_or_a_loud_warning():
+    big = _advise(task="sql", model="llama-2-7b", gpu_mem=80, gpus=8, continual=True)
+    assert big.method == "full"
+    small = _advise(task="sql", model="llama-2-7b", gpu_mem=80, continual=True)
+    assert small.method == "lora"  # full does not fit on one card
+    assert any(w.startswith("WARNING") and "intruder" in w for w in small.warnings)
+    assert small.hyperparameters["alpha"]["value"] == 2 * small.hyperparameters["r"]["value"]
+
+
+def test_several_runtime_swapped_adapters_is_lora():
+    for task in ("classification", "math"):
+        a = _advise(task=task, model="llama-2-7b", gpu_mem=80, gpus=8, multi_adapter=True)
+        assert a.method == "lora", task
+
+
+def test_training_time_bottleneck_is_not_qlora():
+    kw = dict(task="classification", model="llama-2-7b", gpu_mem=40, quantized_inference=True, fast_iteration=True)
+    assert _advise(**kw, time_bottleneck=True).method != "qlora"
+    assert any(r["rule"] == "time-bottleneck" for r in _advise(**kw, time_bottleneck=True).counter_reasons
+               + _advise(**kw, time_bottleneck=True).reasons)
+
+
+def test_does_not_fit_anywhere():
+    a = _advise(task="sql", model="llama-2-70b", gpu_mem=16)
+    assert a.method is None and a.config is None
+    assert a.decision.startswith("does not fit:") and "FSDP" in a.decision
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+
+def test_rules_table_is_well_formed():
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    for r in RULES:
+        assert r.evidence and all(e in EVIDENCE for e in r.evidence), r.id
+        assert set(r.votes) <= set(METHOD_ORDER) and r.reason and r.condition
+
+
+def test_hyperparameters_follow_the_seed():
+    a = _advise(task="structured", model="qwen2.5-7b", gpu_mem=80)
+    hp = a.hyperparameters
+    assert hp["r"]["value"] in (16, 32) and hp["alpha"]["value"] in (hp["r"]["value"], 2 * hp["r"]["value"])
+    assert hp["target_modules"]["value"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"]
+    assert hp["lr"]["value"] == 3e-5 and "1e-4" in hp["lr"]["reason"]
+    assert hp["epochs"]["value"] <= 3 and "0.2" in hp["watch"]["reason"]
+    assert [e["id"] for r in a.reasons for e in r["evidence"]]
+
+
+def test_small_model_gets_a_higher_lr_with_the_reason(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=128).save_pretrained(tmp_path)
+    a = _advise(task="sql", model=str(tmp_path), device="cpu")
+    assert a.method == "lora"
+    assert a.hyperparameters["lr"]["value"] == 1e-3 and "3e-5" in a.hyperparameters["lr"]["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- data and config
+
+
+def _dataset(path, n, dup=0):
+    rows = [{"prompt": f"Question {i}?\nSQL:", "completion": f" SELECT {i};"} for i in range(n)]
+    rows += rows[:dup]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_data_advice_and_config(tmp_path):
+    data = _dataset(tmp_path / "train.jsonl", 40, dup=3)
+    a = _advise(task="sql", model="llama-2-7b", gpu_mem=80, dataset=str(data))
+    assert a.data["records"] == 43 and a.data["duplicates"] == 3
+    assert "1,000" in a.data["size"] and "preserve" in a.data
+    cfg = validate_config(a.config)  # accepted unchanged
+    assert cfg.method == "lora" and cfg.base == "meta-llama/Llama-2-7b-hf" and cfg.data.train == str(data)
+    assert cfg.lora.target_modules == a.hyperparameters["target_modules"]["value"]
+    assert cfg.train.lr == 3e-5 and cfg.train.epochs <= 3 and cfg.guards.overfit_loss == 0.2
+
+
+def test_large_dataset_size_advice():
+    a = _advise(task="classification", model="llama-2-7b", gpu_mem=80, data_size=80_000)
+    assert "50,000" in a.data["size"] and a.hyperparameters["epochs"]["value"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_all_input_problems_are_listed_together():
+    with pytest.raises(AdviseInputError) as e:
+        _advise(task="poetry", model="no-such-org/no-such-model", gpu_mem=-4, rank=0)
+    msg = e.value.message
+    assert "4 problem(s)" in msg
+    assert "task: unknown 'poetry'" in msg and "gpu_mem: must be > 0" in msg and "rank: must be > 0" in msg
+    assert "no-such-org/no-such-model" in msg
+
+
+def test_task_aliases_and_suggestions():
+    assert _advise(task="JSON", model="llama-2-7b", gpu_mem=80).inputs["task"] == "structured"
+    with pytest.raises(AdviseInputError, match="did you mean 'classification'"):
+        _advise(task="clasification", model="llama-2-7b", gpu_mem=80)
+    assert set(TASKS) >= {"classification", "structured", "style", "domain", "sql", "code", "math", "logic",
+                          "open-ended"}
+
+
+def _cli(*args, stdin=subprocess.DEVNULL):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "tunewise", *args], capture_output=True, text=True, env=env,
+                          stdin=stdin, timeout=300)
+
+
+def test_cli_bad_input_exits_nonzero_with_one_message():
+    out = _cli("advise", "--task", "poetry", "--model", "llama-2-7b", "--gpu-mem", "-1", "--rank", "0")
+    assert out.returncode == 2
+    assert "3 problem(s)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_yaml_json_and_write_config(tmp_path):
+    spec = tmp_path / "advise.yaml"
+    spec.write_text("task: math\nmodel: llama-2-7b\ngpu_mem: 80\ngpus: 8\npriority: accuracy\n")
+    cfg_path = tmp_path / "run.yaml"
+    out = _cli("advise", "--from", str(spec), "--json", "--write-config", str(cfg_path))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["method"] == "full" and data["estimates"]["full"]["fits"]
+    from tunewise.config import load_config
+
+    assert load_config(cfg_path).method == "full"
+
+
+def test_cli_yaml_unknown_key(tmp_path):
+    spec = tmp_path / "advise.yaml"
+    spec.write_text("task: math\nmodle: llama-2-7b\n")
+    out = _cli("advise", "--from", str(spec), "--gpu-mem", "80")
+    assert out.returncode == 2 and "did you mean 'model'" in out.stderr
