@@ -137,3 +137,11 @@ def test_cli_list_and_make(tmp_path):
     assert (tmp_path / "sql" / "db.sqlite").is_file()
     res = runner.invoke(app, ["tasks", "make", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0
+
+
+def test_sql_test_questions_are_never_training_questions(tmp_path):
+    make_task("sql", tmp_path, {"train": 400, "validation": 20, "test": 60})
+    train = {json.loads(x)["prompt"] for x in (tmp_path / "train.jsonl").read_text().splitlines()}
+    for split in ("validation", "test"):
+        prompts = [json.loads(x)["prompt"] for x in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        assert not set(prompts) & train

@@ -56,7 +56,7 @@ def dumps_jsonl(records: list[dict[str, Any]]) -> str:
 
 
 def generate_split(spec: TaskSpec, split: str, n: int, seed: int, ctx: dict[str, Any]) -> list[Example]:
-    return spec.make_examples(random.Random(split_seed(seed, split)), n, ctx)
+    return spec.make_examples(random.Random(split_seed(seed, split)), n, {**ctx, "split": split})
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:

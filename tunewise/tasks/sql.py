@@ -12,6 +12,7 @@ accident. Half the question templates are the ones the tiny base read in pre-tra
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
 from pathlib import Path
@@ -38,7 +39,10 @@ from tunewise.zoo.corpus import (
 
 DB_FILE = "db.sqlite"
 ROWS = {"restaurants": 48, "products": 40, "people": 48}
-MAX_REDRAWS = 30
+MAX_REDRAWS = 200
+FIXED_QUESTIONS = {"Which restaurant has the most seats?", "How many restaurants are there for each rating?",
+                   "What is the most expensive product?", "What is the average age of the people?",
+                   "Who is the youngest person?", "How many people live in each city?"}
 
 
 def _rows(rng: random.Random) -> dict[str, list[tuple]]:
@@ -132,10 +136,23 @@ def _informative(rows: list[tuple]) -> bool:
     return bool(rows) and rows != [(0,)] and rows != [(None,)]
 
 
-def example(rng: random.Random, conn: sqlite3.Connection) -> Example:
+def held_out(query: str) -> bool:
+    """A fixed quarter of all (template, values) combinations is reserved for validation and test."""
+    return int(hashlib.sha256(query.encode()).hexdigest(), 16) % 4 == 0
+
+
+def example(rng: random.Random, conn: sqlite3.Connection, split: str = "train") -> Example:
+    """Train draws only non-reserved queries and evaluation splits only reserved ones, so a test question is
+    never a training question: the model has to carry the question's values into the query, not recall it.
+    The few questions without values (FIXED_QUESTIONS) are training-only for the same reason."""
+    evaluation = split != "train"
     for _ in range(MAX_REDRAWS):
         table, question, query = _question(rng, conn)
-        if _informative(conn.execute(query).fetchall()):
+        if question in FIXED_QUESTIONS:
+            ok = not evaluation
+        else:
+            ok = held_out(query) == evaluation
+        if ok and _informative(conn.execute(query).fetchall()):
             break
     return Example(f"Schema: {SCHEMAS[table]}\nQuestion: {question}\nSQL:", f" {query}")
 
@@ -143,7 +160,7 @@ def example(rng: random.Random, conn: sqlite3.Connection) -> Example:
 def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
     conn = build_database(ctx.get("seed", 0))
     try:
-        return [example(rng, conn) for _ in range(n)]
+        return [example(rng, conn, ctx.get("split", "train")) for _ in range(n)]
     finally:
         conn.close()
 
