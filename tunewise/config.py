@@ -128,6 +128,20 @@ def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     return out
 
 
+# Names people carry over from other tools, mapped to ours (difflib alone would not find them).
+SYNONYMS = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "learning_rate": "lr",
+            "num_epochs": "epochs", "num_train_epochs": "epochs", "batch": "batch_size", "max_length": "max_seq_len",
+            "max_seq_length": "max_seq_len", "model": "base", "base_model": "base", "targets": "target_modules",
+            "gradient_accumulation_steps": "grad_accum", "output": "output_dir"}
+
+
+def _closest(key: str, valid: list[str]) -> str | None:
+    if SYNONYMS.get(key) in valid:
+        return SYNONYMS[key]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[str]:
     """Every unknown key, with the closest valid one suggested."""
     if not isinstance(data, dict):
@@ -136,8 +150,8 @@ def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[s
     fields = _model_fields(model)
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            close = _closest(str(key), list(fields))
+            hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys: {', '.join(fields)}"
             problems.append(f"{prefix}{key}: unknown key{hint}")
         elif fields[key] is not None:
             problems.extend(_unknown_keys(value, fields[key], f"{prefix}{key}."))

@@ -110,6 +110,7 @@ def load_model(name: str | os.PathLike, *, dtype: str | None = None, device: str
     """Load a model for compute under the device/dtype policy (fp32 on CPU)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    quiet_transformers()
     ref = resolve_base(name)
     pol = policy(device, dtype)
     kwargs: dict = {"dtype": pol.dtype}
@@ -203,3 +204,24 @@ def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
 
     model, tokenizer = load_base(ref.base, **kwargs)
     return PeftModel.from_pretrained(model, str(ref.path), is_trainable=False), tokenizer
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Parameters as the model defines them: tied weights once, 4-bit packed weights at their logical size."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        quant_state = getattr(p, "quant_state", None)  # bitsandbytes Params4bit packs two weights per byte
+        total += int(torch.Size(quant_state.shape).numel()) if quant_state is not None else p.numel()
+    return total
+
+
+def quiet_transformers() -> None:
+    """Our own progress bars say what matters; silence transformers' per-load and per-save bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

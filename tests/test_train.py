@@ -1,0 +1,255 @@
+"""`tunewise train` end to end on a micro Llama: the three methods, outputs other tools load, guards, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunewise.config import validate_config
+from tunewise.errors import TunewiseError
+from tunewise.train import train
+from tunewise.train.checkpoint import latest_checkpoint
+from tunewise.train.guards import Guards
+
+
+def make_data(tmp_path: Path, n: int = 32, seed: int = 0, repeat: bool = False) -> Path:
+    from tunewise.zoo.corpus import arithmetic_fact
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        q, a = arithmetic_fact(rng) if not repeat else ("1 + 1 =", " 2")
+        rows.append({"prompt": f"Q: {q}", "completion": a})
+    path = tmp_path / f"data-{seed}-{n}-{repeat}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def cfg_for(base, data, method="lora", **train_kw):
+    guards = train_kw.pop("guards", {})
+    extra = train_kw.pop("extra", {})
+    t = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "log_every": 1, **train_kw}
+    return validate_config({"base": str(base), "method": method, "data": {"train": str(data), "max_seq_len": 32},
+                            "lora": {"r": 4}, "train": t, "guards": guards, **extra})
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_three_methods_train_and_outputs_load_in_plain_tools(method, micro_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = make_data(tmp_path)
+    res = train(cfg_for(micro_llama_dir, data, method, max_steps=4), tmp_path / "run", quiet=True)
+    s = res.summary
+    assert s["status"] == "completed" and s["steps"] == 4
+    assert all(k in s for k in ("tokens_per_s", "peak_rss_mb", "trainable_params", "total_params", "guard_events"))
+    losses = [m["loss"] for m in metrics(res.run_dir) if "loss" in m]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert (res.run_dir / "loss.png").stat().st_size > 1000
+    if method == "full":
+        model = AutoModelForCausalLM.from_pretrained(res.run_dir / "model")
+        assert s["trainable_params"] == s["total_params"]
+        base = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+        assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+    else:
+        from peft import PeftModel
+
+        adapter = res.run_dir / "adapter"
+        assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+        cfg = json.loads((adapter / "adapter_config.json").read_text())
+        assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"}
+        base = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+        model = PeftModel.from_pretrained(base, adapter)
+        b = [v for k, v in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k]
+        assert b and any(v.abs().sum() > 0 for v in b)  # B moved from its zero init
+        assert s["trainable_params"] < s["total_params"] / 4
+        assert s["total_params"] >= base.num_parameters()  # 4-bit weights counted at their logical size
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_unknown_config_key_suggests_the_closest(tmp_path):
+    with pytest.raises(TunewiseError) as e:
+        validate_config({"base": "tiny", "data": {"train": "x.jsonl", "max_seq_length": 3}, "lora": {"rank": 8}})
+    text = str(e.value)
+    assert "data.max_seq_length: unknown key; did you mean 'data.max_seq_len'?" in text
+    assert "lora.rank: unknown key; did you mean 'lora.r'?" in text
+
+
+def test_config_warnings_epochs_and_lora_lr(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=8)
+    res = train(cfg_for(micro_llama_dir, data, epochs=4, lr=5e-4), tmp_path / "run", quiet=True)
+    guards = {e["guard"] for e in res.summary["guard_events"]}
+    assert {"epochs", "lr"} <= guards
+
+
+@pytest.mark.parametrize("action", ["warn", "stop", "reduce_lr"])
+def test_overfit_guard_actions(action, micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=8, repeat=True)  # one example repeated: the loss collapses
+    cfg = cfg_for(micro_llama_dir, data, "full", max_steps=60, lr=3e-3,
+                  guards={"overfit_action": action, "smoothing": 3})
+    res = train(cfg, tmp_path / "run", quiet=True)
+    overfit = [e for e in res.summary["guard_events"] if e["guard"] == "overfit"]
+    assert overfit, res.summary["final_train_loss"]
+    if action == "warn":
+        assert res.summary["status"] == "completed" and res.summary["overfit_marked"] and len(overfit) == 1
+    elif action == "stop":
+        assert res.summary["status"] == "stopped_by_guard" and res.summary["steps"] < 60
+        assert latest_checkpoint(res.run_dir / "checkpoints") is not None
+    else:
+        lrs = [m["lr"] for m in metrics(res.run_dir) if "lr" in m]
+        step = overfit[0]["step"]
+        assert "halved" in overfit[0]["message"]
+        assert lrs[step] < 0.6 * lrs[step - 1]
+
+
+def test_spike_and_grad_norm_guards_fire():
+    cfg = validate_config({"data": {"train": "x"}, "guards": {"grad_norm_limit": 10}})
+    g = Guards(cfg)
+    for i in range(6):
+        assert g.observe(i, 1.0, 1.0) == []
+    events = g.observe(6, 5.0, 50.0)
+    assert {e.guard for e in events} == {"spike", "grad_norm"}
+    assert "lower the learning rate" in events[0].message
+
+
+def test_grad_norm_guard_in_a_real_run(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=8)
+    res = train(cfg_for(micro_llama_dir, data, max_steps=2, guards={"grad_norm_limit": 1e-6}), tmp_path / "r",
+                quiet=True)
+    assert any(e["guard"] == "grad_norm" for e in res.summary["guard_events"])
+
+
+def test_nan_loss_halts_without_writing_nonfinite_weights(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=16)
+    cfg = cfg_for(micro_llama_dir, data, "full", max_steps=10, lr=1e12, max_grad_norm=None, save_every=1)
+    with pytest.raises(TunewiseError) as e:
+        train(cfg, tmp_path / "run", quiet=True)
+    assert e.value.exit_code == 3
+    assert not (tmp_path / "run" / "model").exists()
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("step-*"):
+        assert all(torch.isfinite(t).all() for t in load_file(ckpt / "trainable.safetensors").values())
+
+
+def test_nan_exit_code_from_cli(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=16)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"base: {micro_llama_dir}\nmethod: full\ndata: {{train: {data}, max_seq_len: 32}}\n"
+                   "train: {max_steps: 10, lr: 1.0e+12, max_grad_norm: null, batch_size: 8}\n")
+    r = subprocess.run([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(tmp_path / "r"), "-q"],
+                       capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert "nothing non-finite was written" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_resume_is_exact(method, micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=40)
+    cfg = cfg_for(micro_llama_dir, data, method, epochs=2, batch_size=6, grad_accum=2,
+                  extra={"lora": {"r": 4, "dropout": 0.1}})  # dropout: the RNG state must resume too
+    full = train(cfg, tmp_path / "a", quiet=True)
+    part = train(cfg, tmp_path / "b", quiet=True, stop_at_step=3)
+    assert part.summary["status"] == "stopped_at_step"
+    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    a = [m["loss"] for m in metrics(full.run_dir) if "loss" in m]
+    b = [m["loss"] for m in metrics(resumed.run_dir) if "loss" in m]
+    assert len(a) == len(b) == full.summary["steps"]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-6
+    name = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    wa, wb = load_file(full.run_dir / name), load_file(resumed.run_dir / name)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0) for k in wa)
+
+
+KILL_DURING_SAVE = r"""
+import os, signal, sys
+import safetensors.torch as st
+from tunewise.config import load_config
+from tunewise.train import checkpoint, train
+real = st.save_file
+calls = {"n": 0}
+def dying_save(tensors, path, *a, **k):
+    calls["n"] += 1
+    if calls["n"] == 3:  # the third checkpoint: write half a file, then die hard
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 100)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(tensors, path, *a, **k)
+checkpoint.save_file = dying_save
+train(load_config(sys.argv[1]), sys.argv[2], quiet=True)
+"""
+
+
+def test_sigkill_while_saving_leaves_no_half_checkpoint(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=48)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"base: {micro_llama_dir}\ndata: {{train: {data}, max_seq_len: 32}}\n"
+                   "lora: {r: 4}\ntrain: {max_steps: 6, batch_size: 8, lr: 1.0e-3, save_every: 1}\n")
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(cfg), str(run)], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    ckpt = latest_checkpoint(run / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step-0000002"  # the half-written step 3 is invisible
+    assert load_file(ckpt / "trainable.safetensors")
+    res = train(validate_config(__import__("yaml").safe_load(cfg.read_text())), run, resume=True, quiet=True)
+    assert res.summary["status"] == "completed" and res.summary["steps"] == 6
+
+
+def test_sigterm_finishes_the_step_and_checkpoints(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=64)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"base: {micro_llama_dir}\ndata: {{train: {data}, max_seq_len: 32}}\n"
+                   "lora: {r: 4}\ntrain: {max_steps: 100000, batch_size: 8, lr: 1.0e-4}\n")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(run), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert latest_checkpoint(run / "checkpoints") is not None
+    assert f"tunewise train --resume {run}" in out
+
+
+def test_refuses_to_overwrite_a_run(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=8)
+    train(cfg_for(micro_llama_dir, data, max_steps=1), tmp_path / "r", quiet=True)
+    with pytest.raises(TunewiseError, match="already holds a run"):
+        train(cfg_for(micro_llama_dir, data, max_steps=1), tmp_path / "r", quiet=True)
+
+
+def test_ddp_two_processes_match_single_process(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=48)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"base: {micro_llama_dir}\nmethod: full\ndata: {{train: {data}, max_seq_len: 32}}\n"
+                   "train: {max_steps: 4, batch_size: 8, lr: 1.0e-3}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "tunewise", "train", str(cfg), "--out", str(tmp_path / "ddp"), "-q"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = train(validate_config(__import__("yaml").safe_load(cfg.read_text())), tmp_path / "one", quiet=True)
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["ddp_ranks_identical"] is True
+    a = [m["loss"] for m in metrics(tmp_path / "ddp") if "loss" in m]
+    b = [m["loss"] for m in metrics(single.run_dir) if "loss" in m]
+    assert len(a) == len(b) == 4
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4  # documented tolerance: fp32 summation order differs

@@ -1,0 +1,62 @@
+"""`tunewise train`: one command for LoRA, QLoRA and full fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        config: Path = typer.Argument(None, help="Run config (YAML). Optional with --resume."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lora.r=32 (repeatable)."),
+        out: Path = typer.Option(None, "--out", help="Run directory (default: output_dir or runs/<method>-<time>)."),
+        resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
+        as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
+    ) -> None:
+        """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
+
+        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/}.
+        Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
+        Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
+        3 the loss or gradient became NaN/Inf (nothing non-finite was written).
+        """
+        from tunewise.config import load_config
+        from tunewise.errors import TunewiseError
+        from tunewise.train import train as run_train
+
+        if resume is not None:
+            cfg = load_config(config or resume / "config.yaml", set_)
+            result = run_train(cfg, resume, resume=True, quiet=quiet)
+        else:
+            if config is None:
+                raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
+            cfg = load_config(config, set_)
+            result = run_train(cfg, out, quiet=quiet)
+        if not result.summary:  # a non-zero DDP rank
+            return
+        s = result.summary
+        if as_json:
+            typer.echo(json.dumps(s, indent=2))
+        else:
+            _print_summary(s, result.run_dir)
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
+
+
+def _print_summary(s: dict, run_dir: Path) -> None:
+    typer.echo(f"\n{s['status']}: {s['method']} on {s['base']}, {s['steps']} steps in {s['train_time_s']}s "
+               f"({s['tokens_per_s']:.0f} tokens/s), peak RSS {s['peak_rss_mb']:.0f} MB")
+    typer.echo(f"trainable {s['trainable_params']:,} of {s['total_params']:,} parameters; final train loss "
+               f"{s['final_train_loss']}, eval loss {s['final_eval_loss']}")
+    for e in s["guard_events"]:
+        typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
+    for name, c in (s.get("retention") or {}).items():
+        typer.echo(f"  retention {name}: {c['before']:.4g} -> {c['after']:.4g} ({c['rel_change']:+.1%})")
+    if s["status"] == "interrupted":
+        typer.echo(f"checkpoint saved; continue with: tunewise train --resume {run_dir}")
+    typer.echo(f"run directory: {run_dir}")

@@ -1,0 +1,1 @@
+"""Reading training data (formats.py) and auditing it (audit*.py)."""

@@ -1,0 +1,228 @@
+"""Training data: read JSONL / JSON / CSV / Parquet records, render them, tokenise with a loss mask.
+
+Three record shapes:
+- {"prompt", "completion"}: loss on the completion (+ EOS) only; the completion is appended to the prompt verbatim.
+- {"messages": [{"role", "content"}, ...]}: loss on assistant turns only. The tokenizer's chat template is used when
+  it has one; otherwise DEFAULT_CHAT_TEMPLATE below (documented in the README).
+- {"text"}: loss on every token (+ EOS).
+Each segment is tokenised on its own and concatenated, so the mask boundary is exact whatever the BPE merges.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewise.errors import TunewiseError
+
+IGNORE = -100
+FORMATS = ("prompt_completion", "chat", "text")
+
+# Used when the tokenizer has no chat template: one role tag per turn, assistant turns end with EOS.
+DEFAULT_ROLE_PREFIX = {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n"}
+
+
+@dataclass
+class Record:
+    data: dict
+    line: int  # 1-based line (JSONL), row (CSV, counting the header as line 1) or index (JSON / Parquet)
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss is taken
+    line: int
+
+
+@dataclass
+class DataStats:
+    records: int = 0
+    used: int = 0
+    truncated: int = 0
+    dropped_overlong: int = 0
+    dropped_no_labels: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "notes"}
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Records of a data file with their line numbers; a broken record raises TunewiseError naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunewiseError(f"data file '{path}' does not exist", "check data.train / data.eval in the config")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TunewiseError(f"{path}:{n}: not valid JSON ({e.msg})",
+                                        f"fix the line, or run `tunewise data check {path} --fix clean.jsonl`") from None
+                yield Record(obj, n)
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise TunewiseError(f"{path}:{e.lineno}: not valid JSON ({e.msg})", "fix the file") from None
+        if not isinstance(data, list):
+            raise TunewiseError(f"{path}: expected a JSON list of records", "or use JSONL, one record per line")
+        for i, obj in enumerate(data):
+            yield Record(obj, i + 1)
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            for n, row in enumerate(csv.DictReader(f), 2):
+                yield Record(dict(row), n)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield Record(row, i + 1)
+    else:
+        raise TunewiseError(f"{path}: unsupported data file type '{suffix}'", "use .jsonl, .json, .csv or .parquet")
+
+
+def detect_format(record: dict) -> str:
+    if "messages" in record:
+        return "chat"
+    if "prompt" in record and "completion" in record:
+        return "prompt_completion"
+    if "text" in record:
+        return "text"
+    raise TunewiseError(f"record keys {sorted(record)} match no known shape",
+                        "use {'prompt','completion'}, {'messages':[...]} or {'text'}")
+
+
+def _field(record: Record, name: str, path: Path) -> str:
+    value = record.data.get(name)
+    if not isinstance(value, str):
+        got = "missing" if value is None else f"a {type(value).__name__}"
+        raise TunewiseError(f"{path}:{record.line}: {name}: expected a string, got {got}",
+                            f"run `tunewise data check {path}` to list every problem")
+    return value
+
+
+def segments(record: Record, fmt: str, tokenizer, path: Path) -> list[tuple[str, bool]]:
+    """[(text, takes_loss)] for one record; EOS closes every trained span."""
+    eos = tokenizer.eos_token or ""
+    if fmt == "prompt_completion":
+        return [(_field(record, "prompt", path), False), (_field(record, "completion", path) + eos, True)]
+    if fmt == "text":
+        return [(_field(record, "text", path) + eos, True)]
+    messages = record.data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise TunewiseError(f"{path}:{record.line}: messages: expected a non-empty list of {{role, content}}",
+                            f"run `tunewise data check {path}`")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in DEFAULT_ROLE_PREFIX:
+            raise TunewiseError(f"{path}:{record.line}: messages[{i}]: expected role system/user/assistant and "
+                                "string content", f"run `tunewise data check {path}`")
+    if getattr(tokenizer, "chat_template", None):
+        return _templated_chat(messages, tokenizer)
+    out = []
+    for m in messages:
+        prefix = DEFAULT_ROLE_PREFIX[m["role"]]
+        if m["role"] == "assistant":
+            out += [(prefix, False), (m["content"] + eos, True), ("\n", False)]
+        else:
+            out.append((prefix + m["content"] + "\n", False))
+    return out
+
+
+def _templated_chat(messages: list[dict], tokenizer) -> list[tuple[str, bool]]:
+    """Split the template's rendering into spans: an assistant turn is what its message adds to the text."""
+    out, done = [], ""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        after = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (before.startswith(done) and after.startswith(before)):
+            raise TunewiseError("the tokenizer's chat template does not render turns as prefixes of each other",
+                                "use prompt/completion records for this model")
+        out += [(before[len(done):], False), (after[len(before):], True)]
+        done = after
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if len(full) > len(done):
+        out.append((full[len(done):], False))
+    return out
+
+
+def tokenize_segments(segs: list[tuple[str, bool]], tokenizer) -> tuple[list[int], list[int]]:
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segs:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        ids += piece
+        labels += piece if trained else [IGNORE] * len(piece)
+    return ids, labels
+
+
+def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: int = 256,
+                  overlong: str = "truncate") -> tuple[list[Example], DataStats]:
+    """Tokenised examples with loss masks, and what happened to the rest (counted, never silent)."""
+    path = Path(path)
+    stats = DataStats()
+    examples: list[Example] = []
+    for rec in read_records(path):
+        stats.records += 1
+        if not isinstance(rec.data, dict):
+            raise TunewiseError(f"{path}:{rec.line}: expected a JSON object", f"run `tunewise data check {path}`")
+        rec_fmt = detect_format(rec.data) if fmt == "auto" else fmt
+        ids, labels = tokenize_segments(segments(rec, rec_fmt, tokenizer, path), tokenizer)
+        if len(ids) > max_seq_len:
+            if overlong == "error":
+                raise TunewiseError(f"{path}:{rec.line}: {len(ids)} tokens > data.max_seq_len {max_seq_len}",
+                                    "raise data.max_seq_len, or set data.overlong to truncate or drop")
+            if overlong == "drop":
+                stats.dropped_overlong += 1
+                continue
+            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+            stats.truncated += 1
+        if all(lab == IGNORE for lab in labels[1:]):  # nothing to predict (position 0 is never a target)
+            stats.dropped_no_labels += 1
+            continue
+        examples.append(Example(ids, labels, rec.line))
+        stats.used += 1
+        stats.tokens += len(ids)
+        stats.label_tokens += sum(lab != IGNORE for lab in labels[1:])
+    if not examples:
+        raise TunewiseError(f"{path}: no usable examples (of {stats.records} records: {stats.dropped_overlong} too long, "
+                            f"{stats.dropped_no_labels} with nothing to learn)",
+                            "check the file with `tunewise data check`, or raise data.max_seq_len")
+    return examples, stats
+
+
+def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: list[str] | None = None):
+    """Sequence-classification examples: prompt (or text) -> completion (or label) as a class index."""
+    path = Path(path)
+    rows = []
+    for rec in read_records(path):
+        text = rec.data.get("prompt", rec.data.get("text"))
+        label = rec.data.get("completion", rec.data.get("label"))
+        if not isinstance(text, str) or label is None:
+            raise TunewiseError(f"{path}:{rec.line}: expected prompt/text and completion/label fields",
+                                "classification data is {'prompt': text, 'completion': label}")
+        rows.append((text, str(label).strip(), rec.line))
+    label_names = labels or sorted({r[1] for r in rows})
+    index = {name: i for i, name in enumerate(label_names)}
+    examples, stats = [], DataStats(records=len(rows))
+    for text, label, line in rows:
+        if label not in index:
+            raise TunewiseError(f"{path}:{line}: completion: label '{label}' is not among the training labels "
+                                f"{label_names}", "add examples of it to the training file")
+        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_seq_len)["input_ids"]
+        examples.append(Example(ids, [index[label]], line))
+        stats.used += 1
+        stats.tokens += len(ids)
+    return examples, stats, label_names

@@ -1,0 +1,76 @@
+"""torchrun / DistributedDataParallel on an existing engine (gloo on CPU, NCCL on GPU); nothing home-made."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def all_sum(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_from_env(device_type: str) -> DistContext:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), else a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if device_type == "cuda":
+        torch.cuda.set_device(ctx.local_rank)
+    return ctx
+
+
+def wrap(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [ctx.local_rank] if next(model.parameters()).device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+        else model
+
+
+def ranks_identical(params: list[torch.nn.Parameter], ctx: DistContext) -> bool:
+    """Do all ranks hold bit-identical trainable weights? (DDP should guarantee it; we check.)"""
+    digest = torch.stack([torch.cat([p.detach().reshape(-1).double().cpu() for p in params]).sum(),
+                          torch.cat([p.detach().reshape(-1).double().cpu() ** 2 for p in params]).sum()])
+    gathered = [torch.zeros_like(digest) for _ in range(ctx.world)]
+    dist.all_gather(gathered, digest)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

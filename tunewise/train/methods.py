@@ -1,0 +1,157 @@
+"""What differs between LoRA, QLoRA and full fine-tuning, as three small strategy objects for one loop.
+
+Each says how to load the base, how to make it trainable, which parameters the optimizer sees, what a checkpoint
+holds and what the run finally saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors.torch import save_file
+
+from tunewise.config import RunConfig
+from tunewise.models import linear_target_modules, load_model
+
+
+class Method(Protocol):
+    name: str
+    output_name: str  # the run directory's sub-folder: "adapter" or "model"
+
+    def load(self, cfg: RunConfig) -> torch.nn.Module: ...
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module: ...
+    def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]: ...
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]: ...
+    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None: ...
+    def save(self, model: torch.nn.Module, out: Path) -> None: ...
+
+
+def copy_named(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _load(cfg: RunConfig, quantize: bool) -> torch.nn.Module:
+    return load_model(cfg.base, dtype=cfg.train.dtype, device=cfg.train.device, quantize_4bit=quantize,
+                      task=cfg.task_type, num_labels=cfg.num_labels)
+
+
+@dataclass
+class LoraMethod:
+    name: str = "lora"
+    output_name: str = "adapter"
+
+    def load(self, cfg: RunConfig) -> torch.nn.Module:
+        return _load(cfg, quantize=False)
+
+    def peft_config(self, model: torch.nn.Module, cfg: RunConfig):
+        from peft import LoraConfig
+
+        targets = cfg.lora.target_modules
+        if targets == "auto":
+            targets = linear_target_modules(model)
+        init = {"default": True, "pissa": "pissa", "gaussian": "gaussian"}[cfg.lora.init]
+        return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.scaling_alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=targets, use_rslora=cfg.lora.use_rslora, use_dora=cfg.lora.use_dora,
+                          init_lora_weights=init,
+                          task_type="SEQ_CLS" if cfg.task_type == "sequence-classification" else "CAUSAL_LM")
+
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return get_peft_model(model, self.peft_config(model, cfg))
+
+    def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]:
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        ratio = cfg.lora.loraplus_lr_ratio
+        if not ratio:
+            return [{"params": [p for _, p in trainable], "lr": lr, "base_lr": lr}]
+        # LoRA+ (Hayou et al.): B learns `ratio` times faster than A.
+        b = [p for n, p in trainable if "lora_B" in n]
+        rest = [p for n, p in trainable if "lora_B" not in n]
+        return [{"params": rest, "lr": lr, "base_lr": lr}, {"params": b, "lr": lr * ratio, "base_lr": lr * ratio}]
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        copy_named(model, state)
+
+    def save(self, model: torch.nn.Module, out: Path) -> None:
+        model.save_pretrained(str(out), safe_serialization=True)
+
+
+@dataclass
+class QLoraMethod(LoraMethod):
+    """LoRA on a 4-bit NF4 base with double quantisation (bitsandbytes; fp32 compute on CPU, bf16 on GPU)."""
+
+    name: str = "qlora"
+
+    def load(self, cfg: RunConfig) -> torch.nn.Module:
+        return _load(cfg, quantize=True)
+
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        return get_peft_model(model, self.peft_config(model, cfg))
+
+
+@dataclass
+class FullMethod:
+    name: str = "full"
+    output_name: str = "model"
+
+    def load(self, cfg: RunConfig) -> torch.nn.Module:
+        return _load(cfg, quantize=False)
+
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
+    def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]:
+        # No weight decay on norms and biases (the usual AdamW practice).
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        return [{"params": decay, "lr": lr, "base_lr": lr},
+                {"params": no_decay, "lr": lr, "base_lr": lr, "weight_decay": 0.0}]
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        # Tied weights appear once (safetensors refuses shared storage).
+        seen: set[int] = set()
+        out = {}
+        for n, p in model.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[n] = p.detach().clone()
+        return out
+
+    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        copy_named(model, state)
+
+    def save(self, model: torch.nn.Module, out: Path) -> None:
+        model.save_pretrained(str(out), safe_serialization=True)
+
+
+METHODS: dict[str, type] = {"lora": LoraMethod, "qlora": QLoraMethod, "full": FullMethod}
+
+
+def get_method(name: str) -> Method:
+    return METHODS[name]()
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))

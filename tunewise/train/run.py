@@ -1,0 +1,261 @@
+"""Orchestration of a training run: run directory, data, model, retention probes, loop, outputs, summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunewise.config import RunConfig, dump_config, load_config
+from tunewise.data.formats import DataStats, Example, load_classification, load_examples
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
+from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
+from tunewise.train import distributed
+from tunewise.train.guards import config_warnings
+from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
+from tunewise.train.methods import get_method
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    summary: dict
+    exit_code: int = 0
+
+
+@dataclass
+class Data:
+    train: list[Example]
+    eval: list[Example] | None
+    stats: DataStats
+    labels: list[str] | None = None
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir or f"runs/{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def load_data(cfg: RunConfig, tokenizer) -> Data:
+    d = cfg.data
+    if d.check:
+        _refuse_schema_errors(d.train)
+    if cfg.task_type == "sequence-classification":
+        train_set, stats, labels = load_classification(d.train, tokenizer, d.max_seq_len)
+        eval_set = load_classification(d.eval, tokenizer, d.max_seq_len, labels)[0] if d.eval else None
+        if len(labels) != cfg.num_labels:
+            raise TunewiseError(f"{d.train}: {len(labels)} distinct labels {labels} but num_labels is {cfg.num_labels}",
+                                f"set num_labels: {len(labels)}")
+        return Data(train_set, eval_set, stats, labels)
+    train_set, stats = load_examples(d.train, tokenizer, d.format, d.max_seq_len, d.overlong)
+    eval_set = load_examples(d.eval, tokenizer, d.format, d.max_seq_len, "truncate")[0] if d.eval else None
+    return Data(train_set, eval_set, stats)
+
+
+def _refuse_schema_errors(path: str) -> None:
+    """Run the data audit's schema part first; a dataset with errors is refused (data.check: false overrides)."""
+    try:
+        from tunewise.data.audit import check_schema
+    except ImportError:
+        return  # the audit module is optional at this layer; the loader still reports the first bad record
+    errors = [p for p in check_schema(path) if getattr(p, "severity", "error") == "error"]
+    if errors:
+        shown = "\n".join(f"  {p}" for p in errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise TunewiseError(f"{path}: {len(errors)} schema error(s):\n{shown}{more}",
+                            f"fix them (`tunewise data check {path} --fix clean.jsonl`) or set data.check: false")
+
+
+def _retention(cfg: RunConfig, model, tokenizer) -> dict | None:
+    if not cfg.preserve.probes:
+        return None
+    from tunewise.evaluate.retention import run_probes
+
+    was_training = model.training
+    scores = run_probes(model, tokenizer, cfg.preserve.probes, cfg.preserve.limit)
+    model.train(was_training)
+    return scores
+
+
+def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
+          stop_at_step: int | None = None) -> TrainResult:
+    """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint."""
+    t_start = time.time()
+    method = get_method(cfg.method)
+    device_type = "cuda" if cfg.train.device.startswith("cuda") or (
+        cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
+    ctx = distributed.init_from_env(device_type)
+    if ctx.enabled and device_type == "cuda":
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": f"cuda:{ctx.local_rank}"})})
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if ctx.is_main:
+        _prepare_run_dir(run_dir, cfg, resume)
+    ctx.barrier()
+
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.base)
+    data = load_data(cfg, tokenizer)
+    model = method.load(cfg)
+    check_tokenizer_fits(model, tokenizer, cfg.base)
+    if data.labels:
+        model.config.id2label = dict(enumerate(data.labels))
+        model.config.label2id = {name: i for i, name in enumerate(data.labels)}
+    before = _retention(cfg, model, tokenizer) if ctx.is_main and not resume else None
+    torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
+    model = method.prepare(model, cfg)
+
+    loop = Loop(cfg, method, model, data.train, data.eval, run_dir, ctx, tokenizer.pad_token_id, quiet)
+    warnings = config_warnings(cfg, cfg.lr)
+    if resume:
+        loop.resume()
+        before = _load_json(run_dir / "retention_before.json")
+    elif ctx.is_main and before is not None:
+        atomic_write_json(run_dir / "retention_before.json", before)
+    if ctx.is_main:
+        _announce(cfg, method, loop, data, warnings, quiet)
+    loop.model = distributed.wrap(model, ctx)
+    result = loop.run(stop_at_step)
+    identical = distributed.ranks_identical(loop.params, ctx) if ctx.enabled else None
+    summary = None
+    if ctx.is_main:
+        model = distributed.unwrap(loop.model)
+        if result.status != "stopped_at_step":
+            _save_outputs(method, model, tokenizer, run_dir, data.labels)
+        after = _retention(cfg, model, tokenizer) if before is not None and result.status != "stopped_at_step" else None
+        summary = _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
+        if identical is not None:
+            summary["ddp_ranks_identical"] = identical
+        atomic_write_json(run_dir / "summary.json", summary)
+        _plot_losses(run_dir)
+    ctx.barrier()
+    distributed.shutdown(ctx)
+    exit_code = 1 if summary and summary.get("retention_failed") else 0
+    return TrainResult(run_dir, summary or {}, exit_code)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise TunewiseError(f"'{run_dir}' is not a run directory (no config.yaml)", "pass the folder train wrote")
+        return
+    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists():
+        raise TunewiseError(f"run directory '{run_dir}' already holds a run",
+                            f"use --resume {run_dir} to continue it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _announce(cfg, method, loop, data, warnings, quiet) -> None:
+    if quiet:
+        return
+    from tqdm import tqdm
+
+    trainable = sum(p.numel() for p in loop.params)
+    total = count_parameters(distributed.unwrap(loop.model))
+    tqdm.write(f"tunewise train: {method.name} on {cfg.base}: {trainable:,} trainable of {total:,} parameters "
+               f"({100 * trainable / max(total, 1):.2f}%), lr {cfg.lr:g}, {loop.plan.total_steps} steps "
+               f"({loop.plan.epochs:.2f} epochs) over {data.stats.used} examples")
+    s = data.stats
+    if s.truncated or s.dropped_overlong or s.dropped_no_labels:
+        tqdm.write(f"data: {s.truncated} truncated, {s.dropped_overlong} dropped as too long, "
+                   f"{s.dropped_no_labels} dropped with nothing to learn (of {s.records})")
+    for w in warnings:
+        tqdm.write(f"[guard:{w.guard}] {w.message}")
+
+
+def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | None) -> None:
+    final = run_dir / method.output_name
+    tmp = run_dir / f".{method.output_name}.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    method.save(model, tmp)
+    tokenizer.save_pretrained(str(tmp))
+    if labels:
+        atomic_write_json(tmp / "labels.json", labels)
+    replace_dir(tmp, final)
+
+
+def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, after, wall: float) -> dict:
+    total = count_parameters(distributed.unwrap(loop.model))
+    events = [e.as_dict() for e in warnings + result.events]
+    summary = {
+        "method": cfg.method, "base": cfg.base, "status": result.status,
+        "trainable_params": sum(p.numel() for p in loop.params), "total_params": total,
+        "steps": loop.state.step, "planned_steps": loop.plan.total_steps, "epochs": round(loop.plan.epochs, 3),
+        "lr": cfg.lr, "wall_time_s": round(wall, 2), "train_time_s": round(result.train_seconds, 2),
+        "tokens": loop.state.tokens,
+        "tokens_per_s": round(loop.state.tokens / max(result.train_seconds, 1e-9), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "final_train_loss": _tail_mean(result.train_losses),
+        "final_eval_loss": result.eval_losses[-1][1] if result.eval_losses else None,
+        "eval_losses": result.eval_losses,
+        "train_eval_gap": None, "guard_events": events,
+        "overfit_marked": loop.guards.overfit_fired, "examples": data.stats.as_dict(),
+        "output": str(loop.run_dir / loop.method.output_name), "world_size": loop.ctx.world,
+    }
+    if summary["final_eval_loss"] is not None and summary["final_train_loss"] is not None:
+        summary["train_eval_gap"] = round(summary["final_eval_loss"] - summary["final_train_loss"], 4)
+    if before is not None and after is not None:
+        from tunewise.evaluate.retention import retention_change
+
+        change = retention_change(before, after)
+        summary["retention"] = change
+        dropped = [name for name, c in change.items() if _dropped_too_far(c, cfg.preserve.max_drop)]
+        summary["retention_dropped"] = dropped
+        summary["retention_failed"] = bool(dropped) and cfg.preserve.action == "fail"
+        atomic_write_json(loop.run_dir / "retention.json", change)
+    return summary
+
+
+def _dropped_too_far(change: dict, max_drop: float) -> bool:
+    rel = change.get("rel_change")
+    if rel is None:
+        return False
+    worse = -rel if change.get("higher_is_better", True) else rel
+    return worse > max_drop
+
+
+def _tail_mean(values: list[float], n: int = 10) -> float | None:
+    tail = values[-n:]
+    return round(sum(tail) / len(tail), 6) if tail else None
+
+
+def _load_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _plot_losses(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.axhline(0.2, ls="--", c="grey", lw=0.8, label="overfitting threshold (0.2)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    tmp = run_dir / ".loss.png.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(run_dir / "loss.png")
+
+
+def train_from_file(config_path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
+                    quiet: bool = False) -> TrainResult:
+    return train(load_config(config_path, overrides), out, quiet=quiet)
