@@ -102,7 +102,7 @@ class Engine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self.device = next(model.parameters()).device
-        self.stats = {"batches": 0, "rows": 0, "loads": 0, "evictions": 0}
+        self.stats = {"batches": 0, "rows": 0, "mixed_batches": 0, "max_rows": 0, "loads": 0, "evictions": 0}
 
     # -- public, thread-safe -------------------------------------------------------------------------
     def start(self) -> Engine:
@@ -249,6 +249,8 @@ class Engine:
         new = out[:, ids.shape[1]:].tolist()  # (B, generated)
         self.stats["batches"] += 1
         self.stats["rows"] += len(jobs)
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(jobs))
+        self.stats["mixed_batches"] += len(set(names)) > 1
         results = []
         for j, row in zip(jobs, new, strict=True):
             text, reason, n = finish_row(row, j.max_new_tokens, self.eos_ids, j.stop,

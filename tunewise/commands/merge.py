@@ -1,0 +1,45 @@
+"""`tunewise merge`: fold an adapter into its base; write a verified safetensors model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def merge(
+        tuned: Path = typer.Argument(..., help="Run directory (with adapter/) or PEFT adapter folder."),
+        out: Path = typer.Option(..., "--out", help="Folder to write the merged model (+ tokenizer) to."),
+        base: str | None = typer.Option(None, "--base", help="Base to merge into (default: the one the run or "
+                                        "adapter names)."),
+        tolerance: float = typer.Option(1e-4, "--tolerance", help="Max abs logit difference allowed between the "
+                                        "merged model and the adapter model (LoRA)."),
+        qlora: bool | None = typer.Option(None, "--qlora/--no-qlora", help="Treat the adapter as QLoRA (default: "
+                                          "from the run's config.yaml)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite --out; keep a merge over the tolerance."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Merge a LoRA/QLoRA adapter into its base; reload the result and check it matches the adapter model.
+
+        QLoRA adapters are merged into the de-quantised base (what they were trained against) and the
+        difference to the 4-bit adapter model is reported.
+        """
+        from dataclasses import asdict
+
+        from tunewise.merge import merge_adapter
+
+        r = merge_adapter(tuned, out, base=base, tolerance=tolerance, qlora=qlora, force=force)
+        if as_json:
+            typer.echo(json.dumps(asdict(r), indent=2))
+            return
+        typer.echo(f"merged {r.method} adapter {r.adapter} into {r.base} -> {r.out} (safetensors, {r.dtype})")
+        verdict = "within" if r.verified else "OVER"
+        typer.echo(f"max |logit diff| vs the adapter model on {r.probes} probes: {r.max_abs_diff:.3g} "
+                   f"({verdict} tolerance {r.tolerance:g})")
+        if r.diff_if_merged_into_original_base is not None:
+            typer.echo(f"merging into the original (not de-quantised) base would differ by "
+                       f"{r.diff_if_merged_into_original_base:.3g}")
+        typer.echo(f"load it with AutoModelForCausalLM.from_pretrained('{r.out}')")

@@ -1,0 +1,96 @@
+"""`tunewise serve`: one base, many LoRA adapters chosen per request, behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
+    """'name=path' pairs from --adapter, with a clear error for a malformed one."""
+    from tunewise.errors import TunewiseError
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise TunewiseError(f"--adapter '{spec}' is not NAME=PATH", "e.g. --adapter sql=runs/sql-lora/adapter")
+        if name in out:
+            raise TunewiseError(f"--adapter names '{name}' twice", "give each adapter its own name")
+        out[name] = Path(path)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        base: str = typer.Option("tiny", "--base", help="Base model: 'tiny', a model folder or a hub id."),
+        adapters: Path | None = typer.Option(None, "--adapters", help="Registry folder: one sub-folder per "
+                                             "adapter; the folder name is the model id clients ask for."),
+        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of one more adapter (repeatable); "
+                                          "PATH may be a run directory."),
+        host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback only by default."),
+        port: int = typer.Option(8000, help="Port."),
+        api_key: str | None = typer.Option(None, "--api-key", envvar="TUNEWISE_API_KEY",
+                                           help="Require 'Authorization: Bearer KEY' on every route but /health."),
+        max_loaded: int = typer.Option(8, "--max-loaded", min=1, help="Adapters kept in memory (LRU)."),
+        pin: list[str] = typer.Option([], "--pin", help="Adapter to keep loaded, never evicted (repeatable)."),
+        allow_runtime_paths: bool = typer.Option(False, "--allow-runtime-paths",
+                                                 help="Let POST /admin/adapters/load take a filesystem path."),
+        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
+        max_tokens: int = typer.Option(512, "--max-tokens", help="Largest max_tokens a request may ask for."),
+        max_context: int | None = typer.Option(None, "--max-context",
+                                               help="Prompt + max_tokens limit (default: the base's)."),
+        max_concurrent: int = typer.Option(64, "--max-concurrent", help="Requests in flight before 429."),
+        max_batch: int = typer.Option(16, "--max-batch", help="Rows per forward pass."),
+        batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="How long a batch waits to fill."),
+        device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
+        dtype: str | None = typer.Option(None, help="fp32, bf16, fp16 (default: the device policy)."),
+    ) -> None:
+        """Serve BASE and its LoRA adapters with OpenAI-compatible /v1/completions and /v1/chat/completions.
+
+        The request's `model` names an adapter or the base; requests for different adapters share one forward
+        pass. Adapters are checked against the base before loading (base, modules, rank, dtype, safetensors).
+        """
+        import logging
+
+        import uvicorn
+
+        from tunewise.errors import TunewiseError
+        from tunewise.models import resolve_tuned
+        from tunewise.serve.app import build_server, create_app
+        from tunewise.serve.registry import AdapterRefused
+        from tunewise.serve.security import Limits
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        specs = {}
+        for name, path in parse_adapter_specs(adapter).items():
+            specs[name] = resolve_tuned(path).path if path.exists() else path  # a run dir -> its adapter/
+        if adapters is not None and not adapters.is_dir():
+            raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
+                                "sub-folder per adapter")
+        if host not in LOOPBACK and not api_key:
+            typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
+                        fg="yellow", err=True)
+        try:
+            server = build_server(base, adapters, specs, max_loaded=max_loaded, pins=pin,
+                                  allow_runtime_paths=allow_runtime_paths, device=device, dtype=dtype,
+                                  max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+        except AdapterRefused as e:
+            raise TunewiseError(e.reason, "fix or remove that adapter") from e
+        limits = Limits(api_key=api_key or os.environ.get("TUNEWISE_API_KEY") or None,
+                        max_body_bytes=max_body_bytes, max_concurrent=max_concurrent, max_tokens=max_tokens,
+                        max_context=max_context)
+        names = sorted(server.registry.entries())
+        typer.echo(f"serving base '{server.base_name}' with {len(names)} adapter(s): {', '.join(names) or '-'}")
+        for name, reason in server.registry.refused.items():
+            typer.secho(f"refused adapter '{name}': {reason}", fg="yellow", err=True)
+        typer.echo(f"listening on http://{host}:{port}/v1 (api key {'required' if limits.api_key else 'off'})")
+        try:
+            uvicorn.run(create_app(server, limits), host=host, port=port, log_level="warning")
+        finally:
+            server.close()

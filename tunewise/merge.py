@@ -1,0 +1,153 @@
+"""`tunewise merge`: fold a LoRA adapter into its base and write a safetensors model folder, verified.
+
+LoRA: W' = W + (alpha / r) * B @ A on the fp32 base (PEFT's merge_and_unload); the written folder is reloaded
+with from_pretrained and its logits are compared to the adapter model's on probe prompts (max abs diff must be
+within the tolerance, 1e-4 by default, or nothing is written).
+
+QLoRA: the adapter was trained against the NF4-quantised base, so it is merged into the de-quantised weights
+dequant(NF4(W)) rather than the original W. The reference is the adapter on the 4-bit model; the difference is
+reported (not enforced), together with what merging into the original fp32 base would have given.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tunewise.errors import TunewiseError
+
+PROBES = [
+    "The Golden Bistro is a thai restaurant in the riverside area.",
+    "Q: What is 7 + 5? A:",
+    "SELECT name FROM restaurants WHERE",
+    "ID:",
+]
+MERGE_REPORT = "merge.json"
+
+
+@dataclass
+class MergeResult:
+    out: str
+    adapter: str
+    base: str
+    method: str  # "lora" | "qlora"
+    max_abs_diff: float  # merged model (reloaded from disk) vs the adapter model, logits on the probes
+    tolerance: float
+    verified: bool  # max_abs_diff <= tolerance
+    probes: int
+    dtype: str = "fp32"
+    diff_if_merged_into_original_base: float | None = None  # QLoRA only
+
+
+def max_logit_diff(model_a, model_b, tokenizer, prompts: list[str]) -> float:
+    """Max |logits_a - logits_b| over every position of every prompt (one prompt at a time: no padding)."""
+    worst = 0.0
+    with torch.no_grad():
+        for p in prompts:
+            ids = tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            a = model_a(input_ids=ids.to(next(model_a.parameters()).device)).logits.float().cpu()  # (1, T, V)
+            b = model_b(input_ids=ids.to(next(model_b.parameters()).device)).logits.float().cpu()  # (1, T, V)
+            worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+def _is_qlora(ref) -> bool:
+    if ref.run_dir is None:
+        return False
+    import yaml
+
+    cfg = yaml.safe_load((ref.run_dir / "config.yaml").read_text()) or {}
+    return cfg.get("method") == "qlora"
+
+
+def _check(ref, model, base: str) -> None:
+    """The same checks `tunewise serve` applies (safetensors only, fits the base, not a no-op)."""
+    from tunewise.models import resolve_base
+    from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
+
+    info = BaseInfo.from_model(model, base, resolve_base(base).path)
+    try:
+        check_adapter(ref.path.name, ref.path, info)
+    except AdapterRefused as e:
+        raise TunewiseError(f"{ref.path}: {e.reason}", "merge an adapter trained on this base, saved as "
+                            "safetensors") from e
+
+
+def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None, tolerance: float = 1e-4,
+                  qlora: bool | None = None, probes: list[str] | None = None, force: bool = False) -> MergeResult:
+    """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out`; verify."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.fileio import atomic_write_json, replace_dir
+    from tunewise.models import load_base, resolve_tuned
+
+    ref = resolve_tuned(tuned, base)
+    if ref.kind != "adapter":
+        raise TunewiseError(f"'{tuned}' is already a full model ({ref.path}); there is no adapter to merge",
+                            "merge a LoRA or QLoRA run directory or adapter folder")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise TunewiseError(f"output folder '{out}' exists and is not empty", "choose a new --out or pass --force")
+    qlora = _is_qlora(ref) if qlora is None else qlora
+    probes = probes or PROBES
+
+    if qlora:
+        # Reference: the adapter on the 4-bit base, i.e. the model QLoRA trained and evaluated.
+        qbase, tokenizer = load_base(ref.base, dtype="fp32", quantize_4bit=True)
+        _check(ref, qbase, ref.base)
+        reference = PeftModel.from_pretrained(qbase, str(ref.path), is_trainable=False).eval()
+        target, _ = load_base(ref.base, dtype="fp32", quantize_4bit=True, device="cpu")
+        target = target.dequantize()  # W := dequant(NF4(W)), fp32
+    else:
+        target, tokenizer = load_base(ref.base, dtype="fp32", device="cpu")
+        _check(ref, target, ref.base)
+        reference = None
+    adapted = PeftModel.from_pretrained(target, str(ref.path), is_trainable=False).eval()
+    if reference is None:
+        reference = adapted
+    # Reference logits are taken before merging (merge_and_unload changes the weights in place).
+    with torch.no_grad():
+        ref_logits = [reference(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
+                                ).logits.float().cpu() for p in probes]
+    merged = adapted.merge_and_unload()
+    merged.config.dtype = torch.float32
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True).eval()
+        diff = 0.0
+        with torch.no_grad():
+            for p, r in zip(probes, ref_logits, strict=True):
+                got = reloaded(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
+                diff = max(diff, (got - r).abs().max().item())
+        original = None
+        if qlora:
+            fp_base, _ = load_base(ref.base, dtype="fp32", device="cpu")
+            into_fp = PeftModel.from_pretrained(fp_base, str(ref.path), is_trainable=False).merge_and_unload()
+            with torch.no_grad():
+                original = max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
+                                        ).logits.float() - r).abs().max().item()
+                               for p, r in zip(probes, ref_logits, strict=True))
+        result = MergeResult(str(out), str(ref.path), ref.base, "qlora" if qlora else "lora", diff, tolerance,
+                             diff <= tolerance, len(probes), "fp32", original)
+        if not qlora and not result.verified and not force:
+            raise TunewiseError(f"merged model differs from the adapter model by {diff:.3g} (max abs logit), over "
+                                f"the tolerance {tolerance:g}; nothing was written",
+                                "check the adapter and base, or pass --tolerance / --force to keep it anyway")
+        atomic_write_json(tmp / MERGE_REPORT, asdict(result))
+        if out.exists():
+            shutil.rmtree(out)
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return result
