@@ -219,6 +219,35 @@ def test_length_truncation_and_dropped(tmp_path, word_tokenizer):
     assert r["no_labels_left"] == 1 and r["no_labels_lines"] == [2]
 
 
+def test_sampled_lengths_keep_exact_truncation_counts(tmp_path, word_tokenizer):
+    from tunewise.data.audit_length import LengthStats
+    from tunewise.data.schema import ProblemLog, iter_checked
+
+    rng = random.Random(3)
+    recs = [{"text": " ".join(["w"] * rng.randrange(1, 20))} for _ in range(3000)]
+    path = tmp_path / "many.jsonl"
+    write_jsonl(path, recs)
+    truth = sum(len(r["text"].split()) + 1 > 12 for r in recs)
+    full, sampled = LengthStats(word_tokenizer, 12, path), LengthStats(word_tokenizer, 12, path, rate=0.1)
+    for rec in iter_checked(path, ProblemLog()):
+        full.add(rec)
+        sampled.add(rec)
+    a, b = full.result(), sampled.result()
+    assert a["truncated"] == b["truncated"] == truth and a["max"] == b["max"] == 20
+    assert a["sampled"] == 3000 and 200 < b["sampled"] < 400 and b["examples"] == 3000
+    assert abs(a["p50"] - b["p50"]) <= 2
+
+
+def test_fast_tokenizer_matches_transformers(tmp_path, word_tokenizer):
+    from tunewise.data.audit_length import FastTokenizer, load_length_tokenizer, token_lengths
+
+    word_tokenizer.save_pretrained(tmp_path / "tok")
+    fast = load_length_tokenizer(str(tmp_path / "tok"))
+    assert isinstance(fast, FastTokenizer) and fast.eos_token == "<eos>"
+    texts = ["a b c", "one<eos>", "", "x  y\nz <eos>"]
+    assert token_lengths(fast, texts) == token_lengths(word_tokenizer, texts)
+
+
 @pytest.mark.integration
 def test_cli_lengths_with_tiny_tokenizer(tmp_path, tiny_base_dir):
     path = write_jsonl(tmp_path / "d.jsonl", unique_records(30))

@@ -29,6 +29,9 @@ def check(
                                                         "modified): drops invalid, empty and exact-duplicate records."),
     drop_near: bool = typer.Option(False, "--drop-near", help="With --fix, also keep only the first record of "
                                                               "each near-duplicate cluster."),
+    exact_lengths: bool = typer.Option(False, "--exact-lengths", help="Tokenise every record for the length "
+                                                                       "distribution (default: a 20k sample; "
+                                                                       "truncation counts are always exact)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="How many per-line problems to print."),
 ) -> None:
@@ -42,7 +45,8 @@ def check(
     opts = AuditOptions(eval_path=str(eval_path) if eval_path else None,
                         model=None if model.lower() == "none" else model, max_seq_len=max_seq_len,
                         preserve=[s.strip() for s in preserve.split(",") if s.strip()],
-                        output_format=output_format, near_threshold=near_threshold)
+                        output_format=output_format, near_threshold=near_threshold,
+                        length_sample=0 if exact_lengths else 20_000)
     report = audit(path, opts)
     redundant = report.pop("_near_redundant_lines")
     if fix is not None:
@@ -85,8 +89,9 @@ def render(r: dict, show: int) -> None:
                          f"({d['conflicts']['records']} records)", _status(r, "conflicts"))
     if r["length"] and r["length"].get("examples"):
         L = r["length"]
+        sampled = "" if L["sampled"] == L["examples"] else f" (distribution of a {L['sampled']}-record sample)"
         _row(t, "tokens", f"p50 {L['p50']}, p90 {L['p90']}, p99 {L['p99']}, max {L['max']}; {L['truncated']} over "
-                          f"{L['max_seq_len']}, {L['no_labels_left']} lose every target", _status(r, "length"))
+                          f"{L['max_seq_len']}, {L['no_labels_left']} lose every target{sampled}", _status(r, "length"))
     if r["labels"]:
         lab = r["labels"]
         top = ", ".join(f"{escape(str(k))} {v}" for k, v in list(lab["counts"].items())[:6])

@@ -6,6 +6,7 @@ counting stops past MAX_LABELS distinct answers; example line lists are capped).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -75,6 +76,7 @@ def _mr_ok(s: str) -> tuple[bool, str]:
 _SQL_DB: sqlite3.Connection | None = None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # templated SQL repeats; parsing is the slow part
 def _sql_ok(s: str) -> tuple[bool, str]:
     """SQL that SQLite can parse (unknown tables and columns are fine: this checks syntax, not the schema)."""
     global _SQL_DB

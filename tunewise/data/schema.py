@@ -92,7 +92,7 @@ class ProblemLog:
 def _bad_string(value: str) -> str | None:
     if "\x00" in value:
         return "contains a NUL character (\\u0000); remove it"
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):  # isascii is O(1)-cheap; surrogates are non-ASCII
         return "contains an unpaired surrogate escape (e.g. \\ud800), which is not valid text; remove it"
     return None
 
