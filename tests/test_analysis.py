@@ -9,10 +9,12 @@ import torch
 
 from tunewise.analysis.cache import SvdCache, weight_key
 from tunewise.analysis.intruders import (
+    base_decomposition,
     count_below,
     count_intruders,
     intruder_similarities,
     left_singular_basis,
+    lowrank_similarities,
     max_abs_cos,
     reference_similarities,
     top_singular,
@@ -64,6 +66,22 @@ def test_counts_match_direct_reference(shape, kind):
     assert fast.shape == ref.shape == (10,)
     assert torch.allclose(fast, ref, atol=2e-4), (fast - ref).abs().max()
     assert count_below(fast, EPS) == count_below(ref, EPS)
+
+
+@pytest.mark.parametrize("shape", [(48, 80), (80, 48), (64, 64), (200, 40)])
+@pytest.mark.parametrize("scale", [0.05, 0.3, 2.0])
+def test_lowrank_route_matches_direct_reference(shape, scale):
+    """LoRA updates analysed in the base's basis (no Gram of W) give the direct method's counts."""
+    g = torch.Generator().manual_seed(hash((shape, scale)) % 2**31)
+    d_out, d_in = shape
+    for W0 in (torch.randn(shape, generator=g), structured(d_out, d_in, gen=g)):
+        B, A = scale * torch.randn(d_out, 8, generator=g), torch.randn(8, d_in, generator=g)
+        W = W0 + B @ A
+        sims, svals = lowrank_similarities(base_decomposition(W0), W0, B, A, 10)
+        ref = torch.tensor(reference_similarities(W0, W, k=10))
+        assert torch.allclose(sims, ref, atol=2e-4), (sims - ref).abs().max()
+        assert count_below(sims, EPS) == count_below(ref, EPS)
+        assert torch.allclose(svals, torch.linalg.svdvals(W)[:10], rtol=1e-4)
 
 
 def test_basis_and_top_triplets_are_singular_vectors():
@@ -140,19 +158,29 @@ def test_spectrum_functions():
 # --------------------------------------------------------------------------------------------------- cache
 
 def test_cache_hits_and_keys(tmp_path):
-    W = torch.randn(20, 30)
+    W = torch.randn(30, 20)  # tall: U0, S0 and V0 are stored
     cache = SvdCache(tmp_path / "svd")
-    U1, S1 = cache.get_or_compute(W, left_singular_basis)
-    U2, S2 = cache.get_or_compute(W.clone(), left_singular_basis)
+    d1 = cache.get_or_compute(W, base_decomposition)
+    d2 = cache.get_or_compute(W.clone(), base_decomposition)
     assert (cache.misses, cache.hits) == (1, 1)
-    assert torch.equal(U1, U2) and torch.equal(S1, S2)
+    assert d1.keys() == d2.keys() == {"U0", "S0", "V0"}
+    assert all(torch.equal(d1[name], d2[name]) for name in d1)
     W2 = W.clone()
     W2[0, 0] += 1e-6
     assert weight_key(W2) != weight_key(W)
     # a corrupt entry is recomputed, not fatal
-    next((tmp_path / "svd").glob("*.safetensors")).write_bytes(b"garbage")
-    cache.get_or_compute(W, left_singular_basis)
+    entry = next((tmp_path / "svd").glob("*.safetensors"))
+    entry.write_bytes(b"garbage")
+    cache.get_or_compute(W, base_decomposition)
     assert cache.misses == 2
+    # a well-formed file whose numbers were altered fails the digest check
+    from safetensors.torch import load_file, save
+
+    d = load_file(str(entry))
+    d["U0"][0, 0] += 1.0
+    entry.write_bytes(save(d, metadata={"digest": "0" * 32}))
+    d3 = cache.get_or_compute(W, base_decomposition)
+    assert cache.misses == 3 and torch.equal(d3["U0"], d1["U0"])
 
 
 # ------------------------------------------------------------------------------------- files and mitigation

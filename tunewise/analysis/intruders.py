@@ -21,30 +21,44 @@ import torch
 _TINY_SIGMA_REL = 1e-6
 
 
-def _gram_eigh(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Eigen-decompose the smaller Gram matrix in float64; (vectors, singular values, vectors_are_left), descending."""
+def _gram_eigh(W: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Eigen-decompose the smaller Gram matrix in float64; (vectors, singular values, vectors_are_left), descending.
+
+    With `top`, only the largest `top` eigenpairs are computed (LAPACK syevr through scipy): the tridiagonal
+    reduction is shared, but only `top` vectors are found and back-transformed -- still a direct, exact method.
+    """
     W64 = W.to(torch.float64)
     wide = W64.shape[0] <= W64.shape[1]
     G = W64 @ W64.T if wide else W64.T @ W64
-    evals, evecs = torch.linalg.eigh(G)
-    evals, evecs = evals.flip(0), evecs.flip(1)  # descending, like an SVD
+    if top is not None and top < G.shape[0]:
+        evals, evecs = _top_eigh(G, top)
+    else:
+        evals, evecs = torch.linalg.eigh(G)
+        evals, evecs = evals.flip(0), evecs.flip(1)  # descending, like an SVD
     return evecs, evals.clamp_min(0).sqrt(), wide
 
 
-def left_singular_basis(W0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All thin left singular vectors and singular values of W0: (U0 [d_out, m], S0 [m]), m = min(d_out, d_in).
-
-    Matches torch.linalg.svd(W0, full_matrices=False) up to signs and rotations inside (near-)equal singular values.
+def base_decomposition(W0: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the analysis keeps of a base matrix: all thin left singular vectors U0 [d_out, m] and singular values
+    S0 [m] (m = min(d_out, d_in)); for a tall matrix also the (square) right vectors V0 [d_in, d_in], which the
+    low-rank route needs. Matches torch.linalg.svd(W0, full_matrices=False) up to signs and rotations inside
+    (near-)equal singular values.
     """
     evecs, s, wide = _gram_eigh(W0)
     if wide:
-        return evecs.to(torch.float32), s.to(torch.float32)
+        return {"U0": evecs.to(torch.float32), "S0": s.to(torch.float32)}
     if s.numel() and s[-1] <= _TINY_SIGMA_REL * s[0]:
         # rank-deficient tall matrix: W v / sigma is unstable for the small sigmas, so pay for an SVD here
-        U, S, _ = torch.linalg.svd(W0.to(torch.float64), full_matrices=False)
-        return U.to(torch.float32), S.to(torch.float32)
+        U, S, Vh = torch.linalg.svd(W0.to(torch.float64), full_matrices=False)
+        return {"U0": U.to(torch.float32), "S0": S.to(torch.float32), "V0": Vh.T.to(torch.float32)}
     U = (W0.to(torch.float64) @ evecs) / s
-    return U.to(torch.float32), s.to(torch.float32)
+    return {"U0": U.to(torch.float32), "S0": s.to(torch.float32), "V0": evecs.to(torch.float32)}
+
+
+def left_singular_basis(W0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U0, S0) of base_decomposition."""
+    d = base_decomposition(W0)
+    return d["U0"], d["S0"]
 
 
 def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,8 +68,7 @@ def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     a zero singular value (possible only for a zero or tiny-rank W) gives a zero vector there.
     """
     k = min(k, *W.shape)
-    evecs, s, wide = _gram_eigh(W)
-    evecs, s = evecs[:, :k], s[:k]
+    evecs, s, wide = _gram_eigh(W, top=k)
     W64 = W.to(torch.float64)
     safe = torch.where(s > 0, s, torch.ones_like(s))
     if wide:
@@ -63,6 +76,56 @@ def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     else:
         V, U = evecs, (W64 @ evecs) / safe
     return U.to(torch.float32), s.to(torch.float32), V.to(torch.float32)
+
+
+def _top_eigh(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k eigenpairs of a symmetric float64 matrix, descending (the subset solver of _gram_eigh)."""
+    n = M.shape[0]
+    try:
+        import scipy.linalg
+
+        w, z = scipy.linalg.eigh(M.numpy(), subset_by_index=[n - k, n - 1], driver="evr", check_finite=False)
+        w, z = torch.from_numpy(w), torch.from_numpy(z)
+    except ImportError:
+        w, z = torch.linalg.eigh(M)
+        w, z = w[n - k:], z[:, n - k:]
+    return w.flip(0), z.flip(1)
+
+
+def lowrank_similarities(base: dict[str, torch.Tensor], W0: torch.Tensor, B: torch.Tensor, A: torch.Tensor,
+                         k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sim_j and singular values of the top-k of W = W0 + B @ A (B already scaled), without forming W W^T.
+
+    Exact algebra in the base's own basis. Wide/square W0 (U0 square): with C = U0^T B and F = A W0^T U0,
+        U0^T W W^T U0 = diag(S0^2) + C F + (C F)^T + C (A A^T) C^T,
+    whose top eigenvectors z are the tuned vectors in U0 coordinates, so sim_j = max_i |z_ij|.
+    Tall W0 (V0 square): with P = V0^T W0^T B and D = A V0,
+        V0^T W^T W V0 = diag(S0^2) + P D + (P D)^T + D^T (B^T B) D,
+    and for its top eigenvectors z: U0^T u_j = (S0 * z + (U0^T B)(D z)) / s_j.
+    Costs O(n^2 r + d_out d_in r) plus one top-k symmetric eigensolve, instead of forming a Gram matrix.
+    The identity uses U0 (or V0) as exact base eigenvectors, so it is as accurate as the stored basis (float32,
+    about the accuracy of the float32 SVD the direct method uses); tests compare it with that method.
+    """
+    U0, S0 = base["U0"].to(torch.float64), base["S0"].to(torch.float64)
+    W64, B64, A64 = W0.to(torch.float64), B.to(torch.float64), A.to(torch.float64)
+    d_out, d_in = W64.shape
+    k = min(k, d_out, d_in)
+    if d_out <= d_in:
+        C = U0.T @ B64
+        F = (A64 @ W64.T) @ U0
+        CF = C @ F
+        M = torch.diag(S0 ** 2) + CF + CF.T + C @ (A64 @ A64.T) @ C.T
+        w, z = _top_eigh(M, k)
+        return z.abs().amax(dim=0).to(torch.float32), w.clamp_min(0).sqrt().to(torch.float32)
+    V0 = base["V0"].to(torch.float64)
+    P = ((B64.T @ W64) @ V0).T
+    D = A64 @ V0
+    PD = P @ D
+    M = torch.diag(S0 ** 2) + PD + PD.T + D.T @ (B64.T @ B64) @ D
+    w, z = _top_eigh(M, k)
+    s = w.clamp_min(0).sqrt()
+    proj = S0[:, None] * z + (U0.T @ B64) @ (D @ z)
+    return (proj.abs().amax(dim=0) / torch.where(s > 0, s, torch.ones_like(s))).to(torch.float32), s.to(torch.float32)
 
 
 def max_abs_cos(Ut: torch.Tensor, U0: torch.Tensor) -> torch.Tensor:

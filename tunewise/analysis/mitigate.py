@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tunewise.analysis.cache import SvdCache
-from tunewise.analysis.intruders import left_singular_basis, max_abs_cos, top_singular
+from tunewise.analysis.intruders import base_decomposition, max_abs_cos, top_singular
 from tunewise.analysis.weights import TunedWeights, read_adapter
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_bytes, atomic_write_json, replace_dir
@@ -83,7 +83,7 @@ def mitigate_adapter(tw: TunedWeights, out: Path, lam: float, *, k: int = 10, ep
     for pair in tw.pairs(modules):
         lf = pair.lora
         assert lf is not None
-        U0, _ = cache.get_or_compute(pair.W0, left_singular_basis)
+        U0 = cache.get_or_compute(pair.W0, base_decomposition)["U0"]
         U, S, V = top_singular(pair.W, k)
         idx = select_intruders(max_abs_cos(U, U0), eps, which)
         row = {"name": pair.name, "intruders_scaled": len(idx), "rel_error": 0.0}

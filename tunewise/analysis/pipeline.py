@@ -9,7 +9,13 @@ from collections.abc import Sequence
 import torch
 
 from tunewise.analysis.cache import SvdCache
-from tunewise.analysis.intruders import count_below, left_singular_basis, max_abs_cos, top_singular
+from tunewise.analysis.intruders import (
+    base_decomposition,
+    count_below,
+    lowrank_similarities,
+    max_abs_cos,
+    top_singular,
+)
 from tunewise.analysis.spectrum import lowrank_singular_values, singular_values, spectrum_summary
 from tunewise.analysis.weights import MatrixPair, TunedWeights, open_tuned
 
@@ -17,11 +23,16 @@ from tunewise.analysis.weights import MatrixPair, TunedWeights, open_tuned
 def analyze_pair(pair: MatrixPair, *, k: int, eps: Sequence[float], cache: SvdCache,
                  spectrum: bool = True) -> dict:
     """All numbers for one matrix. An unchanged matrix (dW == 0) has W's vectors equal to W0's: 0 intruders."""
-    U0, S0 = cache.get_or_compute(pair.W0, left_singular_basis)
+    base = cache.get_or_compute(pair.W0, base_decomposition)
+    U0, S0 = base["U0"], base["S0"]
     kk = min(k, *pair.W.shape)
     unchanged = pair.lora is None and torch.equal(pair.W, pair.W0)
+    lf = pair.lora
     if unchanged:
         sims = torch.ones(kk)
+    elif lf is not None and lf.magnitude is None and not lf.transposed:
+        # plain LoRA: dW = scaling * B @ A has rank r, so work in the base's basis (no Gram of W)
+        sims, _ = lowrank_similarities(base, pair.W0, lf.scaling * lf.B, lf.A, kk)
     else:
         Ut, _, _ = top_singular(pair.W, kk)
         sims = max_abs_cos(Ut, U0)

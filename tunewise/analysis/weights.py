@@ -183,13 +183,12 @@ def _find_base_key(module: str, base_keys: set[str]) -> str | None:
 
 
 def _scaling(cfg: dict, module: str, r: int) -> float:
-    from peft.utils.other import get_pattern_key
-
     alpha = cfg.get("lora_alpha", 8)
-    pattern = cfg.get("alpha_pattern") or {}
-    if pattern:
-        key = get_pattern_key(list(pattern), module)
-        alpha = pattern.get(key, alpha)
+    # PEFT's get_pattern_key rule, without importing peft (which pulls in bitsandbytes)
+    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            alpha = value
+            break
     return alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
 
 

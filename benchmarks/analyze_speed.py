@@ -1,0 +1,166 @@
+"""Benchmark: `tunewise analyze` vs the straightforward method, in one process, on the same matrices.
+
+Baseline (what the paper's code and PEFT's reduce_intruder_dimension do): for every matrix a full float32
+torch.linalg.svd of W0 and of W, then max |cos| and the count. tunewise: float64 Gram eigendecompositions, all
+of U0 once per base (disk cache keyed by the weights' hash), only the top-k of W (plus the dW spectrum, which
+the baseline does not even compute). Both read (W0, W) with the same reader, so file I/O is in both timings.
+
+Cases: the shipped tiny base and a ~50M Llama built from a config (random init); N random LoRA adapters
+(r=8, all linear, made with plain PEFT) of each base, plus one full (dense) perturbation.
+Reports: 1 adapter with an empty cache (cold), 1 adapter with the base already cached (warm), N adapters from
+an empty cache, the full perturbation, and whether every count matched the baseline.
+
+    .venv/bin/python benchmarks/analyze_speed.py [--models tiny,llama50m] [--adapters 5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _set_threads(n: int) -> None:
+    # before numpy/scipy load, so OpenBLAS (scipy) and torch use the same number of threads as the baseline
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def build_llama50m(out: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=16384, hidden_size=512, intermediate_size=1536, num_hidden_layers=10,
+                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512,
+                      tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    print(f"llama50m: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    model.save_pretrained(out)
+    return out
+
+
+def make_adapters(base: Path, out: Path, n: int) -> list[Path]:
+    """Random LoRA adapters with plain PEFT: A as PEFT initialises it, B small random (as after some training)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        model = AutoModelForCausalLM.from_pretrained(base)
+        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02)
+        peft_model.save_pretrained(out / f"adapter{i}")
+        paths.append(out / f"adapter{i}")
+    return paths
+
+
+def make_full(base: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name and "lm_head" not in name:
+                p.add_(0.002 * torch.randn_like(p))
+    model.save_pretrained(out / "full")
+    return out / "full"
+
+
+def baseline(base: Path, tuned: Path, k: int, eps: float) -> tuple[float, dict[str, int]]:
+    """Full float32 SVD of W0 and W for every matrix (the authors' / PEFT's method)."""
+    import torch
+
+    from tunewise.analysis.weights import open_tuned
+
+    t0 = time.perf_counter()
+    counts = {}
+    for pair in open_tuned(str(base), str(tuned)).pairs():
+        U0 = torch.linalg.svd(pair.W0, full_matrices=False).U
+        Ut = torch.linalg.svd(pair.W, full_matrices=False).U
+        sims = (Ut[:, :k].T @ U0).abs().max(dim=1).values
+        counts[pair.name] = int((sims < eps).sum())
+    return time.perf_counter() - t0, counts
+
+
+def ours(base: Path, tuned: Path, k: int, eps: float, cache) -> tuple[float, dict[str, int]]:
+    from tunewise.analysis.pipeline import analyze
+
+    t0 = time.perf_counter()
+    res = analyze(str(base), str(tuned), k=k, eps=[eps], cache=cache)
+    return time.perf_counter() - t0, {m["name"]: m["intruders"][str(eps)] for m in res["matrices"]}
+
+
+def run_case(label: str, base: Path, work: Path, n: int, k: int, eps: float) -> list[str]:
+    from tunewise.analysis.cache import SvdCache
+
+    adapters = make_adapters(base, work, n)
+    full = make_full(base, work)
+    lines = [f"### {label} ({n} LoRA adapters r=8 all-linear, k={k}, eps={eps})", "",
+             "| case | baseline s | tunewise s | ratio | counts identical |", "|---|---|---|---|---|"]
+    b_times, b_counts = zip(*[baseline(base, a, k, eps) for a in adapters], strict=True)
+    cache = SvdCache(work / f"cache-{label}")
+    o_times, o_counts = zip(*[ours(base, a, k, eps, cache) for a in adapters], strict=True)
+    same = all(b == o for b, o in zip(b_counts, o_counts, strict=True))
+    # warm: the first adapter again, base now cached
+    warm_t, warm_c = ours(base, adapters[0], k, eps, cache)
+    rows = [("1 adapter, empty cache", b_times[0], o_times[0], b_counts[0] == o_counts[0]),
+            ("1 adapter, base cached", b_times[0], warm_t, warm_c == b_counts[0]),
+            (f"{n} adapters, empty cache", sum(b_times), sum(o_times), same)]
+    fb_t, fb_c = baseline(base, full, k, eps)
+    fo_t, fo_c = ours(base, full, k, eps, cache)
+    rows.append(("full perturbation, base cached", fb_t, fo_t, fb_c == fo_c))
+    for name, b, o, ok in rows:
+        lines.append(f"| {name} | {b:.2f} | {o:.2f} | {b / o:.1f}x | {'yes' if ok else 'NO'} |")
+    total = sum(sum(c.values()) for c in o_counts)
+    lines += ["", f"intruders (tunewise) per adapter: {[sum(c.values()) for c in o_counts]} "
+                  f"(total {total}); full perturbation: {sum(fo_c.values())}"]
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="tiny,llama50m")
+    ap.add_argument("--adapters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch/BLAS threads for both methods (the CPUs are shared)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--eps", type=float, default=0.5)
+    args = ap.parse_args()
+    _set_threads(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {args.threads}, {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for model in args.models.split(","):
+            if model == "tiny":
+                from tunewise.zoo import TINY_DIR
+
+                if not (TINY_DIR / "model.safetensors").exists():
+                    sys.exit("the shipped tiny base is missing (python -m tunewise.zoo.build)")
+                base = TINY_DIR
+            elif model == "llama50m":
+                base = build_llama50m(tmp / "llama50m")
+            else:
+                base = Path(model)
+            (tmp / model.replace("/", "_")).mkdir(exist_ok=True)
+            run_case(model, base, tmp / model.replace("/", "_"), args.adapters, args.k, args.eps)
+
+
+if __name__ == "__main__":
+    main()
