@@ -104,7 +104,7 @@ def render(r: dict, show: int) -> None:
     if r["leakage"]:
         lk = r["leakage"]
         _row(t, "eval leakage", f"{lk['exact']} exact, {lk['same_prompt']} same prompt, {lk['near']} near "
-                                f"of {lk['eval_records']} eval records", _status(r, "leakage"))
+                                f"of {lk['eval_records']} eval records ({lk['eval_unique']} distinct)", _status(r, "leakage"))
     if r["skills"]:
         sk = ", ".join(f"{k} {v['examples']} ({100 * v['share']:.1f}%)" for k, v in r["skills"]["skills"].items())
         _row(t, "skills", sk or "none recognised", _status(r, "skills"))

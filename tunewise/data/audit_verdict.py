@@ -111,9 +111,9 @@ def _leak_findings(leak: dict | None, out: list[dict]) -> None:
         out.append(_f("warning", "leakage", f"{leak['same_prompt']} eval prompt(s) appear in training (with "
                                             "any answer)"))
     if leak["near"] > leak["exact"]:
-        out.append(_f("warning", "leakage", f"{leak['near']} eval record(s) ({_pct(leak['near_share'])}) are "
-                                            "near-identical to a training record; the eval measures recall, "
-                                            "not generalisation"))
+        out.append(_f("warning", "leakage", f"{leak['near']} of {leak['eval_unique']} distinct eval records "
+                                            f"({_pct(leak['near_share'])}) are near-identical to a training "
+                                            "record; the eval measures recall, not generalisation"))
     if leak["eval_schema_errors"]:
         out.append(_f("error", "leakage", f"the eval file has {leak['eval_schema_errors']} schema error(s)"))
 
