@@ -184,6 +184,7 @@ def test_classifier_full_and_adapter(tmp_path):
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     (adapter / "labels.json").write_text(json.dumps(labels))
+    tok.save_pretrained(adapter)  # the trainer saves the tokenizer next to the adapter
     reloaded = load_target(str(adapter), base=str(folder))
     assert reloaded.kind == "classifier" and reloaded.tuned_kind == "adapter"
     enc = tok(["Where is Aurora Bistro?"], return_tensors="pt")

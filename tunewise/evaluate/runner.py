@@ -173,7 +173,9 @@ def resolve_data(data: str | None = None, task: str | None = None, run_dir: Path
         out = Path(workdir)
         sizes = {"train": 0, "validation": 0, "test": 0, split: limit or 200}
         make_task(task, out, sizes, seed)
-        return _from_path(out, split, limit)
+        spec = _from_path(out, split, limit)
+        spec.source = f"built-in {task}, {split} split (seed {seed})"
+        return spec
     if run_dir is not None:
         d = _task_dir_of_run(run_dir)
         if d is not None:
@@ -250,6 +252,7 @@ def load_target(target: str, base: str | None = None, labels: list[str] | None =
     p = Path(target).expanduser()
     tuned = _is_path(target) and ((p / "config.yaml").is_file() or (p / "adapter_config.json").is_file())
     if not tuned and not (_is_path(target) and _is_classifier_folder(p)):
+        _refuse_bare_encoder(target)
         model, tok = load_base(target, device=device)
         return Loaded(model, tok, "causal", target)
     ref = resolve_tuned(target, base)
@@ -261,12 +264,38 @@ def load_target(target: str, base: str | None = None, labels: list[str] | None =
     return Loaded(model, tok, "causal", target, ref.base, ref.kind)
 
 
+def _refuse_bare_encoder(target: str) -> None:
+    """A bare encoder (e.g. MiniLM's BertModel) has no LM head and no trained classifier: nothing to score."""
+    from tunewise.models import load_config
+
+    cfg = load_config(target)
+    archs = getattr(cfg, "architectures", None) or []
+    if getattr(cfg, "is_encoder_decoder", False) or not archs:
+        return
+    if not getattr(cfg, "is_decoder", False) and all(a.endswith("Model") and "LMHead" not in a for a in archs):
+        raise TunewiseError(f"'{target}' is a bare encoder ({archs[0]}): it neither generates text nor has a "
+                            "trained classification head", "fine-tune it for sequence classification "
+                            "(task_type: sequence-classification) and evaluate the run directory")
+
+
 def _is_classifier_folder(p: Path) -> bool:
     cfg = p / "config.json"
     if not cfg.is_file():
         return False
     archs = json.loads(cfg.read_text()).get("architectures") or []
     return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
+def _adapter_tokenizer(path: Path):
+    """The tokenizer the trainer saved next to an adapter (an adapter folder has no config.json)."""
+    if not (path / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loaded:
@@ -283,7 +312,7 @@ def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loade
         if n is None:
             raise TunewiseError(f"cannot tell how many classes the adapter in '{ref.path}' has",
                                 "pass --labels a,b,c (in the order the training used)")
-        tok = load_tokenizer(ref.path if (ref.path / "tokenizer_config.json").is_file() else ref.base)
+        tok = _adapter_tokenizer(ref.path) or load_tokenizer(ref.base)
         model = load_model(ref.base, device=device, task="sequence-classification", num_labels=n)
         model = PeftModel.from_pretrained(model, str(ref.path), is_trainable=False)
     check_tokenizer_fits(model, tok, str(ref.path))
