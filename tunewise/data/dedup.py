@@ -195,8 +195,9 @@ def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None) -> tuple[
         pb.append(idx[order[member]])
     if not pa:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a, b = np.concatenate(pa), np.concatenate(pb)
-    code = np.unique(a.astype(np.int64) * n + b)
+    code = np.sort(np.concatenate(pa).astype(np.int64) * n + np.concatenate(pb))
+    if code.size:
+        code = code[np.concatenate(([True], code[1:] != code[:-1]))]  # unique (sort + mask beats np.unique)
     return code // n, code % n
 
 
