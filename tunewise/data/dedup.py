@@ -108,7 +108,7 @@ def _perm_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash(sh: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: int = NUM_PERM, seed: int = 0,
-            block: int = 16) -> np.ndarray:
+            block: int = 8) -> np.ndarray:
     """MinHash signatures (n_docs, num_perm) uint32 with multiply-shift hashes h(x) = (a x + b) >> 32.
 
     Texts without shingles get all-ones rows (they never match: callers skip them).
@@ -164,7 +164,7 @@ def band_keys(sig: np.ndarray, bands: int = BANDS) -> np.ndarray:
 
 
 def estimate_jaccard(sig: np.ndarray, a: np.ndarray, b: np.ndarray, other: np.ndarray | None = None,
-                     chunk: int = 65536) -> np.ndarray:
+                     chunk: int = 8192) -> np.ndarray:
     """Share of equal signature entries of pairs (sig[a], other[b]) (other defaults to sig): ~ Jaccard."""
     other = sig if other is None else other
     out = np.empty(a.size, dtype=np.float32)
