@@ -100,7 +100,7 @@ def test_config_warnings_epochs_and_lora_lr(micro_llama_dir, tmp_path):
 @pytest.mark.parametrize("action", ["warn", "stop", "reduce_lr"])
 def test_overfit_guard_actions(action, micro_llama_dir, tmp_path):
     data = make_data(tmp_path, n=8, repeat=True)  # one example repeated: the loss collapses
-    cfg = cfg_for(micro_llama_dir, data, "full", max_steps=60, lr=3e-3,
+    cfg = cfg_for(micro_llama_dir, data, "full", max_steps=60, lr=2e-2, scheduler="constant",
                   guards={"overfit_action": action, "smoothing": 3})
     res = train(cfg, tmp_path / "run", quiet=True)
     overfit = [e for e in res.summary["guard_events"] if e["guard"] == "overfit"]

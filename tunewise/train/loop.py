@@ -25,7 +25,7 @@ from tunewise.fileio import append_jsonl, atomic_write_text
 from tunewise.train import distributed
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
 from tunewise.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from tunewise.train.guards import GuardEvent, Guards, config_warnings
+from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
 
 EXIT_NONFINITE = 3

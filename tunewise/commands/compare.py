@@ -1,0 +1,96 @@
+"""`tunewise compare`: LoRA vs QLoRA vs full fine-tuning on one task, with the framework's verdict."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def _parse_lr(text: str | None) -> dict[str, float]:
+    from tunewise.errors import TunewiseError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        method, _, value = part.partition("=")
+        try:
+            out[method.strip()] = float(value)
+        except ValueError:
+            raise TunewiseError(f"--lr '{part}': expected method=value, e.g. lora=1e-3,full=3e-4",
+                                "give one method=value per method") from None
+    return out
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = [("score", "score"), ("trainable_params", "trainable"), ("output_size_mb", "out MB"),
+            ("train_time_s", "time s"), ("tokens_per_s", "tok/s"), ("peak_rss_mb", "peak MB"),
+            ("final_train_loss", "train loss"), ("final_eval_loss", "eval loss"), ("intruders", "intruders")]
+    table = Table(title=f"compare: {result['spec'].get('task') or result['spec'].get('data')} on "
+                        f"{result['spec']['base']}")
+    table.add_column("method")
+    for _, label in cols:
+        table.add_column(label, justify="right")
+    table.add_column("retention")
+    for m, r in result["rows"].items():
+        ret = ", ".join(f"{p} {c['rel_change']:+.0%}" for p, c in (r.get("retention") or {}).items()
+                        if c.get("rel_change") is not None)
+        table.add_row(m, *[_cell(r.get(k)) for k, _ in cols], ret)
+    console = Console()
+    console.print(table)
+    console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compare(
+        base: str = typer.Option("tiny", help="Base model: 'tiny', a folder or a hub id."),
+        task: str = typer.Option(None, help="Built-in task: structured, classify, sql, math."),
+        data: str = typer.Option(None, help="Your data: a folder with train/validation/test JSONL (+ meta.json)."),
+        task_kind: str = typer.Option(None, help="representation | sql | reasoning | other (default: from task)."),
+        methods: str = typer.Option("lora,qlora,full", help="Comma-separated subset of lora,qlora,full."),
+        out: str = typer.Option("runs/compare", help="Output folder; repeated runs reuse finished methods."),
+        rank: int = typer.Option(16, help="LoRA rank (the seed: 16 or 32)."),
+        epochs: float = typer.Option(2.0, help="Same budget for every method."),
+        max_steps: int = typer.Option(None, help="Budget in optimizer steps instead of epochs."),
+        lr: str = typer.Option(None, help="Per-method lr, e.g. lora=1e-3,full=3e-4 (default: by model size)."),
+        train_size: int = typer.Option(400, help="Training examples of a built-in task."),
+        eval_size: int = typer.Option(60, help="Test examples scored."),
+        probes: str = typer.Option("arithmetic,lm", help="Retention probes ('' for none)."),
+        seed: int = typer.Option(0),
+        no_analyze: bool = typer.Option(False, "--no-analyze", help="Skip the intruder analysis."),
+        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        as_json: bool = typer.Option(False, "--json", help="Print compare.json."),
+    ) -> None:
+        """Train LoRA, QLoRA and full fine-tuning with the same data, budget and evaluation; put them side by
+        side (score, retention, parameters, size, time, memory, losses, guards, intruders) and give the verdict.
+        Writes OUT/compare.json and OUT/report.html."""
+        from tunewise.compare import CompareSpec, run_compare
+        from tunewise.report import write_report
+
+        if task is None and data is None:
+            task = "structured"
+        spec = CompareSpec(base=base, task=task, data=data, task_kind=task_kind,
+                           methods=[m.strip() for m in methods.split(",") if m.strip()], out=out, rank=rank,
+                           epochs=epochs, max_steps=max_steps, lr=_parse_lr(lr), train_size=train_size,
+                           eval_size=eval_size, probes=[p for p in probes.split(",") if p], seed=seed,
+                           analyze=not no_analyze)
+        result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
+        report = write_report(out)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        print_table(result)
+        typer.echo(f"report: {report}")

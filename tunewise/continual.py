@@ -1,0 +1,192 @@
+"""`tunewise continual`: tasks in sequence, watching forgetting build up (Shuttleworth et al., section 1).
+
+For each method: train on task 1, evaluate on every task, then train on task 2 starting from the result -- a LoRA
+adapter is merged into the base and a fresh adapter started, as in the paper -- and so on. Every stage lives in
+OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before (resumable per stage).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.fileio import atomic_write_json
+
+
+class MethodSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["lora", "qlora", "full"]
+    r: int = Field(16, gt=0)
+    lr: float | None = Field(None, gt=0)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.method == "full" else f"{self.method}-r{self.r}"
+
+
+class ContinualConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = "tiny"
+    tasks: list[str] = Field(min_length=2, description="Built-in task names or task folders, in training order.")
+    methods: list[MethodSpec] = Field(min_length=1)
+    epochs: float = Field(2, gt=0)
+    batch_size: int = Field(16, gt=0)
+    train_size: int = Field(300, gt=0)
+    eval_size: int = Field(40, gt=0)
+    max_seq_len: int = Field(160, gt=0)
+    probes: list[str] = Field(default_factory=lambda: ["lm"])
+    seed: int = 0
+    out: str = "runs/continual"
+
+
+def load_continual_config(path: str | Path) -> ContinualConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file '{path}' does not exist"])
+    try:
+        return ContinualConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as e:
+        raise ConfigError([f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()], str(path)) from None
+
+
+def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
+    if Path(task).is_dir():
+        return Path(task)
+    from tunewise.tasks import make_task
+
+    d = out / "data" / task
+    if not (d / "meta.json").is_file():
+        make_task(task, d, {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}, cfg.seed)
+    return d
+
+
+def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int) -> dict:
+    from tunewise.compare import default_lr
+
+    lr = m.lr or default_lr(m.method, n_params)[0]
+    return {"base": base, "method": m.method, "data": {"train": str(data / "train.jsonl"),
+                                                       "max_seq_len": cfg.max_seq_len},
+            "lora": {"r": m.r}, "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
+                                          "seed": cfg.seed}}
+
+
+def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str, data: Path, tasks: dict[str, Path],
+              out: Path, n_params: int, quiet: bool) -> dict:
+    """Train one stage from `base`, make the result a plain model folder, evaluate on every task."""
+    from tunewise.config import validate_config
+    from tunewise.train import train
+
+    stage = out / m.label / f"stage-{i + 1}-{Path(task).name}"
+    done = stage / "stage.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if stage.exists():
+        shutil.rmtree(stage)  # an unfinished stage starts again from its (finished) predecessor
+    run = train(validate_config(stage_config(cfg, m, base, data, n_params)), stage / "run", quiet=quiet)
+    model_dir = stage / "run" / "model"
+    if m.method != "full":
+        from tunewise.merge import merge_adapter
+
+        model_dir = stage / "merged"
+        merge_adapter(stage / "run", model_dir, base=base)
+    scores = {name: _score(model_dir, d) for name, d in tasks.items()}
+    result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
+              "train_loss": run.summary["final_train_loss"],
+              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probes)}
+    atomic_write_json(done, result)
+    return result
+
+
+def _score(model_dir: Path, data: Path) -> float:
+    from tunewise.evaluate.runner import evaluate, load_target, resolve_data
+
+    spec = resolve_data(data=str(data), split="test")
+    return float(evaluate(load_target(str(model_dir)), spec).summary()["score"] or 0.0)
+
+
+def _intruders(base: str, model_dir: Path) -> int:
+    """Intruders of the cumulative update (this stage's model against the original base)."""
+    from tunewise.analysis.pipeline import analyze
+
+    return int(analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False)["summary"]["total"]["0.5"])
+
+
+def _probes(model_dir: Path, probes: list[str]) -> dict:
+    if not probes:
+        return {}
+    from tunewise.evaluate.retention import run_probes
+    from tunewise.models import load_base
+
+    model, tok = load_base(str(model_dir))
+    return {name: r["score"] for name, r in run_probes(model, tok, probes, 48).items()}
+
+
+def forgetting(matrix: list[list[float]]) -> float:
+    """Average forgetting (Chaudhry et al.): for each task but the last, best earlier score minus final score."""
+    n = len(matrix)
+    if n < 2:
+        return 0.0
+    drops = [max(matrix[i][j] for i in range(j, n - 1)) - matrix[n - 1][j] for j in range(n - 1)]
+    return sum(drops) / len(drops)
+
+
+def run_continual(cfg: ContinualConfig, quiet: bool = False, log=print) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {Path(t).name: task_dir(cfg, t, out) for t in cfg.tasks}
+    from tunewise.models import count_parameters, load_model
+
+    n_params = count_parameters(load_model(cfg.base))
+    results = {}
+    for m in cfg.methods:
+        base, stages = cfg.base, []
+        for i, (name, data) in enumerate(tasks.items()):
+            log(f"{m.label}: stage {i + 1}/{len(tasks)} ({name})")
+            stage = run_stage(cfg, m, i, name, base, data, tasks, out, n_params, quiet)
+            stages.append(stage)
+            base = stage["model"]
+        matrix = [[s["scores"][t] for t in tasks] for s in stages]
+        results[m.label] = {"matrix": matrix, "forgetting": forgetting(matrix),
+                            "intruders": [s["intruders"] for s in stages],
+                            "probes": [s["probes"] for s in stages]}
+    summary = {"tasks": list(tasks), "methods": results, "config": cfg.model_dump()}
+    atomic_write_json(out / "continual.json", summary)
+    plot_continual(summary, out / "continual.png")
+    return summary
+
+
+def plot_continual(summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, r in summary["methods"].items():
+        first = [row[0] for row in r["matrix"]]  # how the first task fares as later tasks are learned
+        axes[0].plot(range(1, len(first) + 1), first, "o-", label=label)
+        axes[1].plot(range(1, len(r["intruders"]) + 1), r["intruders"], "o-", label=label)
+    axes[0].set_title(f"score on '{tasks[0]}' after each stage")
+    axes[1].set_title("intruder dimensions (cumulative update)")
+    for ax in axes:
+        ax.set_xlabel("stage")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def check_tasks(cfg: ContinualConfig) -> None:
+    from tunewise.tasks import TASKS
+
+    bad = [t for t in cfg.tasks if t not in TASKS and not Path(t).is_dir()]
+    if bad:
+        raise TunewiseError(f"unknown tasks {bad}", f"use built-in tasks ({', '.join(TASKS)}) or task folders")

@@ -1,0 +1,145 @@
+"""The HTML report: tables and embedded PNGs, no scripts, no network."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_text
+from tunewise.report import plots
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+background:#fff}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;
+text-align:right}th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
+.verdict{background:#eef6ee;border-left:4px solid #2ca02c;padding:.6em 1em;font-size:1.05em}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}pre{background:#f7f7f7;padding:.6em;overflow:auto;
+font-size:.8em}.muted{color:#777;font-size:.85em}
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    return html.escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list], table_id: str | None = None) -> str:
+    tid = f' id="{table_id}"' if table_id else ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+COMPARE_COLUMNS = [("score", "task score"), ("retention_summary", "retention change"),
+                   ("trainable_params", "trainable params"), ("output_size_mb", "output MB"),
+                   ("train_time_s", "train time s"), ("tokens_per_s", "tokens/s"), ("peak_rss_mb", "peak RSS MB"),
+                   ("final_train_loss", "final train loss"), ("final_eval_loss", "final eval loss"),
+                   ("guard_events", "guard events"), ("intruders", "intruders")]
+
+
+def _retention_summary(row: dict) -> dict:
+    return {p: f"{c['rel_change']:+.1%}" for p, c in (row.get("retention") or {}).items()
+            if c.get("rel_change") is not None}
+
+
+def compare_html(cmp: dict, out_dir: Path) -> str:
+    rows = cmp["rows"]
+    runs = {m: Path(r["run_dir"]) for m, r in rows.items()}
+    for r in rows.values():
+        r["retention_summary"] = _retention_summary(r)
+    table = _table(["method"] + [label for _, label in COMPARE_COLUMNS],
+                   [[m] + [r.get(k) for k, _ in COMPARE_COLUMNS] for m, r in rows.items()], "comparison")
+    figs = [plots.loss_curves(runs, out_dir / "loss_curves.png"), plots.cost_bars(rows, out_dir / "cost.png")]
+    per_layer = {m: _per_layer(Path(r["run_dir"])) for m, r in rows.items()}
+    if any(per_layer.values()):
+        figs.append(plots.intruder_bars({m: v for m, v in per_layer.items() if v}, out_dir / "intruders.png"))
+    retention = {m: r["retention"] for m, r in rows.items() if r.get("retention")}
+    if retention:
+        figs.append(plots.retention_bars(retention, out_dir / "retention.png"))
+    spec = cmp["spec"]
+    title = f"tunewise compare: {spec.get('task') or spec.get('data')} on {spec['base']}"
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="muted">{html.escape(cmp["created"])} &middot; task kind: {html.escape(cmp["kind"])} '
+             f"&middot; base parameters: {cmp['base_params']:,}</p>",
+             f'<div class="verdict">{html.escape(cmp["verdict"]["text"])}</div>',
+             "<h2>Comparison</h2>", table,
+             '<p class="muted">Score: the task\'s primary metric on the test split. Retention: relative change of '
+             "the base's probe scores. Intruders: top-10 singular vectors with max |cos| &lt; 0.5 to the base's, "
+             "summed over matrices.</p>", "<h2>Plots</h2>", *(_img(f) for f in figs),
+             "<h2>Learning rates</h2>", _table(["method", "lr"], [[m, n] for m, n in cmp["lr_notes"].items()])]
+    parts += _advice_html(cmp.get("advice"))
+    parts.append("<h2>Resolved configs</h2>")
+    for m, run in runs.items():
+        cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else "(missing)"
+        parts.append(f"<h3>{html.escape(m)}</h3><pre>{html.escape(cfg)}</pre>")
+    return _page(title, parts)
+
+
+def _per_layer(run_dir: Path) -> dict:
+    f = run_dir / "analysis.json"
+    return json.loads(f.read_text()).get("per_layer", {}) if f.is_file() else {}
+
+
+def _advice_html(advice: dict | None) -> list[str]:
+    if not advice or "error" in advice:
+        return []
+    reasons = [[r.get("rule", ""), r.get("reason", ""), r.get("evidence", "")] for r in advice.get("reasons", [])]
+    out = ["<h2>The advice that led here</h2>", f"<p>{html.escape(str(advice.get('decision', '')))}</p>"]
+    if reasons:
+        out.append(_table(["rule", "reason", "evidence"], reasons))
+    grad = advice.get("graduation") or []
+    if grad:
+        out.append("<ol>" + "".join(f"<li>{html.escape(str(g))}</li>" for g in grad) + "</ol>")
+    return out
+
+
+def run_html(summary: dict, run_dir: Path, out_dir: Path) -> str:
+    figs = [plots.loss_curves({summary["method"]: run_dir}, out_dir / "loss_curves.png")]
+    if summary.get("retention"):
+        figs.append(plots.retention_bars({summary["method"]: summary["retention"]}, out_dir / "retention.png"))
+    keys = ["method", "base", "status", "steps", "epochs", "lr", "trainable_params", "total_params", "train_time_s",
+            "tokens_per_s", "peak_rss_mb", "final_train_loss", "final_eval_loss", "train_eval_gap"]
+    table = _table(["field", "value"], [[k, summary.get(k)] for k in keys], "comparison")
+    events = _table(["step", "guard", "message"], [[e["step"], e["guard"], e["message"]]
+                                                   for e in summary.get("guard_events", [])])
+    cfg = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    title = f"tunewise run: {summary['method']} on {summary['base']}"
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", table, "<h2>Guard events</h2>", events,
+             "<h2>Plots</h2>", *(_img(f) for f in figs), "<h2>Resolved config</h2>",
+             f"<pre>{html.escape(cfg)}</pre>"]
+    return _page(title, parts)
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(path: str | Path) -> Path:
+    """report.html (and PNGs) inside a compare directory (compare.json) or a run directory (summary.json)."""
+    d = Path(path)
+    if (d / "compare.json").is_file():
+        page = compare_html(json.loads((d / "compare.json").read_text()), d)
+    elif (d / "summary.json").is_file():
+        page = run_html(json.loads((d / "summary.json").read_text()), d, d)
+    else:
+        raise TunewiseError(f"'{d}' holds neither compare.json nor summary.json",
+                            "point at a directory written by tunewise compare or tunewise train")
+    return atomic_write_text(d / "report.html", page)
