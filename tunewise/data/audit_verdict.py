@@ -147,8 +147,12 @@ def verdict(r: dict) -> dict:
         reasons.append(f"{_pct(junk)} of records are broken, duplicated, near-duplicated or conflicting")
     if n < MIN_EXAMPLES:
         reasons.append(f"{n} valid examples (fewer than a few hundred)")
-    if r["schema"]["errors"] or any(f["severity"] == "error" for f in r["findings"]):
-        code, msg = "fix-errors", "fix the errors first: the trainer refuses this file as it is"
+    error_checks = sorted({f["check"] for f in r["findings"] if f["severity"] == "error"})
+    if r["schema"]["errors"] or error_checks:
+        why = {"schema": "the trainer refuses records with schema errors",
+               "leakage": "the eval set overlaps the training set", "size": "no valid examples"}
+        code = "fix-errors"
+        msg = "fix the errors first: " + "; ".join(why.get(c, c) for c in error_checks or ["schema"])
         if junk >= JUNK_LIMIT or n < MIN_EXAMPLES:
             msg += "; then curate before you scale"
     elif junk >= JUNK_LIMIT or n < MIN_EXAMPLES:
