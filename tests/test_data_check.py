@@ -256,6 +256,14 @@ def test_cli_lengths_with_tiny_tokenizer(tmp_path, tiny_base_dir):
     r = json.loads(res.stdout)
     assert r["length"]["examples"] == 30 and r["length"]["truncated"] == 30
     assert any(f["check"] == "length" for f in r["findings"])
+    # the torch-free fast path counts exactly what the trainer's transformers tokenizer produces
+    from tunewise.data.audit_length import FastTokenizer, load_length_tokenizer, token_lengths
+    from tunewise.models import load_tokenizer
+
+    fast, slow = load_length_tokenizer("tiny"), load_tokenizer("tiny")
+    assert isinstance(fast, FastTokenizer) and fast.eos_token == slow.eos_token
+    texts = [r["prompt"] for r in unique_records(20)] + ["12 + 30 = 42<|endoftext|>", " SELECT x FROM t;", "é中😀"]
+    assert token_lengths(fast, texts) == token_lengths(slow, texts)
 
 
 # --- labels, structured targets, skills, leakage ---------------------------------------------------------
