@@ -77,6 +77,8 @@ def test_schema_reports_every_problem_with_line_and_field(tmp_path):
     assert {p.severity for p in problems if p.line in (7, 12)} == {"warning"}
     first = next(p for p in problems if p.line == 3)
     assert str(first).startswith(f"{path}:3: prompt: expected a string, got int")
+    broken = next(p for p in problems if p.line == 2)
+    assert "at column 17" in broken.message  # '{"prompt": "x", ' ends at column 16
 
 
 def test_clean_file_has_no_problems(tmp_path):

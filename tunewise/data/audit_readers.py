@@ -97,10 +97,11 @@ def decode_jsonl_line(raw: bytes, n: int) -> RawRow | None:
                                  "re-save the file as UTF-8", code="invalid-utf8")
     if not text.strip():
         return None
+    text = text.rstrip("\r\n")  # so that error columns count within this line
     try:
         return RawRow(n, obj=json.loads(text))
     except json.JSONDecodeError as e:
-        return RawRow(n, problem=f"not valid JSON ({e.msg} at column {e.colno}); fix or remove the line",
+        return RawRow(n, problem=f"not valid JSON ({e.msg} at column {e.pos + 1}); fix or remove the line",
                       code="invalid-json")
     except RecursionError:
         return RawRow(n, problem="JSON nested too deeply to parse; flatten the record", code="too-deep")
