@@ -11,6 +11,9 @@ Reports: 1 adapter with an empty cache (cold), 1 adapter with the base already c
 an empty cache, the full perturbation, and whether every count matched the baseline.
 
     .venv/bin/python benchmarks/analyze_speed.py [--models tiny,llama50m] [--adapters 5] [--threads 1]
+
+`--lora-vs-full` instead trains a LoRA adapter and a full fine-tune on the same built-in task data with
+`tunewise.train` on the tiny base and prints both intruder counts (the paper expects more for LoRA).
 """
 
 from __future__ import annotations
@@ -79,6 +82,21 @@ def make_full(base: Path, out: Path) -> Path:
     return out / "full"
 
 
+SIMS: dict[str, dict[tuple[str, str], list[float]]] = {}  # for explaining any count that differs
+
+
+def mismatches(tuned: Path, b: dict[str, int], o: dict[str, int], eps: float) -> list[str]:
+    out = []
+    for name in b:
+        if b[name] != o.get(name):
+            sb, so = SIMS[str(tuned)][("baseline", name)], SIMS[str(tuned)][("tunewise", name)]
+            diff = max(abs(x - y) for x, y in zip(sb, so, strict=True))
+            near = min(abs(x - eps) for x in sb + so)
+            out.append(f"{tuned.name}/{name}: baseline {b[name]}, tunewise {o.get(name)}; "
+                       f"max |sim difference| {diff:.2e}, closest sim to eps {near:.2e}")
+    return out
+
+
 def baseline(base: Path, tuned: Path, k: int, eps: float) -> tuple[float, dict[str, int]]:
     """Full float32 SVD of W0 and W for every matrix (the authors' / PEFT's method)."""
     import torch
@@ -92,6 +110,7 @@ def baseline(base: Path, tuned: Path, k: int, eps: float) -> tuple[float, dict[s
         Ut = torch.linalg.svd(pair.W, full_matrices=False).U
         sims = (Ut[:, :k].T @ U0).abs().max(dim=1).values
         counts[pair.name] = int((sims < eps).sum())
+        SIMS.setdefault(str(tuned), {})[("baseline", pair.name)] = sims.tolist()
     return time.perf_counter() - t0, counts
 
 
@@ -100,6 +119,8 @@ def ours(base: Path, tuned: Path, k: int, eps: float, cache) -> tuple[float, dic
 
     t0 = time.perf_counter()
     res = analyze(str(base), str(tuned), k=k, eps=[eps], cache=cache)
+    for m in res["matrices"]:
+        SIMS.setdefault(str(tuned), {})[("tunewise", m["name"])] = m["similarities"]
     return time.perf_counter() - t0, {m["name"]: m["intruders"][str(eps)] for m in res["matrices"]}
 
 
@@ -124,12 +145,48 @@ def run_case(label: str, base: Path, work: Path, n: int, k: int, eps: float) -> 
     rows.append(("full perturbation, base cached", fb_t, fo_t, fb_c == fo_c))
     for name, b, o, ok in rows:
         lines.append(f"| {name} | {b:.2f} | {o:.2f} | {b / o:.1f}x | {'yes' if ok else 'NO'} |")
+    for a, b, o in zip(adapters, b_counts, o_counts, strict=True):
+        lines += [f"- count differs: {m}" for m in mismatches(a, b, o, eps)]
     total = sum(sum(c.values()) for c in o_counts)
     lines += ["", f"intruders (tunewise) per adapter: {[sum(c.values()) for c in o_counts]} "
                   f"(total {total}); full perturbation: {sum(fo_c.values())}"]
     for line in lines:
         print(line, flush=True)
     return lines
+
+
+def lora_vs_full(base: str, task: str, steps: int, work: Path, eps: list[float]) -> None:
+    """Train LoRA (r=8, alpha=16, all linear) and full fine-tuning on one task's data; analyse both."""
+    from tunewise.analysis.cache import SvdCache
+    from tunewise.analysis.pipeline import analyze
+    from tunewise.config import RunConfig
+    from tunewise.tasks import make_task
+    from tunewise.train import train
+
+    make_task(task, work / "data", sizes={"train": 800, "validation": 50, "test": 50})
+    runs = {
+        "lora r=8": {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear", "dropout": 0.0},
+                     "train": {"lr": 1e-3}},
+        "full": {"method": "full", "train": {"lr": 1e-4}},
+    }
+    print(f"| run ({task}, {steps} steps, tiny base) | final train loss | " +
+          " | ".join(f"intruders eps={e}" for e in eps) + " | matrices with intruders (eps=0.5) | "
+          "median eff. rank of dW | mean dW/W0 (Fro) |")
+    print("|---|---|" + "---|" * len(eps) + "---|---|---|")
+    for label, over in runs.items():
+        cfg = RunConfig.model_validate({
+            "base": base, "data": {"train": str(work / "data" / "train.jsonl"), "check": False},
+            **{k: v for k, v in over.items() if k != "train"},
+            "train": {"max_steps": steps, "batch_size": 16, "warmup_ratio": 0.05, "seed": 0, **over["train"]},
+        })
+        result = train(cfg, work / label.replace(" ", "_").replace("=", ""), quiet=True)
+        res = analyze(base, str(result.run_dir), eps=eps, cache=SvdCache(work / "cache"))
+        summ = res["summary"]
+        print(f"| {label} | {result.summary.get('final_train_loss', float('nan')):.3f} | "
+              + " | ".join(str(summ["total"][str(e)]) for e in eps)
+              + f" | {summ['matrices_with_intruders'].get('0.5', '-')} of {summ['matrices']} | "
+              f"{summ['spectrum']['effective_rank_90_median']} | {summ['spectrum']['fro_rel_mean']:.4f} |",
+              flush=True)
 
 
 def main() -> None:
@@ -139,11 +196,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch/BLAS threads for both methods (the CPUs are shared)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--eps", type=float, default=0.5)
+    ap.add_argument("--lora-vs-full", action="store_true", help="train LoRA and full on one task and compare")
+    ap.add_argument("--task", default="structured")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--base", default="tiny")
     args = ap.parse_args()
     _set_threads(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.lora_vs_full:
+        with tempfile.TemporaryDirectory() as tmp:
+            lora_vs_full(args.base, args.task, args.steps, Path(tmp), [0.3, 0.5, 0.7])
+        return
     print(f"torch {torch.__version__}, threads {args.threads}, {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
