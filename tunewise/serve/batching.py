@@ -186,7 +186,14 @@ class Engine:
                     self._pending.insert(0, nxt)  # an admin job or stop: it runs after this batch, in order
                     break
                 batch.append(nxt)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except Exception as e:  # a bug here must fail these requests, not kill the only worker
+                log.exception("batch failed")
+                for j in batch:
+                    if not j.future.done():
+                        if j.future.running() or j.future.set_running_or_notify_cancel():
+                            j.future.set_exception(e)
         self._fail_remaining()
 
     def _fail_remaining(self) -> None:
@@ -210,7 +217,7 @@ class Engine:
                 c.future.set_exception(e)
 
     def _run_batch(self, batch: list[GenJob]) -> None:
-        batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        batch = [j for j in batch if not j.future.done()]  # cancelled: the client went away
         if not batch:
             return
         # Adapters this batch needs, in order of first appearance; jobs whose adapter does not fit in memory
@@ -222,7 +229,9 @@ class Engine:
         self._pending[:0] = later
         failed = self._ensure([n for n in needed if n in fitted], soft=True)
         runnable = []
-        for j in batch:
+        for j in batch:  # jobs deferred above stay PENDING: they are marked running only when they run
+            if not j.future.set_running_or_notify_cancel():
+                continue
             if j.adapter in failed:
                 j.future.set_exception(failed[j.adapter])
             else:

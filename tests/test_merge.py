@@ -1,0 +1,124 @@
+"""`tunewise merge`: merged folders reload with from_pretrained and match the adapter model; QLoRA drift reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+
+@pytest.fixture(scope="module")
+def micro_base(tmp_path_factory) -> Path:
+    """A Llama with hidden 32 built from a config, with the tiny base's tokenizer (or /tmp/tb1's)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tunewise.zoo import TINY_DIR
+
+    tok_dir = next((d for d in (TINY_DIR, Path("/tmp/tb1")) if (d / "tokenizer.json").exists()), None)
+    if tok_dir is None:
+        pytest.fail("the tiny base is missing: run python -m tunewise.zoo.build")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                      tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("micro")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(micro_base, tmp_path_factory) -> Path:
+    """A LoRA adapter with random (non-zero) A and B on every linear layer: merging it changes every weight."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    m = AutoModelForCausalLM.from_pretrained(micro_base, dtype=torch.float32)
+    pm = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                      "up_proj", "down_proj"]))
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    pm.save_pretrained(out)
+    return out
+
+
+def test_merge_lora_reloads_and_matches(adapter, micro_base, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunewise.evaluate.generation import greedy_generate
+    from tunewise.merge import PROBES, merge_adapter
+
+    out = tmp_path / "merged"
+    r = merge_adapter(adapter, out)
+    assert r.method == "lora" and r.verified and r.max_abs_diff <= 1e-4 and r.probes == len(PROBES)
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert json.loads((out / "merge.json").read_text())["max_abs_diff"] == r.max_abs_diff
+    assert not (out / "adapter_config.json").exists()
+
+    # Independently of merge(): the folder loads with plain from_pretrained and behaves like the adapter.
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(micro_base, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, str(adapter))
+    ids = tok(PROBES[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        diff = (merged(ids).logits - adapted(ids).logits).abs().max().item()
+    assert diff <= 1e-4
+    with adapted.disable_adapter(), torch.no_grad():
+        changed = (merged(ids).logits - adapted(ids).logits).abs().max().item()
+    assert changed > 1e-3  # the adapter really did something, so the match above means something
+    assert greedy_generate(merged, tok, PROBES, 5) == greedy_generate(adapted, tok, PROBES, 5)
+
+
+def test_merge_cli_and_refusals(adapter, micro_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+    from tunewise.errors import TunewiseError
+    from tunewise.merge import merge_adapter
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["verified"] is True
+    with pytest.raises(TunewiseError, match="not empty"):
+        merge_adapter(adapter, out)
+    with pytest.raises(TunewiseError, match="already a full model"):
+        merge_adapter(micro_base, tmp_path / "x")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(adapter, pickled)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(pickled / "adapter_model.safetensors"), pickled / "adapter_model.bin")
+    (pickled / "adapter_model.safetensors").unlink()
+    with pytest.raises(TunewiseError, match="pickle"):
+        merge_adapter(pickled, tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+    # A merge over the tolerance is refused and leaves nothing behind (a negative tolerance forces it).
+    with pytest.raises(TunewiseError, match="over the tolerance"):
+        merge_adapter(adapter, tmp_path / "z", tolerance=-1.0)
+    assert not (tmp_path / "z").exists() and not (tmp_path / ".z.tmp").exists()
+
+
+def test_merge_qlora_into_dequantised_base(adapter, micro_base, tmp_path):
+    """A QLoRA run dir: merged into dequant(NF4(W)), which tracks the 4-bit adapter model better than W does."""
+    from tunewise.merge import merge_adapter
+
+    run = tmp_path / "run"
+    (run / "adapter").parent.mkdir(parents=True)
+    shutil.copytree(adapter, run / "adapter")
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_base)}))
+    r = merge_adapter(run, tmp_path / "merged-q")
+    assert r.method == "qlora" and r.diff_if_merged_into_original_base is not None
+    assert r.max_abs_diff < r.diff_if_merged_into_original_base
+    assert (tmp_path / "merged-q" / "model.safetensors").is_file()
+    report = json.loads((tmp_path / "merged-q" / "merge.json").read_text())
+    assert report["method"] == "qlora" and report["max_abs_diff"] == r.max_abs_diff
