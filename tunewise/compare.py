@@ -144,9 +144,11 @@ def intruders_of(base: str, run_dir: Path) -> dict:
     from tunewise.analysis.pipeline import analyze
 
     result = analyze(base, str(run_dir), k=10, eps=(0.5,))
-    slim = {"total": result["summary"]["total"]["0.5"], "per_layer": result["summary"]["per_layer"],
-            "per_module": result["summary"]["per_module"], "spectrum": result["summary"].get("spectrum"),
-            "seconds": result["seconds"]}
+    summary = result["summary"]
+    slim = {"total": summary["total"]["0.5"],
+            "per_layer": {layer: v["0.5"] for layer, v in summary["per_layer"].items()},
+            "per_module": {module: v["0.5"] for module, v in summary["per_module"].items()},
+            "spectrum": summary.get("spectrum"), "seconds": result["seconds"]}
     atomic_write_json(cached, slim)
     return slim
 

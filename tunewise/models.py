@@ -124,9 +124,20 @@ def load_model(name: str | os.PathLike, *, dtype: str | None = None, device: str
     else:
         loader = AutoModelForCausalLM
     model = _from_pretrained(loader, ref, **kwargs)
-    if not quantize_4bit:
+    if quantize_4bit:
+        _keep_4bit_layout_trainable(model)
+    else:
         model.to(pol.device)
     return model
+
+
+def _keep_4bit_layout_trainable(model) -> None:
+    """bitsandbytes repacks NF4 weights for its AVX-512 CPU kernel on the first no-grad eval forward; that kernel
+    has no autograd, so training after any evaluation would silently lose the gradient through the base layers.
+    Keep the trainable layout (slightly slower CPU inference, correct gradients)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_base(name: str | os.PathLike = "tiny", **kwargs):

@@ -38,7 +38,7 @@ def print_table(result: dict) -> None:
         ret = ", ".join(f"{p} {c['rel_change']:+.0%}" for p, c in (r.get("retention") or {}).items()
                         if c.get("rel_change") is not None)
         table.add_row(m, *[_cell(r.get(k)) for k, _ in cols], ret)
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # the table is wide; don't squash it in pipes
     console.print(table)
     console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")
 

@@ -60,12 +60,15 @@ def read_records(path: str | Path) -> Iterator[Record]:
         raise TunewiseError(f"data file '{path}' does not exist", "check data.train / data.eval in the config")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8", errors="strict") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
+        with open(path, "rb") as f:  # bytes, so a bad line is reported with its number, not a decode crash
+            for n, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise TunewiseError(f"{path}:{n}: not valid UTF-8",
+                                        f"re-encode the file, or run `tunewise data check {path} --fix clean.jsonl`") from None
                 except json.JSONDecodeError as e:
                     raise TunewiseError(f"{path}:{n}: not valid JSON ({e.msg})",
                                         f"fix the line, or run `tunewise data check {path} --fix clean.jsonl`") from None

@@ -11,6 +11,7 @@ import contextlib
 import math
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,7 @@ class Loop:
         from tqdm import tqdm
 
         return tqdm(total=self.plan.total_steps, initial=self.state.step, desc=f"train {self.cfg.method}",
-                    unit="step", dynamic_ncols=True)
+                    unit="step", dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
     def _install_signal_handlers(self) -> None:
         """SIGTERM / Ctrl-C: finish the step, save a checkpoint, exit cleanly."""

@@ -57,11 +57,9 @@ def load_data(cfg: RunConfig, tokenizer) -> Data:
 
 def _refuse_schema_errors(path: str) -> None:
     """Run the data audit's schema part first; a dataset with errors is refused (data.check: false overrides)."""
-    try:
-        from tunewise.data.audit import check_schema
-    except ImportError:
-        return  # the audit module is optional at this layer; the loader still reports the first bad record
-    errors = [p for p in check_schema(path) if getattr(p, "severity", "error") == "error"]
+    from tunewise.data.schema import check_schema
+
+    errors = [p for p in check_schema(path) if p.severity == "error"]
     if errors:
         shown = "\n".join(f"  {p}" for p in errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
