@@ -40,7 +40,7 @@ def test_verdict_reports_qlora_tradeoff_intruders_and_forgetting():
     v = verdict({"lora": row("lora", 0.9, 400, 10, intruders=7, retention=ret),
                  "qlora": row("qlora", 0.89, 300, 14),
                  "full": row("full", 0.9, 1000, 8, intruders=0)}, "representation")
-    assert "QLoRA used 25% less peak memory and took +40% time relative to LoRA" in v["text"]
+    assert "QLoRA used 25% less peak memory and 40% more time than LoRA" in v["text"]
     assert "lora 7, full 0" in v["text"]
     assert "lora on 'arithmetic' (50% worse)" in v["text"]
 
@@ -53,7 +53,7 @@ def test_bad_specs_are_listed_together():
 
 
 def test_default_lr_depends_on_model_size():
-    assert default_lr("lora", 5_000_000)[0] == 1e-3
+    assert default_lr("lora", 5_000_000)[0] == 5e-3
     assert default_lr("lora", 7_000_000_000)[0] == 3e-5
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_write_json
+from tunewise.fileio import atomic_write_json, atomic_write_text
 
+# The score compare puts side by side: the task's primary metric, except where a graded one says more at small
+# scale (exact match of a whole meaning representation is 0 for every method on the tiny base; slot F1 is not).
+TASK_METRIC = {"structured": "slot_f1"}
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
 KINDS = ("representation", "sql", "reasoning", "other")
 WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
@@ -48,9 +53,13 @@ class CompareSpec:
 
 
 def default_lr(method: str, n_params: int) -> tuple[float, str]:
-    """The seed's 3e-5 (LoRA) is for billion-parameter models; a ~5M model needs far larger steps to move."""
+    """The seed's 3e-5 (LoRA) is for billion-parameter models; a ~5M model needs far larger steps to move.
+
+    Small-model values from a sweep on the shipped tiny base (structured task, 3 epochs of 300 examples): LoRA
+    eval loss 5.8 / 3.5 / 3.7 / 6.1 at lr 1e-3 / 5e-3 / 1e-2 / 2e-2; full fine-tuning 3.2 / 1.3 at 3e-4 / 1e-3.
+    """
     if n_params < 100_000_000:
-        lr = {"lora": 1e-3, "qlora": 1e-3, "full": 3e-4}[method]
+        lr = {"lora": 5e-3, "qlora": 5e-3, "full": 1e-3}[method]
         return lr, f"{lr:g}: a {n_params / 1e6:.0f}M-parameter model needs a larger lr than the seed's 3e-5 for 7B"
     lr = {"lora": 3e-5, "qlora": 3e-5, "full": 1e-5}[method]
     return lr, f"{lr:g}: the seed's start (1e-4 was unstable for LoRA in Anyscale's runs)"
@@ -106,9 +115,9 @@ def run_config(spec: CompareSpec, method: str, data: Path, lr: float) -> dict:
 
 
 def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool) -> dict:
-    """Train one method, reusing a finished run and resuming an interrupted one."""
-    from tunewise.config import validate_config
-    from tunewise.train import train
+    """Train one method in its own process (so its peak memory is its own), reusing a finished run and resuming
+    an interrupted one."""
+    from tunewise.config import dump_config, validate_config
 
     run_dir = out / "runs" / method
     summary_path = run_dir / "summary.json"
@@ -116,11 +125,22 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
         summary = json.loads(summary_path.read_text())
         if summary.get("status") == "completed":
             return summary | {"reused": True}
-    cfg = validate_config(run_config(spec, method, data, lr))
+    cfg_path = out / "configs" / f"{method}.yaml"
+    atomic_write_text(cfg_path, dump_config(validate_config(run_config(spec, method, data, lr))))
     resume = (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start it again
-    return train(cfg, run_dir, resume=resume, quiet=quiet).summary
+    cmd = [sys.executable, "-m", "tunewise", "train", str(cfg_path)]
+    cmd += ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
+    if quiet:
+        cmd.append("-q")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE if quiet else None, text=True)
+    if proc.returncode not in (0, 1) or not summary_path.is_file():  # 1 = a preserved skill dropped (reported)
+        tail = (proc.stderr or "").strip().splitlines()[-1:] if quiet else []
+        raise TunewiseError(f"training {method} failed (exit {proc.returncode}){': ' + tail[0] if tail else ''}",
+                            f"rerun `{' '.join(cmd)}` to see the full output; finished methods are kept")
+    return json.loads(summary_path.read_text())
 
 
 def evaluate_method(run_dir: Path, data: Path, limit: int) -> dict:
@@ -158,10 +178,13 @@ def output_size_mb(run_dir: Path) -> float:
     return round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20, 3)
 
 
-def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path) -> dict:
+def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path,
+            metric: str | None = None) -> dict:
     events = summary.get("guard_events", [])
+    metrics = evaluation.get("metrics") or {}
+    metric = metric if metric in metrics else evaluation.get("primary")
     return {
-        "method": method, "score": evaluation.get("score"), "metric": evaluation.get("primary"),
+        "method": method, "score": metrics.get(metric, evaluation.get("score")), "metric": metric,
         "metrics": evaluation.get("metrics"), "retention": summary.get("retention"),
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
         "output_size_mb": output_size_mb(run_dir), "train_time_s": summary["train_time_s"],
@@ -193,7 +216,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
             f"({time.time() - t0:.0f}s); evaluating")
         evaluation = evaluate_method(run_dir, data, spec.eval_size)
         intruders = intruders_of(spec.base, run_dir) if spec.analyze else None
-        rows[method] = row_for(method, summary, evaluation, intruders, run_dir)
+        rows[method] = row_for(method, summary, evaluation, intruders, run_dir, TASK_METRIC.get(spec.task or ""))
     result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params,
               "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -226,9 +249,11 @@ def verdict(rows: dict[str, dict], kind: str) -> dict:
         name = "LoRA" if adapter["method"] == "lora" else "QLoRA"
         gap = 100 * (full["score"] - adapter["score"])
         mem = adapter["peak_rss_mb"] / full["peak_rss_mb"]
-        if gap <= 0:
-            lines.append(f"{name} matches or beats full fine-tuning ({-gap:.1f} points ahead) at {mem:.0%} of the "
-                         f"memory: keep {name}.")
+        if abs(gap) < 0.05:
+            lines.append(f"{name} matches full fine-tuning at {mem:.0%} of the memory: keep {name}.")
+        elif gap < 0:
+            lines.append(f"{name} beats full fine-tuning by {-gap:.1f} points at {mem:.0%} of the memory: "
+                         f"keep {name}.")
         elif gap <= WITHIN_POINTS:
             lines.append(f"{name} is within {gap:.1f} points of full fine-tuning at {mem:.0%} of the memory: "
                          f"keep {name}.")
@@ -239,15 +264,17 @@ def verdict(rows: dict[str, dict], kind: str) -> dict:
             lines.append(f"{name} trails by {gap:.1f} points on a {kind} task: tune {name} first (rank 32, "
                          "alpha = 2r, a sweep of the lr); if the gap stays, graduate to full fine-tuning.")
         else:
-            lines.append(f"{name} trails by {gap:.1f} points: about the 2-point gap the seed reports for "
-                         f"representation tasks; keep {name} unless those points justify the cost of full.")
+            lines.append(f"{name} trails by {gap:.1f} points (the seed reports about 2 on representation tasks): keep "
+                         f"{name} unless those points justify the cost of full fine-tuning.")
     if rows.get("lora") and rows.get("qlora"):
         lo, q = rows["lora"], rows["qlora"]
         mem = 1 - q["peak_rss_mb"] / lo["peak_rss_mb"]
         slower = q["train_time_s"] / max(lo["train_time_s"], 1e-9) - 1
         diff = 100 * ((q["score"] or 0) - (lo["score"] or 0))
-        lines.append(f"QLoRA used {mem:.0%} less peak memory and took {slower:+.0%} time relative to LoRA, "
-                     f"scoring {diff:+.1f} points (the seed: about 33% less memory for about 39% more time on GPU).")
+        memory = f"{mem:.0%} less" if mem >= 0 else f"{-mem:.0%} more"
+        time_ = f"{slower:.0%} more" if slower >= 0 else f"{-slower:.0%} less"
+        lines.append(f"QLoRA used {memory} peak memory and {time_} time than LoRA, scoring {diff:+.1f} points "
+                     "(the seed: about 33% less memory for about 39% more time on GPU).")
     if adapter and full and adapter.get("intruders") is not None and full.get("intruders") is not None:
         lines.append(f"Intruder dimensions (top-10, eps 0.5): {adapter['method']} {adapter['intruders']}, "
                      f"full {full['intruders']}.")
@@ -255,6 +282,18 @@ def verdict(rows: dict[str, dict], kind: str) -> dict:
     if worst:
         lines.append(worst)
     return {"recommendation": recommendation, "lines": lines, "text": " ".join(lines)}
+
+
+def retention_words(retention: dict | None) -> dict[str, str]:
+    """{probe: '12% worse'}: the sign of a relative change depends on whether higher is better, words do not."""
+    out = {}
+    for probe, c in (retention or {}).items():
+        rel = c.get("rel_change")
+        if rel is None:
+            continue
+        better = rel if c.get("higher_is_better", True) else -rel
+        out[probe] = "unchanged" if abs(better) < 0.005 else f"{abs(better):.0%} {'better' if better > 0 else 'worse'}"
+    return out
 
 
 def _worst_forgetting(rows: dict[str, dict]) -> str | None:

@@ -25,7 +25,10 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    cols = [("score", "score"), ("trainable_params", "trainable"), ("output_size_mb", "out MB"),
+    from tunewise.compare import retention_words
+
+    metric = next(iter(result["rows"].values()))["metric"]
+    cols = [("score", metric or "score"), ("trainable_params", "trainable"), ("output_size_mb", "out MB"),
             ("train_time_s", "time s"), ("tokens_per_s", "tok/s"), ("peak_rss_mb", "peak MB"),
             ("final_train_loss", "train loss"), ("final_eval_loss", "eval loss"), ("intruders", "intruders")]
     table = Table(title=f"compare: {result['spec'].get('task') or result['spec'].get('data')} on "
@@ -35,8 +38,7 @@ def print_table(result: dict) -> None:
         table.add_column(label, justify="right")
     table.add_column("retention")
     for m, r in result["rows"].items():
-        ret = ", ".join(f"{p} {c['rel_change']:+.0%}" for p, c in (r.get("retention") or {}).items()
-                        if c.get("rel_change") is not None)
+        ret = ", ".join(f"{p} {w}" for p, w in retention_words(r.get("retention")).items())
         table.add_row(m, *[_cell(r.get(k)) for k, _ in cols], ret)
     console = Console(width=max(Console().width, 150))  # the table is wide; don't squash it in pipes
     console.print(table)

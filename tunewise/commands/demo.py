@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         task: str = typer.Option("structured", help="Built-in task: structured, classify, sql, math."),
         out: str = typer.Option("runs/demo", help="Output folder (repeating the demo reuses finished runs)."),
-        train_size: int = typer.Option(300, help="Training examples."),
+        train_size: int = typer.Option(600, help="Training examples."),
         eval_size: int = typer.Option(40, help="Test examples scored."),
         epochs: float = typer.Option(2.0),
     ) -> None:

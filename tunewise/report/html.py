@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from tunewise.compare import retention_words
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
@@ -47,23 +48,18 @@ def _table(headers: list[str], rows: list[list], table_id: str | None = None) ->
     return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-COMPARE_COLUMNS = [("score", "task score"), ("retention_summary", "retention change"),
+COMPARE_COLUMNS = [("score", "task score"), ("metric", "metric"), ("retention_summary", "retention change"),
                    ("trainable_params", "trainable params"), ("output_size_mb", "output MB"),
                    ("train_time_s", "train time s"), ("tokens_per_s", "tokens/s"), ("peak_rss_mb", "peak RSS MB"),
                    ("final_train_loss", "final train loss"), ("final_eval_loss", "final eval loss"),
                    ("guard_events", "guard events"), ("intruders", "intruders")]
 
 
-def _retention_summary(row: dict) -> dict:
-    return {p: f"{c['rel_change']:+.1%}" for p, c in (row.get("retention") or {}).items()
-            if c.get("rel_change") is not None}
-
-
 def compare_html(cmp: dict, out_dir: Path) -> str:
     rows = cmp["rows"]
     runs = {m: Path(r["run_dir"]) for m, r in rows.items()}
     for r in rows.values():
-        r["retention_summary"] = _retention_summary(r)
+        r["retention_summary"] = retention_words(r.get("retention"))
     table = _table(["method"] + [label for _, label in COMPARE_COLUMNS],
                    [[m] + [r.get(k) for k, _ in COMPARE_COLUMNS] for m, r in rows.items()], "comparison")
     figs = [plots.loss_curves(runs, out_dir / "loss_curves.png"), plots.cost_bars(rows, out_dir / "cost.png")]
