@@ -167,8 +167,9 @@ class Overhead:
     """
 
     fixed_bytes: float
-    fraction: float
+    fraction: float  # of all tensor memory
     source: str
+    activation_fraction: float = 0.0  # of activation memory (CPU heap fragmentation, see calibration.py)
 
 
 CUDA_OVERHEAD = Overhead(0.6 * GB, 0.05, "assumed: CUDA context ~0.6 GB + 5% allocator fragmentation (not measured "
@@ -203,6 +204,8 @@ def estimate(shape: Shape, counts: Counts, setup: Setup, overhead: Overhead) -> 
         b.terms.update(acts)
     tensors = b.total
     b.terms["framework overhead"] = overhead.fixed_bytes + overhead.fraction * tensors
+    if overhead.activation_fraction:
+        b.terms["allocator slack"] = overhead.activation_fraction * act_total
     b.notes.append(f"framework overhead: {overhead.source}")
     if setup.grad_ckpt:
         b.notes.append("gradient checkpointing: only layer inputs are kept; one layer is recomputed at a time")
