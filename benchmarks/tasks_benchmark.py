@@ -40,7 +40,7 @@ def run_task(name: str, args, root: Path) -> dict:
         "base": args.base, "method": "lora",
         "data": {"train": str(data / "train.jsonl"), "eval": str(data / "validation.jsonl"), "max_seq_len": 256},
         "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.0},
-        "train": {"max_steps": steps, "lr": args.lr, "batch_size": 16, "warmup_ratio": 0.05, "seed": 0,
+        "train": {"max_steps": steps, "lr": args.lr, "batch_size": args.train_batch, "warmup_ratio": 0.05, "seed": 0,
                   "device": "cpu"},
         "preserve": {"probes": ["arithmetic", "lm"], "limit": args.probe_limit, "max_drop": 0.1},
     })
@@ -71,7 +71,7 @@ def run_minilm(args, root: Path) -> dict:
         "base": "minilm", "method": "lora", "task_type": "sequence-classification", "num_labels": len(labels),
         "data": {"train": str(data / "train.jsonl"), "eval": str(data / "validation.jsonl"), "max_seq_len": 64},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "train": {"max_steps": args.minilm_steps, "lr": 1e-3, "batch_size": 16, "seed": 0, "device": "cpu"},
+        "train": {"max_steps": args.minilm_steps, "lr": args.minilm_lr, "batch_size": 16, "seed": 0, "device": "cpu"},
     })
     result = train(cfg, root / "minilm-classify" / "run", quiet=True)
     tuned = evaluate(load_target(str(root / "minilm-classify" / "run")), spec, batch_size=32)
@@ -90,19 +90,25 @@ def main() -> None:
     p.add_argument("--train", type=int, default=1000)
     p.add_argument("--test", type=int, default=100)
     p.add_argument("--steps", type=int, default=300, help="LoRA steps (scaled per task by STEP_SCALE).")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=5e-4, help="3e-3 (alpha 2r) wrecked the base on sql.")
     p.add_argument("--r", type=int, default=16)
+    p.add_argument("--train-batch", type=int, default=16)
     p.add_argument("--probe-limit", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--minilm", action="store_true", help="Also LoRA on MiniLM for classify.")
-    p.add_argument("--minilm-steps", type=int, default=150)
+    p.add_argument("--minilm-steps", type=int, default=120)
+    p.add_argument("--minilm-lr", type=float, default=2e-3)
     p.add_argument("--out", type=Path, default=Path("runs/tasks-benchmark"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run_task(t.strip(), args, args.out) for t in args.tasks.split(",") if t.strip()]
-    if args.minilm:
-        rows.append(run_minilm(args, args.out))
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    rows = []
+    jobs = [t.strip() for t in args.tasks.split(",") if t.strip()] + (["minilm"] if args.minilm else [])
+    for job in jobs:  # results.json is rewritten after each task, so a long run can be read as it goes
+        rows.append(run_minilm(args, args.out) if job == "minilm" else run_task(job, args, args.out))
+        (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+        r = rows[-1]
+        print(f"done {r['task']}: {r['metric']} base {r['base'][r['metric']]:.3f} -> tuned "
+              f"{r['tuned'][r['metric']]:.3f} ({r['steps']} steps, {r['wall_s']}s)", flush=True)
     print(f"\n{'task':44s} {'metric':20s} {'base':>7s} {'tuned':>7s} {'tuned/base':>10s} {'steps':>6s} {'train s':>8s}")
     for r in rows:
         b, t = r["base"][r["metric"]], r["tuned"][r["metric"]]
