@@ -44,7 +44,7 @@ def collator(items):
     return collate([Example(it["input_ids"], it["labels"], 0) for it in items], tok.pad_token_id)
 
 args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, num_train_epochs=epochs, learning_rate=lr,
-                         lr_scheduler_type="cosine", warmup_ratio=0.03, max_grad_norm=1.0, logging_steps=1,
+                         lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0, logging_steps=1,
                          save_strategy="no", report_to=[], seed=0, use_cpu=True, dataloader_num_workers=0,
                          remove_unused_columns=False, disable_tqdm=True)
 trainer = Trainer(model=model, args=args, train_dataset=Rows(), data_collator=collator)
@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--steps-50m", type=int, default=8)
     p.add_argument("--skip-50m", action="store_true")
+    p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     from tunewise.tasks import make_task
@@ -105,10 +106,16 @@ def main() -> None:
         tmp = Path(tmp)
         make_task("structured", tmp / "data", {"train": a.examples, "validation": 0, "test": 0}, seed=0)
         data = tmp / "data" / "train.jsonl"
-        ours = tunewise_run(str(TINY_DIR), data, tmp / "tw", "lora", a.epochs, 16, 1e-3, env)
-        hf = json.loads(run([sys.executable, "-c", HF_SCRIPT, str(TINY_DIR), str(data), str(tmp / "hf"),
-                             str(a.epochs), "16", "1e-3"], env).strip().splitlines()[-1])
-        print(f"LoRA on the tiny base, {a.examples} examples x {a.epochs:g} epoch(s):")
+        # Alternate the two trainers and keep each one's best run: other load on the machine then hits both.
+        ours_runs, hf_runs = [], []
+        for i in range(a.repeats):
+            ours_runs.append(tunewise_run(str(TINY_DIR), data, tmp / f"tw{i}", "lora", a.epochs, 16, 1e-3, env))
+            hf_runs.append(json.loads(run([sys.executable, "-c", HF_SCRIPT, str(TINY_DIR), str(data),
+                                           str(tmp / f"hf{i}"), str(a.epochs), "16", "1e-3"], env)
+                                      .strip().splitlines()[-1]))
+        ours = max(ours_runs, key=lambda r: r["tokens_per_s"])
+        hf = max(hf_runs, key=lambda r: r["tokens_per_s"])
+        print(f"LoRA on the tiny base, {a.examples} examples x {a.epochs:g} epoch(s), best of {a.repeats}:")
         print(f"  tunewise train : {ours['tokens_per_s']:8.0f} tokens/s, peak RSS {ours['peak_rss_mb']:7.0f} MB")
         print(f"  HF Trainer     : {hf['tokens_per_s']:8.0f} tokens/s, peak RSS {hf['peak_rss_mb']:7.0f} MB")
         print(f"  ratio tunewise/Trainer: tokens/s {ours['tokens_per_s'] / hf['tokens_per_s']:.2f}x, "

@@ -295,7 +295,9 @@ def make_optimizer(groups: list[dict], cfg: RunConfig) -> torch.optim.Optimizer:
         except Exception as e:  # bitsandbytes' 8-bit optimizers need a supported backend
             raise TunewiseError(f"train.optimizer adamw8bit is not available here ({e})",
                                 "use train.optimizer: adamw") from e
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=wd, foreach=True)
+    # The fused kernel (CPU and CUDA) updates all parameters in one pass; it needs floating-point params.
+    fused = all(p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=wd, fused=fused, foreach=None if fused else True)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
