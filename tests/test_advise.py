@@ -178,3 +178,18 @@ def test_cli_yaml_unknown_key(tmp_path):
     spec.write_text("task: math\nmodle: llama-2-7b\n")
     out = _cli("advise", "--from", str(spec), "--gpu-mem", "80")
     assert out.returncode == 2 and "did you mean 'model'" in out.stderr
+
+
+@pytest.mark.slow
+def test_written_config_trains_unchanged(tmp_path, micro_llama_dir):
+    """advise --write-config on a real (micro) model, then `tunewise train` runs that file as written."""
+    data = _dataset(tmp_path / "train.jsonl", 8)
+    cfg_path = tmp_path / "run.yaml"
+    out = _cli("advise", "--task", "sql", "--model", str(micro_llama_dir), "--device", "cpu", "--dataset",
+               str(data), "--write-config", str(cfg_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["method"] == "lora"
+    run = _cli("train", str(cfg_path), "--out", str(tmp_path / "run"), "--quiet", "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["method"] == "lora" and summary["steps"] >= 1 and summary["trainable_params"] > 0
