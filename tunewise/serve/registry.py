@@ -274,6 +274,11 @@ def check_adapter(name: str, path: Path, base: BaseInfo) -> AdapterInfo:
 # ---------------------------------------------------------------------------------------- known adapters
 
 
+def _signature(path: Path) -> tuple:
+    """What a folder's check depends on: its files' names, sizes and modification times."""
+    return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
+
+
 @dataclass
 class Entry:
     name: str
@@ -291,6 +296,7 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self.refused: dict[str, str] = {}  # name -> reason, from the last scan
+        self._checked: dict[str, tuple] = {}  # name -> (files signature, AdapterRefused | None)
         if self.root is not None and not self.root.is_dir():
             raise AdapterRefused(f"adapter registry '{self.root}' is not a folder", code="invalid_adapter_path")
         for name, path in (extra or {}).items():
@@ -343,7 +349,15 @@ class Registry:
                 try:
                     self._check_name_free(sub.name)
                     path = registry_path(self.root, sub.name)
-                    check_adapter(sub.name, path, self.base)
+                    sig = _signature(path)
+                    if self._checked.get(sub.name, (None,))[0] != sig:  # re-check only what changed on disk
+                        try:
+                            check_adapter(sub.name, path, self.base)
+                            self._checked[sub.name] = (sig, None)
+                        except AdapterRefused as e:
+                            self._checked[sub.name] = (sig, e)
+                    if self._checked[sub.name][1] is not None:
+                        raise self._checked[sub.name][1]
                 except AdapterRefused as e:
                     refused[sub.name] = e.reason
                     continue
