@@ -52,12 +52,15 @@ class CompareSpec:
         return self.task_kind or TASK_KIND.get(self.task or "", "other")
 
 
-def default_lr(method: str, n_params: int) -> tuple[float, str]:
+def default_lr(method: str, n_params: int, encoder: bool = False) -> tuple[float, str]:
     """The seed's 3e-5 (LoRA) is for billion-parameter models; a ~5M model needs far larger steps to move.
 
     Small-model values from a sweep on the shipped tiny base (structured task, 3 epochs of 300 examples): LoRA
     eval loss 5.8 / 3.5 / 3.7 / 6.1 at lr 1e-3 / 5e-3 / 1e-2 / 2e-2; full fine-tuning 3.2 / 1.3 at 3e-4 / 1e-3.
     """
+    if encoder:  # a pretrained encoder classifier: the usual BERT-style rates (full 5e-5), LoRA ~10-20x higher
+        lr = {"lora": 1e-3, "qlora": 1e-3, "full": 5e-5}[method]
+        return lr, f"{lr:g}: a pretrained encoder fine-tuned for classification"
     if n_params < 100_000_000:
         lr = {"lora": 5e-3, "qlora": 5e-3, "full": 1e-3}[method]
         return lr, f"{lr:g}: a {n_params / 1e6:.0f}M-parameter model needs a larger lr than the seed's 3e-5 for 7B"
@@ -99,7 +102,19 @@ def prepare_data(spec: CompareSpec, out: Path) -> Path:
     return data
 
 
-def run_config(spec: CompareSpec, method: str, data: Path, lr: float) -> dict:
+def encoder_labels(base: str, data: Path) -> list[str] | None:
+    """For a base without a causal LM head (e.g. MiniLM), the class labels of the data; None for causal LMs."""
+    from tunewise.models import load_config
+
+    archs = getattr(load_config(base), "architectures", None) or []
+    if any(a.endswith("ForCausalLM") for a in archs) or not archs:
+        return None
+    labels = {json.loads(line)["completion"].strip() for line in (data / "train.jsonl").read_text().splitlines()
+              if line.strip()}
+    return sorted(labels)
+
+
+def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None) -> dict:
     train = {"batch_size": spec.batch_size, "lr": lr, "seed": spec.seed, "log_every": 1}
     if spec.max_steps:
         train["max_steps"] = spec.max_steps
@@ -111,10 +126,14 @@ def run_config(spec: CompareSpec, method: str, data: Path, lr: float) -> dict:
            "preserve": {"probes": spec.probes, "limit": 48}}
     if (data / "validation.jsonl").is_file():
         cfg["data"]["eval"] = str(data / "validation.jsonl")
+    if labels:  # an encoder: sequence classification over the task's labels, no generative probes
+        cfg |= {"task_type": "sequence-classification", "num_labels": len(labels)}
+        cfg["preserve"] = {"probes": []}
     return cfg
 
 
-def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool) -> dict:
+def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool,
+                 labels: list[str] | None = None) -> dict:
     """Train one method in its own process (so its peak memory is its own), reusing a finished run and resuming
     an interrupted one."""
     from tunewise.config import dump_config, validate_config
@@ -126,7 +145,7 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
         if summary.get("status") == "completed":
             return summary | {"reused": True}
     cfg_path = out / "configs" / f"{method}.yaml"
-    atomic_write_text(cfg_path, dump_config(validate_config(run_config(spec, method, data, lr))))
+    atomic_write_text(cfg_path, dump_config(validate_config(run_config(spec, method, data, lr, labels))))
     resume = (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start it again
@@ -205,17 +224,18 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     from tunewise.models import count_parameters, load_model
 
     n_params = count_parameters(load_model(spec.base))
+    labels = encoder_labels(spec.base, data)
     rows, lr_notes = {}, {}
     for method in spec.methods:
-        lr, note = (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params)
+        lr, note = (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, bool(labels))
         lr_notes[method] = note
         t0 = time.time()
-        summary = train_method(spec, method, data, out, lr, quiet)
+        summary = train_method(spec, method, data, out, lr, quiet, labels)
         run_dir = out / "runs" / method
         log(f"{method}: {'reused finished run' if summary.get('reused') else 'trained'} "
             f"({time.time() - t0:.0f}s); evaluating")
         evaluation = evaluate_method(run_dir, data, spec.eval_size)
-        intruders = intruders_of(spec.base, run_dir) if spec.analyze else None
+        intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
         rows[method] = row_for(method, summary, evaluation, intruders, run_dir, TASK_METRIC.get(spec.task or ""))
     result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params,
               "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind),
