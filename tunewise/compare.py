@@ -223,8 +223,9 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     data = prepare_data(spec, out)
     from tunewise.models import count_parameters, load_model
 
-    n_params = count_parameters(load_model(spec.base))
     labels = encoder_labels(spec.base, data)
+    task = "sequence-classification" if labels else "causal-lm"
+    n_params = count_parameters(load_model(spec.base, task=task, num_labels=len(labels) if labels else None))
     rows, lr_notes = {}, {}
     for method in spec.methods:
         lr, note = (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, bool(labels))
