@@ -73,6 +73,7 @@ def test_compare_end_to_end_reuses_finished_runs_and_renders(tiny_base_dir, tmp_
         assert r["intruders"] is not None and "arithmetic" in r["retention"]
     assert rows["lora"]["trainable_params"] < rows["full"]["trainable_params"]
     assert first["verdict"]["text"]
+    assert first["base"]["metric"] == "slot_f1" and 0.0 <= first["base"]["score"] <= 1.0  # the untuned base, same split
     mtime = (tmp_path / "c/runs/lora/summary.json").stat().st_mtime
     second = run_compare(spec, quiet=True, log=lambda *_: None)
     assert all(r["reused"] for r in second["rows"].values())

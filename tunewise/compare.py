@@ -162,17 +162,18 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
     return json.loads(summary_path.read_text())
 
 
-def evaluate_method(run_dir: Path, data: Path, limit: int) -> dict:
-    cached = run_dir / "eval.json"
+def evaluate_method(target: str, data: Path, limit: int, out_dir: Path) -> dict:
+    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json."""
+    cached = out_dir / "eval.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 
     spec = resolve_data(data=str(data), split="test", limit=limit)
-    result = evaluate(load_target(str(run_dir)), spec)
+    result = evaluate(load_target(target), spec)
     summary = result.summary()
     atomic_write_json(cached, summary)
-    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in result.predictions))
+    atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in result.predictions))
     return summary
 
 
@@ -235,10 +236,13 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
         run_dir = out / "runs" / method
         log(f"{method}: {'reused finished run' if summary.get('reused') else 'trained'} "
             f"({time.time() - t0:.0f}s); evaluating")
-        evaluation = evaluate_method(run_dir, data, spec.eval_size)
+        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
         intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
         rows[method] = row_for(method, summary, evaluation, intruders, run_dir, TASK_METRIC.get(spec.task or ""))
-    result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params,
+    base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base")
+    metric = next(iter(rows.values()))["metric"]
+    base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
+    result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
               "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)

@@ -42,6 +42,8 @@ def print_table(result: dict) -> None:
         table.add_row(m, *[_cell(r.get(k)) for k, _ in cols], ret)
     console = Console(width=max(Console().width, 150))  # the table is wide; don't squash it in pipes
     console.print(table)
+    if result.get("base"):
+        console.print(f"untuned base: {result['base']['metric']} {_cell(result['base']['score'])}")
     console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")
 
 

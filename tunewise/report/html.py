@@ -75,7 +75,7 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
              f'<p class="muted">{html.escape(cmp["created"])} &middot; task kind: {html.escape(cmp["kind"])} '
              f"&middot; base parameters: {cmp['base_params']:,}</p>",
              f'<div class="verdict">{html.escape(cmp["verdict"]["text"])}</div>',
-             "<h2>Comparison</h2>", table,
+             "<h2>Comparison</h2>", table, _base_line(cmp.get("base")),
              '<p class="muted">Score: the task\'s primary metric on the test split. Retention: relative change of '
              "the base's probe scores. Intruders: top-10 singular vectors with max |cos| &lt; 0.5 to the base's, "
              "summed over matrices.</p>", "<h2>Plots</h2>", *(_img(f) for f in figs),
@@ -86,6 +86,12 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
         cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else "(missing)"
         parts.append(f"<h3>{html.escape(m)}</h3><pre>{html.escape(cfg)}</pre>")
     return _page(title, parts)
+
+
+def _base_line(base: dict | None) -> str:
+    if not base:
+        return ""
+    return f"<p>Untuned base on the same test split: {html.escape(str(base['metric']))} {_fmt(base['score'])}.</p>"
 
 
 def _per_layer(run_dir: Path) -> dict:
