@@ -213,6 +213,12 @@ def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
         return load_base(ref.path, **kwargs)
     from peft import PeftModel
 
+    if ref.run_dir is not None and "quantize_4bit" not in kwargs:
+        import yaml
+
+        # A QLoRA adapter is evaluated on the 4-bit base it was trained against.
+        method = (yaml.safe_load((ref.run_dir / RUN_CONFIG).read_text()) or {}).get("method")
+        kwargs["quantize_4bit"] = method == "qlora"
     model, tokenizer = load_base(ref.base, **kwargs)
     return PeftModel.from_pretrained(model, str(ref.path), is_trainable=False), tokenizer
 

@@ -55,8 +55,11 @@ def _print_summary(s: dict, run_dir: Path) -> None:
                f"{s['final_train_loss']}, eval loss {s['final_eval_loss']}")
     for e in s["guard_events"]:
         typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
+    from tunewise.compare import retention_words
+
+    words = retention_words(s.get("retention"))
     for name, c in (s.get("retention") or {}).items():
-        typer.echo(f"  retention {name}: {c['before']:.4g} -> {c['after']:.4g} ({c['rel_change']:+.1%})")
+        typer.echo(f"  retention {name}: {c['before']:.4g} -> {c['after']:.4g} ({words.get(name, 'no relative change')})")
     if s["status"] == "interrupted":
         typer.echo(f"checkpoint saved; continue with: tunewise train --resume {run_dir}")
     typer.echo(f"run directory: {run_dir}")
