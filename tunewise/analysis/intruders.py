@@ -78,13 +78,29 @@ def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     return U.to(torch.float32), s.to(torch.float32), V.to(torch.float32)
 
 
+def _single_blas_thread(n: int):
+    """One BLAS thread for small eigenproblems: syevr at n <= 2048 gains little from threads, and on a loaded
+    machine OpenBLAS's spinning worker threads (next to torch's own) made a run over 20x slower."""
+    import contextlib
+
+    if n > 2048:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        return contextlib.nullcontext()
+
+
 def _top_eigh(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k eigenpairs of a symmetric float64 matrix, descending (the subset solver of _gram_eigh)."""
     n = M.shape[0]
     try:
         import scipy.linalg
 
-        w, z = scipy.linalg.eigh(M.numpy(), subset_by_index=[n - k, n - 1], driver="evr", check_finite=False)
+        with _single_blas_thread(n):
+            w, z = scipy.linalg.eigh(M.numpy(), subset_by_index=[n - k, n - 1], driver="evr", check_finite=False)
         w, z = torch.from_numpy(w), torch.from_numpy(z)
     except ImportError:
         w, z = torch.linalg.eigh(M)

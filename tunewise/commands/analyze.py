@@ -70,6 +70,8 @@ def register(app: typer.Typer) -> None:
         mitigate_all: bool = typer.Option(False, "--mitigate-all", help="Scale every intruder in the top-k, "
                                           "not just the top one (PEFT's behaviour)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the base SVD cache."),
+        threads: int = typer.Option(0, "--threads", help="CPU threads for the linear algebra (0 = torch's default; "
+                                    "1 is much faster on a heavily shared machine)."),
     ) -> None:
         """Intruder dimensions and the spectrum of the weight update, per matrix / layer / module type.
 
@@ -80,6 +82,16 @@ def register(app: typer.Typer) -> None:
         from tunewise.analysis.weights import open_tuned
 
         eps_list = parse_eps(eps)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+            try:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=threads)
+            except ImportError:
+                pass
         if k < 1:
             raise TunewiseError(f"--k {k}: must be at least 1", "the paper uses --k 10")
         if (mitigate is None) != (out is None):
