@@ -1,0 +1,50 @@
+"""`tunewise continual`: the forgetting arithmetic, config errors, and a two-stage run on the shipped base."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunewise.continual import ContinualConfig, forgetting, load_continual_config, run_continual
+from tunewise.errors import ConfigError
+
+
+def test_average_forgetting_is_best_earlier_minus_final():
+    # rows: after stage i; columns: task j
+    m = [[0.8, 0.1, 0.0],
+         [0.5, 0.9, 0.1],
+         [0.4, 0.6, 0.7]]
+    assert forgetting(m) == pytest.approx(((0.8 - 0.4) + (0.9 - 0.6)) / 2)
+    assert forgetting([[0.5]]) == 0.0
+
+
+def test_bad_config_lists_problems(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("tasks: [sql]\nmethods: [{method: lora, r: 0}]\nepochz: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_continual_config(p)
+    text = str(e.value)
+    assert "tasks" in text and "methods.0.r" in text and "epochz" in text
+
+
+@pytest.mark.integration
+def test_two_stages_lora_and_full_write_the_matrix_and_resume(tmp_path):
+    cfg = ContinualConfig(base="tiny", tasks=["structured", "sql"],
+                          methods=[{"method": "lora", "r": 4}, {"method": "full"}], epochs=1, batch_size=8,
+                          train_size=16, eval_size=4, probes=["lm"], out=str(tmp_path / "c"))
+    summary = run_continual(cfg, quiet=True, log=lambda *_: None)
+    for label in ("lora-r4", "full"):
+        r = summary["methods"][label]
+        assert len(r["matrix"]) == 2 and all(len(row) == 2 for row in r["matrix"])
+        assert all(0.0 <= v <= 1.0 for row in r["matrix"] for v in row)
+        assert len(r["intruders"]) == 2 and all(isinstance(n, int) for n in r["intruders"])
+        assert "lm" in r["probes"][1]
+    stage = tmp_path / "c" / "lora-r4" / "stage-2-sql"
+    assert (stage / "merged" / "config.json").is_file()  # the LoRA stage was merged into a plain model
+    written = json.loads((tmp_path / "c" / "continual.json").read_text())
+    assert written["tasks"] == ["structured", "sql"]
+    assert (tmp_path / "c" / "continual.png").stat().st_size > 1000
+    mtime = (stage / "stage.json").stat().st_mtime
+    run_continual(cfg, quiet=True, log=lambda *_: None)  # finished stages are not redone
+    assert (stage / "stage.json").stat().st_mtime == mtime
