@@ -248,7 +248,7 @@ class Loop:
             append_jsonl(self.metrics_path, record)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", refresh=False)
 
     def _progress(self):
         if not self.ctx.is_main or self.quiet:
