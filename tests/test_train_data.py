@@ -118,3 +118,12 @@ def test_collate_masks_padding():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+
+
+def test_serving_prompt_is_the_training_rendering_up_to_the_answer(tok, tmp_path):
+    from tunewise.data.formats import chat_generation_prompt
+
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    trained = "".join(text for text, _ in segments(Record({"messages": msgs}, 1), "chat", tok, tmp_path))
+    prompt = chat_generation_prompt(msgs[:1], tok)
+    assert trained.startswith(prompt) and trained[len(prompt):].startswith("Hello")

@@ -142,6 +142,14 @@ def segments(record: Record, fmt: str, tokenizer, path: Path) -> list[tuple[str,
     return out
 
 
+def chat_generation_prompt(messages: list[dict], tokenizer) -> str:
+    """The prompt that asks for the next assistant turn, rendered exactly as training rendered chat records."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    turns = "".join(DEFAULT_ROLE_PREFIX.get(m["role"], f"<|{m['role']}|>\n") + m["content"] + "\n" for m in messages)
+    return turns + DEFAULT_ROLE_PREFIX["assistant"]
+
+
 def _templated_chat(messages: list[dict], tokenizer) -> list[tuple[str, bool]]:
     """Split the template's rendering into spans: an assistant turn is what its message adds to the text."""
     out, done = [], ""

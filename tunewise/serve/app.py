@@ -156,11 +156,11 @@ def _content_text(content: str | list[dict] | None) -> str:
 
 
 def chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
-    """The tokenizer's chat template when it has one; otherwise 'role: content' lines and an 'assistant:' cue."""
-    msgs = [{"role": m.role, "content": _content_text(m.content)} for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+    """The tokenizer's chat template when it has one; otherwise the trainer's default template (the same
+    rendering an adapter was trained on)."""
+    from tunewise.data.formats import chat_generation_prompt
+
+    return chat_generation_prompt([{"role": m.role, "content": _content_text(m.content)} for m in messages], tokenizer)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
