@@ -27,12 +27,9 @@ import torch  # noqa: E402
 
 
 def pick_base(name: str) -> str:
-    """A local folder for the base; /tmp/tb1 (same shape and tokenizer) while the shipped tiny base is built."""
+    """A local folder for the base (adapters record where their base lives)."""
     from tunewise.models import resolve_base
-    from tunewise.zoo import TINY_DIR
 
-    if name == "tiny" and not (TINY_DIR / "model.safetensors").exists() and Path("/tmp/tb1").exists():
-        return "/tmp/tb1"
     ref = resolve_base(name)
     return str(ref.path) if ref.path else name
 

@@ -12,25 +12,8 @@ import yaml
 
 
 @pytest.fixture(scope="module")
-def micro_base(tmp_path_factory) -> Path:
-    """A Llama with hidden 32 built from a config, with the tiny base's tokenizer (or /tmp/tb1's)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from tunewise.zoo import TINY_DIR
-
-    tok_dir = next((d for d in (TINY_DIR, Path("/tmp/tb1")) if (d / "tokenizer.json").exists()), None)
-    if tok_dir is None:
-        pytest.fail("the tiny base is missing: run python -m tunewise.zoo.build")
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                      tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("micro")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def micro_base(micro_llama_dir) -> Path:
+    return micro_llama_dir
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,8 @@ WORDS = {"oslo": "Oslo", "lima": "Lima", "porto": "Porto"}
 
 
 @pytest.fixture(scope="module")
-def base_dir() -> Path:
-    """The shipped tiny base; /tmp/tb1 (same shape and tokenizer) while the shipped one is being built."""
-    from tunewise.zoo import TINY_DIR
-
-    for d in (TINY_DIR, Path("/tmp/tb1")):
-        if (d / "model.safetensors").exists():
-            return d
-    pytest.fail("the tiny base is missing: run python -m tunewise.zoo.build")
+def base_dir(tiny_base_dir) -> Path:
+    return tiny_base_dir
 
 
 def make_micro_base(base_dir: Path, out: Path) -> Path:

@@ -23,13 +23,8 @@ N_REQUESTS = 300
 
 
 @pytest.fixture(scope="module")
-def base_dir() -> Path:
-    from tunewise.zoo import TINY_DIR
-
-    for d in (TINY_DIR, Path("/tmp/tb1")):
-        if (d / "model.safetensors").exists():
-            return d
-    pytest.fail("the tiny base is missing: run python -m tunewise.zoo.build")
+def base_dir(tiny_base_dir) -> Path:
+    return tiny_base_dir
 
 
 @pytest.fixture(scope="module")
