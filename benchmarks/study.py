@@ -31,7 +31,9 @@ def compare(task: str, base: str, out: Path, a, methods: str) -> dict:
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}",
                 "command": " ".join(cmd)}
-    return json.loads(r.stdout[r.stdout.index("{"):]) | {"command": " ".join(cmd)}
+    shown = ["tunewise"] + cmd[3:]  # as a user types it, with the output folder relative to the repo
+    shown = [str(Path(x).relative_to(ROOT)) if x.startswith(str(ROOT)) else x for x in shown]
+    return json.loads(r.stdout[r.stdout.index("{"):]) | {"command": " ".join(shown)}
 
 
 def table(results: dict) -> str:
@@ -43,6 +45,9 @@ def table(results: dict) -> str:
         if "error" in res:
             lines.append(f"| {task} | failed: {res['error']} | | | | | | | | |")
             continue
+        base = res.get("base")
+        if base:
+            lines.append(f"| {task} ({res['kind']}) | untuned base | {base['metric']} | {base['score']:.3f} | 0 | | | | | |")
         for m, r in res["rows"].items():
             ret = ", ".join(f"{p} {w}" for p, w in retention_words(r.get("retention")).items()) or "-"
             score = f"{r['score']:.3f}" if r["score"] is not None else "-"
