@@ -61,15 +61,12 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from tunewise.errors import TunewiseError
-        from tunewise.models import resolve_tuned
         from tunewise.serve.app import build_server, create_app
         from tunewise.serve.registry import AdapterRefused
         from tunewise.serve.security import Limits
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        specs = {}
-        for name, path in parse_adapter_specs(adapter).items():
-            specs[name] = resolve_tuned(path).path if path.exists() else path  # a run dir -> its adapter/
+        specs = parse_adapter_specs(adapter)
         if adapters is not None and not adapters.is_dir():
             raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
                                 "sub-folder per adapter")

@@ -61,6 +61,13 @@ def base_id(base: str) -> str:
     return p.resolve().name if p.exists() and base not in ("tiny", "minilm") else base
 
 
+def adapter_folder(path: Path) -> Path:
+    """A run directory stands for its adapter/ folder; anything else is checked as given."""
+    if (path / "config.yaml").is_file() and (path / "adapter").is_dir():
+        return path / "adapter"
+    return path
+
+
 def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
                  adapters: dict[str, str | Path] | None = None, *, max_loaded: int = 8,
                  pins: list[str] | None = None, allow_runtime_paths: bool = False, device: str | None = None,
@@ -74,7 +81,7 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
     ref = resolve_base(base)
     info = BaseInfo.from_model(model, base_name or base_id(base), ref.path)
     registry = Registry(info, Path(adapters_dir) if adapters_dir else None,
-                        {k: Path(v) for k, v in (adapters or {}).items()}, allow_runtime_paths)
+                        {k: adapter_folder(Path(v)) for k, v in (adapters or {}).items()}, allow_runtime_paths)
     registry.scan()
     for name, reason in registry.refused.items():
         log.warning("adapter '%s' refused: %s", name, reason)
