@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # torch is installed first and pinned, so nothing that depends on it can pull a CUDA build on a CPU machine.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[serve,encoders,dev]"
 	touch $(STAMP)
 
