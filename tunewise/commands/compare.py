@@ -25,7 +25,7 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tunewise.compare import retention_words
+    from tunewise.compare import number_text, retention_words
 
     metric = next(iter(result["rows"].values()))["metric"]
     cols = [("score", metric or "score"), ("trainable_params", "trainable"), ("output_size_mb", "out MB"),
@@ -39,22 +39,12 @@ def print_table(result: dict) -> None:
     table.add_column("retention")
     for m, r in result["rows"].items():
         ret = ", ".join(f"{p} {w}" for p, w in retention_words(r.get("retention")).items())
-        table.add_row(m, *[_cell(r.get(k)) for k, _ in cols], ret)
+        table.add_row(m, *[number_text(r.get(k)) for k, _ in cols], ret)
     console = Console(width=max(Console().width, 150))  # the table is wide; don't squash it in pipes
     console.print(table)
     if result.get("base"):
-        console.print(f"untuned base: {result['base']['metric']} {_cell(result['base']['score'])}")
+        console.print(f"untuned base: {result['base']['metric']} {number_text(result['base']['score'])}")
     console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
 
 
 def register(app: typer.Typer) -> None:

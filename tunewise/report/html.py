@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from tunewise.compare import retention_words
+from tunewise.compare import number_text, retention_words
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
@@ -30,14 +30,10 @@ def _img(path: Path) -> str:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+        return html.escape(", ".join(f"{k}: {v}" for k, v in value.items()) or "none")
+    if value is None or isinstance(value, (int, float)):
+        return number_text(value)
     return html.escape(str(value))
 
 
