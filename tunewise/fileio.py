@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
+# The process umask, read once at import (os.umask can only be read by setting it, so set it straight back).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
