@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tunewise.config import RunConfig, dump_config, load_config
+from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification, load_examples
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
@@ -169,8 +170,6 @@ def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | N
     final = run_dir / method.output_name
     tmp = run_dir / f".{method.output_name}.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     method.save(model, tmp)
     tokenizer.save_pretrained(str(tmp))
@@ -252,8 +251,3 @@ def _plot_losses(run_dir: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(run_dir / "loss.png")
-
-
-def train_from_file(config_path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
-                    quiet: bool = False) -> TrainResult:
-    return train(load_config(config_path, overrides), out, quiet=quiet)
