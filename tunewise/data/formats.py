@@ -96,12 +96,12 @@ def read_records(path: str | Path) -> Iterator[Record]:
 
 
 def detect_format(record: dict) -> str:
-    if "messages" in record:
-        return "chat"
-    if "prompt" in record and "completion" in record:
-        return "prompt_completion"
-    if "text" in record:
-        return "text"
+    """The record's shape, decided exactly as the data audit decides it (one rule for both)."""
+    from tunewise.data.schema import shape_of
+
+    shape = shape_of(record)
+    if shape is not None:
+        return shape
     raise TunewiseError(f"record keys {sorted(record)} match no known shape",
                         "use {'prompt','completion'}, {'messages':[...]} or {'text'}")
 

@@ -205,7 +205,7 @@ class _Checker:
 
 
 def shape_of(obj: dict) -> str | None:
-    """The record's shape, with the trainer's precedence (tunewise.data.formats.detect_format)."""
+    """The record's shape ('chat' > 'prompt_completion' > 'text'); the trainer uses the same rule."""
     if "messages" in obj:
         return "chat"
     if "prompt" in obj or "completion" in obj:
