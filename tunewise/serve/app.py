@@ -62,10 +62,15 @@ def base_id(base: str) -> str:
 
 
 def adapter_folder(path: Path) -> Path:
-    """A run directory stands for its adapter/ folder; anything else is checked as given."""
-    if (path / "config.yaml").is_file() and (path / "adapter").is_dir():
-        return path / "adapter"
-    return path
+    """A run directory stands for its adapter/ folder (tunewise.models.resolve_tuned); anything else is
+    checked by the registry as given, so its refusal names the problem."""
+    from tunewise.errors import TunewiseError
+    from tunewise.models import resolve_tuned
+
+    try:
+        return resolve_tuned(path).path
+    except TunewiseError:
+        return path
 
 
 def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
