@@ -18,9 +18,6 @@ from pathlib import Path
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
 
-# The score compare puts side by side: the task's primary metric, except where a graded one says more at small
-# scale (exact match of a whole meaning representation is 0 for every method on the tiny base; slot F1 is not).
-TASK_METRIC = {"structured": "slot_f1"}
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
 KINDS = ("representation", "sql", "reasoning", "other")
 WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
@@ -198,11 +195,10 @@ def output_size_mb(run_dir: Path) -> float:
     return round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20, 3)
 
 
-def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path,
-            metric: str | None = None) -> dict:
+def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path) -> dict:
     events = summary.get("guard_events", [])
     metrics = evaluation.get("metrics") or {}
-    metric = metric if metric in metrics else evaluation.get("primary")
+    metric = evaluation.get("primary")
     return {
         "method": method, "score": metrics.get(metric, evaluation.get("score")), "metric": metric,
         "metrics": evaluation.get("metrics"), "retention": summary.get("retention"),
@@ -238,7 +234,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
             f"({time.time() - t0:.0f}s); evaluating")
         evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
         intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
-        rows[method] = row_for(method, summary, evaluation, intruders, run_dir, TASK_METRIC.get(spec.task or ""))
+        rows[method] = row_for(method, summary, evaluation, intruders, run_dir)
     base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base")
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None

@@ -46,6 +46,11 @@ class TaskSpec:
     kind: str = "generation"  # what the task measures, for `tasks list` (generation | classification)
 
 
+def independent(example: Callable[[random.Random], Example]) -> Callable[[random.Random, int, dict[str, Any]], list[Example]]:
+    """`make_examples` for a task whose examples need nothing but the random stream."""
+    return lambda rng, n, ctx: [example(rng) for _ in range(n)]
+
+
 def split_seed(seed: int, split: str) -> int:
     return seed * 1_000_003 + SPLIT_SEED_OFFSET[split]
 

@@ -11,9 +11,8 @@ run did not save its own labels.json.
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from tunewise.tasks.base import Example, TaskSpec
+from tunewise.tasks.base import Example, TaskSpec, independent
 from tunewise.zoo.corpus import AREAS, BRANDS, CATEGORIES, FOODS, NAME_FIRST, NAME_SECOND, PRODUCT_NAMES
 
 LABELS = ["booking", "price", "location", "menu", "complaint", "praise"]
@@ -73,13 +72,9 @@ def example(rng: random.Random) -> Example:
     return Example(f"Message: {text}\nIntent:", f" {label}")
 
 
-def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
-    return [example(rng) for _ in range(n)]
-
-
 SPEC = TaskSpec(
     name="classify",
     description=f"customer message -> intent, one of {len(LABELS)} labels ({', '.join(LABELS)})",
-    scorer="classify", stop=["\n"], max_new_tokens=8, make_examples=make_examples,
+    scorer="classify", stop=["\n"], max_new_tokens=8, make_examples=independent(example),
     scorer_options={"labels": LABELS}, kind="classification",
 )

@@ -12,9 +12,8 @@ three steps, which the base has not seen.
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from tunewise.tasks.base import Example, TaskSpec
+from tunewise.tasks.base import Example, TaskSpec, independent
 from tunewise.zoo.corpus import FIRST_NAMES, ITEMS, word_problem
 
 
@@ -65,12 +64,8 @@ def example(rng: random.Random) -> Example:
     return Example(f"Question: {q}\nAnswer:", f" {sol}")
 
 
-def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
-    return [example(rng) for _ in range(n)]
-
-
 SPEC = TaskSpec(
     name="math",
     description="word problems with a worked solution ending '#### N' (GSM8k shape); final-number accuracy",
-    scorer="number", stop=["\nQuestion:", "\n\n"], max_new_tokens=80, make_examples=make_examples,
+    scorer="number", stop=["\nQuestion:", "\n\n"], max_new_tokens=80, make_examples=independent(example),
 )

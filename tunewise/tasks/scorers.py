@@ -10,7 +10,7 @@ reason. `aggregate` turns a list of them into the scorer's metrics; `primary` na
     classify    one of N labels                                          accuracy, macro_f1
     sql         execution match on a SQLite database                     execution_accuracy, exec_error_rate
     number      final number (after '####' when present)                 accuracy, format_rate
-    mr          ViGGO-style meaning representation act(slot[value], ..)  exact_match, slot P/R/F1
+    mr          ViGGO-style meaning representation act(slot[value], ..)  slot F1 (headline), slot P/R, exact_match
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def parse_mr(text: str) -> tuple[str, list[tuple[str, str]]] | None:
 
 class MRScorer(Scorer):
     name = "mr"
-    primary = "exact_match"
+    primary = "slot_f1"  # graded: a small model that gets most slots right is not scored like one that gets none
     description = "meaning representation: exact match (act + slots, any order), slot P/R/F1"
 
     def score(self, prediction: str, reference: str) -> Scored:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tunewise.tasks.base import Example, TaskSpec
+from tunewise.tasks.base import Example, TaskSpec, independent
 from tunewise.zoo.corpus import RATINGS, restaurant
 
 SLOT_ORDER = ["name", "food", "area", "price", "rating", "seats"]
@@ -90,12 +90,8 @@ def _ex(sentence: str, meaning: str) -> Example:
     return Example(f"Sentence: {sentence}\nMeaning:", f" {meaning}")
 
 
-def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
-    return [example(rng) for _ in range(n)]
-
-
 SPEC = TaskSpec(
     name="structured",
     description="restaurant sentence -> meaning representation act(slot[value], ...) (ViGGO shape)",
-    scorer="mr", stop=["\n"], max_new_tokens=48, make_examples=make_examples,
+    scorer="mr", stop=["\n"], max_new_tokens=48, make_examples=independent(example),
 )
