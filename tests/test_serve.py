@@ -388,6 +388,9 @@ def test_check_adapter_rank_and_module_mismatch(base_dir, registry, tmp_path):
     (bad / "adapter_config.json").write_text(json.dumps({**cfg, "lora_alpha": 0}))
     with pytest.raises(AdapterRefused, match="change nothing"):
         check_adapter("rank", bad, info)
+    (bad / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": [60, 62]}))
+    with pytest.raises(AdapterRefused, match="tunewise merge"):  # its embeddings would leak into other rows
+        check_adapter("rank", bad, info)
 
 
 def test_parse_adapter_specs():

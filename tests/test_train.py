@@ -82,6 +82,54 @@ def test_three_methods_train_and_outputs_load_in_plain_tools(method, micro_llama
     assert torch.isfinite(model(input_ids=ids).logits).all()
 
 
+def test_trainable_tokens_train_only_those_embedding_rows_and_load_in_plain_peft(micro_llama_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(micro_llama_dir)
+    ids = sorted(set(tok("=", add_special_tokens=False)["input_ids"]))
+    data = make_data(tmp_path)
+    cfg = cfg_for(micro_llama_dir, data, max_steps=3, extra={"lora": {"r": 4, "trainable_tokens": ["="]}})
+    res = train(cfg, tmp_path / "run", quiet=True)
+    plain = res.summary["trainable_params"]
+    assert plain == train(cfg_for(micro_llama_dir, data, max_steps=1), tmp_path / "plain", quiet=True).summary[
+        "trainable_params"] + len(ids) * 32  # one 32-wide row per token
+
+    base = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+    before = base.get_input_embeddings().weight.detach().clone()
+    merged = PeftModel.from_pretrained(base, res.run_dir / "adapter").merge_and_unload()
+    after = merged.get_input_embeddings().weight.detach()
+    changed = sorted((before != after).any(dim=1).nonzero().flatten().tolist())
+    assert changed == ids  # the named rows moved, no other
+    assert merged.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # still tied
+
+
+def test_trainable_token_ids_from_strings_or_targets(micro_llama_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tunewise.data.formats import IGNORE, Example
+    from tunewise.errors import ConfigError
+    from tunewise.train.methods import trainable_token_ids
+
+    tok = AutoTokenizer.from_pretrained(micro_llama_dir)
+    data = make_data(tmp_path)
+    examples = [Example([5, 6, 7, 8], [IGNORE, IGNORE, 7, 8], 1), Example([5, 9], [IGNORE, 9], 2)]
+
+    def as_cfg(tokens, **kw):
+        return cfg_for(micro_llama_dir, data, extra={"lora": {"trainable_tokens": tokens}, **kw})
+
+    assert trainable_token_ids(as_cfg("targets"), tok, examples) == [7, 8, 9]
+    assert trainable_token_ids(as_cfg(["[", "]"]), tok, examples) == sorted(
+        set(tok("[", add_special_tokens=False)["input_ids"] + tok("]", add_special_tokens=False)["input_ids"]))
+    assert trainable_token_ids(as_cfg([]), tok, examples) == []
+    assert trainable_token_ids(cfg_for(micro_llama_dir, data, "full", extra={"lora": {"trainable_tokens": "targets"}}),
+                               tok, examples) == []
+    with pytest.raises(ConfigError, match="trainable_tokens"):
+        trainable_token_ids(as_cfg("targets", task_type="sequence-classification", num_labels=2), tok, examples)
+    with pytest.raises(TunewiseError, match="trainable_tokens"):
+        as_cfg("all")
+
+
 def test_unknown_config_key_suggests_the_closest(tmp_path):
     with pytest.raises(TunewiseError) as e:
         validate_config({"base": "tiny", "data": {"train": "x.jsonl", "max_seq_length": 3}, "lora": {"rank": 8}})

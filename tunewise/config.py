@@ -44,6 +44,11 @@ class LoraConfig(_Strict):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: lr of B = ratio x lr of A (e.g. 16).")
     init: Literal["default", "pissa", "gaussian"] = Field("default", description="Adapter initialisation.")
+    trainable_tokens: list[str] | Literal["targets"] = Field(
+        default_factory=list,
+        description="Also train the embedding rows of these strings' tokens (PEFT trainable tokens), or of every "
+                    "token the training targets hold ('targets'). For tokens the base never learned, such as the "
+                    "brackets of a new output format: with frozen embeddings LoRA cannot make them likely.")
 
     @property
     def scaling_alpha(self) -> float:

@@ -193,6 +193,10 @@ def check_adapter(name: str, path: Path, base: BaseInfo) -> AdapterInfo:
     if cfg.get("use_dora"):
         raise AdapterRefused(f"adapter '{name}' uses DoRA, which PEFT cannot mix with other adapters in one "
                              "batch; merge it with `tunewise merge` and serve the merged model instead")
+    if cfg.get("trainable_token_indices"):
+        raise AdapterRefused(f"adapter '{name}' trains token embeddings (trainable_token_indices), which PEFT "
+                             "applies per model, not per request, so other adapters in the batch would see them; "
+                             "merge it with `tunewise merge` and serve the merged model instead")
     adapter_base = cfg.get("base_model_name_or_path")
     if not adapter_base:
         raise AdapterRefused(f"adapter '{name}' does not name its base model (base_model_name_or_path is "

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from tunewise.config import RunConfig
+from tunewise.data.formats import IGNORE, Example
+from tunewise.errors import ConfigError
 from tunewise.models import linear_target_modules, load_model
 
 
@@ -22,7 +24,7 @@ class Method(Protocol):
     output_name: str  # the run directory's sub-folder: "adapter" or "model"
 
     def load(self, cfg: RunConfig) -> torch.nn.Module: ...
-    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module: ...
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module: ...
     def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]: ...
     def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]: ...
     def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None: ...
@@ -34,6 +36,19 @@ def copy_named(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+def trainable_token_ids(cfg: RunConfig, tokenizer, examples: list[Example]) -> list[int]:
+    """The token ids whose embedding rows an adapter trains (`lora.trainable_tokens`); [] when none are asked for."""
+    spec = cfg.lora.trainable_tokens
+    if not spec or cfg.method == "full":
+        return []
+    if cfg.task_type != "causal-lm":
+        raise ConfigError("lora.trainable_tokens: only for causal-lm runs (a classifier predicts labels, not tokens)",
+                          "remove lora.trainable_tokens")
+    if spec == "targets":
+        return sorted({t for ex in examples for t in ex.labels if t != IGNORE})
+    return sorted({t for text in spec for t in tokenizer(text, add_special_tokens=False)["input_ids"]})
 
 
 def _load(cfg: RunConfig, quantize: bool) -> torch.nn.Module:
@@ -49,7 +64,7 @@ class LoraMethod:
     def load(self, cfg: RunConfig) -> torch.nn.Module:
         return _load(cfg, quantize=False)
 
-    def peft_config(self, model: torch.nn.Module, cfg: RunConfig):
+    def peft_config(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int] | None = None):
         from peft import LoraConfig
 
         targets = cfg.lora.target_modules
@@ -58,16 +73,16 @@ class LoraMethod:
         init = {"default": True, "pissa": "pissa", "gaussian": "gaussian"}[cfg.lora.init]
         return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.scaling_alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=targets, use_rslora=cfg.lora.use_rslora, use_dora=cfg.lora.use_dora,
-                          init_lora_weights=init,
+                          init_lora_weights=init, trainable_token_indices=token_ids or None,
                           task_type="SEQ_CLS" if cfg.task_type == "sequence-classification" else "CAUSAL_LM")
 
-    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module:
         from peft import get_peft_model
 
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        return get_peft_model(model, self.peft_config(model, cfg))
+        return get_peft_model(model, self.peft_config(model, cfg, token_ids))
 
     def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]:
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -98,13 +113,13 @@ class QLoraMethod(LoraMethod):
     def load(self, cfg: RunConfig) -> torch.nn.Module:
         return _load(cfg, quantize=True)
 
-    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-        return get_peft_model(model, self.peft_config(model, cfg))
+        return get_peft_model(model, self.peft_config(model, cfg, token_ids))
 
 
 @dataclass
@@ -115,7 +130,7 @@ class FullMethod:
     def load(self, cfg: RunConfig) -> torch.nn.Module:
         return _load(cfg, quantize=False)
 
-    def prepare(self, model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         if cfg.train.gradient_checkpointing:

@@ -18,7 +18,7 @@ from tunewise.models import check_tokenizer_fits, count_parameters, load_tokeniz
 from tunewise.train import distributed
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
-from tunewise.train.methods import get_method
+from tunewise.train.methods import get_method, trainable_token_ids
 
 
 @dataclass
@@ -104,7 +104,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         model.config.label2id = {name: i for i, name in enumerate(data.labels)}
     before = _retention(cfg, model, tokenizer) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
-    model = method.prepare(model, cfg)
+    model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
 
     loop = Loop(cfg, method, model, data.train, data.eval, run_dir, ctx, tokenizer.pad_token_id, quiet)
     warnings = config_warnings(cfg, cfg.lr)
