@@ -7,6 +7,8 @@ the same test split, and print tuned / base. With --minilm, also LoRA on all-Min
 
     .venv/bin/python benchmarks/tasks_benchmark.py --out /tmp/tw-bench            # all four tasks + MiniLM
     .venv/bin/python benchmarks/tasks_benchmark.py --tasks sql --steps 100        # one task, quicker
+    .venv/bin/python benchmarks/tasks_benchmark.py --tasks structured --train 600 --test 60 --steps 76 --lr 5e-3 \
+        --trainable-tokens targets                                                 # LoRA with trainable token rows
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def run_task(name: str, args, root: Path) -> dict:
     cfg = RunConfig.model_validate({
         "base": args.base, "method": "lora",
         "data": {"train": str(data / "train.jsonl"), "eval": str(data / "validation.jsonl"), "max_seq_len": 256},
-        "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.0},
+        "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.0, "trainable_tokens": args.trainable_tokens},
         "train": {"max_steps": steps, "lr": args.lr, "batch_size": args.train_batch, "warmup_ratio": 0.05, "seed": 0,
                   "device": "cpu"},
         "preserve": {"probes": ["arithmetic", "lm"], "limit": args.probe_limit, "max_drop": 0.1},
@@ -93,6 +95,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="3e-3 (alpha 2r) wrecked the base on sql.")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--train-batch", type=int, default=16)
+    p.add_argument("--trainable-tokens", type=lambda v: v if v == "targets" else v.split(","), default=[],
+                   help="lora.trainable_tokens: 'targets', or comma-separated strings.")
     p.add_argument("--probe-limit", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--minilm", action="store_true", help="Also LoRA on MiniLM for classify.")
