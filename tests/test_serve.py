@@ -27,16 +27,11 @@ WORDS = {"oslo": "Oslo", "lima": "Lima", "porto": "Porto"}
 # --------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def base_dir(tiny_base_dir) -> Path:
-    return tiny_base_dir
-
-
-def make_micro_base(base_dir: Path, out: Path) -> Path:
+def make_micro_base(tiny_base_dir: Path, out: Path) -> Path:
     """A differently shaped Llama (hidden 32) with the same tokenizer: the 'wrong base'."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(base_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
@@ -58,11 +53,11 @@ def random_lora(model_dir: Path, out: Path, init: bool | str = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, base_dir) -> Path:
+def registry(tmp_path_factory, tiny_base_dir) -> Path:
     """Three fingerprint adapters plus one of each kind the server must refuse."""
     root = tmp_path_factory.mktemp("registry")
     for name, word in WORDS.items():
-        make_fingerprint_adapter(base_dir, root / name, word)
+        make_fingerprint_adapter(tiny_base_dir, root / name, word)
     # pickle-only: the same weights, stored with torch.save instead of safetensors
     shutil.copytree(root / "oslo", root / "pickled")
     from safetensors.torch import load_file
@@ -71,26 +66,26 @@ def registry(tmp_path_factory, base_dir) -> Path:
     (root / "pickled" / "adapter_model.safetensors").unlink()
     torch.save(sd, root / "pickled" / "adapter_model.bin")
     outside = tmp_path_factory.mktemp("outside")
-    random_lora(make_micro_base(base_dir, outside / "micro"), root / "wrongbase")
-    random_lora(base_dir, root / "untrained", init=True)
+    random_lora(make_micro_base(tiny_base_dir, outside / "micro"), root / "wrongbase")
+    random_lora(tiny_base_dir, root / "untrained", init=True)
     shutil.copytree(root / "lima", outside / "lima-copy")
     (root / "escape").symlink_to(outside / "lima-copy", target_is_directory=True)
     return root
 
 
 @pytest.fixture(scope="module")
-def kyoto_dir(tmp_path_factory, base_dir) -> Path:
+def kyoto_dir(tmp_path_factory, tiny_base_dir) -> Path:
     """A fingerprint adapter outside the registry (for runtime-path loading)."""
-    return make_fingerprint_adapter(base_dir, tmp_path_factory.mktemp("elsewhere") / "kyoto", "Kyoto")
+    return make_fingerprint_adapter(tiny_base_dir, tmp_path_factory.mktemp("elsewhere") / "kyoto", "Kyoto")
 
 
 @pytest.fixture(scope="module")
-def offline(base_dir, registry) -> dict[str | None, list[str]]:
+def offline(tiny_base_dir, registry) -> dict[str | None, list[str]]:
     """Each adapter's (and the base's) greedy answers to PROMPTS, computed offline with load_tuned."""
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.models import load_base, load_tuned
 
-    model, tok = load_base(str(base_dir), dtype="fp32", device="cpu")
+    model, tok = load_base(str(tiny_base_dir), dtype="fp32", device="cpu")
     answers: dict[str | None, list[str]] = {None: greedy_generate(model, tok, PROMPTS, max_new_tokens=4)}
     for name in WORDS:
         model, tok = load_tuned(registry / name, dtype="fp32", device="cpu")
@@ -99,11 +94,11 @@ def offline(base_dir, registry) -> dict[str | None, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def server(base_dir, registry):
+def server(tiny_base_dir, registry):
     from tunewise.serve.app import BackgroundServer, build_server, create_app
     from tunewise.serve.security import Limits
 
-    srv = build_server(str(base_dir), registry, max_loaded=3, dtype="fp32", device="cpu")
+    srv = build_server(str(tiny_base_dir), registry, max_loaded=3, dtype="fp32", device="cpu")
     app = create_app(srv, Limits(api_key=KEY, max_body_bytes=16 * 1024, max_tokens=64, max_concurrent=32))
     with BackgroundServer(app) as bg:
         yield srv, bg.url
@@ -253,12 +248,12 @@ def test_admin_load_unload_pin(server):
     assert_error(post(url, "/admin/adapters/load", {"name": "wrongbase"}), 400, "wrong_base")
 
 
-def test_runtime_paths_and_429(base_dir, registry, kyoto_dir):
+def test_runtime_paths_and_429(tiny_base_dir, registry, kyoto_dir):
     """--allow-runtime-paths loads an adapter from any folder; a request over the concurrency limit gets 429."""
     from tunewise.serve.app import BackgroundServer, build_server, create_app
     from tunewise.serve.security import Limits
 
-    srv = build_server(str(base_dir), registry, max_loaded=2, allow_runtime_paths=True, dtype="fp32",
+    srv = build_server(str(tiny_base_dir), registry, max_loaded=2, allow_runtime_paths=True, dtype="fp32",
                        device="cpu", preload=False)
     with BackgroundServer(create_app(srv, Limits(max_concurrent=1))) as bg:
         url = bg.url
@@ -289,13 +284,13 @@ def test_runtime_paths_and_429(base_dir, registry, kyoto_dir):
     srv.close()
 
 
-def test_cli_serve_subprocess(base_dir, registry, tmp_path):
+def test_cli_serve_subprocess(tiny_base_dir, registry, tmp_path):
     """`python -m tunewise serve` in a subprocess: key from the environment, loopback bind, real answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "TUNEWISE_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", "--base", str(base_dir), "--adapters",
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", "--base", str(tiny_base_dir), "--adapters",
                              str(registry), "--port", str(port), "--max-loaded", "2", "--dtype", "fp32",
                              "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -365,12 +360,12 @@ def test_finish_row_and_left_pad():
     assert ids.tolist() == [[5, 6, 7], [1, 1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
-def test_check_adapter_rank_and_module_mismatch(base_dir, registry, tmp_path):
+def test_check_adapter_rank_and_module_mismatch(tiny_base_dir, registry, tmp_path):
     from tunewise.models import load_base
     from tunewise.serve.registry import BaseInfo, check_adapter
 
-    model, _ = load_base(str(base_dir), dtype="fp32", device="cpu")
-    info = BaseInfo.from_model(model, "tiny", base_dir)
+    model, _ = load_base(str(tiny_base_dir), dtype="fp32", device="cpu")
+    info = BaseInfo.from_model(model, "tiny", tiny_base_dir)
     ok = check_adapter("oslo", registry / "oslo", info)
     assert ok.rank == 4 and ok.dtype == "float32" and len(ok.modules) == 6 * 5
     bad = tmp_path / "rank"

@@ -23,23 +23,18 @@ N_REQUESTS = 300
 
 
 @pytest.fixture(scope="module")
-def base_dir(tiny_base_dir) -> Path:
-    return tiny_base_dir
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, base_dir) -> Path:
+def registry(tmp_path_factory, tiny_base_dir) -> Path:
     root = tmp_path_factory.mktemp("load-registry")
     for name, word in WORDS.items():
-        make_fingerprint_adapter(base_dir, root / name, word)
+        make_fingerprint_adapter(tiny_base_dir, root / name, word)
     return root
 
 
-def test_mixed_requests_never_get_the_wrong_adapter(base_dir, registry):
+def test_mixed_requests_never_get_the_wrong_adapter(tiny_base_dir, registry):
     from tunewise.serve.app import BackgroundServer, build_server, create_app
     from tunewise.serve.security import Limits
 
-    srv = build_server(str(base_dir), registry, max_loaded=3, max_batch=16, dtype="fp32", device="cpu",
+    srv = build_server(str(tiny_base_dir), registry, max_loaded=3, max_batch=16, dtype="fp32", device="cpu",
                        preload=False)
     models = [srv.base_name, "oslo", "lima", "porto"]
     plan = list(itertools.islice(itertools.cycle(itertools.product(models, PROMPTS)), N_REQUESTS))
