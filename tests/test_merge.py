@@ -61,6 +61,39 @@ def test_merge_lora_reloads_and_matches(adapter, micro_base, tmp_path):
     assert greedy_generate(merged, tok, PROBES, 5) == greedy_generate(adapted, tok, PROBES, 5)
 
 
+@pytest.mark.parametrize("kind", ["trainable_tokens", "dora"])
+def test_merge_adapters_the_server_refuses(kind, micro_base, tmp_path):
+    """DoRA and trainable token rows cannot be mixed per request in a batch, so `serve` refuses them and says to merge
+    them instead: merging must take them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.merge import merge_adapter
+    from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
+
+    torch.manual_seed(2)
+    m = AutoModelForCausalLM.from_pretrained(micro_base, dtype=torch.float32)
+    extra = {"trainable_token_indices": [5, 9]} if kind == "trainable_tokens" else {"use_dora": True}
+    pm = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"],
+                                      **extra))
+    if kind == "trainable_tokens":
+        with torch.no_grad():
+            next(p for n, p in pm.named_parameters() if "trainable_tokens_delta" in n).add_(0.5)
+    adapter = tmp_path / "adapter"
+    pm.save_pretrained(adapter)
+    info = BaseInfo.from_model(AutoModelForCausalLM.from_pretrained(micro_base), "micro", micro_base)
+    check_adapter("a", adapter, info, mixed_batches=False)  # fits the base
+    with pytest.raises(AdapterRefused, match="tunewise merge"):
+        check_adapter("a", adapter, info)
+    r = merge_adapter(adapter, tmp_path / "merged")
+    assert r.verified and r.max_abs_diff <= 1e-4
+    if kind == "trainable_tokens":  # rows that do not match the config's indices are refused, not merged wrongly
+        cfg = json.loads((adapter / "adapter_config.json").read_text())
+        (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": [5, 9, 11]}))
+        with pytest.raises(AdapterRefused, match="do not fit"):
+            check_adapter("a", adapter, info, mixed_batches=False)
+
+
 def test_merge_cli_and_refusals(adapter, micro_base, tmp_path):
     from typer.testing import CliRunner
 

@@ -64,13 +64,13 @@ def _is_qlora(ref) -> bool:
 
 
 def _check(ref, model, base: str) -> None:
-    """The same checks `tunewise serve` applies (safetensors only, fits the base, not a no-op)."""
+    """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
     from tunewise.models import resolve_base
     from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
 
     info = BaseInfo.from_model(model, base, resolve_base(base).path)
     try:
-        check_adapter(ref.path.name, ref.path, info)
+        check_adapter(ref.path.name, ref.path, info, mixed_batches=False)
     except AdapterRefused as e:
         raise TunewiseError(f"{ref.path}: {e.reason}", "merge an adapter trained on this base, saved as "
                             "safetensors") from e

@@ -157,6 +157,9 @@ class AdapterInfo:
     base_model: str
 
 
+TOKEN_DELTA = ".token_adapter.trainable_tokens_delta"  # PEFT's key for trainable token rows
+
+
 def _read_config(path: Path) -> dict:
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():
@@ -170,8 +173,11 @@ def _read_config(path: Path) -> dict:
     return cfg
 
 
-def check_adapter(name: str, path: Path, base: BaseInfo) -> AdapterInfo:
-    """Validate an adapter folder against the base without loading it into the model; raise AdapterRefused."""
+def check_adapter(name: str, path: Path, base: BaseInfo, mixed_batches: bool = True) -> AdapterInfo:
+    """Validate an adapter folder against the base without loading it into the model; raise AdapterRefused.
+
+    `mixed_batches` also refuses what PEFT cannot apply per request in one batch (DoRA, trainable token rows): the
+    server needs that, merging does not."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -190,10 +196,10 @@ def check_adapter(name: str, path: Path, base: BaseInfo) -> AdapterInfo:
     if cfg.get("peft_type") != "LORA":
         raise AdapterRefused(f"adapter '{name}' is a {cfg.get('peft_type')!r} adapter; only LoRA adapters are "
                              "served (mixed-adapter batches are a LoRA feature)")
-    if cfg.get("use_dora"):
+    if mixed_batches and cfg.get("use_dora"):
         raise AdapterRefused(f"adapter '{name}' uses DoRA, which PEFT cannot mix with other adapters in one "
                              "batch; merge it with `tunewise merge` and serve the merged model instead")
-    if cfg.get("trainable_token_indices"):
+    if mixed_batches and cfg.get("trainable_token_indices"):
         raise AdapterRefused(f"adapter '{name}' trains token embeddings (trainable_token_indices), which PEFT "
                              "applies per model, not per request, so other adapters in the batch would see them; "
                              "merge it with `tunewise merge` and serve the merged model instead")
@@ -259,8 +265,21 @@ def check_adapter(name: str, path: Path, base: BaseInfo) -> AdapterInfo:
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise AdapterRefused(f"adapter '{name}': '{module}' holds NaN or infinite values")
         changes = changes or bool(b.abs().max() > 0 and a.abs().max() > 0)
+    token_rows = cfg.get("trainable_token_indices")
     for key, t in other.items():
         pname = key.removeprefix("base_model.model.")
+        if pname.endswith(TOKEN_DELTA):  # trainable token rows: (rows named in the config, the embedding's width)
+            emb = base.params.get(pname.removesuffix(TOKEN_DELTA) + ".weight")
+            rows = token_rows.get(pname.removesuffix(TOKEN_DELTA).rsplit(".", 1)[-1]) if isinstance(
+                token_rows, dict) else token_rows
+            if emb is None or not rows or tuple(t.shape) != (len(rows), emb[1]) or max(rows) >= emb[0]:
+                raise AdapterRefused(f"adapter '{name}': trainable token rows '{key}' {tuple(t.shape)} do not fit "
+                                     "this base's embeddings and the config's trainable_token_indices",
+                                     code="wrong_base")
+            if not torch.isfinite(t).all():
+                raise AdapterRefused(f"adapter '{name}': '{key}' holds NaN or infinite values")
+            changes = True
+            continue
         if pname not in base.params or tuple(t.shape) != base.params[pname]:
             raise AdapterRefused(f"adapter '{name}': tensor '{key}' {tuple(t.shape)} does not fit any parameter "
                                  "of this base", code="wrong_base")
