@@ -89,9 +89,10 @@ def test_merge_adapters_the_server_refuses(kind, micro_base, tmp_path):
     assert r.verified and r.max_abs_diff <= 1e-4
     if kind == "trainable_tokens":  # rows that do not match the config's indices are refused, not merged wrongly
         cfg = json.loads((adapter / "adapter_config.json").read_text())
-        (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": [5, 9, 11]}))
-        with pytest.raises(AdapterRefused, match="do not fit"):
-            check_adapter("a", adapter, info, mixed_batches=False)
+        for rows in ([5, 9, 11], ["5", "9"], [5, 10**6]):
+            (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": rows}))
+            with pytest.raises(AdapterRefused, match="do not fit"):
+                check_adapter("a", adapter, info, mixed_batches=False)
 
 
 def test_merge_cli_and_refusals(adapter, micro_base, tmp_path):

@@ -272,7 +272,9 @@ def check_adapter(name: str, path: Path, base: BaseInfo, mixed_batches: bool = T
             emb = base.params.get(pname.removesuffix(TOKEN_DELTA) + ".weight")
             rows = token_rows.get(pname.removesuffix(TOKEN_DELTA).rsplit(".", 1)[-1]) if isinstance(
                 token_rows, dict) else token_rows
-            if emb is None or not rows or tuple(t.shape) != (len(rows), emb[1]) or max(rows) >= emb[0]:
+            fits = (emb is not None and isinstance(rows, list) and rows and all(isinstance(i, int) for i in rows)
+                    and tuple(t.shape) == (len(rows), emb[1]) and 0 <= min(rows) and max(rows) < emb[0])
+            if not fits:
                 raise AdapterRefused(f"adapter '{name}': trainable token rows '{key}' {tuple(t.shape)} do not fit "
                                      "this base's embeddings and the config's trainable_token_indices",
                                      code="wrong_base")

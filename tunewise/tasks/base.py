@@ -31,6 +31,9 @@ class Example:
         return {"prompt": self.prompt, "completion": self.completion, **self.extra}
 
 
+MakeExamples = Callable[[random.Random, int, dict[str, Any]], list[Example]]  # (rng, n, ctx) -> n examples
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A built-in task. `make_examples(rng, n, ctx)` draws n examples; `prepare(out, seed)` builds side files."""
@@ -40,13 +43,13 @@ class TaskSpec:
     scorer: str
     stop: list[str]
     max_new_tokens: int
-    make_examples: Callable[[random.Random, int, dict[str, Any]], list[Example]]
+    make_examples: MakeExamples
     prepare: Callable[[Path, int], dict[str, Any]] | None = None  # returns extra meta (e.g. {"db": "db.sqlite"})
     scorer_options: dict[str, Any] = field(default_factory=dict)
     kind: str = "generation"  # what the task measures, for `tasks list` (generation | classification)
 
 
-def independent(example: Callable[[random.Random], Example]) -> Callable[[random.Random, int, dict[str, Any]], list[Example]]:
+def independent(example: Callable[[random.Random], Example]) -> MakeExamples:
     """`make_examples` for a task whose examples need nothing but the random stream."""
     return lambda rng, n, ctx: [example(rng) for _ in range(n)]
 
