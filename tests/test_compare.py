@@ -121,3 +121,22 @@ def test_compare_json_is_valid_json_for_machines(tmp_path):
     # the verdict survives a JSON round trip (compare.json is what the report and scripts read)
     v = verdict({"lora": row("lora", 0.5, 100), "full": row("full", 0.5, 200)}, "sql")
     assert json.loads(json.dumps(v)) == v
+
+
+def test_cached_evaluation_is_rescored_when_the_scorer_heads_another_metric(tmp_path):
+    """An eval.json written before the `mr` scorer's headline became slot F1 must not show exact match."""
+    from tunewise.compare import evaluate_method
+    from tunewise.tasks import make_task
+
+    data = tmp_path / "data"
+    make_task("structured", data, {"train": 4, "validation": 2, "test": 4}, seed=0)
+    out = tmp_path / "base"
+    out.mkdir()
+    stale = {"scorer": "mr", "primary": "exact_match", "metrics": {"exact_match": 0.5}, "score": 0.5}
+    (out / "eval.json").write_text(json.dumps(stale))
+    fresh = evaluate_method("tiny", data, 2, out)
+    assert fresh["primary"] == "slot_f1" and fresh["score"] == fresh["metrics"]["slot_f1"]
+    assert json.loads((out / "eval.json").read_text())["primary"] == "slot_f1"
+    current = {**fresh, "score": 0.123}  # a cache that matches the scorer is reused as it is
+    (out / "eval.json").write_text(json.dumps(current))
+    assert evaluate_method("tiny", data, 2, out)["score"] == 0.123

@@ -160,10 +160,16 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
 
 
 def evaluate_method(target: str, data: Path, limit: int, out_dir: Path) -> dict:
-    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json."""
+    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json while the scorer
+    still heads its metrics the same way (a cache written before a scorer changed its primary is scored again)."""
+    from tunewise.tasks.scorers import SCORERS
+
     cached = out_dir / "eval.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        summary = json.loads(cached.read_text())
+        scorer = SCORERS.get(summary.get("scorer"))
+        if scorer is not None and summary.get("primary") == scorer.primary:
+            return summary
     from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 
     spec = resolve_data(data=str(data), split="test", limit=limit)
@@ -197,10 +203,8 @@ def output_size_mb(run_dir: Path) -> float:
 
 def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path) -> dict:
     events = summary.get("guard_events", [])
-    metrics = evaluation.get("metrics") or {}
-    metric = evaluation.get("primary")
     return {
-        "method": method, "score": metrics.get(metric, evaluation.get("score")), "metric": metric,
+        "method": method, "score": evaluation.get("score"), "metric": evaluation.get("primary"),
         "metrics": evaluation.get("metrics"), "retention": summary.get("retention"),
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
         "output_size_mb": output_size_mb(run_dir), "train_time_s": summary["train_time_s"],
