@@ -83,7 +83,7 @@ def test_resolve_data_sources(tmp_path):
     plain.write_text(json.dumps({"prompt": "a", "completion": " b"}) + "\n")
     assert resolve_data(str(plain)).scorer_name == "exact"
     spec = resolve_data(str(plain), task="math")  # user data scored the way a built-in task is
-    assert (spec.scorer_name, spec.max_new_tokens) == ("number", 80)
+    assert (spec.scorer_name, spec.max_new_tokens) == ("number", 112)
     spec = resolve_data(task="classify", limit=7)
     assert len(spec.items) == 7 and spec.labels == LABELS
     spec = apply_overrides(spec, scorer="normalized", stop=["."], max_new_tokens=3)

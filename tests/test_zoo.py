@@ -37,17 +37,18 @@ def test_loads_offline_both_ways():
     assert 4_000_000 <= manifest()["parameters"] <= 6_000_000
 
 
-def test_build_is_deterministic(tmp_path):
-    a = build(tmp_path / "a", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=1)
-    b = build(tmp_path / "b", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=1)
-    c = build(tmp_path / "c", steps=3, docs=400, seed=1, batch=4, seq_len=32, lr=2e-3, threads=1)
+@pytest.mark.parametrize("threads", [1, 2])  # the shipped base is built with 2
+def test_build_is_deterministic(tmp_path, threads):
+    a = build(tmp_path / "a", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
+    b = build(tmp_path / "b", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
+    c = build(tmp_path / "c", steps=3, docs=400, seed=1, batch=4, seq_len=32, lr=2e-3, threads=threads)
     assert a["sha256"] == b["sha256"]
     assert a["sha256"]["model.safetensors"] != c["sha256"]["model.safetensors"]
 
 
 @pytest.mark.slow
 def test_full_rebuild_reproduces_the_shipped_sha(tmp_path):
-    """About 15 minutes on an idle 2-core CPU; the same torch build and thread count give the same bytes."""
+    """About 50 minutes on an idle 2-core CPU; the same torch build and thread count give the same bytes."""
     m = manifest()
     t = m["training"]
     out = build(tmp_path / "tiny", steps=t["steps"], docs=m["corpus"]["documents"], seed=m["corpus"]["seed"],
@@ -87,4 +88,4 @@ def test_completes_template_prompts_and_some_arithmetic():
     facts = [arithmetic_fact(rng) for _ in range(60)]
     answers = greedy_generate(model, tok, [q for q, _ in facts], max_new_tokens=4, stop=["\n"])
     correct = sum(a.strip() == ref.strip() for (_, ref), a in zip(facts, answers))
-    assert correct >= 4  # measured 6/60 (10%); an untrained model gets 0 -- the weakest of its skills
+    assert correct >= 6  # measured 11/60 (18%); an untrained model gets 0 -- the weakest of its skills

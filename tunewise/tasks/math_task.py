@@ -67,5 +67,5 @@ def example(rng: random.Random) -> Example:
 SPEC = TaskSpec(
     name="math",
     description="word problems with a worked solution ending '#### N' (GSM8k shape); final-number accuracy",
-    scorer="number", stop=["\nQuestion:", "\n\n"], max_new_tokens=80, make_examples=independent(example),
+    scorer="number", stop=["\nQuestion:", "\n\n"], max_new_tokens=112, make_examples=independent(example),
 )

@@ -1,7 +1,9 @@
 """The generated pre-training corpus of the tiny base: the base skills later work measures.
 
-Four kinds of documents, all templated and seeded:
+Six kinds of documents, all templated and seeded:
 - entity prose: restaurants, products and people with attributes;
+- reading: a passage, questions answered by copying a word from it, and a `kind(slot[value], ...)` record;
+- lists of words repeated once, which teach the model to copy from its context;
 - arithmetic facts and short calculations with answers;
 - SQL over three small schemas (the same schemas the `sql` task uses);
 - short word problems with a worked answer ending in `#### N` (the GSM8k shape).
@@ -70,26 +72,96 @@ def restaurant_text(rng: random.Random, r: Restaurant) -> str:
     return rng.choice(templates).format(an=an, **r.__dict__)
 
 
-def product_text(rng: random.Random) -> str:
-    name, cat, brand = rng.choice(PRODUCT_NAMES), rng.choice(CATEGORIES), rng.choice(BRANDS)
-    price, stars = rng.randrange(5, 200), rng.randrange(1, 6)
+@dataclass(frozen=True)
+class Product:
+    name: str
+    cat: str
+    brand: str
+    price: int
+    stars: int
+
+
+def product(rng: random.Random) -> Product:
+    return Product(rng.choice(PRODUCT_NAMES), rng.choice(CATEGORIES), rng.choice(BRANDS), rng.randrange(5, 200),
+                   rng.randrange(1, 6))
+
+
+def product_text(rng: random.Random, p: Product) -> str:
     templates = [
         "The {name} {cat} is made by {brand}. It costs {price} dollars and is rated {stars} stars.",
         "{brand} sells the {name}, a {cat} for {price} dollars. Buyers rate it {stars} out of 5 stars.",
         "For {price} dollars you can buy the {name} {cat} from {brand}. It has {stars} stars.",
     ]
-    return rng.choice(templates).format(name=name, cat=cat, brand=brand, price=price, stars=stars)
+    return rng.choice(templates).format(**p.__dict__)
 
 
-def person_text(rng: random.Random) -> str:
-    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-    job, city, age = rng.choice(JOBS), rng.choice(CITIES), rng.randrange(20, 70)
+@dataclass(frozen=True)
+class Person:
+    first: str
+    last: str
+    job: str
+    city: str
+    age: int
+
+
+def person(rng: random.Random) -> Person:
+    return Person(rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), rng.choice(JOBS), rng.choice(CITIES),
+                  rng.randrange(20, 70))
+
+
+def person_text(rng: random.Random, p: Person) -> str:
     templates = [
         "{first} {last} is a {job} from {city}. {first} is {age} years old.",
         "{first} {last} works as a {job} in {city} and is {age} years old.",
         "At {age}, {first} {last} is a {job} who lives in {city}.",
     ]
-    return rng.choice(templates).format(first=first, last=last, job=job, city=city, age=age)
+    return rng.choice(templates).format(**p.__dict__)
+
+
+def reading_text(rng: random.Random) -> str:
+    """A passage about one entity, then questions answered from it, and for products and people a record line in
+    the bracketed notation `kind(slot[value], ...)`. What the base learns here is to find a word in its context
+    and copy it: the skill every built-in task leans on, and one a templated corpus alone barely teaches."""
+    kind = rng.choice(["restaurant", "product", "person"])
+    if kind == "restaurant":
+        r = restaurant(rng)
+        text = restaurant_text(rng, r)
+        qa = [(f"What food does {r.name} serve?", r.food), (f"Which area is {r.name} in?", r.area),
+              (f"How are the prices at {r.name}?", r.price), (f"What rating does {r.name} have?", r.rating),
+              (f"How many seats does {r.name} have?", str(r.seats)),
+              (f"What is the name of the {r.food} restaurant?", r.name)]
+        record = None
+    elif kind == "product":
+        p = product(rng)
+        text = product_text(rng, p)
+        qa = [(f"Who makes the {p.name}?", p.brand), (f"What kind of product is the {p.name}?", p.cat),
+              (f"How much does the {p.name} cost?", f"{p.price} dollars"), (f"How many stars does the {p.name} have?",
+                                                                         str(p.stars))]
+        record = (f"product(name[{p.name}], category[{p.cat}], brand[{p.brand}], price[{p.price}], "
+                  f"stars[{p.stars}])")
+    else:
+        p = person(rng)
+        text = person_text(rng, p)
+        qa = [(f"What is the job of {p.first} {p.last}?", p.job), (f"Where does {p.first} live?", p.city),
+              (f"How old is {p.first} {p.last}?", str(p.age))]
+        record = f"person(name[{p.first} {p.last}], job[{p.job}], city[{p.city}], age[{p.age}])"
+    asked = [(q, a) for q, a in qa if a.split()[0] in text]  # only what the passage states
+    lines = [f"Question: {q}\nAnswer: {a}." for q, a in rng.sample(asked, min(len(asked), rng.randrange(1, 4)))]
+    if record is not None and rng.random() < 0.6:
+        lines.insert(rng.randrange(len(lines) + 1), f"Record: {record}")
+    return "\n".join([text, *lines])
+
+
+LIST_WORDS = (FOODS + RATINGS + PRICES + AREAS + NAME_FIRST + NAME_SECOND + CATEGORIES + BRANDS + PRODUCT_NAMES
+              + FIRST_NAMES + LAST_NAMES + JOBS + CITIES + ITEMS)
+
+
+def list_text(rng: random.Random) -> str:
+    """A list of words and numbers, then the same list again. Every token of the repetition can only be predicted by
+    finding it earlier in the context: the quickest way for a small model to learn to copy (induction heads)."""
+    words = [rng.choice(LIST_WORDS) if rng.random() < 0.8 else str(rng.randrange(0, 100))
+             for _ in range(rng.randrange(3, 9))]
+    return f"List: {' '.join(words)}\nAgain: {' '.join(words)}"
 
 
 def arithmetic_fact(rng: random.Random) -> tuple[str, str]:
@@ -179,14 +251,19 @@ def word_problem_text(rng: random.Random) -> str:
 
 
 # Share of each kind of document in the corpus (the "corpus recipe" recorded in the manifest).
-RECIPE = {"restaurant": 0.2, "product": 0.1, "person": 0.1, "arithmetic": 0.3, "sql": 0.15, "word_problem": 0.15}
+RECIPE = {"restaurant": 0.12, "product": 0.04, "person": 0.04, "reading": 0.2, "list": 0.15, "arithmetic": 0.22,
+          "sql": 0.11, "word_problem": 0.12}
 
 
 def document(rng: random.Random, kind: str) -> str:
     if kind == "restaurant":
         return " ".join(restaurant_text(rng, restaurant(rng)) for _ in range(rng.randrange(1, 3)))
-    return {"product": product_text, "person": person_text, "arithmetic": arithmetic_text,
-            "sql": sql_text, "word_problem": word_problem_text}[kind](rng)
+    if kind == "product":
+        return product_text(rng, product(rng))
+    if kind == "person":
+        return person_text(rng, person(rng))
+    return {"reading": reading_text, "list": list_text, "arithmetic": arithmetic_text, "sql": sql_text,
+            "word_problem": word_problem_text}[kind](rng)
 
 
 def documents(n: int, seed: int) -> Iterator[str]:
