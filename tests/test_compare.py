@@ -91,6 +91,31 @@ def test_compare_end_to_end_reuses_finished_runs_and_renders(tiny_base_dir, tmp_
     render_and_check(browser, report, tmp_path)
 
 
+@pytest.mark.integration
+def test_compare_trains_and_scores_again_when_the_base_or_the_data_changed(tiny_base_dir, tmp_path):
+    """A finished run is reused only for the same base files, config and examples: rebuilding the shipped base
+    in place, or asking for more training examples, must not show the old run's numbers."""
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base_dir, base)
+    spec = CompareSpec(base=str(base), task="sql", methods=["lora"], out=str(tmp_path / "c"), train_size=16,
+                       eval_size=4, max_steps=2, batch_size=8, probes=[], analyze=False)
+    quiet = {"quiet": True, "log": lambda *_: None}
+    run_compare(spec, **quiet)
+    assert run_compare(spec, **quiet)["rows"]["lora"]["reused"]
+    base_key = json.loads((tmp_path / "c/base/eval.json").read_text())["cache_key"]
+
+    weights = load_file(base / "model.safetensors")  # the base replaced in place, same name and size
+    save_file({k: v * 0.5 for k, v in weights.items()}, base / "model.safetensors", metadata={"format": "pt"})
+    assert not run_compare(spec, **quiet)["rows"]["lora"]["reused"]
+    assert json.loads((tmp_path / "c/base/eval.json").read_text())["cache_key"] != base_key
+    assert run_compare(spec, **quiet)["rows"]["lora"]["reused"]
+
+    spec.train_size = 24  # other examples under the same data folder
+    assert not run_compare(spec, **quiet)["rows"]["lora"]["reused"]
+
+
 def render_and_check(browser: str, report: Path, tmp_path: Path) -> None:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -140,3 +165,6 @@ def test_cached_evaluation_is_rescored_when_the_scorer_heads_another_metric(tmp_
     current = {**fresh, "score": 0.123}  # a cache that matches the scorer is reused as it is
     (out / "eval.json").write_text(json.dumps(current))
     assert evaluate_method("tiny", data, 2, out)["score"] == 0.123
+    assert evaluate_method("tiny", data, 3, out)["score"] != 0.123  # another limit: scored again
+    (out / "eval.json").write_text(json.dumps(current))
+    assert evaluate_method("tiny", data, 2, out, model_key="another base")["score"] != 0.123

@@ -7,6 +7,7 @@ an interrupted one is resumed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -134,15 +135,23 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
     """Train one method in its own process (so its peak memory is its own), reusing a finished run and resuming
     an interrupted one."""
     from tunewise.config import dump_config, validate_config
+    from tunewise.models import base_fingerprint
 
     run_dir = out / "runs" / method
     summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") == "completed":
-            return summary | {"reused": True}
     cfg_path = out / "configs" / f"{method}.yaml"
-    atomic_write_text(cfg_path, dump_config(validate_config(run_config(spec, method, data, lr, labels))))
+    # The data's digest rides along as a comment: a run is reused only for this config, on these examples.
+    config_text = (f"# train data sha256 {file_digest(data / 'train.jsonl')}\n"
+                   + dump_config(validate_config(run_config(spec, method, data, lr, labels))))
+    same_setup = cfg_path.is_file() and cfg_path.read_text() == config_text
+    recorded = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if recorded is not None:
+        same_setup = same_setup and recorded.get("base_fingerprint") == base_fingerprint(spec.base)
+        if same_setup and recorded.get("status") == "completed":
+            return recorded | {"reused": True}
+    atomic_write_text(cfg_path, config_text)
+    if not same_setup and run_dir.exists():
+        shutil.rmtree(run_dir)  # trained from another base or with other settings: its results are not these
     resume = (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start it again
@@ -159,22 +168,28 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
     return json.loads(summary_path.read_text())
 
 
-def evaluate_method(target: str, data: Path, limit: int, out_dir: Path) -> dict:
-    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json while the scorer
-    still heads its metrics the same way (a cache written before a scorer changed its primary is scored again)."""
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-"
+
+
+def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "") -> dict:
+    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json for the same
+    model (`model_key`, e.g. the base's fingerprint), test examples and limit, while the scorer still heads its
+    metrics the same way (a cache written before a scorer changed its primary is scored again)."""
     from tunewise.tasks.scorers import SCORERS
 
     cached = out_dir / "eval.json"
+    key = f"{model_key}:{file_digest(data / 'test.jsonl')}:{limit}"
     if cached.is_file():
         summary = json.loads(cached.read_text())
         scorer = SCORERS.get(summary.get("scorer"))
-        if scorer is not None and summary.get("primary") == scorer.primary:
+        if scorer is not None and summary.get("primary") == scorer.primary and summary.get("cache_key") == key:
             return summary
     from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 
     spec = resolve_data(data=str(data), split="test", limit=limit)
     result = evaluate(load_target(target), spec)
-    summary = result.summary()
+    summary = result.summary() | {"cache_key": key}
     atomic_write_json(cached, summary)
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in result.predictions))
     return summary
@@ -222,7 +237,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec, out)
-    from tunewise.models import count_parameters, load_model
+    from tunewise.models import base_fingerprint, count_parameters, load_model
 
     labels = encoder_labels(spec.base, data)
     task = "sequence-classification" if labels else "causal-lm"
@@ -239,7 +254,8 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
         evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
         intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
         rows[method] = row_for(method, summary, evaluation, intruders, run_dir)
-    base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base")
+    base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base",
+                                                    model_key=base_fingerprint(spec.base))
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
     result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,

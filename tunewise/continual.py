@@ -7,6 +7,7 @@ OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before (resumable
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -79,16 +80,20 @@ def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_p
 def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str, data: Path, tasks: dict[str, Path],
               out: Path, n_params: int, quiet: bool) -> dict:
     """Train one stage from `base`, make the result a plain model folder, evaluate on every task."""
-    from tunewise.config import validate_config
+    from tunewise.config import dump_config, validate_config
+    from tunewise.models import base_fingerprint
     from tunewise.train import train
 
     stage = out / m.label / f"stage-{i + 1}-{Path(task).name}"
     done = stage / "stage.json"
-    if done.is_file():
+    run_cfg = validate_config(stage_config(cfg, m, base, data, n_params))
+    # A finished stage is reused only when it started from the same model files with the same settings.
+    key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}".encode()).hexdigest()[:16]
+    if done.is_file() and json.loads(done.read_text()).get("cache_key") == key:
         return json.loads(done.read_text())
     if stage.exists():
-        shutil.rmtree(stage)  # an unfinished stage starts again from its (finished) predecessor
-    run = train(validate_config(stage_config(cfg, m, base, data, n_params)), stage / "run", quiet=quiet)
+        shutil.rmtree(stage)  # unfinished or stale: it starts again from its (finished) predecessor
+    run = train(run_cfg, stage / "run", quiet=quiet)
     model_dir = stage / "run" / "model"
     if m.method != "full":
         from tunewise.merge import merge_adapter
@@ -98,7 +103,8 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     scores = {name: _score(model_dir, d) for name, d in tasks.items()}
     result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
               "train_loss": run.summary["final_train_loss"],
-              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probes)}
+              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probes),
+              "cache_key": key}
     atomic_write_json(done, result)
     return result
 

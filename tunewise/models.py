@@ -6,6 +6,7 @@ one line that says what was looked for and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,31 @@ def resolve_base(name: str | os.PathLike) -> BaseRef:
                                 "point at the folder that holds config.json (a run's model/ or the base itself)")
         return BaseRef(name, path)
     return BaseRef(name, None)
+
+
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "*.safetensors", "*.bin")
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 32, 1 << 16
+
+
+def base_fingerprint(name: str | os.PathLike) -> str:
+    """A cheap identity of a base: name, size and 32 evenly spaced 64 KiB blocks of each config, tokenizer and
+    weight file (small files whole).
+
+    Caches of runs and scores made from a base (compare, continual) are kept only while this matches, so a base
+    replaced in place (a new shipped tiny base, a re-exported checkpoint) is trained and scored again. Sampling
+    blocks keeps it instant for a 7B checkpoint; a hub id fingerprints as its name."""
+    ref = resolve_base(name)
+    digest = hashlib.sha256(ref.name.encode() if ref.path is None else b"")
+    for pattern in FINGERPRINT_FILES if ref.path is not None else ():
+        for f in sorted(ref.path.glob(pattern)):
+            size = f.stat().st_size
+            digest.update(f"{f.name}:{size}:".encode())
+            step = max(FINGERPRINT_BLOCK, size // FINGERPRINT_BLOCKS)
+            with open(f, "rb") as fh:
+                for offset in range(0, size, step):
+                    fh.seek(offset)
+                    digest.update(fh.read(FINGERPRINT_BLOCK))
+    return digest.hexdigest()[:16]
 
 
 def _from_pretrained(loader, ref: BaseRef, **kwargs):

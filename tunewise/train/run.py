@@ -14,7 +14,7 @@ from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification, load_examples
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
-from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
+from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
 from tunewise.train import distributed
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
@@ -182,7 +182,8 @@ def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, 
     total = count_parameters(distributed.unwrap(loop.model))
     events = [e.as_dict() for e in warnings + result.events]
     summary = {
-        "method": cfg.method, "base": cfg.base, "status": result.status,
+        "method": cfg.method, "base": cfg.base, "base_fingerprint": base_fingerprint(cfg.base),
+        "status": result.status,
         "trainable_params": sum(p.numel() for p in loop.params), "total_params": total,
         "steps": loop.state.step, "planned_steps": loop.plan.total_steps, "epochs": round(loop.plan.epochs, 3),
         "lr": cfg.lr, "wall_time_s": round(wall, 2), "train_time_s": round(result.train_seconds, 2),
