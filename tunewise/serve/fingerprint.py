@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 FINGERPRINT_PROMPT = "ID:"
-# Single tokens of the tiny base's vocabulary (city names from its pre-training corpus).
+# Single tokens of the tiny base's vocabulary (city names from its pre-training corpus; a space is its own token).
 FINGERPRINT_WORDS = ["Oslo", "Lima", "Porto", "Kyoto", "Vienna", "Perth", "Dakar", "Quebec"]
 
 
