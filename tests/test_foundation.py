@@ -72,3 +72,18 @@ def test_cli_error_is_not_a_traceback(tmp_path):
 def test_resolve_tuned_rejects_random_folder(tmp_path):
     with pytest.raises(TunewiseError, match="neither a run directory"):
         resolve_tuned(tmp_path)
+
+
+def test_base_fingerprint_sees_a_base_replaced_in_place(tmp_path):
+    """Caches of runs and scores are keyed on it: same files, same fingerprint; any rewritten block, another."""
+    from tunewise.models import FINGERPRINT_BLOCK, base_fingerprint
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    weights = bytearray(range(256)) * (40 * FINGERPRINT_BLOCK // 256)  # 40 blocks: more than are sampled
+    (tmp_path / "model.safetensors").write_bytes(weights)
+    first = base_fingerprint(tmp_path)
+    assert base_fingerprint(str(tmp_path)) == first and len(first) == 16
+    weights[len(weights) // 2] ^= 1  # one bit in the middle, where a sampled block lies
+    (tmp_path / "model.safetensors").write_bytes(weights)
+    assert base_fingerprint(tmp_path) != first
+    assert base_fingerprint("org/some-model") != base_fingerprint("org/other-model")  # a hub id: by name
