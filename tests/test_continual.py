@@ -48,3 +48,8 @@ def test_two_stages_lora_and_full_write_the_matrix_and_resume(tmp_path):
     mtime = (stage / "stage.json").stat().st_mtime
     run_continual(cfg, quiet=True, log=lambda *_: None)  # finished stages are not redone
     assert (stage / "stage.json").stat().st_mtime == mtime
+    # other test examples: the data is written again and every stage is trained and scored again
+    fewer = cfg.model_copy(update={"eval_size": 5, "methods": cfg.methods[:1]})
+    run_continual(fewer, quiet=True, log=lambda *_: None)
+    assert (stage / "stage.json").stat().st_mtime != mtime
+    assert json.loads((tmp_path / "c" / "data" / "sql" / "meta.json").read_text())["sizes"]["test"] == 5

@@ -62,8 +62,13 @@ def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     from tunewise.tasks import make_task
 
     d = out / "data" / task
-    if not (d / "meta.json").is_file():
-        make_task(task, d, {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}, cfg.seed)
+    sizes = {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}
+    if (d / "meta.json").is_file():
+        meta = json.loads((d / "meta.json").read_text())
+        if meta.get("sizes") == sizes and meta.get("seed") == cfg.seed:
+            return d
+        shutil.rmtree(d)  # written for other sizes or another seed
+    make_task(task, d, sizes, cfg.seed)
     return d
 
 
@@ -87,8 +92,11 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     stage = out / m.label / f"stage-{i + 1}-{Path(task).name}"
     done = stage / "stage.json"
     run_cfg = validate_config(stage_config(cfg, m, base, data, n_params))
-    # A finished stage is reused only when it started from the same model files with the same settings.
-    key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}".encode()).hexdigest()[:16]
+    # A finished stage is reused only when it started from the same model files with the same settings and data.
+    from tunewise.compare import file_digest
+
+    digests = [file_digest(data / "train.jsonl"), *(file_digest(d / "test.jsonl") for d in tasks.values())]
+    key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}\n{digests}".encode()).hexdigest()[:16]
     if done.is_file() and json.loads(done.read_text()).get("cache_key") == key:
         return json.loads(done.read_text())
     if stage.exists():
