@@ -76,11 +76,15 @@ def main() -> None:
     verdicts = "\n".join(f"- **{t}**: {r['verdict']['text']}" if "verdict" in r else f"- **{t}**: {r['error']}"
                          for t, r in results.items())
     commands = "\n".join(f"    {r['command']}" for r in results.values())
+    runs = [r for res in results.values() for r in res.get("rows", {}).values()]
+    reused = sum(r["reused"] for r in runs)
+    timing = (f"{time.time() - t0:.0f} s in all" + (f" ({reused} of {len(runs)} runs reused from an earlier "
+              f"invocation; their training took {sum(r['train_time_s'] for r in runs):.0f} s)" if reused else ""))
     text = f"""# A small study mirroring the seed's task table
 
 Produced by `python benchmarks/study.py --train-size {a.train_size} --eval-size {a.eval_size} --epochs {a.epochs:g}
 --seed {a.seed}` on {platform.machine()} ({os.cpu_count()} cores, torch CPU, fp32), {time.strftime('%Y-%m-%d')};
-{time.time() - t0:.0f} s in all. Each row is one `tunewise compare` method run with the same data, budget and
+{timing}. Each row is one `tunewise compare` method run with the same data, budget and
 evaluation; learning rates by model size (`tunewise.compare.default_lr`). Intruders: top-10 singular vectors
 of each tuned matrix whose max |cos| to the base's singular vectors is below 0.5, summed over the model.
 

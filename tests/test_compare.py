@@ -35,6 +35,14 @@ def test_verdict_on_a_representation_gap_says_tune_first():
     assert v["recommendation"] == "lora" and "tune LoRA first" in v["text"]
 
 
+def test_verdict_says_when_no_method_beats_the_untuned_base():
+    rows = {"lora": row("lora", 0.067, 400), "full": row("full", 0.05, 900)}
+    v = verdict(rows, "reasoning", base_score=0.1)
+    assert v["lines"][0].startswith("No method beats the untuned base (0.1) at this budget")
+    assert "No method" not in verdict(rows, "reasoning", base_score=0.06)["text"]
+    assert "No method" not in verdict(rows, "reasoning")["text"]  # an encoder: no untuned score
+
+
 def test_verdict_reports_qlora_tradeoff_intruders_and_forgetting():
     ret = {"arithmetic": {"before": 0.8, "after": 0.4, "rel_change": -0.5, "higher_is_better": True}}
     v = verdict({"lora": row("lora", 0.9, 400, 10, intruders=7, retention=ret),

@@ -258,8 +258,9 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
                                                     model_key=base_fingerprint(spec.base))
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
+    base_score = base_row["score"] if base_row else None
     result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
-              "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind),
+              "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)
     return result
@@ -280,9 +281,13 @@ def _advice(spec: CompareSpec) -> dict | None:
 # ---------------------------------------------------------------------------------------------- verdict
 
 
-def verdict(rows: dict[str, dict], kind: str) -> dict:
-    """The framework's call from the measured rows (pure: numbers in, sentences out)."""
+def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None) -> dict:
+    """The framework's call from the measured rows and the untuned base's score (pure: numbers in, sentences out)."""
     lines: list[str] = []
+    scores = [r["score"] for r in rows.values() if r.get("score") is not None]
+    if base_score is not None and scores and max(scores) <= base_score:
+        lines.append(f"No method beats the untuned base ({base_score:.3g}) at this budget, so the rest of this "
+                     "verdict says little yet: train longer or on more data before choosing.")
     adapter = rows.get("lora") or rows.get("qlora")
     full = rows.get("full")
     recommendation = adapter["method"] if adapter else ("full" if full else None)
