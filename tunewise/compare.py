@@ -7,7 +7,6 @@ an interrupted one is resumed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_write_json, atomic_write_text
+from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
 KINDS = ("representation", "sql", "reasoning", "other")
@@ -166,10 +165,6 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
         raise TunewiseError(f"training {method} failed (exit {proc.returncode}){': ' + tail[0] if tail else ''}",
                             f"rerun `{' '.join(cmd)}` to see the full output; finished methods are kept")
     return json.loads(summary_path.read_text())
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-"
 
 
 def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "") -> dict:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.fileio import atomic_write_json
+from tunewise.fileio import atomic_write_json, file_digest
 
 
 class MethodSpec(BaseModel):
@@ -93,8 +93,6 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     done = stage / "stage.json"
     run_cfg = validate_config(stage_config(cfg, m, base, data, n_params))
     # A finished stage is reused only when it started from the same model files with the same settings and data.
-    from tunewise.compare import file_digest
-
     digests = [file_digest(data / "train.jsonl"), *(file_digest(d / "test.jsonl") for d in tasks.values())]
     key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}\n{digests}".encode()).hexdigest()[:16]
     if done.is_file() and json.loads(done.read_text()).get("cache_key") == key:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,3 +59,9 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=float) + "\n")
         f.flush()
+
+
+def file_digest(path: str | Path) -> str:
+    """A short sha256 of a file's bytes ('-' when it does not exist): the key of caches built from that file."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-"
