@@ -143,6 +143,9 @@ def test_config_warnings_epochs_and_lora_lr(micro_llama_dir, tmp_path):
     res = train(cfg_for(micro_llama_dir, data, epochs=4, lr=5e-4), tmp_path / "run", quiet=True)
     guards = {e["guard"] for e in res.summary["guard_events"]}
     assert {"epochs", "lr"} <= guards
+    # max_steps that amount to more than 3 passes over the data warn too (8 examples, batch 2: 4 steps an epoch)
+    res = train(cfg_for(micro_llama_dir, data, max_steps=14, batch_size=2, lr=1e-5), tmp_path / "steps", quiet=True)
+    assert [e["message"][:15] for e in res.summary["guard_events"] if e["guard"] == "epochs"] == ["3.5 epochs > 3:"]
 
 
 @pytest.mark.parametrize("action", ["warn", "stop", "reduce_lr"])

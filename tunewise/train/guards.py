@@ -25,10 +25,11 @@ class GuardEvent:
         return asdict(self)
 
 
-def config_warnings(cfg: RunConfig, lr: float) -> list[GuardEvent]:
+def config_warnings(cfg: RunConfig, lr: float, epochs: float) -> list[GuardEvent]:
+    """Warnings from the settings alone; `epochs` is the planned number (train.epochs, or what max_steps amounts to)."""
     events = []
-    if cfg.train.max_steps is None and cfg.train.epochs > cfg.guards.max_epochs:
-        events.append(GuardEvent(0, "epochs", f"{cfg.train.epochs:g} epochs > {cfg.guards.max_epochs:g}: returns "
+    if epochs > cfg.guards.max_epochs + 1e-9:
+        events.append(GuardEvent(0, "epochs", f"{epochs:.3g} epochs > {cfg.guards.max_epochs:g}: returns "
                                  "diminish beyond 3 epochs and multi-epoch training on a static dataset can degrade "
                                  "the model; watch the eval loss"))
     if cfg.method in ("lora", "qlora") and lr > cfg.guards.lora_lr_limit:

@@ -107,7 +107,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
 
     loop = Loop(cfg, method, model, data.train, data.eval, run_dir, ctx, tokenizer.pad_token_id, quiet)
-    warnings = config_warnings(cfg, cfg.lr)
+    warnings = config_warnings(cfg, cfg.lr, loop.plan.epochs)
     if resume:
         loop.resume()
         before = _load_json(run_dir / "retention_before.json")
