@@ -1,8 +1,8 @@
 """`tunewise compare`: LoRA, QLoRA and full fine-tuning on the same data, budget and evaluation, side by side.
 
 The seed's rule of thumb -- start with LoRA, graduate to full fine-tuning where reasoning gaps remain -- as one
-command. Each method's run lives in OUT/runs/<method>; a finished method is reused when the command is repeated,
-an interrupted one is resumed.
+command. Each method's run lives in OUT/runs/<method>; a finished method is reused when the command is repeated
+with the same base files, settings and data (anything else trains it again), an interrupted one is resumed.
 """
 
 from __future__ import annotations

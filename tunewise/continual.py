@@ -2,7 +2,8 @@
 
 For each method: train on task 1, evaluate on every task, then train on task 2 starting from the result -- a LoRA
 adapter is merged into the base and a fresh adapter started, as in the paper -- and so on. Every stage lives in
-OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before (resumable per stage).
+OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before from the same model, settings and data
+(resumable per stage).
 """
 
 from __future__ import annotations
