@@ -48,7 +48,7 @@ def test_build_is_deterministic(tmp_path):
 
 @pytest.mark.slow
 def test_full_rebuild_reproduces_the_shipped_sha(tmp_path):
-    """About 50 minutes on an idle 2-core CPU; the same torch build and thread count give the same bytes."""
+    """About 36 minutes on an idle 2-core CPU; the same torch build and thread count give the same bytes."""
     m = manifest()
     t = m["training"]
     out = build(tmp_path / "tiny", steps=t["steps"], docs=m["corpus"]["documents"], seed=m["corpus"]["seed"],
