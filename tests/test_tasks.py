@@ -145,3 +145,16 @@ def test_sql_test_questions_are_never_training_questions(tmp_path):
     for split in ("validation", "test"):
         prompts = [json.loads(x)["prompt"] for x in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
         assert not set(prompts) & train
+
+
+def test_ensure_task_keeps_matching_data_and_rewrites_the_rest(tmp_path):
+    from tunewise.tasks import ensure_task
+
+    out = ensure_task("structured", tmp_path / "d", {"train": 4, "validation": 2, "test": 2}, seed=0)
+    mtime = (out / "train.jsonl").stat().st_mtime_ns
+    assert ensure_task("structured", out, {"train": 4, "validation": 2, "test": 2}, seed=0) == out
+    assert (out / "train.jsonl").stat().st_mtime_ns == mtime  # the same files, untouched
+    ensure_task("structured", out, {"train": 5, "validation": 2, "test": 2}, seed=0)
+    assert len((out / "train.jsonl").read_text().splitlines()) == 5
+    ensure_task("sql", out, {"train": 5, "validation": 2, "test": 2}, seed=0)  # another task: no leftovers mixed in
+    assert json.loads((out / "meta.json").read_text())["task"] == "sql" and (out / "db.sqlite").is_file()

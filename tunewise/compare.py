@@ -85,18 +85,10 @@ def check_spec(spec: CompareSpec) -> None:
 def prepare_data(spec: CompareSpec, out: Path) -> Path:
     if spec.data:
         return Path(spec.data)
-    from tunewise.tasks import make_task
+    from tunewise.tasks import ensure_task
 
-    data = out / "data"
     sizes = {"train": spec.train_size, "validation": max(16, spec.eval_size // 2), "test": spec.eval_size}
-    meta_path = data / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("task") == spec.task and meta.get("seed") == spec.seed and meta.get("sizes") == sizes:
-            return data  # the same data as the finished runs were trained on
-        shutil.rmtree(data)
-    make_task(spec.task, data, sizes, spec.seed)
-    return data
+    return ensure_task(spec.task, out / "data", sizes, spec.seed)
 
 
 def encoder_labels(base: str, data: Path) -> list[str] | None:

@@ -60,17 +60,10 @@ def load_continual_config(path: str | Path) -> ContinualConfig:
 def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     if Path(task).is_dir():
         return Path(task)
-    from tunewise.tasks import make_task
+    from tunewise.tasks import ensure_task
 
-    d = out / "data" / task
     sizes = {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}
-    if (d / "meta.json").is_file():
-        meta = json.loads((d / "meta.json").read_text())
-        if meta.get("sizes") == sizes and meta.get("seed") == cfg.seed:
-            return d
-        shutil.rmtree(d)  # written for other sizes or another seed
-    make_task(task, d, sizes, cfg.seed)
-    return d
+    return ensure_task(task, out / "data" / task, sizes, cfg.seed)
 
 
 def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int) -> dict:
@@ -96,8 +89,9 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     # A finished stage is reused only when it started from the same model files with the same settings and data.
     digests = [file_digest(data / "train.jsonl"), *(file_digest(d / "test.jsonl") for d in tasks.values())]
     key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}\n{digests}".encode()).hexdigest()[:16]
-    if done.is_file() and json.loads(done.read_text()).get("cache_key") == key:
-        return json.loads(done.read_text())
+    finished = json.loads(done.read_text()) if done.is_file() else None
+    if finished is not None and finished.get("cache_key") == key:
+        return finished
     if stage.exists():
         shutil.rmtree(stage)  # unfinished or stale: it starts again from its (finished) predecessor
     run = train(run_cfg, stage / "run", quiet=quiet)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,4 +70,18 @@ def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, s
     return meta
 
 
-__all__ = ["TASKS", "get_task", "make_task", "task_meta"]
+def ensure_task(name: str, out: str | Path, sizes: dict[str, int], seed: int) -> Path:
+    """`out` holding task `name` at these sizes and seed: kept when it already does (repeated commands train and
+    score on the same files), written afresh when it holds another task, other sizes or another seed."""
+    out = Path(out)
+    meta_path = out / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if (meta.get("task"), meta.get("seed"), meta.get("sizes")) == (name, seed, {**DEFAULT_SIZES, **sizes}):
+            return out
+        shutil.rmtree(out)
+    make_task(name, out, sizes, seed)
+    return out
+
+
+__all__ = ["TASKS", "ensure_task", "get_task", "make_task", "task_meta"]

@@ -34,8 +34,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     # Digits are split one by one so that numbers share tokens (arithmetic is a base skill we measure), and a space
     # is a token of its own, so a word has one token wherever it stands: " lamp" in a question and "'lamp'" in a
-    # query are the same "lamp". A 5M model learns to copy identical tokens quickly; it did not learn the
-    # space-prefixed/bare pairs of a GPT-2-style vocabulary, even with full fine-tuning.
+    # query are the same "lamp". With the space-prefixed/bare pairs of a GPT-2-style vocabulary, the 5M base never
+    # learned to carry a word from a question into a query, not even with full fine-tuning (benchmarks/RESULTS.md).
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Split(" ", behavior="isolated"),
          pre_tokenizers.ByteLevel(add_prefix_space=False)])
