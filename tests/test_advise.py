@@ -99,7 +99,10 @@ def test_small_model_gets_a_higher_lr_with_the_reason(tmp_path):
                 max_position_embeddings=128).save_pretrained(tmp_path)
     a = _advise(task="sql", model=str(tmp_path), device="cpu")
     assert a.method == "lora"
-    assert a.hyperparameters["lr"]["value"] == 1e-3 and "3e-5" in a.hyperparameters["lr"]["reason"]
+    # the same size default `compare` and `train` use (tunewise.defaults), with the reason it is not the seed's
+    assert a.hyperparameters["lr"]["value"] == 5e-3 and "3e-5" in a.hyperparameters["lr"]["reason"]
+    b = _advise(task="sql", model="smollm2", device="cpu")
+    assert b.hyperparameters["lr"]["value"] == 1e-3 and "SmolLM2" in b.hyperparameters["lr"]["reason"]
 
 
 # ---------------------------------------------------------------------------------------------- data and config

@@ -148,14 +148,14 @@ def test_openai_client_lists_models_and_answers_like_offline(server, offline):
 def test_chat_stream_and_prompt_lists(server, offline):
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.models import load_tuned
-    from tunewise.serve.app import ChatMessage, chat_prompt
+    from tunewise.serve.app import ChatMessage, chat_messages
 
     srv, url = server
     c = client(url)
     msgs = [{"role": "user", "content": "Who are you?"}]
     r = c.chat.completions.create(model="porto", messages=msgs, max_tokens=3)
     model, tok = load_tuned(srv.registry.get("porto").path, dtype="fp32", device="cpu")
-    want = greedy_generate(model, tok, [chat_prompt(tok, [ChatMessage(**m) for m in msgs])], max_new_tokens=3)
+    want = greedy_generate(model, tok, [chat_messages([ChatMessage(**m) for m in msgs])], max_new_tokens=3)
     assert r.choices[0].message.content == want[0] and r.choices[0].message.role == "assistant"
     streamed = "".join(ch.choices[0].text for ch in c.completions.create(
         model="lima", prompt=PROMPTS[1], max_tokens=4, stream=True))

@@ -140,9 +140,12 @@ def test_unknown_config_key_suggests_the_closest(tmp_path):
 
 def test_config_warnings_epochs_and_lora_lr(micro_llama_dir, tmp_path):
     data = make_data(tmp_path, n=8)
-    res = train(cfg_for(micro_llama_dir, data, epochs=4, lr=5e-4), tmp_path / "run", quiet=True)
+    # A model under 20M parameters: the LoRA lr limit is 3x its size default of 5e-3 (tunewise.defaults).
+    res = train(cfg_for(micro_llama_dir, data, epochs=4, lr=2e-2), tmp_path / "run", quiet=True)
     guards = {e["guard"] for e in res.summary["guard_events"]}
     assert {"epochs", "lr"} <= guards
+    res = train(cfg_for(micro_llama_dir, data, epochs=1, lr=5e-4), tmp_path / "ok", quiet=True)
+    assert "lr" not in {e["guard"] for e in res.summary["guard_events"]}
     # max_steps that amount to more than 3 passes over the data warn too (8 examples, batch 2: 4 steps an epoch)
     res = train(cfg_for(micro_llama_dir, data, max_steps=14, batch_size=2, lr=1e-5), tmp_path / "steps", quiet=True)
     assert [e["message"][:15] for e in res.summary["guard_events"] if e["guard"] == "epochs"] == ["3.5 epochs > 3:"]
@@ -304,3 +307,14 @@ def test_ddp_two_processes_match_single_process(micro_llama_dir, tmp_path):
     b = [m["loss"] for m in metrics(single.run_dir) if "loss" in m]
     assert len(a) == len(b) == 4
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4  # documented tolerance: fp32 summation order differs
+
+
+def test_learning_rate_defaults_follow_the_model_size(micro_llama_dir, tmp_path):
+    from tunewise.defaults import default_lr, lora_lr_limit
+
+    assert default_lr("lora", 5_000_000)[0] == 5e-3 and default_lr("full", 5_000_000)[0] == 1e-3
+    assert default_lr("lora", 134_515_008)[0] == 1e-3 and default_lr("full", 134_515_008)[0] == 1e-4
+    assert default_lr("lora", 6_738_415_616)[0] == 3e-5 and default_lr("full", 6_738_415_616)[0] == 1e-5
+    assert lora_lr_limit(6_738_415_616) == 1e-4 and lora_lr_limit(134_515_008) == 3e-3
+    res = train(cfg_for(micro_llama_dir, make_data(tmp_path, n=8), max_steps=1, lr=None), tmp_path / "run", quiet=True)
+    assert res.summary["lr"] == 5e-3  # no lr given: the size default, recorded in the summary

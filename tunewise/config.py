@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunewise.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full"]
-DEFAULT_LR = {"lora": 3e-5, "qlora": 3e-5, "full": 1e-5}
 
 
 class _Strict(BaseModel):
@@ -58,7 +57,9 @@ class LoraConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: float = Field(3, gt=0, description="Passes over the data; the seed: <= 3.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
-    lr: float | None = Field(None, gt=0, description="Learning rate; default 3e-5 for LoRA/QLoRA, 1e-5 for full.")
+    lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
+                                                     "(tunewise/defaults.py: LoRA 3e-5 / full 1e-5 from 1B "
+                                                     "parameters, 1e-3 / 1e-4 below, 5e-3 / 1e-3 under 20M).")
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -82,7 +83,9 @@ class GuardConfig(_Strict):
     spike_factor: float = Field(3.0, gt=1, description="Loss above this x the running median = a spike.")
     grad_norm_limit: float = Field(100.0, gt=0, description="Pre-clip gradient norm above this = exploding.")
     max_epochs: float = Field(3, gt=0, description="Warn above this many epochs (diminishing returns).")
-    lora_lr_limit: float = Field(1e-4, gt=0, description="Warn when a LoRA lr is above this (instability).")
+    lora_lr_limit: float | None = Field(
+        None, gt=0, description="Warn when a LoRA lr is above this (instability); default 1e-4 from 1B parameters "
+                                "(the seed), 3x the size's default lr below.")
 
 
 class PreserveConfig(_Strict):
@@ -119,7 +122,19 @@ class RunConfig(_Strict):
 
     @property
     def lr(self) -> float:
-        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method]
+        """The learning rate; `tunewise train` fills train.lr from the model's size when it is not given."""
+        if self.train.lr is None:
+            raise RuntimeError("train.lr is resolved from the model's size once the model is loaded")
+        return self.train.lr
+
+    def with_size_defaults(self, n_params: int) -> RunConfig:
+        """train.lr and guards.lora_lr_limit for a model of n_params parameters, where the config left them out."""
+        from tunewise.defaults import default_lr, lora_lr_limit
+
+        encoder = self.task_type == "sequence-classification"
+        train = self.train.model_copy(update={"lr": self.train.lr or default_lr(self.method, n_params, encoder)[0]})
+        guards = self.guards.model_copy(update={"lora_lr_limit": self.guards.lora_lr_limit or lora_lr_limit(n_params)})
+        return self.model_copy(update={"train": train, "guards": guards})
 
 
 # ---------------------------------------------------------------------------------------------- loading

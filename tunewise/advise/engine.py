@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
+from tunewise.defaults import default_lr, lr_evidence
 from tunewise.errors import TunewiseError
 
 FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
-SMALL_MODEL = 100_000_000  # below this the seed's 3e-5 barely moves the weights in a few hundred steps
 
 
 class AdviseInputError(TunewiseError):
@@ -142,7 +142,6 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                     rank_given: bool) -> dict[str, dict]:
     """Each value with the reason for it."""
     hp: dict[str, dict] = {}
-    small = spec.total_params < SMALL_MODEL
     if method != "full":
         r = rank if rank_given and rank else (32 if task in R.REASONING | {"code"} else 16)
         hp["r"] = {"value": r, "reason": "16 or 32 for most applications; higher ranks add capacity but risk "
@@ -161,19 +160,8 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
         big = spec.total_params > 20e9
         hp["dropout"] = {"value": 0.05 if big else 0.1,
                          "reason": "QLoRA used LoRA dropout 0.1 up to 13B and 0.05 above", "evidence": ["qlora-2023"]}
-        lr, why = 3e-5, ("start at 3e-5: 1e-4 was unstable for LoRA in Anyscale's Llama 2 runs; LoRA's optimisation "
-                         "landscape is trickier than full fine-tuning's")
-        if small:
-            lr, why = 1e-3, (f"1e-3, not the seed's 3e-5: this model has only {spec.total_params / 1e6:.1f}M "
-                             "parameters, and at 3e-5 a small model's adapters barely move in a few hundred "
-                             "steps (the 3e-5 advice is for 7B-70B models; the lr guard will warn above 1e-4)")
-        hp["lr"] = {"value": lr, "reason": why, "evidence": ["anyscale-2023"]}
-    else:
-        lr, why = 1e-5, "1e-5: full fine-tuning moves every weight; a low rate protects pre-trained skills"
-        if small:
-            lr, why = 1e-4, (f"1e-4, not 1e-5: only {spec.total_params / 1e6:.1f}M parameters, which need a larger "
-                             "rate to move in a few hundred steps")
-        hp["lr"] = {"value": lr, "reason": why, "evidence": ["biderman-2024"]}
+    lr, why = default_lr(method, spec.total_params)
+    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params)}
     large = data_size is not None and data_size > 50_000
     hp["epochs"] = {"value": 1 if large else 3,
                     "reason": "beyond 3 epochs returns diminish and multi-epoch training on a static set can "
@@ -378,8 +366,10 @@ def _data_advice(data, size: int | None) -> dict | None:
 
 def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int, data, task: str) -> dict:
     """A RunConfig dict for `tunewise train` with the choices above (validated by the caller's test)."""
+    from tunewise.models import ALIASES
+
     base = spec.hub_id or inp.model
-    if inp.model in ("tiny", "minilm"):
+    if inp.model in ALIASES:
         base = inp.model
     cfg: dict = {"base": base, "method": method,
                  "data": {"train": data.path if data else "train.jsonl", "max_seq_len": seq},

@@ -38,6 +38,22 @@ class FastTokenizer:
     def lengths(self, texts: list[str]) -> list[int]:
         return [len(e) for e in self._tok.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def leading_text(self) -> str:
+        """The special tokens the tokenizer puts before plain text, as text (see formats.leading_special_ids)."""
+        plain, full = (self._tok.encode("a", add_special_tokens=flag).ids for flag in (False, True))
+        cut = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
+        return self._tok.decode(full[:cut], skip_special_tokens=False) if cut else ""
+
+
+def leading_text(tokenizer) -> str:
+    """Plain-text records start with these special tokens (the formats module's rule), counted as one segment."""
+    if isinstance(tokenizer, FastTokenizer):
+        return tokenizer.leading_text()
+    from tunewise.data.formats import leading_special_ids
+
+    ids = leading_special_ids(tokenizer)
+    return tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
+
 
 def _fast_folder(name: str) -> Path | None:
     """The tokenizer folder when the fast path applies: a local folder with tokenizer.json and no chat template."""
@@ -93,6 +109,7 @@ class LengthStats:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._lead = leading_text(self.tokenizer)
 
     def add(self, rec: Checked) -> None:
         self.records += 1
@@ -100,6 +117,8 @@ class LengthStats:
         if not sampled and rec.shape != "chat" and self._bound(rec) <= self.max_seq_len:
             return  # cannot be truncated and not in the sample: no need to tokenise it
         segs = segments(Record(rec.obj, rec.line), rec.shape, self.tokenizer, self.path)
+        if self._lead and not (rec.shape == "chat" and self.tokenizer.chat_template):
+            segs = [(self._lead, False), *segs]
         if not sampled and sum(len(t.encode("utf-8", "surrogatepass")) + 2 for t, _ in segs) <= self.max_seq_len:
             return
         self._pending.append((rec, segs, sampled))

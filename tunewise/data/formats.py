@@ -3,9 +3,14 @@
 Three record shapes:
 - {"prompt", "completion"}: loss on the completion (+ EOS) only; the completion is appended to the prompt verbatim.
 - {"messages": [{"role", "content"}, ...]}: loss on assistant turns only. The tokenizer's chat template is used when
-  it has one; otherwise DEFAULT_CHAT_TEMPLATE below (documented in the README).
+  it has one; otherwise DEFAULT_ROLE_PREFIX below (documented in the README).
 - {"text"}: loss on every token (+ EOS).
 Each segment is tokenised on its own and concatenated, so the mask boundary is exact whatever the BPE merges.
+
+This module owns the one rule for how a record becomes tokens, shared by train, eval, compare, serve and data
+check: messages go through the model's chat template (which writes any BOS itself); plain text (a prompt, a
+completion record, a text record) starts with the special tokens the tokenizer itself puts first (BOS on
+Llama-style tokenizers, nothing on SmolLM2's). `prompt_ids` is the generation-time half of the same rule.
 """
 
 from __future__ import annotations
@@ -169,14 +174,45 @@ def _templated_chat(messages: list[dict], tokenizer) -> list[tuple[str, bool]]:
     return out
 
 
-def tokenize_segments(segs: list[tuple[str, bool]], tokenizer) -> tuple[list[int], list[int]]:
-    ids: list[int] = []
-    labels: list[int] = []
+def leading_special_ids(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before plain text (e.g. [BOS]); [] for tokenizers that add none."""
+    cached = getattr(tokenizer, "_tunewise_leading_ids", None)
+    if cached is None:
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a", add_special_tokens=True)["input_ids"]
+        cut = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
+        cached = list(full[:cut])
+        try:
+            tokenizer._tunewise_leading_ids = cached
+        except AttributeError:  # a tokenizer that refuses new attributes is simply asked again
+            pass
+    return cached
+
+
+def prompt_ids(prompt: str | list[dict], tokenizer) -> list[int]:
+    """Token ids of a generation prompt by the training rule: messages through the chat template with the
+    assistant's generation prompt, plain text after the tokenizer's own leading special tokens."""
+    if isinstance(prompt, str):
+        return leading_special_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return tokenizer(chat_generation_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"]
+
+
+def tokenize_segments(segs: list[tuple[str, bool]], tokenizer, templated: bool = False) -> tuple[list[int], list[int]]:
+    """(ids, labels) of segments; plain text (not `templated` by a chat template) starts with the tokenizer's
+    leading special tokens, unlabelled."""
+    ids: list[int] = [] if templated else list(leading_special_ids(tokenizer))
+    labels: list[int] = [IGNORE] * len(ids)
     for text, trained in segs:
         piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         ids += piece
         labels += piece if trained else [IGNORE] * len(piece)
     return ids, labels
+
+
+def encode_record(record: Record, fmt: str, tokenizer, path: Path) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one training record, by the module's one rule."""
+    templated = fmt == "chat" and bool(getattr(tokenizer, "chat_template", None))
+    return tokenize_segments(segments(record, fmt, tokenizer, path), tokenizer, templated)
 
 
 def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: int = 256,
@@ -190,7 +226,7 @@ def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: i
         if not isinstance(rec.data, dict):
             raise TunewiseError(f"{path}:{rec.line}: expected a JSON object", f"run `tunewise data check {path}`")
         rec_fmt = detect_format(rec.data) if fmt == "auto" else fmt
-        ids, labels = tokenize_segments(segments(rec, rec_fmt, tokenizer, path), tokenizer)
+        ids, labels = encode_record(rec, rec_fmt, tokenizer, path)
         if len(ids) > max_seq_len:
             if overlong == "error":
                 raise TunewiseError(f"{path}:{rec.line}: {len(ids)} tokens > data.max_seq_len {max_seq_len}",

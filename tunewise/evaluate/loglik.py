@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from tunewise.data.formats import prompt_ids
+
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """log p(token_t | tokens_<t) for t >= 1.
@@ -15,6 +17,22 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     """
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
     return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+
+
+def coarse_kl(ref_top_ids: torch.Tensor, ref_top_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(ref || model) per position over the ref's top-k tokens plus one bucket for the rest of the vocabulary.
+
+    ref_top_ids, ref_top_logp (T, K): the reference model's k most likely tokens and their log-probabilities;
+    logits (T, V): the model being compared. Merging the tail into one bucket can only lower a KL (the
+    data-processing inequality), so this is a lower bound of the full KL that is exact when the reference puts
+    all its mass in the top k; it is 0 when the two distributions agree.
+    """
+    logq = torch.log_softmax(logits.float(), dim=-1).gather(-1, ref_top_ids.long())  # (T, K)
+    logp = ref_top_logp.float()
+    p_rest = (1 - logp.exp().sum(-1)).clamp_min(1e-12)
+    q_rest = (1 - logq.exp().sum(-1)).clamp_min(1e-12)
+    top = (logp.exp() * (logp - logq)).sum(-1)
+    return (top + p_rest * (p_rest.log() - q_rest.log())).clamp_min(0)
 
 
 def _max_len(model, tokenizer) -> int:
@@ -33,7 +51,7 @@ def mean_token_loss(model, tokenizer, texts: list[str], batch_size: int = 8) -> 
     limit = _max_len(model, tokenizer)
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:limit] for t in texts[i: i + batch_size]]
+        ids = [prompt_ids(t, tokenizer)[:limit] for t in texts[i: i + batch_size]]
         ids = [x for x in ids if len(x) >= 2]
         if not ids:
             continue
@@ -54,7 +72,7 @@ def mean_token_loss(model, tokenizer, texts: list[str], batch_size: int = 8) -> 
 
 
 @torch.no_grad()
-def choice_logprobs(model, tokenizer, prompt: str, choices: list[str]) -> list[float]:
+def choice_logprobs(model, tokenizer, prompt: str | list[dict], choices: list[str]) -> list[float]:
     """Summed log p(choice | prompt) for each choice (the choice's tokens only), in one batch.
 
     The prompt is tokenised once and each choice's tokens appended, so every choice is conditioned on
@@ -62,7 +80,7 @@ def choice_logprobs(model, tokenizer, prompt: str, choices: list[str]) -> list[f
     """
     model.eval()
     device = next(model.parameters()).device
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    p_ids = prompt_ids(prompt, tokenizer)  # text or chat messages, by the trainer's rule
     if not p_ids:  # an empty prompt: condition on EOS, as at the start of a document
         p_ids = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0]
     c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]

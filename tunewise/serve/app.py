@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tunewise.data.formats import prompt_ids
+from tunewise.models import ALIASES
 from tunewise.serve.batching import Engine, GenJob, GenResult, wrap_base
 from tunewise.serve.registry import AdapterRefused, BaseInfo, Registry, validate_name
 from tunewise.serve.security import ERROR_TYPES, Guard, Limits, error_body
@@ -58,7 +60,7 @@ class Server:
 def base_id(base: str) -> str:
     """The id clients use for the base: 'tiny', a hub id, or a local folder's name."""
     p = Path(base).expanduser()
-    return p.resolve().name if p.exists() and base not in ("tiny", "minilm") else base
+    return p.resolve().name if p.exists() and base not in ALIASES else base
 
 
 def adapter_folder(path: Path) -> Path:
@@ -167,12 +169,10 @@ def _content_text(content: str | list[dict] | None) -> str:
     return "".join(parts)
 
 
-def chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
-    """The tokenizer's chat template when it has one; otherwise the trainer's default template (the same
-    rendering an adapter was trained on)."""
-    from tunewise.data.formats import chat_generation_prompt
-
-    return chat_generation_prompt([{"role": m.role, "content": _content_text(m.content)} for m in messages], tokenizer)
+def chat_messages(messages: list[ChatMessage]) -> list[dict]:
+    """The request's messages as the trainer's {role, content} records: `formats.prompt_ids` renders them with
+    the tokenizer's chat template, or the trainer's default template (what an adapter was trained on)."""
+    return [{"role": m.role, "content": _content_text(m.content)} for m in messages]
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -227,12 +227,12 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
                                "serves", "model_not_found", "model") from e
             raise ApiError.from_refusal(e) from e
 
-    def make_job(adapter: str | None, prompt: str, max_tokens: int | None, stop: list[str]) -> GenJob:
+    def make_job(adapter: str | None, prompt: str | list[dict], max_tokens: int | None, stop: list[str]) -> GenJob:
         n_new = limits.default_max_tokens if max_tokens is None else max_tokens
         if n_new > limits.max_tokens:
             raise ApiError(400, f"max_tokens={n_new} is over this server's limit of {limits.max_tokens}",
                            "invalid_value", "max_tokens")
-        ids = server.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(prompt, server.tokenizer)
         if not ids:
             raise ApiError(400, "the prompt is empty", "invalid_value", "prompt")
         if len(ids) + n_new > max_context:
@@ -306,7 +306,7 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
         if req.n != 1:
             raise ApiError(400, "n must be 1 (decoding is greedy)", "invalid_value", "n")
         adapter = resolve_model(req.model)
-        prompt = chat_prompt(server.tokenizer, req.messages)
+        prompt = chat_messages(req.messages)
         max_tokens = req.max_completion_tokens or req.max_tokens
         [r] = await run_jobs([make_job(adapter, prompt, max_tokens, _stops(req.stop))])
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -32,10 +32,12 @@ def config_warnings(cfg: RunConfig, lr: float, epochs: float) -> list[GuardEvent
         events.append(GuardEvent(0, "epochs", f"{epochs:.3g} epochs > {cfg.guards.max_epochs:g}: returns "
                                  "diminish beyond 3 epochs and multi-epoch training on a static dataset can degrade "
                                  "the model; watch the eval loss"))
-    if cfg.method in ("lora", "qlora") and lr > cfg.guards.lora_lr_limit:
-        events.append(GuardEvent(0, "lr", f"LoRA learning rate {lr:g} > {cfg.guards.lora_lr_limit:g}: 1e-4 was "
-                                 "unstable in Anyscale's Llama-2 runs and 3e-5 stabilised them; lower it if the loss "
-                                 "spikes (very small models may need more)"))
+    limit = cfg.guards.lora_lr_limit
+    if cfg.method in ("lora", "qlora") and limit is not None and lr > limit:
+        events.append(GuardEvent(0, "lr", f"LoRA learning rate {lr:g} > {limit:g}: 1e-4 was unstable in "
+                                 "Anyscale's Llama-2 runs and 3e-5 stabilised them (smaller models take larger "
+                                 "rates: the limit is 3x the size default below 1B parameters); lower it if the "
+                                 "loss spikes"))
     return events
 
 

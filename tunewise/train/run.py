@@ -68,13 +68,13 @@ def _refuse_schema_errors(path: str) -> None:
                             f"fix them (`tunewise data check {path} --fix clean.jsonl`) or set data.check: false")
 
 
-def _retention(cfg: RunConfig, model, tokenizer) -> dict | None:
+def _retention(cfg: RunConfig, model, tokenizer, is_base: bool) -> dict | None:
     if not cfg.preserve.probes:
         return None
     from tunewise.evaluate.retention import run_probes
 
     was_training = model.training
-    scores = run_probes(model, tokenizer, cfg.preserve.probes, cfg.preserve.limit)
+    scores = run_probes(model, tokenizer, cfg.preserve.probes, cfg.preserve.limit, base=cfg.base, is_base=is_base)
     model.train(was_training)
     return scores
 
@@ -99,10 +99,11 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     data = load_data(cfg, tokenizer)
     model = method.load(cfg)
     check_tokenizer_fits(model, tokenizer, cfg.base)
+    cfg = cfg.with_size_defaults(count_parameters(model))
     if data.labels:
         model.config.id2label = dict(enumerate(data.labels))
         model.config.label2id = {name: i for i, name in enumerate(data.labels)}
-    before = _retention(cfg, model, tokenizer) if ctx.is_main and not resume else None
+    before = _retention(cfg, model, tokenizer, is_base=True) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
 
@@ -123,7 +124,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         model = distributed.unwrap(loop.model)
         if result.status != "stopped_at_step":
             _save_outputs(method, model, tokenizer, run_dir, data.labels)
-        after = _retention(cfg, model, tokenizer) if before is not None and result.status != "stopped_at_step" else None
+        after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
         summary = _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
         if identical is not None:
             summary["ddp_ranks_identical"] = identical
