@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunewise.defaults import METHODS, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 
@@ -40,34 +41,24 @@ class CompareSpec:
     train_size: int = 400
     eval_size: int = 60
     max_seq_len: int = 160
-    probes: list[str] = field(default_factory=lambda: ["arithmetic", "lm"])
+    probes: list[str] | None = None  # default: tasks.probes.default_probes(base)
     seed: int = 0
     analyze: bool = True
+
+    def __post_init__(self) -> None:
+        if self.probes is None:
+            from tunewise.tasks.probes import default_probes
+
+            self.probes = default_probes(self.base)
 
     @property
     def kind(self) -> str:
         return self.task_kind or TASK_KIND.get(self.task or "", "other")
 
 
-def default_lr(method: str, n_params: int, encoder: bool = False) -> tuple[float, str]:
-    """The seed's 3e-5 (LoRA) is for billion-parameter models; a ~5M model needs far larger steps to move.
-
-    Small-model values from a sweep on the shipped tiny base (structured task, 3 epochs of 300 examples): LoRA
-    eval loss 5.8 / 3.5 / 3.7 / 6.1 at lr 1e-3 / 5e-3 / 1e-2 / 2e-2; full fine-tuning 3.2 / 1.3 at 3e-4 / 1e-3.
-    """
-    if encoder:  # a pretrained encoder classifier: the usual BERT-style rates (full 5e-5), LoRA ~10-20x higher
-        lr = {"lora": 1e-3, "qlora": 1e-3, "full": 5e-5}[method]
-        return lr, f"{lr:g}: a pretrained encoder fine-tuned for classification"
-    if n_params < 100_000_000:
-        lr = {"lora": 5e-3, "qlora": 5e-3, "full": 1e-3}[method]
-        return lr, f"{lr:g}: a {n_params / 1e6:.0f}M-parameter model needs a larger lr than the seed's 3e-5 for 7B"
-    lr = {"lora": 3e-5, "qlora": 3e-5, "full": 1e-5}[method]
-    return lr, f"{lr:g}: the seed's start (1e-4 was unstable for LoRA in Anyscale's runs)"
-
-
 def check_spec(spec: CompareSpec) -> None:
     problems = []
-    bad = [m for m in spec.methods if m not in ("lora", "qlora", "full")]
+    bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
         problems.append(f"--methods: unknown {bad or 'empty list'}; choose from lora, qlora, full")
     if (spec.task is None) == (spec.data is None):
@@ -85,10 +76,10 @@ def check_spec(spec: CompareSpec) -> None:
 def prepare_data(spec: CompareSpec, out: Path) -> Path:
     if spec.data:
         return Path(spec.data)
-    from tunewise.tasks import ensure_task
+    from tunewise.tasks import ensure_task, task_format_for
 
     sizes = {"train": spec.train_size, "validation": max(16, spec.eval_size // 2), "test": spec.eval_size}
-    return ensure_task(spec.task, out / "data", sizes, spec.seed)
+    return ensure_task(spec.task, out / "data", sizes, spec.seed, task_format_for(spec.base))
 
 
 def encoder_labels(base: str, data: Path) -> list[str] | None:

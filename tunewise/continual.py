@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_write_json, file_digest
+from tunewise.tasks.probes import default_probes
 
 
 class MethodSpec(BaseModel):
@@ -42,9 +43,17 @@ class ContinualConfig(BaseModel):
     train_size: int = Field(300, gt=0)
     eval_size: int = Field(40, gt=0)
     max_seq_len: int = Field(160, gt=0)
-    probes: list[str] = Field(default_factory=lambda: ["lm"])
+    probes: list[str] | None = Field(None, description="Retention probes; default lm on the tiny base, "
+                                                          "knowledge and kl on any other model.")
     seed: int = 0
     out: str = "runs/continual"
+
+    @property
+    def probe_names(self) -> list[str]:
+        """The probes given, else `lm` on the tiny base (its finest-grained one) and knowledge, kl elsewhere."""
+        if self.probes is not None:
+            return self.probes
+        return ["lm"] if self.base == "tiny" else default_probes(self.base)
 
 
 def load_continual_config(path: str | Path) -> ContinualConfig:
@@ -60,14 +69,14 @@ def load_continual_config(path: str | Path) -> ContinualConfig:
 def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     if Path(task).is_dir():
         return Path(task)
-    from tunewise.tasks import ensure_task
+    from tunewise.tasks import ensure_task, task_format_for
 
     sizes = {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}
-    return ensure_task(task, out / "data" / task, sizes, cfg.seed)
+    return ensure_task(task, out / "data" / task, sizes, cfg.seed, task_format_for(cfg.base))
 
 
 def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int) -> dict:
-    from tunewise.compare import default_lr
+    from tunewise.defaults import default_lr
 
     lr = m.lr or default_lr(m.method, n_params)[0]
     return {"base": base, "method": m.method, "data": {"train": str(data / "train.jsonl"),
@@ -104,7 +113,7 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     scores = {name: _score(model_dir, d) for name, d in tasks.items()}
     result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
               "train_loss": run.summary["final_train_loss"],
-              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probes),
+              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probe_names, cfg.base),
               "cache_key": key}
     atomic_write_json(done, result)
     return result
@@ -124,14 +133,14 @@ def _intruders(base: str, model_dir: Path) -> int:
     return int(analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False)["summary"]["total"]["0.5"])
 
 
-def _probes(model_dir: Path, probes: list[str]) -> dict:
+def _probes(model_dir: Path, probes: list[str], base: str) -> dict:
     if not probes:
         return {}
     from tunewise.evaluate.retention import run_probes
     from tunewise.models import load_base
 
     model, tok = load_base(str(model_dir))
-    return {name: r["score"] for name, r in run_probes(model, tok, probes, 48).items()}
+    return {name: r["score"] for name, r in run_probes(model, tok, probes, 48, base=base).items()}
 
 
 def forgetting(matrix: list[list[float]]) -> float:

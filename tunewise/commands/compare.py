@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         lr: str = typer.Option(None, help="Per-method lr, e.g. lora=1e-3,full=3e-4 (default: by model size)."),
         train_size: int = typer.Option(400, help="Training examples of a built-in task."),
         eval_size: int = typer.Option(60, help="Test examples scored."),
-        probes: str = typer.Option("arithmetic,lm", help="Retention probes ('' for none)."),
+        probes: str = typer.Option(None, help="Retention probes ('' for none); default arithmetic,lm on the tiny "
+                                   "base, knowledge,kl on any other model."),
         seed: int = typer.Option(0),
         no_analyze: bool = typer.Option(False, "--no-analyze", help="Skip the intruder analysis."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -79,7 +80,8 @@ def register(app: typer.Typer) -> None:
         spec = CompareSpec(base=base, task=task, data=data, task_kind=task_kind,
                            methods=[m.strip() for m in methods.split(",") if m.strip()], out=out, rank=rank,
                            epochs=epochs, max_steps=max_steps, lr=_parse_lr(lr), train_size=train_size,
-                           eval_size=eval_size, probes=[p for p in probes.split(",") if p], seed=seed,
+                           eval_size=eval_size, seed=seed,
+                           probes=None if probes is None else [p for p in probes.split(",") if p],
                            analyze=not no_analyze)
         result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
         report = write_report(out)

@@ -47,7 +47,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
         from tunewise.errors import TunewiseError
-        from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
+        from tunewise.evaluate.runner import (
+            apply_overrides,
+            evaluate,
+            load_target,
+            resolve_data,
+            task_format_of,
+        )
         from tunewise.evaluate.runner import preserve as run_preserve
         from tunewise.tasks.probes import parse_probe_list
 
@@ -58,7 +64,8 @@ def register(app: typer.Typer) -> None:
         spec = None
         if data or task or not probes or run_dir is not None:
             try:
-                spec = resolve_data(data, task, run_dir, split, limit, seed)
+                fmt = task_format_of(target, base) if task and not data else "prompt_completion"
+                spec = resolve_data(data, task, run_dir, split, limit, seed, task_format=fmt)
             except TunewiseError:
                 if data or task or not probes:
                     raise

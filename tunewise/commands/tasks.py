@@ -44,12 +44,17 @@ def make(
     validation: int = typer.Option(100, "--validation", help="Validation examples."),
     test: int = typer.Option(200, "--test", help="Test examples."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same files (byte for byte)."),
+    fmt: str = typer.Option(None, "--format", help="prompt_completion (continuation, for base models) or chat "
+                            "(the task's instruction as a user turn, for instruct models); default: chat when "
+                            "--base has a chat template, else prompt_completion."),
+    base: str = typer.Option("tiny", "--base", help="The model the task is for (picks the default --format)."),
     as_json: bool = typer.Option(False, "--json", help="Print the task metadata as JSON."),
 ) -> None:
-    """Write a built-in task's splits in the trainer's {"prompt","completion"} format, plus meta.json."""
-    from tunewise.tasks import make_task
+    """Write a built-in task's splits in the trainer's record format (prompt/completion or chat), plus meta.json."""
+    from tunewise.tasks import make_task, task_format_for
 
-    meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed)
+    meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed,
+                     fmt or task_format_for(base))
     if as_json:
         typer.echo(json.dumps({"out": str(out), **meta}, indent=2))
         return

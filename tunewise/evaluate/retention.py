@@ -23,19 +23,26 @@ def _is_causal_lm(model) -> bool:
 def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str, Any]:
     if probe.kind == "loss":
         score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, batch_size // 2))
+    elif probe.kind == "kl":
+        from tunewise.tasks.base_probes import kl_score
+
+        score = kl_score(model, probe.kl_reference)
     else:
         outs = greedy_generate(model, tokenizer, probe.prompts, max_new_tokens=probe.max_new_tokens,
                                stop=probe.stop, batch_size=batch_size)
         scorer = make_scorer(probe.scorer)
         scored = [scorer.score(o, r) for o, r in zip(outs, probe.references, strict=True)]
         score = sum(s.correct for s in scored) / len(scored) if scored else 0.0
+    n = {"loss": len(probe.texts), "kl": len(probe.kl_reference.ids) if probe.kl_reference else 0}
     return {"metric": probe.metric, "score": float(score), "higher_is_better": probe.higher_is_better,
-            "n": len(probe.texts) if probe.kind == "loss" else len(probe.prompts)}
+            "n": n.get(probe.kind, len(probe.prompts)), "abs_tolerance": probe.abs_tolerance}
 
 
-def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64,
-               batch_size: int = 16) -> dict[str, dict[str, Any]]:
-    """{probe name: {"metric", "score", "higher_is_better", "n"}} for each probe ('arithmetic', 'lm', a JSONL path).
+def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch_size: int = 16,
+               base: str | None = None, is_base: bool = False) -> dict[str, dict[str, Any]]:
+    """{probe name: {"metric", "score", "higher_is_better", "n"}} for each probe ('arithmetic', 'lm', 'knowledge',
+    'kl', a JSONL path). `base` names the base the model was tuned from (or is, with is_base): the knowledge and
+    kl probes are built for it.
 
     Probes need a causal LM (they generate or score text); a classification model gets a clear error.
     """
@@ -45,7 +52,9 @@ def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64,
                             "drop --preserve / preserve.probes for sequence-classification runs")
     was_training = model.training
     try:
-        return {name: run_probe(model, tokenizer, load_probe(name, limit), batch_size) for name in names}
+        built_from = (model, tokenizer) if is_base else (None, None)
+        return {name: run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
+                for name in names}
     finally:
         model.train(was_training)
 
@@ -67,10 +76,15 @@ def retention_change(before: dict[str, dict[str, Any]], after: dict[str, dict[st
         higher = bool(b.get("higher_is_better", True))
         abs_change = y - x
         worse_abs = -abs_change if higher else abs_change
-        # Relative to a zero baseline is undefined: rel_change is None, and any worsening counts as a drop.
+        # Relative to a zero baseline is undefined: rel_change is None, and any worsening counts as a drop. A
+        # probe measured from zero by nature (kl: drift in nats) carries its own absolute tolerance instead.
         rel = abs_change / abs(x) if x != 0 else (0.0 if abs_change == 0 else None)
         worse_by = None if rel is None else (-rel if higher else rel)
-        dropped = worse_abs > 0 if worse_by is None else worse_by > max_drop
+        tolerance = float(b.get("abs_tolerance") or 0.0)
+        if tolerance:
+            dropped = worse_abs > tolerance
+        else:
+            dropped = worse_abs > 0 if worse_by is None else worse_by > max_drop
         out[name] = {"metric": b.get("metric"), "higher_is_better": higher, "before": x, "after": y,
                      "abs_change": abs_change, "rel_change": rel, "worse_by": worse_by, "dropped": dropped}
     return out

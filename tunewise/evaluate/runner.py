@@ -31,7 +31,7 @@ class Item:
     """One test example; `error` is set when the record itself is unusable (it then counts as wrong)."""
 
     index: int
-    prompt: str
+    prompt: str | list[dict]  # text, or chat messages up to the assistant turn to predict
     reference: str
     choices: list[str] | None = None
     error: str | None = None
@@ -59,9 +59,22 @@ _PROMPT_KEYS = ("prompt", "text", "input")
 _REF_KEYS = ("completion", "label", "output", "answer")
 
 
+def _chat_item(index: int, messages: Any, where: str) -> Item:
+    """A chat record: the conversation up to its last assistant turn is the prompt, that turn the reference."""
+    ok = isinstance(messages, list) and len(messages) >= 2 and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages)
+    if not ok or messages[-1]["role"] != "assistant":
+        return Item(index, "", "", error=f"{where}: messages: expected a list of {{role, content}} ending with "
+                                         "the assistant turn to predict")
+    return Item(index, [dict(m) for m in messages[:-1]], messages[-1]["content"])
+
+
 def _item_from_record(index: int, rec: Any, where: str) -> Item:
     if not isinstance(rec, dict):
         return Item(index, "", "", error=f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if "messages" in rec:
+        return _chat_item(index, rec["messages"], where)
     prompt = next((rec[k] for k in _PROMPT_KEYS if isinstance(rec.get(k), str)), None)
     ref = next((rec[k] for k in _REF_KEYS if k in rec and rec[k] is not None), None)
     if prompt is None:
@@ -150,8 +163,9 @@ def _task_dir_of_run(run_dir: Path) -> Path | None:
 
 def resolve_data(data: str | None = None, task: str | None = None, run_dir: Path | None = None,
                  split: str = "test", limit: int | None = None, seed: int = 0,
-                 workdir: Path | None = None) -> EvalSpec:
-    """Find the test set and its scoring: --data (task dir or file), else --task (generated), else the run's."""
+                 workdir: Path | None = None, task_format: str = "prompt_completion") -> EvalSpec:
+    """Find the test set and its scoring: --data (task dir or file), else --task (generated in `task_format`:
+    see `task_format_of`), else the run's."""
     if data:
         spec = _from_path(Path(data).expanduser(), split, limit)
         if task and spec.task is None:  # a plain JSONL scored the way a built-in task is
@@ -172,7 +186,7 @@ def resolve_data(data: str | None = None, task: str | None = None, run_dir: Path
             atexit.register(shutil.rmtree, workdir, True)  # the sql scorer reads db.sqlite until the end
         out = Path(workdir)
         sizes = {"train": 0, "validation": 0, "test": 0, split: limit or 200}
-        make_task(task, out, sizes, seed)
+        make_task(task, out, sizes, seed, task_format)
         spec = _from_path(out, split, limit)
         spec.source = f"built-in {task}, {split} split (seed {seed})"
         return spec
@@ -241,7 +255,9 @@ def _saved_labels(path: Path) -> list[str] | None:
 
 
 def _is_path(target: str) -> bool:
-    return target not in ("tiny", "minilm") and Path(target).expanduser().exists()
+    from tunewise.models import ALIASES
+
+    return target not in ALIASES and Path(target).expanduser().exists()
 
 
 def load_target(target: str, base: str | None = None, labels: list[str] | None = None,
@@ -284,6 +300,21 @@ def _is_classifier_folder(p: Path) -> bool:
         return False
     archs = json.loads(cfg.read_text()).get("architectures") or []
     return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
+def task_format_of(target: str, base: str | None = None) -> str:
+    """How a built-in task is asked of this target: chat when its tokenizer has a chat template (as `compare`
+    writes the task for training), prompt/completion otherwise."""
+    from tunewise.models import load_tokenizer, resolve_tuned
+    from tunewise.tasks import format_for_tokenizer
+
+    p = Path(target).expanduser()
+    if _is_path(target) and ((p / "config.yaml").is_file() or (p / "adapter_config.json").is_file()):
+        ref = resolve_tuned(target, base)
+        tok = _adapter_tokenizer(ref.path) or load_tokenizer(ref.base if ref.kind == "adapter" else ref.path)
+    else:
+        tok = load_tokenizer(target)
+    return format_for_tokenizer(tok)
 
 
 def _adapter_tokenizer(path: Path):
@@ -444,15 +475,17 @@ def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = N
     if loaded.tuned_kind is None:
         raise TunewiseError(f"'{loaded.name}' is a base model, so there is nothing to compare it with",
                             "give a run directory, an adapter or a fine-tuned model folder")
-    tuned = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size)
+    # The base first: probes built for a base (knowledge, kl) are built from it.
     if loaded.tuned_kind == "adapter" and base is None:
         with loaded.model.disable_adapter():
-            before = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size)
+            before = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size, base_name, is_base=True)
     else:
         if not base_name or Path(str(base_name)).resolve() == Path(loaded.name).resolve():
             raise TunewiseError(f"the base of '{loaded.name}' is not known", "pass --base NAME_OR_FOLDER")
         from tunewise.models import load_base
 
         bmodel, btok = load_base(base_name)
-        before = run_probes(bmodel, btok, probes, limit, batch_size)
+        before = run_probes(bmodel, btok, probes, limit, batch_size, base_name, is_base=True)
+        del bmodel
+    tuned = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size, base_name)
     return {"base": before, "tuned": tuned, "change": retention_change(before, tuned), "base_name": base_name}

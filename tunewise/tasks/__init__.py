@@ -16,7 +16,15 @@ from typing import Any
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
 from tunewise.tasks import classify, math_task, sql, structured
-from tunewise.tasks.base import DEFAULT_SIZES, META_FILE, SPLITS, TaskSpec, dumps_jsonl, generate_split
+from tunewise.tasks.base import (
+    DEFAULT_SIZES,
+    META_FILE,
+    SPLITS,
+    TASK_FORMATS,
+    TaskSpec,
+    dumps_jsonl,
+    generate_split,
+)
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in (structured.SPEC, classify.SPEC, sql.SPEC, math_task.SPEC)}
 
@@ -27,13 +35,14 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def task_meta(spec: TaskSpec, seed: int, sizes: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+def task_meta(spec: TaskSpec, seed: int, sizes: dict[str, int], extra: dict[str, Any],
+              fmt: str = "prompt_completion") -> dict[str, Any]:
     """meta.json: everything `tunewise eval` needs to generate and score this task's files."""
     options = {**spec.scorer_options, **extra}
     meta: dict[str, Any] = {
         "task": spec.name,
         "description": spec.description,
-        "format": "prompt_completion",
+        "format": fmt,
         "scorer": spec.scorer,
         "scorer_options": options,
         "stop": spec.stop,
@@ -49,9 +58,13 @@ def task_meta(spec: TaskSpec, seed: int, sizes: dict[str, int], extra: dict[str,
     return meta
 
 
-def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write train/validation/test JSONL, meta.json (and side files such as db.sqlite) into `out`."""
+def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
+              fmt: str = "prompt_completion") -> dict[str, Any]:
+    """Write train/validation/test JSONL, meta.json (and side files such as db.sqlite) into `out`; `fmt` chat
+    writes every example as messages with the task's instruction (for instruct models)."""
     spec = get_task(name)
+    if fmt not in TASK_FORMATS:
+        raise TunewiseError(f"--format: unknown task format '{fmt}'", f"use one of {', '.join(TASK_FORMATS)}")
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     for split, n in sizes.items():
         if split not in SPLITS:
@@ -64,24 +77,37 @@ def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, s
     ctx = {"seed": seed, "out": out}
     for split in SPLITS:
         examples = generate_split(spec, split, sizes[split], seed, ctx)
-        atomic_write_text(out / f"{split}.jsonl", dumps_jsonl([e.record() for e in examples]))
-    meta = task_meta(spec, seed, sizes, extra)
+        atomic_write_text(out / f"{split}.jsonl", dumps_jsonl([e.record(fmt, spec.instruction) for e in examples]))
+    meta = task_meta(spec, seed, sizes, extra, fmt)
     atomic_write_json(out / META_FILE, meta)
     return meta
 
 
-def ensure_task(name: str, out: str | Path, sizes: dict[str, int], seed: int) -> Path:
+def ensure_task(name: str, out: str | Path, sizes: dict[str, int], seed: int, fmt: str = "prompt_completion") -> Path:
     """`out` holding task `name` at these sizes and seed: kept when it already does (repeated commands train and
     score on the same files), written afresh when it holds another task, other sizes or another seed."""
     out = Path(out)
     meta_path = out / META_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if (meta.get("task"), meta.get("seed"), meta.get("sizes")) == (name, seed, {**DEFAULT_SIZES, **sizes}):
+        if (meta.get("task"), meta.get("seed"), meta.get("sizes"), meta.get("format")) == \
+                (name, seed, {**DEFAULT_SIZES, **sizes}, fmt):
             return out
         shutil.rmtree(out)
-    make_task(name, out, sizes, seed)
+    make_task(name, out, sizes, seed, fmt)
     return out
 
 
-__all__ = ["TASKS", "ensure_task", "get_task", "make_task", "task_meta"]
+def format_for_tokenizer(tokenizer) -> str:
+    """How built-in tasks are written for a model: as chat messages when its tokenizer has a chat template (an
+    instruct model is asked as it was tuned, so its untuned score is fair), as prompt/completion otherwise."""
+    return "chat" if getattr(tokenizer, "chat_template", None) else "prompt_completion"
+
+
+def task_format_for(base: str) -> str:
+    from tunewise.models import load_tokenizer
+
+    return format_for_tokenizer(load_tokenizer(base))
+
+
+__all__ = ["TASKS", "TASK_FORMATS", "ensure_task", "format_for_tokenizer", "get_task", "make_task", "task_format_for", "task_meta"]

@@ -27,10 +27,18 @@ class Example:
     completion: str
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the `choices` of a classification example
 
-    def record(self) -> dict[str, Any]:
+    def record(self, fmt: str = "prompt_completion", instruction: str = "") -> dict[str, Any]:
+        """The trainer's record: prompt/completion (a continuation, for base models), or `chat`: the
+        task's instruction and the prompt as the user turn, the completion as the assistant's answer (for
+        instruct models, which follow an instruction but would not continue 'Meaning:' the same way)."""
+        if fmt == "chat":
+            user = f"{instruction}\n\n{self.prompt}" if instruction else self.prompt
+            return {"messages": [{"role": "user", "content": user},
+                                 {"role": "assistant", "content": self.completion.strip()}], **self.extra}
         return {"prompt": self.prompt, "completion": self.completion, **self.extra}
 
 
+TASK_FORMATS = ("prompt_completion", "chat")
 MakeExamples = Callable[[random.Random, int, dict[str, Any]], list[Example]]  # (rng, n, ctx) -> n examples
 
 
@@ -47,6 +55,7 @@ class TaskSpec:
     prepare: Callable[[Path, int], dict[str, Any]] | None = None  # returns extra meta (e.g. {"db": "db.sqlite"})
     scorer_options: dict[str, Any] = field(default_factory=dict)
     kind: str = "generation"  # what the task measures, for `tasks list` (generation | classification)
+    instruction: str = ""  # what the user turn asks for when the task is written as chat messages
 
 
 def independent(example: Callable[[random.Random], Example]) -> MakeExamples:

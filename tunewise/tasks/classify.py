@@ -77,4 +77,5 @@ SPEC = TaskSpec(
     description=f"customer message -> intent, one of {len(LABELS)} labels ({', '.join(LABELS)})",
     scorer="classify", stop=["\n"], max_new_tokens=8, make_examples=independent(example),
     scorer_options={"labels": LABELS}, kind="classification",
+    instruction=f"Classify the customer message into one intent: {', '.join(LABELS)}. Answer with the intent only.",
 )

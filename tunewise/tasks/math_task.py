@@ -68,4 +68,6 @@ SPEC = TaskSpec(
     name="math",
     description="word problems with a worked solution ending '#### N' (GSM8k shape); final-number accuracy",
     scorer="number", stop=["\nQuestion:", "\n\n"], max_new_tokens=112, make_examples=independent(example),
+    instruction="Solve the word problem step by step, one calculation per line, then give the final answer on "
+                "the last line as '#### N'.",
 )

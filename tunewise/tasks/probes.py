@@ -3,6 +3,8 @@
     arithmetic  short calculations the tiny base learned in pre-training ('23 + 45 =' -> ' 68'), generated
                 from a seed disjoint from the build's documents; exact number, accuracy (higher is better)
     lm          mean token loss on held-out documents of the base's own corpus (lower is better)
+    knowledge   factual questions the base answered correctly, asked as chat (any model; base_probes.py)
+    kl          next-token KL divergence from the base on generic instructions (any model; base_probes.py)
     PATH.jsonl  the user's own probe set: {"prompt","completion"} records are scored by normalised match of a
                 greedy generation (accuracy); {"text"} records by mean token loss
 """
@@ -22,21 +24,34 @@ ARITHMETIC_SEED = 7_000_003
 BUILTIN_PROBES = {
     "arithmetic": "short calculations from pre-training: exact number of a greedy answer (accuracy)",
     "lm": "mean token loss on held-out documents of the tiny base's corpus (lower is better)",
+    "knowledge": "factual questions the base answered correctly, asked as chat: share still answered (any model)",
+    "kl": "mean next-token KL from the base on generic instructions and its own answers, nats (any model; 0 = base)",
 }
+# The tiny base's probes ask about its own corpus; on any other model these mean something.
+TINY_PROBES = ["arithmetic", "lm"]
+MODEL_AGNOSTIC_PROBES = ["knowledge", "kl"]
+KL_TOLERANCE = 0.05  # nats per token of drift from the base that retention does not count as a drop
+
+
+def default_probes(base: str) -> list[str]:
+    return list(TINY_PROBES if base == "tiny" else MODEL_AGNOSTIC_PROBES)
 
 
 @dataclass(frozen=True)
 class Probe:
     name: str
-    kind: str  # "generate" | "loss"
+    kind: str  # "generate" | "loss" | "kl"
     metric: str
     higher_is_better: bool
-    prompts: list[str] = field(default_factory=list)
+    prompts: list = field(default_factory=list)  # text, or chat messages
+
     references: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     scorer: str = "normalized"
     stop: list[str] = field(default_factory=lambda: ["\n"])
     max_new_tokens: int = 8
+    kl_reference: object = None  # base_probes.KlReference, for kind "kl"
+    abs_tolerance: float = 0.0  # worsening from a zero baseline that does not count as a drop
 
 
 def arithmetic_probe(limit: int, seed: int = 0) -> Probe:
@@ -84,11 +99,27 @@ def user_probe(path: Path, limit: int) -> Probe:
     return Probe(name, "generate", "accuracy", True, prompts, refs, max_new_tokens=32)
 
 
-def load_probe(name: str, limit: int) -> Probe:
+def load_probe(name: str, limit: int, base: str | None = None, base_model=None, base_tokenizer=None) -> Probe:
+    """A probe by name; `knowledge` and `kl` are built for `base` (from base_model when the caller runs it)."""
     if name == "arithmetic":
         return arithmetic_probe(limit)
     if name == "lm":
         return lm_probe(limit)
+    if name in MODEL_AGNOSTIC_PROBES:
+        if base is None:
+            raise TunewiseError(f"the '{name}' probe is built for a base model, and none was named",
+                                "give the base (--base, or the run's config)")
+        from tunewise.tasks import base_probes as bp
+
+        if name == "kl":
+            return Probe("kl", "kl", "kl", False, kl_reference=bp.kl_reference(base, base_model, base_tokenizer),
+                         abs_tolerance=KL_TOLERANCE)
+        items = bp.knowledge_items(base, base_model, base_tokenizer)[:limit]
+        if not items:
+            raise TunewiseError(f"the base '{base}' answered none of the knowledge questions, so there is nothing "
+                                "to retain", "drop the knowledge probe for this base")
+        return Probe("knowledge", "generate", "accuracy", True, [bp.knowledge_messages(q) for q, _ in items],
+                     [a for _, a in items], scorer="contains", max_new_tokens=bp.KNOWLEDGE_MAX_NEW_TOKENS)
     p = Path(name).expanduser()
     if p.is_file():
         return user_probe(p, limit)

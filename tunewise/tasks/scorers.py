@@ -6,6 +6,7 @@ reason. `aggregate` turns a list of them into the scorer's metrics; `primary` na
 
     exact       stripped string equality                               accuracy
     normalized  case / whitespace / trailing punctuation folded          accuracy
+    contains    the reference as whole words inside the prediction       accuracy
     json        JSON validity, field-level P/R/F1, optional JSON schema  exact, valid_json, field_f1 (+ schema_valid)
     classify    one of N labels                                          accuracy, macro_f1
     sql         execution match on a SQLite database                     execution_accuracy, exec_error_rate
@@ -72,6 +73,22 @@ class NormalizedScorer(Scorer):
     def score(self, prediction: str, reference: str) -> Scored:
         p, r = normalize_text(prediction), normalize_text(reference)
         return Scored(p == r, None if p == r else "differs from the reference after normalisation", p)
+
+
+class ContainsScorer(Scorer):
+    """The reference, normalised, appears as whole words in the normalised prediction: a short factual answer
+    inside a chatty reply ('The capital of France is Paris.') counts, 'Au' inside 'Australia' does not."""
+
+    name = "contains"
+    description = "the reference appears as whole words in the prediction (case and punctuation folded)"
+
+    @staticmethod
+    def _words(s: str) -> str:
+        return " " + " ".join(re.findall(r"\w+", s.lower())) + " "
+
+    def score(self, prediction: str, reference: str) -> Scored:
+        ok = bool(reference.strip()) and self._words(reference) in self._words(prediction)
+        return Scored(ok, None if ok else "the reference is not among the prediction's words", prediction.strip())
 
 
 # --------------------------------------------------------------------------------------------- classification
@@ -375,8 +392,8 @@ class SqlScorer(Scorer):
 
 # --------------------------------------------------------------------------------------------- registry
 
-SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (Scorer, NormalizedScorer, ClassifyScorer, NumberScorer,
-                                                         MRScorer, JsonScorer, SqlScorer)}
+SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (Scorer, NormalizedScorer, ContainsScorer, ClassifyScorer,
+                                                         NumberScorer, MRScorer, JsonScorer, SqlScorer)}
 
 
 def make_scorer(name: str, options: dict[str, Any] | None = None, base_dir: Path | None = None) -> Scorer:

@@ -170,4 +170,6 @@ SPEC = TaskSpec(
     description="CREATE TABLE schema + question -> SQL; execution accuracy on a generated SQLite database",
     scorer="sql", stop=["\n"], max_new_tokens=48, make_examples=make_examples,
     prepare=write_database,
+    instruction="Write one SQLite query that answers the question over the schema. Answer with the SQL query "
+                "only, on one line.",
 )

@@ -94,4 +94,7 @@ SPEC = TaskSpec(
     name="structured",
     description="restaurant sentence -> meaning representation act(slot[value], ...) (ViGGO shape)",
     scorer="mr", stop=["\n"], max_new_tokens=48, make_examples=independent(example),
+    instruction="Write the meaning of the restaurant sentence as a meaning representation act(slot[value], ...), "
+                "for example inform(name[Velvet Oven], food[mexican], price[moderate]). Answer with the meaning "
+                "representation only.",
 )

@@ -1,0 +1,169 @@
+"""Retention probes built for a particular base, so they mean something on any model:
+
+    knowledge  short factual questions (tunewise/tasks/knowledge_items.py) asked as chat messages; only the items
+               the base answers correctly are kept, so the score is the share of what the base knew that the
+               tuned model still knows (1.0 for the base by construction)
+    kl         mean next-token KL divergence from the base to the model over generic instructions and the base's
+               own greedy answers to them: drift in nats per token, 0 for the base
+
+Each is built once per base (its weights' fingerprint) and kept in the tunewise cache, so "before" and "after"
+are measured on the same items even across processes. Building needs the base model; when the caller is not
+running the base it is loaded for the purpose.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+KNOWLEDGE_MAX_NEW_TOKENS = 16
+KNOWLEDGE_KEEP = 128  # known items to find; more than any probe limit, far cheaper than asking all of them
+KNOWLEDGE_ORDER_SEED = 0
+KL_TOP_K = 64
+KL_MAX_NEW_TOKENS = 48
+# Generic requests an assistant answers in a few sentences: no task of ours and no fine-tuning data asks them.
+GENERIC_INSTRUCTIONS = (
+    "Write a short poem about the sea.",
+    "Explain what a computer does, in two sentences.",
+    "Give me three tips for sleeping better.",
+    "What should I pack for a weekend hiking trip?",
+    "Describe a cat to someone who has never seen one.",
+    "Why do leaves change colour in autumn?",
+    "Write a polite email declining a meeting invitation.",
+    "What is the difference between weather and climate?",
+    "Suggest a name for a small bakery and explain it.",
+    "How do I make a cup of tea?",
+    "Tell me a fun fact about the Moon.",
+    "What are the benefits of reading books?",
+    "Summarise the story of Little Red Riding Hood.",
+    "How can I stay focused while studying?",
+    "Write a haiku about winter.",
+    "What does a librarian do?",
+)
+
+
+def _cache_file(kind: str, base: str, suffix: str) -> Path:
+    from tunewise.models import base_fingerprint
+    from tunewise.zoo.smollm2 import cache_root
+
+    return cache_root() / "probes" / f"{kind}-{base_fingerprint(base)}{suffix}"
+
+
+def _base_model(base: str, model, tokenizer):
+    """The model to build a probe from: the caller's, when it is the base at full precision, else the base
+    loaded for it (a QLoRA run's 4-bit base is not the reference every method is measured against)."""
+    if model is not None and not getattr(model, "is_loaded_in_4bit", False):
+        return model, tokenizer
+    from tunewise.models import load_base
+
+    return load_base(base)
+
+
+def knowledge_messages(question: str) -> list[dict]:
+    return [{"role": "user", "content": f"{question} Answer in a few words."}]
+
+
+def knowledge_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -> list[tuple[str, str]]:
+    """(question, answer) pairs the base answers correctly, built once per base and cached."""
+    from tunewise.tasks.knowledge_items import KNOWLEDGE_ITEMS
+
+    cache = _cache_file("knowledge", base, ".json")
+    if cache.is_file():
+        kept = json.loads(cache.read_text())["kept"]
+        return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
+    import random
+
+    from tunewise.evaluate.generation import greedy_generate
+    from tunewise.fileio import atomic_write_json
+    from tunewise.tasks.scorers import ContainsScorer
+
+    model, tokenizer = _base_model(base, model, tokenizer)
+    # A fixed shuffle mixes the categories, so the first items kept are not all capitals.
+    order = list(range(len(KNOWLEDGE_ITEMS)))
+    random.Random(KNOWLEDGE_ORDER_SEED).shuffle(order)
+    scorer = ContainsScorer()
+    asked: list[int] = []
+    kept: list[int] = []
+    for start in range(0, len(order), 4 * batch_size):
+        chunk = order[start: start + 4 * batch_size]
+        answers = greedy_generate(model, tokenizer, [knowledge_messages(KNOWLEDGE_ITEMS[i][1]) for i in chunk],
+                                  max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS, stop=["\n"], batch_size=batch_size)
+        asked += chunk
+        kept += [i for i, out in zip(chunk, answers, strict=True) if scorer.score(out, KNOWLEDGE_ITEMS[i][2]).correct]
+        if len(kept) >= KNOWLEDGE_KEEP:
+            break
+    by_category: dict[str, list[int]] = {}
+    for i in asked:
+        counts = by_category.setdefault(KNOWLEDGE_ITEMS[i][0], [0, 0])
+        counts[0] += 1
+        counts[1] += i in kept
+    atomic_write_json(cache, {"base": base, "asked": len(asked), "kept": kept,
+                              "known_by_category": {c: f"{k}/{n}" for c, (n, k) in by_category.items()}})
+    return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
+
+
+@dataclass
+class KlReference:
+    """The base's side of the kl probe: each instruction's prompt + greedy answer ids, where the answer starts,
+    and the base's top-k next-token log-probabilities at every answer position."""
+
+    ids: list[list[int]]
+    starts: list[int]
+    top_ids: list[torch.Tensor]  # (answer length, K) int32
+    top_logp: list[torch.Tensor]  # (answer length, K) float32
+
+
+@torch.no_grad()
+def _answer_logits(model, ids: list[int], start: int) -> torch.Tensor:
+    """Logits at the positions that predict the answer tokens ids[start:]."""
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([ids], device=device)).logits[0]
+    return out[start - 1: len(ids) - 1].float().cpu()
+
+
+def kl_reference(base: str, model=None, tokenizer=None) -> KlReference:
+    cache = _cache_file("kl", base, ".pt")
+    if cache.is_file():
+        return KlReference(**torch.load(cache, weights_only=True))
+    from tunewise.data.formats import prompt_ids
+    from tunewise.evaluate.generation import greedy_generate
+    from tunewise.fileio import atomic_write_bytes
+
+    model, tokenizer = _base_model(base, model, tokenizer)
+    prompts = [[{"role": "user", "content": text}] for text in GENERIC_INSTRUCTIONS]
+    answers = greedy_generate(model, tokenizer, prompts, max_new_tokens=KL_MAX_NEW_TOKENS, batch_size=8)
+    ref = KlReference([], [], [], [])
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p = prompt_ids(prompt, tokenizer)
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"][:KL_MAX_NEW_TOKENS] or [tokenizer.eos_token_id]
+        top = torch.log_softmax(_answer_logits(model, p + a, len(p)), dim=-1).topk(KL_TOP_K, dim=-1)
+        ref.ids.append(p + a)
+        ref.starts.append(len(p))
+        ref.top_ids.append(top.indices.to(torch.int32))
+        ref.top_logp.append(top.values)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(ref.__dict__, buf)
+    atomic_write_bytes(cache, buf.getvalue())
+    return ref
+
+
+def kl_score(model, ref: KlReference) -> float:
+    """Mean coarse KL(base || model) per answer token, pooled over all instructions."""
+    from tunewise.evaluate.loglik import coarse_kl
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for ids, start, top_ids, top_logp in zip(ref.ids, ref.starts, ref.top_ids, ref.top_logp, strict=True):
+            kl = coarse_kl(top_ids, top_logp, _answer_logits(model, ids, start))
+            total += float(kl.sum())
+            count += kl.numel()
+    finally:
+        model.train(was_training)
+    return round(total / max(count, 1), 6)  # micro-nats of float noise would read as drift from a zero base
