@@ -62,7 +62,9 @@ def check(inp: AdviseInput) -> list[str]:
                  + f" (known: {', '.join(R.TASKS)})")
     if not inp.model:
         p.append("model: missing; give --model (a preset such as llama-2-7b, 'tiny', a folder or a hub id)")
-    if inp.gpu_mem is not None and inp.gpu_mem <= 0:
+    if inp.gpu_mem is not None and not math.isfinite(inp.gpu_mem):
+        p.append(f"gpu_mem: must be a finite number of GiB per GPU (got {inp.gpu_mem})")
+    elif inp.gpu_mem is not None and inp.gpu_mem <= 0:
         p.append(f"gpu_mem: must be > 0 GiB per GPU (got {inp.gpu_mem:g})")
     if inp.gpus < 1:
         p.append(f"gpus: must be >= 1 (got {inp.gpus})")
