@@ -45,10 +45,18 @@ def make(
     test: int = typer.Option(200, "--test", help="Test examples."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same files (byte for byte)."),
     as_json: bool = typer.Option(False, "--json", help="Print the task metadata as JSON."),
+    force: bool = typer.Option(False, "--force", help="Write into --out even when it holds other files or another "
+                               "task (the task's own files are replaced)."),
 ) -> None:
     """Write a built-in task's splits in the trainer's {"prompt","completion"} format, plus meta.json."""
-    from tunewise.tasks import make_task
+    from tunewise.ownership import claim_dir
+    from tunewise.tasks import get_task, make_task
+    from tunewise.userfiles import check_count
 
+    get_task(name)
+    for flag, n in (("--train", train), ("--validation", validation), ("--test", test)):
+        check_count(n, flag)
+    claim_dir(out, "task", name, force=force)
     meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed)
     if as_json:
         typer.echo(json.dumps({"out": str(out), **meta}, indent=2))
