@@ -191,6 +191,10 @@ CASES = [
     ("continual-missing", lambda ws: ["continual", ws / "none.yaml"], 2, ["does not exist"]),
     ("continual-bad-keys", lambda ws: ["continual", write(ws / "c.yaml", "tasks: [sql]\nmethodz: []\n")], 2,
      ["methodz"]),
+    ("continual-empty", lambda ws: ["continual", write(ws / "c.yaml", "")], 2, ["c.yaml", "methods"]),
+    ("continual-out-is-file", lambda ws: ["continual", write(ws / "c.yaml", "tasks: [sql, math]\nmethods: "
+                                          f"[{{method: lora}}]\nout: {write(ws / 'f.txt', 'x')}\n")], 2,
+     ["c.yaml: out", "is a file"]),
     # --- advise
     ("advise-from-broken", lambda ws: ["advise", "--json", "--from", write(ws / "a.yaml", "task: [\n")], 2,
      ["a.yaml:", "not valid YAML"]),
@@ -235,6 +239,8 @@ CASES = [
                                  ws / "task"], 2, ["--fix", "directory"]),
     ("data-fix-under-file", lambda ws: ["data", "check", ws / "task" / "train.jsonl", "--model", "none", "--fix",
                                         write(ws / "f", "x") / "clean.jsonl"], 2, ["--fix"]),
+    ("data-binary-jsonl", lambda ws: ["data", "check", write(ws / "b.jsonl", BINARY), "--model", "none"], 2,
+     ["b.jsonl"]),
     ("data-utf16", lambda ws: ["data", "check", write(ws / "u.jsonl", '{"prompt": "a", "completion": "b"}\n'
                                                       .encode("utf-16")), "--model", "none"], 2, ["u.jsonl"]),
     # --- eval
@@ -248,6 +254,10 @@ CASES = [
     ("eval-adapter-without-weights", lambda ws: ((ws / "finished" / "adapter" / "adapter_model.safetensors")
                                                  .unlink(), ["eval", ws / "finished" / "adapter", "--data",
                                                              ws / "task", "--limit", "2"])[1], 2, ["adapter"]),
+    ("eval-huge-limit", lambda ws: ["eval", "tiny", "--task", "sql", "--limit", "100000000000000000000"], 2,
+     ["--limit"]),
+    ("eval-data-not-jsonl", lambda ws: ["eval", "tiny", "--data", write(ws / "notes.txt", "hello\n")], 2,
+     ["notes.txt"]),
     # --- compare
     ("compare-huge-train-size", lambda ws: ["compare", "--train-size", "99999999999999999999"], 2,
      ["--train-size"]),
@@ -283,12 +293,14 @@ CASES = [
     ("analyze-bad-eps", lambda ws: ["analyze", "tiny", ws / "finished", "--eps", "abc"], 2, ["--eps"]),
     ("analyze-damaged-adapter", lambda ws: (_truncate(ws / "finished" / "adapter" / "adapter_model.safetensors"),
                                             ["analyze", "tiny", ws / "finished"])[1], 2, ["adapter"]),
+    ("analyze-k-zero", lambda ws: ["analyze", "tiny", ws / "finished", "--k", "0"], 2, ["--k"]),
     # --- serve (all refused before a model loads)
     ("serve-port-zero", lambda ws: ["serve", "--port", "0"], 2, ["--port"]),
     ("serve-port-huge", lambda ws: ["serve", "--port", "70000"], 2, ["--port"]),
     ("serve-bad-adapter-spec", lambda ws: ["serve", "--adapter", "noequals"], 2, ["--adapter"]),
     ("serve-adapters-file", lambda ws: ["serve", "--adapters", write(ws / "f.txt", "x")], 2, ["--adapters"]),
     ("serve-bad-host", lambda ws: ["serve", "--host", "no-such-host.invalid", "--port", "8765"], 2, ["--host"]),
+    ("serve-max-loaded-zero", lambda ws: ["serve", "--max-loaded", "0"], 2, ["--max-loaded"]),
     ("serve-max-tokens-zero", lambda ws: ["serve", "--max-tokens", "0"], 2, ["--max-tokens"]),
     # --- demo
     ("demo-huge-train-size", lambda ws: ["demo", "--train-size", "99999999999999999999"], 2, ["--train-size"]),

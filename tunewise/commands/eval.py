@@ -53,6 +53,11 @@ def register(app: typer.Typer) -> None:
 
         if mode not in ("generate", "loglik"):
             raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
+        from tunewise.userfiles import check_count
+
+        for flag, n in (("--limit", limit), ("--probe-limit", probe_limit), ("--max-new-tokens", max_new_tokens),
+                        ("--batch-size", batch_size)):
+            check_count(n, flag, minimum=1)  # a --task split of 10^20 examples would be generated first
         probes = parse_probe_list(preserve)
         if out is not None:
             from tunewise.userfiles import check_output
