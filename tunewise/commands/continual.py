@@ -21,7 +21,6 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from tunewise.continual import check_tasks, load_continual_config, run_continual
-
         from tunewise.userfiles import check_output
 
         cfg = load_continual_config(config)
