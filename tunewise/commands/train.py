@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
         force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
-                                   "create (its own files there are replaced)."),
+                                   "create (files named like a run's, e.g. config.yaml, are replaced)."),
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
