@@ -373,3 +373,10 @@ def test_interrupt_during_training_exits_130(ws, monkeypatch):
     assert code == 130, output
     assert json.loads((ws / "r" / "summary.json").read_text())["status"] == "interrupted"
     assert "Traceback" not in output
+
+
+def test_advise_warns_about_seq_len_beyond_the_context(ws):
+    code, output = run_cli(["advise", "--json", "--task", "sql", "--model", "tiny", "--device", "cpu",
+                            "--seq-len", "1000000"])
+    assert code in (0, 1) and "Traceback" not in output, output
+    assert any("--seq-len 1000000" in w for w in json.loads(output)["warnings"]), output

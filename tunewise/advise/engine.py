@@ -288,6 +288,10 @@ def advise(inp: AdviseInput) -> Advice:
                 for r in fired for m, w in r.votes.items()
                 if m not in (chosen, pref) and w > 0 and r.id != "start-with-lora"]
     warnings: list[str] = []
+    max_pos = getattr(spec.config, "max_position_embeddings", None)
+    if inp.seq_len and isinstance(max_pos, int) and inp.seq_len > max_pos:
+        warnings.append(f"WARNING: --seq-len {inp.seq_len} is beyond the model's context of {max_pos} tokens; "
+                        "the plan is for sequences it cannot take (training truncates to data.max_seq_len)")
     decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
     if method is not None and method != "full" and inp.continual:
         warnings.append("WARNING: a continual pipeline with LoRA: intruder dimensions accumulate with every "
