@@ -243,6 +243,7 @@ def test_admin_load_unload_pin(server):
     assert "lima" not in post(url, "/admin/adapters/pin", {"name": "lima", "pinned": False}).json()["pinned"]
     state = post(url, "/admin/adapters/unload", {"name": "porto"}).json()
     assert "porto" not in state["loaded"] and "porto" not in state["pinned"]
+    assert_error(post(url, "/admin/adapters/unload", {"name": "nope"}), 404, "model_not_found")  # like pin
     r = post(url, "/v1/completions", {"model": "porto", "prompt": "ID:", "max_tokens": 2})  # reloads on demand
     assert fingerprint_of(r.json()["choices"][0]["text"]) == "Porto"
     assert_error(post(url, "/admin/adapters/load", {"name": "wrongbase"}), 400, "wrong_base")

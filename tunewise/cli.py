@@ -42,9 +42,35 @@ def _register_all() -> None:
 _register_all()
 
 
-def main() -> None:
+def _input_error(e: BaseException) -> str | None:
+    """One line for the generic errors a user's input can raise deep inside a library (a damaged file, a path
+    that cannot be written); None for anything else, which is a bug in tunewise and keeps its traceback."""
+    import json
+
+    import yaml
+
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    if isinstance(e, json.JSONDecodeError):
+        return f"a JSON file is damaged or not JSON ({e.msg} at line {e.lineno})"
+    if isinstance(e, yaml.YAMLError):
+        return f"a YAML file is not valid YAML ({getattr(e, 'problem', None) or e})"
+    if isinstance(e, OSError) and (e.filename or e.strerror):
+        where = f"'{e.filename}': " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    name = type(e).__name__
+    if name in ("SafetensorError", "UnpicklingError") or (
+            isinstance(e, (EOFError, RuntimeError)) and "PytorchStreamReader" in str(e)):
+        return f"a saved weights file is damaged ({str(e).splitlines()[0][:200] if str(e) else name})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every error caused by input ends as one line and an exit code (see README: exit codes)."""
+    import os
+
     try:
-        app()
+        app(args=argv)
     except TunewiseError as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
         if e.hint:
@@ -53,6 +79,13 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 -- only input errors are turned into a line; bugs re-raise below
+        line = _input_error(e)
+        if line is None or os.environ.get("TUNEWISE_DEBUG"):
+            raise
+        typer.secho(f"error: {line}", fg="red", err=True)
+        typer.secho("  what to do: check the file or path named; TUNEWISE_DEBUG=1 shows where it was read", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -205,8 +205,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """'lora.r=32' -> (['lora', 'r'], 32); the value is parsed as YAML so numbers, lists and null work."""
     if "=" not in text:
         raise ConfigError([f"--set '{text}': expected key=value, e.g. lora.r=32"])
+    from tunewise.userfiles import parse_yaml
+
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), parse_yaml(raw, f"--set {text}") if raw.strip() else ""
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -215,22 +217,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if not isinstance(node, dict):  # e.g. `lora: 5` in the file, then --set lora.r=8
                 raise ConfigError([f"--set {text}: '{part}' is not a section"])
         node[path[-1]] = value
     return data
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    from tunewise.userfiles import load_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"config file '{path}' does not exist"])
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from None
+    data = load_yaml(path, "config file") or {}
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
         # relative data paths are relative to the config file, so a config works from any directory

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError, TunewiseError
@@ -57,11 +56,14 @@ class ContinualConfig(BaseModel):
 
 
 def load_continual_config(path: str | Path) -> ContinualConfig:
+    from tunewise.userfiles import load_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"config file '{path}' does not exist"])
+    data = load_yaml(path, "config file") or {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"the config must be a mapping of keys to values (got {type(data).__name__})"], str(path))
     try:
-        return ContinualConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+        return ContinualConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError([f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()], str(path)) from None
 

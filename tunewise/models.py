@@ -232,6 +232,13 @@ def resolve_tuned(path: str | os.PathLike, base: str | None = None) -> TunedRef:
             base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise TunewiseError(f"adapter '{p}' does not name its base model", "pass the base explicitly")
+        if not any((p / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin")):
+            raise TunewiseError(f"adapter '{p}' has no weights (adapter_model.safetensors is missing)",
+                                "point at the complete folder train wrote")
+        if (p / "adapter_model.safetensors").is_file():
+            from tunewise.userfiles import check_weights_file
+
+            check_weights_file(p / "adapter_model.safetensors")
         return TunedRef("adapter", p, str(base), run_dir)
     if (p / "config.json").is_file():
         return TunedRef("full", p, str(base or p), run_dir)

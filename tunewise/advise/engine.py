@@ -62,7 +62,9 @@ def check(inp: AdviseInput) -> list[str]:
                  + f" (known: {', '.join(R.TASKS)})")
     if not inp.model:
         p.append("model: missing; give --model (a preset such as llama-2-7b, 'tiny', a folder or a hub id)")
-    if inp.gpu_mem is not None and inp.gpu_mem <= 0:
+    if inp.gpu_mem is not None and not math.isfinite(inp.gpu_mem):
+        p.append(f"gpu_mem: must be a finite number of GiB per GPU (got {inp.gpu_mem})")
+    elif inp.gpu_mem is not None and inp.gpu_mem <= 0:
         p.append(f"gpu_mem: must be > 0 GiB per GPU (got {inp.gpu_mem:g})")
     if inp.gpus < 1:
         p.append(f"gpus: must be >= 1 (got {inp.gpus})")
@@ -274,6 +276,10 @@ def advise(inp: AdviseInput) -> Advice:
                 for r in fired for m, w in r.votes.items()
                 if m not in (chosen, pref) and w > 0 and r.id != "start-with-lora"]
     warnings: list[str] = []
+    max_pos = getattr(spec.config, "max_position_embeddings", None)
+    if inp.seq_len and isinstance(max_pos, int) and inp.seq_len > max_pos:
+        warnings.append(f"WARNING: --seq-len {inp.seq_len} is beyond the model's context of {max_pos} tokens; "
+                        "the plan is for sequences it cannot take (training truncates to data.max_seq_len)")
     decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
     if method is not None and method != "full" and inp.continual:
         warnings.append("WARNING: a continual pipeline with LoRA: intruder dimensions accumulate with every "

@@ -18,24 +18,48 @@ def read_yaml(path: str) -> tuple[dict, list[str]]:
     """Inputs from a YAML file (keys as the flags, with underscores); unknown keys are problems, not ignored."""
     import difflib
 
-    import yaml
+    from tunewise.errors import TunewiseError
+    from tunewise.userfiles import load_yaml
 
-    p = Path(path)
-    if not p.is_file():
-        return {}, [f"--from '{path}': file does not exist"]
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        return {}, [f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(e, 'problem', e)})"]
+        data = load_yaml(path, "--from file") or {}
+    except TunewiseError as e:
+        return {}, [e.message]
     if not isinstance(data, dict):
         return {}, [f"{path}: expected a mapping of keys to values"]
     problems = []
-    for key in data:
-        if str(key).replace("-", "_") not in YAML_KEYS:
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in YAML_KEYS:
             close = difflib.get_close_matches(str(key), sorted(YAML_KEYS), n=1)
             problems.append(f"{path}: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-    return {str(k).replace("-", "_"): v for k, v in data.items()}, problems
+        elif (wrong := _wrong_type(name, value)) is not None:
+            problems.append(f"{path}: {name}: {wrong} (got {value!r:.60})")
+        else:
+            values[name] = value
+    return values, problems
+
+
+def _wrong_type(name: str, value) -> str | None:
+    """What is wrong with a YAML value's type for advise input `name` (YAML gives any type; the engine wants
+    the flag's type), or None when it fits."""
+    import math
+    from dataclasses import fields
+
+    from tunewise.advise import AdviseInput
+
+    if name == "priority" or value is None:
+        return None
+    kind = {f.name: str(f.type) for f in fields(AdviseInput)}[name]
+    if "bool" in kind:
+        return None if isinstance(value, bool) else "expected true or false"
+    if "float" in kind:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "expected a finite number"
+    if "int" in kind:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "expected a whole number"
+    return None if isinstance(value, str) else "expected text"
 
 
 def apply_priority(values: dict, priority: str | list | None, problems: list[str]) -> None:
@@ -126,6 +150,10 @@ def register(app: typer.Typer) -> None:
         from tunewise.advise import advise as run_advise
         from tunewise.advise.rules import TASKS
 
+        if write_config:
+            from tunewise.userfiles import check_output
+
+            check_output(write_config, "--write-config", "file")  # before the advice, not after
         values, problems = read_yaml(from_file) if from_file else ({}, [])
         apply_priority(values, values.pop("priority", None), problems)
         flags = {"task": task, "model": model, "gpu_mem": gpu_mem, "gpus": gpus, "dataset": dataset,

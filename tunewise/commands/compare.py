@@ -21,6 +21,21 @@ def _parse_lr(text: str | None) -> dict[str, float]:
     return out
 
 
+def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int, eval_size: int) -> None:
+    """Each size flag under its own name, before anything is trained."""
+    import math
+
+    from tunewise.errors import TunewiseError
+    from tunewise.userfiles import check_count
+
+    if not math.isfinite(epochs) or epochs <= 0 or epochs > 1000:
+        raise TunewiseError(f"--epochs must be a number in (0, 1000] (got {epochs})", "e.g. --epochs 2")
+    check_count(max_steps, "--max-steps", minimum=1)
+    check_count(rank, "--rank", limit=65536, minimum=1)
+    check_count(train_size, "--train-size", minimum=1)
+    check_count(eval_size, "--eval-size", minimum=1)
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -68,21 +83,29 @@ def register(app: typer.Typer) -> None:
         no_analyze: bool = typer.Option(False, "--no-analyze", help="Skip the intruder analysis."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
         as_json: bool = typer.Option(False, "--json", help="Print compare.json."),
+        force: bool = typer.Option(False, "--force", help="Write into --out even when it holds other files or a "
+                                   "compare of another task."),
     ) -> None:
         """Train LoRA, QLoRA and full fine-tuning with the same data, budget and evaluation; put them side by
         side (score, retention, parameters, size, time, memory, losses, guards, intruders) and give the verdict.
         Writes OUT/compare.json and OUT/report.html."""
-        from tunewise.compare import CompareSpec, run_compare
+        from tunewise.compare import CompareSpec, check_spec, run_compare
+        from tunewise.ownership import claim_dir
         from tunewise.report import write_report
 
+        check_sizes(epochs, max_steps, rank, train_size, eval_size)
         if task is None and data is None:
             task = "structured"
+            if not as_json:
+                typer.echo("no --task or --data given: comparing on the built-in task 'structured'")
         spec = CompareSpec(base=base, task=task, data=data, task_kind=task_kind,
                            methods=[m.strip() for m in methods.split(",") if m.strip()], out=out, rank=rank,
                            epochs=epochs, max_steps=max_steps, lr=_parse_lr(lr), train_size=train_size,
                            eval_size=eval_size, seed=seed,
                            probes=None if probes is None else [p for p in probes.split(",") if p],
                            analyze=not no_analyze)
+        check_spec(spec)
+        claim_dir(out, "compare", task or str(data), force=force)
         result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
         report = write_report(out)
         if as_json:

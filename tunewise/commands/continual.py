@@ -21,8 +21,10 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from tunewise.continual import check_tasks, load_continual_config, run_continual
+        from tunewise.userfiles import check_output
 
         cfg = load_continual_config(config)
+        check_output(cfg.out, f"{config}: out", "dir")  # before hours of training, not after
         check_tasks(cfg)
         summary = run_continual(cfg, quiet=quiet, log=(lambda *_: None) if quiet else typer.echo)
         if as_json:

@@ -42,6 +42,14 @@ def check(
     """
     from tunewise.data.audit import AuditOptions, audit, write_fixed
 
+    if fix is not None:
+        from tunewise.errors import TunewiseError
+        from tunewise.userfiles import check_output
+
+        check_output(fix, "--fix", "file")  # before the audit, which can take minutes
+        if fix.resolve() == path.resolve():
+            raise TunewiseError(f"--fix '{fix}' is the input file; the input is never modified",
+                                "give --fix a new file, e.g. clean.jsonl")
     opts = AuditOptions(eval_path=str(eval_path) if eval_path else None,
                         model=None if model.lower() == "none" else model, max_seq_len=max_seq_len,
                         preserve=[s.strip() for s in preserve.split(",") if s.strip()],

@@ -22,10 +22,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole framework on the shipped tiny base and print where the report is."""
         from tunewise.advise.engine import AdviseInput, advise
-        from tunewise.commands.compare import print_table
+        from tunewise.commands.compare import check_sizes, print_table
         from tunewise.compare import CompareSpec, run_compare
+        from tunewise.ownership import claim_dir
         from tunewise.report import write_report
+        from tunewise.tasks import get_task
 
+        get_task(task)
+        check_sizes(epochs, None, 16, train_size, eval_size)
+        claim_dir(out, "compare", task)  # the demo is a compare; same folder rule
         t0 = time.time()
         task_for_advice = {"classify": "classification", "math": "math"}.get(task, task)
         typer.secho(f"1/4 advise: task {task_for_advice} on the shipped tiny base, this CPU", bold=True)

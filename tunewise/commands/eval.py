@@ -59,8 +59,19 @@ def register(app: typer.Typer) -> None:
 
         if mode not in ("generate", "loglik"):
             raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
+        from tunewise.userfiles import check_count
+
+        for flag, n in (("--limit", limit), ("--probe-limit", probe_limit), ("--max-new-tokens", max_new_tokens),
+                        ("--batch-size", batch_size)):
+            check_count(n, flag, minimum=1)  # a --task split of 10^20 examples would be generated first
         probes = parse_probe_list(preserve)
+        if out is not None:
+            from tunewise.userfiles import check_output
+
+            check_output(out, "--out", "dir")  # before the model is loaded and scored
         run_dir = Path(target) if (Path(target) / "config.yaml").is_file() else None
+        if run_dir is not None:
+            _note_unfinished(run_dir)
         spec = None
         if data or task or not probes or run_dir is not None:
             try:
@@ -88,6 +99,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(payload, indent=2, default=str))
             return
         _print(result, retention, written)
+
+
+def _note_unfinished(run_dir: Path) -> None:
+    """Scoring a run that did not complete is allowed (a checkpointed adapter may be what you want), but say so."""
+    try:
+        status = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status != "completed":
+        typer.secho(f"note: run {run_dir} did not complete (status: {status or 'no summary.json'}); scoring what "
+                    "it saved", fg="yellow", err=True)
 
 
 def _eval_name(spec) -> str:

@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         from dataclasses import asdict
 
         from tunewise.merge import merge_adapter
+        from tunewise.userfiles import check_output
 
+        check_output(out, "--out", "dir")  # before loading two models, not after
         r = merge_adapter(tuned, out, base=base, tolerance=tolerance, qlora=qlora, force=force)
         if as_json:
             typer.echo(json.dumps(asdict(r), indent=2))

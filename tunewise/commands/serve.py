@@ -25,6 +25,32 @@ def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
     return out
 
 
+def bind(host: str, port: int):
+    """The listening socket, bound now: 'listening on' is printed only once it is true."""
+    import socket
+
+    from tunewise.errors import TunewiseError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise TunewiseError(f"--host '{host}' is not an address this machine can bind ({e})",
+                            "use 127.0.0.1, 0.0.0.0 or this machine's address") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        taken = e.errno in (98, 48)  # EADDRINUSE on Linux / macOS
+        raise TunewiseError(f"cannot listen on {host}:{port}: " + ("the port is taken by another program" if taken
+                            else e.strerror or str(e)),
+                            "choose another --port" if taken else "check --host and --port") from None
+    return sock
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -34,20 +60,20 @@ def register(app: typer.Typer) -> None:
         adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of one more adapter (repeatable); "
                                           "PATH may be a run directory."),
         host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback only by default."),
-        port: int = typer.Option(8000, help="Port."),
+        port: int = typer.Option(8000, min=1, max=65535, help="Port (1-65535)."),
         api_key: str | None = typer.Option(None, "--api-key", envvar="TUNEWISE_API_KEY",
                                            help="Require 'Authorization: Bearer KEY' on every route but /health."),
         max_loaded: int = typer.Option(8, "--max-loaded", min=1, help="Adapters kept in memory (LRU)."),
         pin: list[str] = typer.Option([], "--pin", help="Adapter to keep loaded, never evicted (repeatable)."),
         allow_runtime_paths: bool = typer.Option(False, "--allow-runtime-paths",
                                                  help="Let POST /admin/adapters/load take a filesystem path."),
-        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
-        max_tokens: int = typer.Option(512, "--max-tokens", help="Largest max_tokens a request may ask for."),
-        max_context: int | None = typer.Option(None, "--max-context",
+        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
+        max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
+        max_context: int | None = typer.Option(None, "--max-context", min=1,
                                                help="Prompt + max_tokens limit (default: the base's)."),
-        max_concurrent: int = typer.Option(64, "--max-concurrent", help="Requests in flight before 429."),
-        max_batch: int = typer.Option(16, "--max-batch", help="Rows per forward pass."),
-        batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="How long a batch waits to fill."),
+        max_concurrent: int = typer.Option(64, "--max-concurrent", min=1, help="Requests in flight before 429."),
+        max_batch: int = typer.Option(16, "--max-batch", min=1, help="Rows per forward pass."),
+        batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill."),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
         dtype: str | None = typer.Option(None, help="fp32, bf16, fp16 (default: the device policy)."),
     ) -> None:
@@ -73,11 +99,13 @@ def register(app: typer.Typer) -> None:
         if host not in LOOPBACK and not api_key:
             typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
                         fg="yellow", err=True)
+        sock = bind(host, port)  # first: a taken port is said before minutes of model loading
         try:
             server = build_server(base, adapters, specs, max_loaded=max_loaded, pins=pin,
                                   allow_runtime_paths=allow_runtime_paths, device=device, dtype=dtype,
                                   max_batch=max_batch, batch_wait_ms=batch_wait_ms)
         except AdapterRefused as e:
+            sock.close()
             raise TunewiseError(e.reason, "fix or remove that adapter") from e
         limits = Limits(api_key=api_key or os.environ.get("TUNEWISE_API_KEY") or None,
                         max_body_bytes=max_body_bytes, max_concurrent=max_concurrent, max_tokens=max_tokens,
@@ -88,6 +116,8 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"refused adapter '{name}': {reason}", fg="yellow", err=True)
         typer.echo(f"listening on http://{host}:{port}/v1 (api key {'required' if limits.api_key else 'off'})")
         try:
-            uvicorn.run(create_app(server, limits), host=host, port=port, log_level="warning")
+            config = uvicorn.Config(create_app(server, limits), log_level="warning")
+            uvicorn.Server(config).run(sockets=[sock])
         finally:
             server.close()
+            sock.close()

@@ -49,10 +49,18 @@ def make(
                             "--base has a chat template, else prompt_completion."),
     base: str = typer.Option("tiny", "--base", help="The model the task is for (picks the default --format)."),
     as_json: bool = typer.Option(False, "--json", help="Print the task metadata as JSON."),
+    force: bool = typer.Option(False, "--force", help="Write into --out even when it holds other files or another "
+                               "task (the task's own files are replaced)."),
 ) -> None:
     """Write a built-in task's splits in the trainer's record format (prompt/completion or chat), plus meta.json."""
-    from tunewise.tasks import make_task, task_format_for
+    from tunewise.ownership import claim_dir
+    from tunewise.tasks import get_task, make_task, task_format_for
+    from tunewise.userfiles import check_count
 
+    get_task(name)
+    for flag, n in (("--train", train), ("--validation", validation), ("--test", test)):
+        check_count(n, flag)
+    claim_dir(out, "task", name, force=force)
     meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed,
                      fmt or task_format_for(base))
     if as_json:

@@ -17,25 +17,43 @@ def register(app: typer.Typer) -> None:
         resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
+        force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
+                                   "create (files named like a run's, e.g. config.yaml, are replaced)."),
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
         Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/}.
         Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
         Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
-        3 the loss or gradient became NaN/Inf (nothing non-finite was written).
+        3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
         """
         from tunewise.config import load_config
         from tunewise.errors import TunewiseError
+        from tunewise.ownership import claim_dir
         from tunewise.train import train as run_train
+        from tunewise.train.resume import check_resumable, finished_summary
 
         if resume is not None:
+            if out is not None:
+                raise TunewiseError("--out and --resume both given", f"--resume continues in {resume}; drop --out")
+            check_resumable(resume)
+            done = finished_summary(resume)
+            if done is not None:  # nothing to continue: say so and leave every file as it is
+                typer.echo(f"run {resume} is complete ({done.get('steps')} steps, final train loss "
+                           f"{done.get('final_train_loss')}); nothing to resume")
+                return
             cfg = load_config(config or resume / "config.yaml", set_)
+            check_resumable(resume, cfg)
             result = run_train(cfg, resume, resume=True, quiet=quiet)
         else:
             if config is None:
                 raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
             cfg = load_config(config, set_)
+            from tunewise.train.run import default_run_dir
+
+            flag = "--out" if out is not None else "output_dir"
+            out = out or default_run_dir(cfg)
+            claim_dir(out, "run", force=force, flag=flag)
             result = run_train(cfg, out, quiet=quiet)
         if not result.summary:  # a non-zero DDP rank
             return
@@ -44,6 +62,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(s, indent=2))
         else:
             _print_summary(s, result.run_dir)
+        if s.get("status") == "interrupted":
+            raise typer.Exit(130)  # stopped by Ctrl-C / SIGTERM: not "done", though the checkpoint is safe
         if result.exit_code:
             raise typer.Exit(result.exit_code)
 

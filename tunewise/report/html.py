@@ -132,11 +132,21 @@ def _page(title: str, parts: list[str]) -> str:
 
 def write_report(path: str | Path) -> Path:
     """report.html (and PNGs) inside a compare directory (compare.json) or a run directory (summary.json)."""
+    from tunewise.userfiles import read_json_file
+
     d = Path(path)
-    if (d / "compare.json").is_file():
-        page = compare_html(json.loads((d / "compare.json").read_text()), d)
-    elif (d / "summary.json").is_file():
-        page = run_html(json.loads((d / "summary.json").read_text()), d, d)
+    if not d.is_dir():
+        raise TunewiseError(f"'{d}' {'is a file, not a directory' if d.exists() else 'does not exist'}",
+                            "point at a directory written by tunewise compare or tunewise train")
+    for name, render in (("compare.json", compare_html), ("summary.json", lambda s, d: run_html(s, d, d))):
+        if not (d / name).is_file():
+            continue
+        try:
+            page = render(read_json_file(d / name, name), d)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:  # valid JSON without what report needs
+            raise TunewiseError(f"{d / name}: not a complete {name} (missing or wrong {e})",
+                                "write it again with the command that made it (compare or train)") from None
+        break
     else:
         raise TunewiseError(f"'{d}' holds neither compare.json nor summary.json",
                             "point at a directory written by tunewise compare or tunewise train")

@@ -347,10 +347,9 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/admin/adapters/unload")
     async def unload(req: UnloadRequest):
-        try:
-            validate_name(req.name)
-        except AdapterRefused as e:
-            raise ApiError.from_refusal(e, "name") from e
+        # An unknown name is a 404, as for pin and load: "unloaded" would hide a typo.
+        if await asyncio.to_thread(resolve_model, req.name) is None:
+            raise ApiError(400, "the base model cannot be unloaded; name an adapter", "invalid_value", "name")
         state = await on_worker(server.engine.unload(req.name))
         if req.forget:
             server.registry.forget(req.name)

@@ -208,9 +208,9 @@ def check_adapter(name: str, path: Path, base: BaseInfo, mixed_batches: bool = T
         raise AdapterRefused(f"adapter '{name}' does not name its base model (base_model_name_or_path is "
                              "empty), so it cannot be checked against this base; set it in adapter_config.json")
     if not same_base(str(adapter_base), base):
-        raise AdapterRefused(f"adapter '{name}' was trained on base '{adapter_base}', but this server serves "
+        raise AdapterRefused(f"adapter '{name}' was trained on base '{adapter_base}', but the base here is "
                              f"'{base.name}'" + (f" ({base.path})" if base.path else "")
-                             + "; serve it with its own base or retrain it on this one", code="wrong_base")
+                             + "; use it with its own base (--base) or retrain it on this one", code="wrong_base")
     rank, alpha = cfg.get("r"), cfg.get("lora_alpha")
     if not isinstance(rank, int) or rank <= 0:
         raise AdapterRefused(f"adapter '{name}': rank r={rank!r} must be a positive integer")

@@ -15,6 +15,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
+from tunewise.ownership import mark_dir
 from tunewise.tasks import classify, math_task, sql, structured
 from tunewise.tasks.base import (
     DEFAULT_SIZES,
@@ -80,6 +81,7 @@ def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, s
         atomic_write_text(out / f"{split}.jsonl", dumps_jsonl([e.record(fmt, spec.instruction) for e in examples]))
     meta = task_meta(spec, seed, sizes, extra, fmt)
     atomic_write_json(out / META_FILE, meta)
+    mark_dir(out, "task", name)  # so a later `tasks make` of another task into this folder is refused
     return meta
 
 

@@ -25,7 +25,13 @@ from tunewise.errors import TunewiseError
 from tunewise.fileio import append_jsonl, atomic_write_text
 from tunewise.train import distributed
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
-from tunewise.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from tunewise.train.checkpoint import (
+    TrainState,
+    complete_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
 
@@ -112,9 +118,17 @@ class Loop:
         if ckpt is None:
             raise TunewiseError(f"{self.run_dir}: no complete checkpoint to resume from",
                                 "start a new run, or check that checkpoints/step-* holds a COMPLETE marker")
-        self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
-        self.method.load_trainable_state(self.model, trainable)
-        self.guards.load_state_dict(extra["guards"])
+        try:
+            self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
+            self.method.load_trainable_state(self.model, trainable)
+            self.guards.load_state_dict(extra["guards"])
+        except Exception as e:  # noqa: BLE001 -- any failure to read it means the files are damaged
+            earlier = complete_checkpoints(self.run_dir / "checkpoints")[:-1]
+            fallback = (f"move {ckpt.name} away to resume from {earlier[-1].name}" if earlier else
+                        "no earlier checkpoint is kept; start the run again with --out")
+            raise TunewiseError(f"{ckpt}: the checkpoint is damaged and cannot be loaded "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
+                                fallback) from None
         if self.ctx.is_main:
             _truncate_metrics(self.metrics_path, self.state.step)
 

@@ -44,8 +44,8 @@ def trainable_token_ids(cfg: RunConfig, tokenizer, examples: list[Example]) -> l
     if not spec or cfg.method == "full":
         return []
     if cfg.task_type != "causal-lm":
-        raise ConfigError("lora.trainable_tokens: only for causal-lm runs (a classifier predicts labels, not tokens)",
-                          "remove lora.trainable_tokens")
+        raise ConfigError(["lora.trainable_tokens: only for causal-lm runs (a classifier predicts labels, not "
+                           "tokens); remove lora.trainable_tokens"])
     if spec == "targets":
         return sorted({t for ex in examples for t in ex.labels if t != IGNORE})
     return sorted({t for text in spec for t in tokenizer(text, add_special_tokens=False)["input_ids"]})
@@ -54,6 +54,24 @@ def trainable_token_ids(cfg: RunConfig, tokenizer, examples: list[Example]) -> l
 def _load(cfg: RunConfig, quantize: bool) -> torch.nn.Module:
     return load_model(cfg.base, dtype=cfg.train.dtype, device=cfg.train.device, quantize_4bit=quantize,
                       task=cfg.task_type, num_labels=cfg.num_labels)
+
+
+def check_lora_fits(model: torch.nn.Module, r: int, targets: list[str] | str) -> None:
+    """Refuse target modules the model does not have and a rank wider than every layer it adapts, by name,
+    before PEFT fails on them with its own error (or tries to allocate a rank of 10^23)."""
+    modules = dict(model.named_modules())
+    if isinstance(targets, list):
+        have = {name.rsplit(".", 1)[-1] for name in modules}
+        missing = [t for t in targets if t not in have and t not in modules]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, torch.nn.Linear)})
+            raise ConfigError([f"lora.target_modules: the model has no module named {', '.join(map(repr, missing))}"
+                               f"; its linear layers are {', '.join(linear) or '(none)'} (or use 'auto')"])
+    widths = [max(m.in_features, m.out_features) for m in modules.values() if hasattr(m, "in_features")
+              and hasattr(m, "out_features")]
+    if widths and r > max(widths):
+        raise ConfigError([f"lora.r: {r} is wider than any layer of the model (widest {max(widths)}); "
+                           "typical ranks are 8 to 64"])
 
 
 @dataclass
@@ -70,6 +88,7 @@ class LoraMethod:
         targets = cfg.lora.target_modules
         if targets == "auto":
             targets = linear_target_modules(model)
+        check_lora_fits(model, cfg.lora.r, targets)
         init = {"default": True, "pissa": "pissa", "gaussian": "gaussian"}[cfg.lora.init]
         return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.scaling_alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=targets, use_rslora=cfg.lora.use_rslora, use_dora=cfg.lora.use_dora,

@@ -1,0 +1,64 @@
+"""The one rule for output folders: tunewise writes only into a folder that is new, empty, or that it wrote itself
+for the same purpose. Anything else is refused with the reason, and `--force` where replacing is a real wish.
+
+A folder tunewise writes gets a small `.tunewise` marker saying what it holds (a run, a task, a compare) and for
+what (which task, ...). Folders written before the marker existed are recognised by the files that kind always
+writes together (a user's own config.yaml alone is not a run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_json
+from tunewise.userfiles import check_output
+
+MARKER = ".tunewise"
+# The files each kind always writes together: how a folder from before the marker is recognised.
+SIGNATURE = {"run": ("config.yaml", "metrics.jsonl"), "task": ("meta.json", "train.jsonl"),
+             "compare": ("compare.json", "configs")}
+
+
+def read_marker(folder: Path) -> dict | None:
+    path = folder / MARKER
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe(marker: dict) -> str:
+    what = marker.get("for")
+    return f"a {marker.get('kind')}" + (f" of {what}" if what else "")
+
+
+def claim_dir(folder: str | Path, kind: str, purpose: str | None = None, *, force: bool = False,
+              flag: str = "--out") -> Path:
+    """Make `folder` ours for `kind` (for `purpose`, e.g. the task name), or refuse: it is not a folder, it holds
+    files tunewise did not write, or it holds another kind or purpose. With force=True the folder is taken anyway
+    (the caller replaces what it writes; other files are left alone)."""
+    folder = check_output(folder, flag, "dir")
+    marker = {"kind": kind, "for": purpose}
+    if folder.is_dir() and any(p.name != MARKER for p in folder.iterdir()) and not force:
+        found = read_marker(folder)
+        if found is None and all((folder / name).exists() for name in SIGNATURE[kind]):
+            found = {"kind": kind, "for": None}  # written by an older tunewise; its purpose is unknown
+        if found is None:
+            raise TunewiseError(f"{flag} '{folder}' is not empty and tunewise did not write it",
+                                f"choose a new or empty folder for {flag}, or pass --force to write into it anyway")
+        if found.get("kind") != kind or (purpose and found.get("for") and found.get("for") != purpose):
+            raise TunewiseError(f"{flag} '{folder}' holds {_describe(found)}; this would replace it with "
+                                f"{_describe(marker)}",
+                                f"choose another {flag}, or pass --force to replace it")
+    return mark_dir(folder, kind, purpose)
+
+
+def mark_dir(folder: str | Path, kind: str, purpose: str | None = None) -> Path:
+    """Record that tunewise wrote `folder` for `kind` / `purpose` (what claim_dir checks next time)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / MARKER, {"kind": kind, "for": purpose})
+    return folder
