@@ -43,14 +43,25 @@ def _config_file(tmp_path, content: bytes):
     return path
 
 
-@FUZZ
-@given(content=file_contents)
-def test_train_config_loader(tmp_path_factory, content):
+def _load_train(path):
     from tunewise.config import load_config
 
-    path = _config_file(tmp_path_factory.mktemp("train"), content)
+    return load_config(path)
+
+
+def _load_continual(path):
+    from tunewise.continual import load_continual_config
+
+    return load_continual_config(path)
+
+
+@pytest.mark.parametrize("loader", [_load_train, _load_continual], ids=["train", "continual"])
+@FUZZ
+@given(content=file_contents)
+def test_config_loaders(tmp_path_factory, loader, content):
+    path = _config_file(tmp_path_factory.mktemp("config"), content)
     try:
-        load_config(path)
+        loader(path)
     except TunewiseError as e:
         assert e.message and e.exit_code == 2
 
@@ -66,18 +77,6 @@ def test_train_config_overrides(tmp_path_factory, doc, override):
         load_config(path, [f"lora.r={override}", f"{override}=1"])
     except TunewiseError as e:
         assert e.message
-
-
-@FUZZ
-@given(content=file_contents)
-def test_continual_config_loader(tmp_path_factory, content):
-    from tunewise.continual import load_continual_config
-
-    path = _config_file(tmp_path_factory.mktemp("continual"), content)
-    try:
-        load_continual_config(path)
-    except TunewiseError as e:
-        assert e.message and e.exit_code == 2
 
 
 @FUZZ

@@ -8,8 +8,9 @@ import random
 import pytest
 import torch
 
+from tunewise.fileio import sha256_file
 from tunewise.zoo import TINY_DIR
-from tunewise.zoo.build import build, sha256_file
+from tunewise.zoo.build import build
 
 pytestmark = pytest.mark.integration
 

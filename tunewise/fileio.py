@@ -61,6 +61,15 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         f.flush()
 
 
+def sha256_file(path: str | Path) -> str:
+    """The full sha256 of a file, read in blocks (model weights do not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     """A short sha256 of a file's bytes ('-' when it does not exist): the key of caches built from that file."""
     path = Path(path)

@@ -1,4 +1,5 @@
-"""`tunewise demo`: the main job end to end on the shipped tiny base, in a few minutes on 2 CPU cores.
+"""`tunewise demo`: the main job end to end on the shipped tiny base (a few minutes on 2 CPU cores), or on any
+base with --base (smollm2: a real pretrained LLM; a smaller budget, as its steps cost ~30x the tiny base's).
 
 advise -> train LoRA, QLoRA and full fine-tuning on a built-in task -> evaluate (task score + retention) ->
 intruder analysis -> HTML report.
@@ -7,6 +8,7 @@ intruder analysis -> HTML report.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import typer
 
@@ -15,12 +17,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         task: str = typer.Option("structured", help="Built-in task: structured, classify, sql, math."),
-        out: str = typer.Option("runs/demo", help="Output folder (repeating the demo reuses finished runs)."),
-        train_size: int = typer.Option(600, help="Training examples."),
-        eval_size: int = typer.Option(40, help="Test examples scored."),
-        epochs: float = typer.Option(2.0),
+        base: str = typer.Option("tiny", help="Base model: 'tiny' (shipped), 'smollm2' (SmolLM2-135M-Instruct) "
+                                 "or a model folder."),
+        out: str = typer.Option(None, help="Output folder (default runs/demo, runs/demo-BASE for other bases; "
+                                "repeating the demo reuses finished runs)."),
+        train_size: int = typer.Option(None, help="Training examples (default 600 on tiny, 240 otherwise)."),
+        eval_size: int = typer.Option(None, help="Test examples scored (default 40 on tiny, 30 otherwise)."),
+        epochs: float = typer.Option(None, help="Passes over the data (default 2 on tiny, 1 otherwise)."),
+        methods: str = typer.Option(None, help="Methods (default lora,qlora,full on tiny, lora,full otherwise: "
+                                    "QLoRA's CPU kernels make it the slowest on a real model)."),
     ) -> None:
-        """Run the whole framework on the shipped tiny base and print where the report is."""
+        """Run the whole framework on a base (the shipped tiny one by default) and print where the report is."""
         from tunewise.advise.engine import AdviseInput, advise
         from tunewise.commands.compare import check_sizes, print_table
         from tunewise.compare import CompareSpec, run_compare
@@ -29,18 +36,25 @@ def register(app: typer.Typer) -> None:
         from tunewise.tasks import get_task
 
         get_task(task)
+        tiny = base == "tiny"
+        out = out or ("runs/demo" if tiny else f"runs/demo-{Path(base).name}")
+        train_size = train_size or (600 if tiny else 240)
+        eval_size = eval_size or (40 if tiny else 30)
+        epochs = epochs or (2.0 if tiny else 1.0)
+        method_list = [m.strip() for m in (methods or ("lora,qlora,full" if tiny else "lora,full")).split(",")]
         check_sizes(epochs, None, 16, train_size, eval_size)
         claim_dir(out, "compare", task)  # the demo is a compare; same folder rule
         t0 = time.time()
         task_for_advice = {"classify": "classification", "math": "math"}.get(task, task)
-        typer.secho(f"1/4 advise: task {task_for_advice} on the shipped tiny base, this CPU", bold=True)
-        advice = advise(AdviseInput(task=task_for_advice, model="tiny", device="cpu"))
+        where = "the shipped tiny base" if tiny else base
+        typer.secho(f"1/4 advise: task {task_for_advice} on {where}, this CPU", bold=True)
+        advice = advise(AdviseInput(task=task_for_advice, model=base, device="cpu"))
         typer.echo(f"  {advice.decision}")
         for r in advice.reasons[:3]:
             typer.echo(f"  + {r['reason']}")
-        typer.secho("2/4 train LoRA, QLoRA and full fine-tuning with the same data and budget", bold=True)
-        spec = CompareSpec(base="tiny", task=task, out=out, train_size=train_size, eval_size=eval_size,
-                           epochs=epochs)
+        typer.secho(f"2/4 train {', '.join(method_list)} with the same data and budget", bold=True)
+        spec = CompareSpec(base=base, task=task, out=out, train_size=train_size, eval_size=eval_size,
+                           epochs=epochs, methods=method_list)
         result = run_compare(spec, quiet=False, log=lambda m: typer.echo(f"  {m}"))
         typer.secho("3/4 evaluate, retention and intruder dimensions", bold=True)
         print_table(result)

@@ -9,7 +9,6 @@ Deterministic on CPU: the same seed, steps and thread count give the same weight
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tunewise.fileio import atomic_write_json
+from tunewise.fileio import atomic_write_json, sha256_file
 from tunewise.zoo import TINY_DIR
 from tunewise.zoo.corpus import RECIPE, documents, heldout_documents
 
@@ -105,14 +104,6 @@ def pretrain(model, stream: torch.Tensor, steps: int, batch: int, seq_len: int, 
             print(f"step {step:5d}/{steps}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {time.time() - t0:6.0f}s",
                   flush=True)
     return losses
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build(out: Path, steps: int, docs: int, seed: int, batch: int, seq_len: int, lr: float, threads: int) -> dict:

@@ -12,7 +12,6 @@ So the base is the de-quantised Q4_1 release, not the original bf16 weights: clo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -65,14 +64,6 @@ def gguf_path() -> Path:
                         f"{GGUF_FILE}; it is not installed", INSTALL_HINT)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _identity(gguf: Path) -> dict:
     st = gguf.stat()
     return {"gguf_size": st.st_size, "gguf_mtime_ns": st.st_mtime_ns, "converter_version": CONVERTER_VERSION}
@@ -113,7 +104,7 @@ def convert(gguf: Path, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from tunewise.fileio import atomic_write_json
+    from tunewise.fileio import atomic_write_json, sha256_file
     from tunewise.models import quiet_transformers
 
     quiet_transformers()
@@ -144,7 +135,7 @@ def convert(gguf: Path, out: Path) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     manifest = {"name": NAME, "model": "SmolLM2-135M-Instruct (de-quantised Q4_1 GGUF, not the bf16 release)",
-                "source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_FILE}", "gguf_sha256": _sha256(gguf),
+                "source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_FILE}", "gguf_sha256": sha256_file(gguf),
                 **_identity(gguf), "parameters": sum(p.numel() for p in model.parameters()),
                 "dtype": "float32", "convert_seconds": round(time.time() - started, 1)}
     atomic_write_json(out / MANIFEST, manifest)  # written last: a folder without it is unfinished
