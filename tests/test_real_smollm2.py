@@ -8,6 +8,7 @@ not the quality: `benchmarks/RESULTS.md` has the measured compare runs). `make s
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,7 @@ def test_only_a_finished_conversion_by_this_converter_is_used(tmp_path, monkeypa
     assert not conv._is_current(folder, gguf)
     (folder / conv.MANIFEST).write_text(json.dumps(conv._identity(gguf)))
     assert conv._is_current(folder, gguf)
+    # another virtual environment's copy of the same wheel (another path and mtime) shares the conversion
+    copy = tmp_path / "elsewhere.gguf"
+    shutil.copyfile(gguf, copy)
+    assert conv._is_current(folder, copy)

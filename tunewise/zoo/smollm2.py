@@ -64,13 +64,28 @@ def gguf_path() -> Path:
                         f"{GGUF_FILE}; it is not installed", INSTALL_HINT)
 
 
-def _identity(gguf: Path) -> dict:
+_SHA_BY_FILE: dict[tuple[str, int, int], str] = {}
+
+
+def _gguf_sha256(gguf: Path) -> str:
+    """The GGUF's sha256, hashed once per process (a third of a second) and file state."""
     st = gguf.stat()
-    return {"gguf_size": st.st_size, "gguf_mtime_ns": st.st_mtime_ns, "converter_version": CONVERTER_VERSION}
+    key = (str(gguf.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_BY_FILE:
+        from tunewise.fileio import sha256_file
+
+        _SHA_BY_FILE[key] = sha256_file(gguf)
+    return _SHA_BY_FILE[key]
+
+
+def _identity(gguf: Path) -> dict:
+    """What a conversion was made from: the GGUF's content (not its path or mtime: every virtual environment
+    installs its own copy of the wheel, and they share one cache) and the converter."""
+    return {"gguf_sha256": _gguf_sha256(gguf), "converter_version": CONVERTER_VERSION}
 
 
 def _is_current(folder: Path, gguf: Path) -> bool:
-    """A finished conversion of this very GGUF by this converter (size and mtime stand in for the sha256)."""
+    """A finished conversion of this very GGUF content by this converter."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -104,7 +119,7 @@ def convert(gguf: Path, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from tunewise.fileio import atomic_write_json, sha256_file
+    from tunewise.fileio import atomic_write_json
     from tunewise.models import quiet_transformers
 
     quiet_transformers()
@@ -135,9 +150,9 @@ def convert(gguf: Path, out: Path) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     manifest = {"name": NAME, "model": "SmolLM2-135M-Instruct (de-quantised Q4_1 GGUF, not the bf16 release)",
-                "source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_FILE}", "gguf_sha256": sha256_file(gguf),
-                **_identity(gguf), "parameters": sum(p.numel() for p in model.parameters()),
-                "dtype": "float32", "convert_seconds": round(time.time() - started, 1)}
+                "source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_FILE}",
+                **_identity(gguf), "gguf_size": gguf.stat().st_size,
+                "parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32", "convert_seconds": round(time.time() - started, 1)}
     atomic_write_json(out / MANIFEST, manifest)  # written last: a folder without it is unfinished
     return manifest
 
