@@ -324,7 +324,9 @@ def retention_words(retention: dict | None) -> dict[str, str]:
     out = {}
     for probe, c in (retention or {}).items():
         rel = c.get("rel_change")
-        if rel is None:
+        if rel is None:  # measured from zero (kl): the absolute change is the reading
+            if c.get("abs_change") is not None:
+                out[probe] = f"{c['abs_change']:+.3g} from 0"
             continue
         better = rel if c.get("higher_is_better", True) else -rel
         out[probe] = "unchanged" if abs(better) < 0.005 else f"{abs(better):.0%} {'better' if better > 0 else 'worse'}"
