@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,31 @@ def test_serving_prompt_is_the_training_rendering_up_to_the_answer(tok, tmp_path
     trained = "".join(text for text, _ in segments(Record({"messages": msgs}, 1), "chat", tok, tmp_path))
     prompt = chat_generation_prompt(msgs[:1], tok)
     assert trained.startswith(prompt) and trained[len(prompt):].startswith("Hello")
+
+
+def test_plain_text_starts_with_the_bos_its_tokenizer_adds(tiny_base_dir):
+    """One rule for every record shape and for generation prompts: a tokenizer that puts BOS first gets it."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from tunewise.data.formats import Record, encode_record, leading_special_ids, prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    assert leading_special_ids(tok) == []  # the tiny base adds nothing
+    bos = tok.eos_token_id  # stands in for a BOS token
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{tok.eos_token} $A",
+                                                              special_tokens=[(tok.eos_token, bos)])
+    tok._tunewise_leading_ids = None
+    assert leading_special_ids(tok) == [bos]
+    for record, fmt in (({"prompt": "Q: hi\nA:", "completion": " yes"}, "prompt_completion"),
+                        ({"text": "hello there"}, "text"),
+                        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+                         "chat")):
+        ids, labels = encode_record(Record(record, 1), fmt, tok, Path("x.jsonl"))
+        assert ids[0] == bos and labels[0] == -100, fmt
+    prompt = prompt_ids("Q: hi\nA:", tok)
+    ids, _ = encode_record(Record({"prompt": "Q: hi\nA:", "completion": " yes"}, 1), "prompt_completion", tok,
+                           Path("x.jsonl"))
+    assert prompt[0] == bos and ids[:len(prompt)] == prompt
+    chat_prompt = prompt_ids([{"role": "user", "content": "hi"}], tok)
+    assert chat_prompt[0] == bos  # no chat template here: the default rendering is plain text

@@ -192,9 +192,10 @@ def leading_special_ids(tokenizer) -> list[int]:
 def prompt_ids(prompt: str | list[dict], tokenizer) -> list[int]:
     """Token ids of a generation prompt by the training rule: messages through the chat template with the
     assistant's generation prompt, plain text after the tokenizer's own leading special tokens."""
-    if isinstance(prompt, str):
-        return leading_special_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return tokenizer(chat_generation_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"]
+    templated = not isinstance(prompt, str) and bool(getattr(tokenizer, "chat_template", None))
+    text = prompt if isinstance(prompt, str) else chat_generation_prompt(prompt, tokenizer)
+    lead = [] if templated else leading_special_ids(tokenizer)  # a chat template writes its own BOS
+    return lead + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_segments(segs: list[tuple[str, bool]], tokenizer, templated: bool = False) -> tuple[list[int], list[int]]:
