@@ -61,6 +61,13 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         f.flush()
 
 
+def cache_root() -> Path:
+    """Where tunewise keeps what it can rebuild (converted bases, probe sets, SVDs): $TUNEWISE_CACHE, else
+    ~/.cache/tunewise."""
+    root = os.environ.get("TUNEWISE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "tunewise"
+
+
 def sha256_file(path: str | Path) -> str:
     """The full sha256 of a file, read in blocks (model weights do not fit in memory twice)."""
     digest = hashlib.sha256()

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
+from tunewise.fileio import cache_root
+
 # Bump when the decomposition method changes, so old entries are not reused.
 METHOD_VERSION = "gram64-v2"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TUNEWISE_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "tunewise") / "svd"
+    return cache_root() / "svd"
 
 
 def weight_key(W: torch.Tensor) -> str:

