@@ -318,3 +318,43 @@ def test_learning_rate_defaults_follow_the_model_size(micro_llama_dir, tmp_path)
     assert lora_lr_limit(6_738_415_616) == 1e-4 and lora_lr_limit(134_515_008) == 3e-3
     res = train(cfg_for(micro_llama_dir, make_data(tmp_path, n=8), max_steps=1, lr=None), tmp_path / "run", quiet=True)
     assert res.summary["lr"] == 5e-3  # no lr given: the size default, recorded in the summary
+
+
+@pytest.mark.parametrize("wrap", ["plain", "peft"])
+def test_loss_on_target_positions_only_equals_the_full_logits_loss(wrap, micro_llama_dir):
+    """Projecting only the target positions (logits_to_keep) gives the same loss and gradients as all logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.data.formats import IGNORE
+    from tunewise.train.loop import _projects_selected_positions, summed_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+    if wrap == "peft":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    ids = torch.randint(2, 100, (3, 12))
+    labels = ids.clone()
+    labels[0, :5] = IGNORE  # prompts of different lengths, and padding at the end of row 2
+    labels[1, :8] = IGNORE
+    labels[2, :3] = IGNORE
+    labels[2, 10:] = IGNORE
+    mask = torch.ones_like(ids)
+    mask[2, 10:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loss_and_grads(selected: bool):
+        model.zero_grad()
+        model._tunewise_keeps_logits = selected
+        loss = summed_loss(model, batch, classification=False)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    loss_sel, grads_sel = loss_and_grads(True)
+    loss_all, grads_all = loss_and_grads(False)
+    assert torch.allclose(loss_sel, loss_all, atol=1e-5, rtol=1e-6)
+    assert grads_sel.keys() == grads_all.keys() and grads_sel
+    for name in grads_all:
+        assert torch.allclose(grads_sel[name], grads_all[name], atol=1e-6), name
+    del model._tunewise_keeps_logits
+    assert _projects_selected_positions(model)  # a transformers 5 Llama, under PEFT or not, takes the mask
