@@ -1,0 +1,185 @@
+"""Training speed on a base: tunewise LoRA / full / QLoRA and a plain PEFT + `Trainer` LoRA, with MFU, in one run.
+
+Every trainer gets the same built-in task (`structured`, chat format on a base with a chat template), the same seed,
+the same number of optimizer steps, batch size and sequence limit, each in its own subprocess so that peak RSS
+(ru_maxrss) is per trainer. The machine's fp32 matmul peak (2048 x 2048, all threads) is measured in the same run,
+before and after the trainers; the higher of the two is the peak.
+
+Model FLOPs per token (the usual definition, independent of how a trainer implements them):
+  N   = weights used in matmuls: every nn.Linear in the decoder layers plus the output projection (vocab x hidden;
+        counted once when tied to the embedding); the embedding lookup is not a matmul.
+  full fine-tuning: 6N (forward 2N, backward 2N for input gradients + 2N for weight gradients);
+  LoRA / QLoRA:     4N + 6A, where A is the adapter's parameter count (the frozen base needs no weight gradients).
+MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tokens of the trained batches, so the
+"logits only at target positions" saving shows up as a higher MFU, not as fewer counted FLOPs.
+
+    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128]
+
+The last line reads: lora/full tokens/s R1; lora/Trainer R2; lora MFU M1; full MFU M2; lora/full memory R3;
+qlora/lora memory R4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+HF_SCRIPT = r"""
+import json, resource, sys, time
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from tunewise.data.formats import Example, load_examples
+from tunewise.train.batches import collate
+
+base, data, out, steps, batch, lr, seq, r, dropout = sys.argv[1:10]
+steps, batch, lr, seq, r, dropout = int(steps), int(batch), float(lr), int(seq), int(r), float(dropout)
+torch.manual_seed(0)
+tok = AutoTokenizer.from_pretrained(base)
+model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, lora_dropout=dropout, task_type="CAUSAL_LM",
+                                         target_modules=sys.argv[10].split(",")))
+examples, _ = load_examples(data, tok, max_seq_len=seq)
+rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+
+class Rows(torch.utils.data.Dataset):
+    def __len__(self): return len(rows)
+    def __getitem__(self, i): return rows[i]
+
+def collator(items):
+    return collate([Example(it["input_ids"], it["labels"], 0) for it in items], tok.pad_token_id)
+
+class Counting(Trainer):
+    tokens = 0
+    def training_step(self, model, inputs, *args, **kwargs):
+        Counting.tokens += int(inputs["attention_mask"].sum())
+        return super().training_step(model, inputs, *args, **kwargs)
+
+args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
+                         lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0, logging_steps=1,
+                         save_strategy="no", report_to=[], seed=0, use_cpu=True, dataloader_num_workers=0,
+                         remove_unused_columns=False, disable_tqdm=True)
+trainer = Counting(model=model, args=args, train_dataset=Rows(), data_collator=collator)
+t0 = time.time()
+trainer.train()
+seconds = time.time() - t0
+print("RESULT " + json.dumps({"train_time_s": seconds, "tokens": Counting.tokens, "tokens_per_s": Counting.tokens / seconds,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
+"""
+
+
+def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul over a few seconds (all threads)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = 0.0, time.time() + seconds
+    while time.time() < end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_params(model_dir: str) -> tuple[int, int]:
+    """(N of the docstring: decoder nn.Linear weights + the output projection counted once, all parameters)."""
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.models import count_parameters
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    linear = sum(m.weight.numel() for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and name != "lm_head")
+    return linear + model.get_output_embeddings().weight.numel(), count_parameters(model)
+
+
+def run_json(cmd: list[str], env: dict) -> dict:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    marked = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]  # Trainer prints dicts too
+    return json.loads(marked[-1][len("RESULT "):] if marked else r.stdout[r.stdout.index("{"):])
+
+
+def tunewise_run(base: str, data: Path, out: Path, method: str, a, env: dict) -> dict:
+    cfg = out.with_suffix(".yaml")
+    cfg.write_text(f"base: {base}\nmethod: {method}\ndata: {{train: {data}, max_seq_len: {a.seq_len}}}\n"
+                   f"lora: {{r: {a.rank}, alpha: {a.rank}, dropout: {a.dropout}}}\n"
+                   f"train: {{max_steps: {a.steps}, batch_size: {a.batch}, lr: {a.lr[method]}}}\n")
+    return run_json([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(out), "-q", "--json"], env)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", default="tiny", help="tiny, smollm2 or a model folder")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--examples", type=int, default=400)
+    p.add_argument("--skip", default="", help="comma list of trainers to leave out: lora,full,qlora,trainer")
+    a = p.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    from tunewise.defaults import default_lr
+    from tunewise.models import resolve_base
+    from tunewise.tasks import make_task, task_format_for
+
+    base_dir = resolve_base(a.base).source
+    n_mm, n_params = matmul_params(base_dir)
+    skip = set(filter(None, a.skip.split(",")))
+    peak_before = matmul_peak_gflops()
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_task("structured", tmp / "data", {"train": a.examples, "validation": 0, "test": 0}, seed=0,
+                  fmt=task_format_for(a.base))
+        data = tmp / "data" / "train.jsonl"
+        total = None
+        a.lr = {m: default_lr(m, n_params)[0] for m in ("lora", "qlora", "full")}
+        runs: dict[str, dict] = {}
+        for method in ("lora", "full", "qlora"):
+            if method not in skip:
+                runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
+                total = runs[method]["total_params"]
+        if "trainer" not in skip:
+            runs["trainer"] = run_json([sys.executable, "-c", HF_SCRIPT, base_dir, str(data), str(tmp / "hf"),
+                                        str(a.steps), str(a.batch), str(a.lr["lora"]), str(a.seq_len),
+                                        str(a.rank), str(a.dropout), ",".join(TARGETS)], env)
+    peak = max(peak_before, matmul_peak_gflops())
+    print(f"{a.base}: {total or 0:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
+          f"seq <= {a.seq_len}, LoRA r {a.rank} on all linear layers, dropout {a.dropout:g}")
+    print(f"fp32 matmul peak (2048^3, all threads): {peak:.0f} GFLOP/s; load average at start "
+          f"{load[0]:.2f}, at end {os.getloadavg()[0]:.2f}")
+    mfu = {}
+    for name, r in runs.items():
+        adapter = r["trainable_params"] if name != "full" else 0
+        flops_per_token = 6 * n_mm if name == "full" else 4 * n_mm + 6 * adapter
+        mfu[name] = r["tokens_per_s"] * flops_per_token / (peak * 1e9)
+        print(f"  {name:8s}: {r['tokens_per_s']:8.1f} tokens/s, MFU {100 * mfu[name]:5.1f}%, "
+              f"peak RSS {r['peak_rss_mb']:7.0f} MB, {r['train_time_s']:6.1f} s")
+
+    def ratio(x: str, y: str, key: str) -> str:
+        return f"{runs[x][key] / runs[y][key]:.2f}" if x in runs and y in runs else "n/a"
+
+    def pct(x: str) -> str:
+        return f"{100 * mfu[x]:.1f}%" if x in mfu else "n/a"
+
+    print(f"lora/full tokens/s {ratio('lora', 'full', 'tokens_per_s')}; "
+          f"lora/Trainer {ratio('lora', 'trainer', 'tokens_per_s')}; lora MFU {pct('lora')}; "
+          f"full MFU {pct('full')}; lora/full memory {ratio('lora', 'full', 'peak_rss_mb')}; "
+          f"qlora/lora memory {ratio('qlora', 'lora', 'peak_rss_mb')}")
+
+
+if __name__ == "__main__":
+    main()
