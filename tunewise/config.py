@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY
 from tunewise.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full"]
@@ -36,7 +37,7 @@ class DataConfig(_Strict):
 class LoraConfig(_Strict):
     r: int = Field(16, gt=0, description="Adapter rank; 16 or 32 for most tasks (the seed's default).")
     alpha: float | None = Field(None, gt=0, description="Scaling alpha; default = r (the seed), or 2r.")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(LORA_DROPOUT, ge=0, lt=1, description=LORA_DROPOUT_WHY)
     target_modules: list[str] | Literal["auto", "all-linear"] = Field(
         "auto", description="'auto' = all linear layers of the architecture (q,k,v,o,gate,up,down for Llama).")
     use_rslora: bool = Field(False, description="Scale by alpha/sqrt(r) (rank-stabilised LoRA).")

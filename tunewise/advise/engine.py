@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
-from tunewise.defaults import default_lr, lr_evidence
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence
 from tunewise.errors import TunewiseError
 
 FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
@@ -159,9 +159,7 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                                 "reason": f"all linear layers of {spec.architecture} (attention and MLP), not just "
                                 "attention: the original attention-only advice is outdated (~5x the adapter "
                                 "parameters, still tiny)", "evidence": ["raschka-2023", "seed"]}
-        big = spec.total_params > 20e9
-        hp["dropout"] = {"value": 0.05 if big else 0.1,
-                         "reason": "QLoRA used LoRA dropout 0.1 up to 13B and 0.05 above", "evidence": ["qlora-2023"]}
+        hp["dropout"] = {"value": LORA_DROPOUT, "reason": LORA_DROPOUT_WHY, "evidence": ["qlora-2023", "seed"]}
     lr, why = default_lr(method, spec.total_params)
     hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params)}
     large = data_size is not None and data_size > 50_000

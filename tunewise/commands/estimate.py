@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from tunewise.defaults import LORA_DROPOUT
+
 
 def parse_methods(text: str) -> tuple[str, ...]:
     if text.strip() in ("all", ""):
@@ -95,7 +97,8 @@ def register(app: typer.Typer) -> None:
         optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or adamw8bit."),
         device: str = typer.Option("cuda", "--device", help="cuda (plan a GPU) or cpu (predict peak RSS here)."),
         gpus: int = typer.Option(1, "--gpus", help="GPUs; full fine-tuning shards its states over them (FSDP)."),
-        lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+        lora_dropout: float = typer.Option(LORA_DROPOUT, "--lora-dropout",
+                                           help="LoRA dropout (p > 0 keeps extra activations)."),
         grad_accum: int = typer.Option(1, "--grad-accum"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:

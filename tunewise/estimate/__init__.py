@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from tunewise.defaults import LORA_DROPOUT
 from tunewise.errors import TunewiseError
 from tunewise.estimate.memory import (
     CUDA_OVERHEAD,
@@ -58,7 +59,7 @@ class EstimateRequest:
     optimizer: str = "adamw"
     device: str = "cuda"
     gpus: int = 1
-    lora_dropout: float = 0.05
+    lora_dropout: float = LORA_DROPOUT
     grad_accum: int = 1
 
     @property

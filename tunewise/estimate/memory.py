@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tunewise.defaults import LORA_DROPOUT
+
 GB = 2**30  # GiB: what cards are sold as ("80 GB" = 80 GiB) and what nvidia-smi shows
 MB = 2**20  # MiB: the unit of summary.json["peak_rss_mb"] (ru_maxrss KiB / 1024)
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -46,7 +48,7 @@ class Setup:
     dtype: str = "bf16"  # compute / frozen-weight dtype
     optimizer: str = "adamw"  # or "adamw8bit"
     grad_accum: int = 1
-    lora_dropout: float = 0.05
+    lora_dropout: float = LORA_DROPOUT
     device: str = "cuda"  # "cuda" (allocator peak + CUDA context) or "cpu" (process peak RSS)
     gpus: int = 1  # >1 shards weights/grads/optimizer states (FSDP / ZeRO-3); activations stay per GPU
 
