@@ -206,3 +206,45 @@ def test_report_to_and_best_config_rules(tmp_path):
     old.write_text("data: {train: t.jsonl}\ntrain: {tensorboard: true}\n")
     with pytest.raises(ConfigError, match=r"train.tensorboard: unknown key; did you mean 'train.report_to'"):
         load_config(old)
+
+
+def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llama_dir, tmp_path):
+    """Steps 5-7 are logged, then the process dies with only the step-4 checkpoint: the resumed run logs them again.
+    TensorBoard's readers drop the first copies (purge_step); MLflow keeps both in the same run."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = validate_config(_cfg(micro_llama_dir, tmp_path, keep_best=True, report_to=["tensorboard", "mlflow"]))
+    run = tmp_path / "run"
+    train(cfg, run, quiet=True, stop_at_step=4)
+    saved = tmp_path / "step-4"
+    shutil.copytree(latest_checkpoint(run / "checkpoints"), saved)
+    ids = (run / "trackers.json").read_text()
+    client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    run_id = json.loads(ids)["mlflow"]
+    assert client.get_run(run_id).info.status == "KILLED"  # stopped, not finished
+    train(cfg, run, resume=True, quiet=True, stop_at_step=7)
+    shutil.rmtree(run / "checkpoints")
+    shutil.copytree(saved, run / "checkpoints" / saved.name.replace("step-4", "step-0000004"))
+    res = train(cfg, run, resume=True, quiet=True)
+    assert res.summary["status"] == "completed" and (run / "trackers.json").read_text() == ids
+
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    uninterrupted = tracked[0].summary
+    assert res.summary["best_step"] == uninterrupted["best_step"]  # the best found before the kill was kept
+    assert res.summary["best_eval_loss"] == pytest.approx(uninterrupted["best_eval_loss"], abs=1e-6)
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
+        (step, float(np.float32(v))) for step, v in _series(rows, "loss")]
+
+    assert client.get_run(run_id).info.status == "FINISHED"
+    by_step: dict[int, list[float]] = {}
+    for m in client.get_metric_history(run_id, "train/loss"):
+        by_step.setdefault(m.step, []).append(m.value)
+    assert sorted(by_step) == list(range(1, STEPS + 1))
+    assert sorted(s for s, values in by_step.items() if len(values) > 1) == [5, 6, 7]
+    assert all(v in by_step[step] for step, v in _series(rows, "loss"))

@@ -23,6 +23,7 @@ EXTRA = "tracking"
 # report_to name -> (the module imported, the pip package that provides it)
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
             "mlflow": ("mlflow", "mlflow-skinny")}
+FINISHED = ("completed", "stopped_by_guard")  # ran to an end it chose; interrupted ones were killed
 IDS_FILE = "trackers.json"  # the W&B / MLflow run ids, so a resumed run continues the same tracked run
 
 
@@ -77,10 +78,10 @@ class Trackers:
     def finish(self, summary: dict) -> None:
         for t in self.trackers:
             t.summary(summary)
-        self.close("completed")
+        self.close(summary.get("status", "completed"))
 
     def close(self, status: str) -> None:
-        """status: 'completed' or 'failed'; closing twice does nothing."""
+        """status: the summary's ('completed', 'interrupted', ...) or 'failed'; closing twice does nothing."""
         if self.closed:
             return
         self.closed = True
@@ -176,7 +177,7 @@ class WandbTracker:
         self.run.summary.update(summary)
 
     def close(self, status: str) -> None:
-        self.run.finish(exit_code=0 if status == "completed" else 1)
+        self.run.finish(exit_code=0 if status in FINISHED else 1)
 
 
 class MlflowTracker:
@@ -224,4 +225,5 @@ class MlflowTracker:
         self.client.set_tag(self.run_id, "status", str(summary.get("status")))
 
     def close(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status="FINISHED" if status == "completed" else "FAILED")
+        self.client.set_terminated(self.run_id, status="FINISHED" if status in FINISHED else
+                                   "FAILED" if status == "failed" else "KILLED")
