@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
-        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/}.
+        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
+        best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
         Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
         Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
         3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
