@@ -80,7 +80,7 @@ def test_eval_every_and_keep_best_output_is_the_best_step(tracked):
     s = res.summary
     evals = _series(rows, "eval_loss")
     assert [step for step, _ in evals] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))  # none twice at the end
-    assert s["eval_losses"] == [list(e) for e in evals] or s["eval_losses"] == evals
+    assert [tuple(e) for e in s["eval_losses"]] == evals
     best_step, best_loss = min(evals, key=lambda e: e[1])
     assert (s["best_step"], s["best_eval_loss"]) == (best_step, best_loss)
     assert best_step < STEPS and best_loss < evals[-1][1]  # the case that matters: the last step is worse

@@ -74,6 +74,8 @@ def _print_summary(s: dict, run_dir: Path) -> None:
                f"({s['tokens_per_s']:.0f} tokens/s), peak RSS {s['peak_rss_mb']:.0f} MB")
     typer.echo(f"trainable {s['trainable_params']:,} of {s['total_params']:,} parameters; final train loss "
                f"{s['final_train_loss']}, eval loss {s['final_eval_loss']}")
+    if s.get("best_step") is not None:
+        typer.echo(f"best eval loss {s['best_eval_loss']:.6g} at step {s['best_step']}: saved as {s['output']}")
     for e in s["guard_events"]:
         typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
     from tunewise.compare import retention_words
