@@ -228,12 +228,13 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
     train(cfg, run, resume=True, quiet=True, stop_at_step=7)
     shutil.rmtree(run / "checkpoints")
     shutil.copytree(saved, run / "checkpoints" / saved.name.replace("step-4", "step-0000004"))
-    res = train(cfg, run, resume=True, quiet=True)
+    train(cfg, run, resume=True, quiet=True, stop_at_step=7)  # logs steps 5-7 a second time
+    res = train(cfg, run, resume=True, quiet=True)  # from step 7: the best step (6) is not evaluated again
     assert res.summary["status"] == "completed" and (run / "trackers.json").read_text() == ids
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     uninterrupted = tracked[0].summary
-    assert res.summary["best_step"] == uninterrupted["best_step"]  # the best found before the kill was kept
+    assert res.summary["best_step"] == uninterrupted["best_step"] < 7  # found before the last resume, and kept
     assert res.summary["best_eval_loss"] == pytest.approx(uninterrupted["best_eval_loss"], abs=1e-6)
 
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})

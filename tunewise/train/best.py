@@ -22,10 +22,15 @@ WEIGHTS, META = "trainable.safetensors", "best.json"
 class BestKeeper:
     def __init__(self, root: Path):
         self.root = root
-        meta = root / META
-        found = json.loads(meta.read_text()) if meta.is_file() and (root / WEIGHTS).is_file() else {}
-        self.step: int | None = found.get("step")  # a resumed run keeps the best it had found
-        self.loss: float | None = found.get("eval_loss")
+        self.step: int | None = None
+        self.loss: float | None = None
+
+    def load(self) -> None:
+        """On resume: the best the run had found (a new run ignores, then replaces, what an earlier try left)."""
+        meta = self.root / META
+        if meta.is_file() and (self.root / WEIGHTS).is_file():
+            found = json.loads(meta.read_text())
+            self.step, self.loss = found["step"], found["eval_loss"]
 
     def observe(self, step: int, loss: float, trainable: Callable[[], dict[str, torch.Tensor]]) -> bool:
         """Keep the weights if `loss` beats the best so far; True when it did."""

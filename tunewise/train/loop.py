@@ -135,6 +135,8 @@ class Loop:
                                 fallback) from None
         if self.ctx.is_main:
             _truncate_metrics(self.metrics_path, self.state.step)
+        if self.best is not None:
+            self.best.load()
 
     def save(self, reason: str) -> Path | None:
         if not self.ctx.is_main:

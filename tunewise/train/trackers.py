@@ -130,9 +130,10 @@ class TensorBoardTracker:
     def __init__(self, run_dir: Path, _run_id: str | None, resume_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: TensorBoard's readers drop what a killed run logged after the checkpoint it resumes from.
+        # purge_step: TensorBoard's readers drop what a killed run logged after the checkpoint it resumes from
+        # (and, on a new run, all that an earlier attempt in this folder logged before it died uncheckpointed).
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
-                                    purge_step=resume_step + 1 if resume_step is not None else None)
+                                    purge_step=resume_step + 1 if resume_step is not None else 0)
         self.step = resume_step or 0
 
     def config(self, config: dict) -> None:
