@@ -249,3 +249,16 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
     assert sorted(by_step) == list(range(1, STEPS + 1))
     assert sorted(s for s, values in by_step.items() if len(values) > 1) == [5, 6, 7]
     assert all(v in by_step[step] for step, v in _series(rows, "loss"))
+
+
+def test_a_run_that_fails_ends_its_tracked_run_as_failed(micro_llama_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tunewise.train.loop import NonFiniteLoss
+
+    raw = _cfg(micro_llama_dir, tmp_path, report_to=["mlflow"], lr=1e12, max_grad_norm=None)
+    with pytest.raises(NonFiniteLoss):
+        train(validate_config(raw), tmp_path / "run", quiet=True)
+    run_id = json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"]
+    client = MlflowClient(tracking_uri=(tmp_path / "run" / "mlruns").resolve().as_uri())
+    assert client.get_run(run_id).info.status == "FAILED"
