@@ -229,7 +229,10 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
     shutil.rmtree(run / "checkpoints")
     shutil.copytree(saved, run / "checkpoints" / saved.name.replace("step-4", "step-0000004"))
     train(cfg, run, resume=True, quiet=True, stop_at_step=7)  # logs steps 5-7 a second time
-    res = train(cfg, run, resume=True, quiet=True)  # from step 7: the best step (6) is not evaluated again
+    # from step 7: the best step (6) is not evaluated again; a changed setting a resume allows reaches MLflow
+    changed = validate_config({**_cfg(micro_llama_dir, tmp_path, keep_best=True, report_to=["tensorboard", "mlflow"]),
+                               "preserve": {"limit": 8}})
+    res = train(changed, run, resume=True, quiet=True)
     assert res.summary["status"] == "completed" and (run / "trackers.json").read_text() == ids
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
@@ -243,6 +246,8 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
         (step, float(np.float32(v))) for step, v in _series(rows, "loss")]
 
     assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_run(run_id).data.params["preserve.limit"] == "64"  # as first logged
+    assert client.get_run(run_id).data.tags["resumed.preserve.limit"] == "8"
     by_step: dict[int, list[float]] = {}
     for m in client.get_metric_history(run_id, "train/loss"):
         by_step.setdefault(m.step, []).append(m.value)

@@ -203,9 +203,14 @@ class MlflowTracker:
     def config(self, config: dict) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in _flat(config).items()]
+        values = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in _flat(config).items()}
+        logged = self.client.get_run(self.run_id).data.params  # a resumed run logged them once already
+        params = [Param(k, v) for k, v in values.items() if k not in logged]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i: i + 100])
+        for k, v in values.items():  # params cannot change; what a resume changed (e.g. max_steps) is a tag
+            if k in logged and logged[k] != v:
+                self.client.set_tag(self.run_id, f"resumed.{k}", v)
         self.client.log_dict(self.run_id, config, "config.json")
 
     def log(self, step: int, values: dict[str, float], events: list[dict]) -> None:
