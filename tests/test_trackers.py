@@ -236,6 +236,8 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
     assert res.summary["status"] == "completed" and (run / "trackers.json").read_text() == ids
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    # step 4 ends an epoch: the resumed run does not take its eval again
+    assert [step for step, _ in _series(rows, "eval_loss")] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
     uninterrupted = tracked[0].summary
     assert res.summary["best_step"] == uninterrupted["best_step"] < 7  # found before the last resume, and kept
     assert res.summary["best_eval_loss"] == pytest.approx(uninterrupted["best_eval_loss"], abs=1e-6)

@@ -246,12 +246,13 @@ class Loop:
         return result
 
     def _end_epoch(self, result: LoopResult) -> None:
-        self._evaluate(result, self.state.epoch + 1)
+        every = self.cfg.train.eval_every
+        if not (every and self.state.step % every == 0):  # eval_every took this step's eval (maybe before a resume)
+            self._evaluate(result, self.state.epoch + 1)
 
     def _evaluate(self, result: LoopResult, epoch: float) -> None:
-        if not self.eval_set or not self.ctx.is_main or (result.eval_losses and
-                                                         result.eval_losses[-1][0] == self.state.step):
-            return  # an epoch's end that eval_every already evaluated is not evaluated twice
+        if not self.eval_set or not self.ctx.is_main:
+            return
         model = distributed.unwrap(self.model)
         loss = eval_loss(model, self.eval_set, self.pad_id, self.classification, self.cfg.train.batch_size)
         result.eval_losses.append((self.state.step, loss))
