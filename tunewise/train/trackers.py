@@ -18,6 +18,7 @@ from typing import Protocol
 
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json
+from tunewise.userfiles import read_json_file
 
 EXTRA = "tracking"
 # report_to name -> (the module imported, the pip package that provides it)
@@ -93,9 +94,10 @@ def open_trackers(names: list[str], run_dir: Path, is_main: bool, resume_step: i
     """The trackers `names` writing under `run_dir`; resume_step: the checkpoint step a resumed run goes on from."""
     if not names or not is_main:
         return Trackers()
+    names = list(dict.fromkeys(names))  # [wandb, wandb] is one W&B run
     require(names)
     ids_path = run_dir / IDS_FILE
-    ids = json.loads(ids_path.read_text()) if resume_step is not None and ids_path.is_file() else {}
+    ids = read_json_file(ids_path, "tracker ids file") if resume_step is not None and ids_path.is_file() else {}
     makers = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
     opened: list[Tracker] = []
     try:
