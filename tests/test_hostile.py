@@ -132,6 +132,8 @@ CASES = [
     ("train-set-not-section", lambda ws: ["train", "run.yaml", "--set", "base.x=1"], 2, ["base"]),
     ("train-set-bad-value", lambda ws: ["train", "run.yaml", "--set", "lora.r=-3"], 2, ["lora.r"]),
     ("train-set-unknown-key", lambda ws: ["train", "run.yaml", "--set", "lora.rank=8"], 2, ["did you mean"]),
+    ("train-old-tensorboard-key", lambda ws: ["train", "run.yaml", "--set", "train.tensorboard=true"], 2,
+     ["did you mean 'train.report_to'"]),
     ("train-data-missing", lambda ws: ["train", write(ws / "c.yaml", run_config(ws / "nowhere"))], 2,
      ["train.jsonl"]),
     ("train-data-binary", lambda ws: ["train", write(ws / "c.yaml", run_config(

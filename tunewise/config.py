@@ -74,7 +74,20 @@ class TrainConfig(_Strict):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
     log_every: int = Field(1, gt=0)
-    tensorboard: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Also log the config, step metrics, evals, guard events and summary to "
+                                          "these trackers, inside the run directory (the 'tracking' extra).")
+    eval_every: int = Field(0, ge=0, description="Eval loss every N steps as well as after each epoch (0 = per "
+                                                 "epoch only); needs data.eval.")
+    keep_best: bool = Field(False, description="Keep the weights of the lowest eval loss (run_dir/best) and save "
+                                               "them as the output instead of the last step's; needs data.eval.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_none(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        return [v] if isinstance(v, str) else v
 
 
 class GuardConfig(_Strict):
@@ -121,6 +134,14 @@ class RunConfig(_Strict):
             raise ValueError("num_labels is required when task_type is sequence-classification")
         return self
 
+    @model_validator(mode="after")
+    def _best_needs_eval(self) -> RunConfig:
+        wants = [k for k in ("eval_every", "keep_best") if getattr(self.train, k)]
+        if wants and not self.data.eval:
+            names = " and ".join(f"train.{k}" for k in wants)
+            raise ValueError(f"{names} {'need' if len(wants) > 1 else 'needs'} a validation set: set data.eval")
+        return self
+
     @property
     def lr(self) -> float:
         """The learning rate; `tunewise train` fills train.lr from the model's size when it is not given."""
@@ -153,7 +174,9 @@ def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
 SYNONYMS = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "learning_rate": "lr",
             "num_epochs": "epochs", "num_train_epochs": "epochs", "batch": "batch_size", "max_length": "max_seq_len",
             "max_seq_length": "max_seq_len", "model": "base", "base_model": "base", "targets": "target_modules",
-            "gradient_accumulation_steps": "grad_accum", "output": "output_dir"}
+            "gradient_accumulation_steps": "grad_accum", "output": "output_dir", "tensorboard": "report_to",
+            "wandb": "report_to", "mlflow": "report_to", "eval_steps": "eval_every",
+            "load_best_model_at_end": "keep_best"}
 
 
 def _closest(key: str, valid: list[str]) -> str | None:

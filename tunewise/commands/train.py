@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
-        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/}.
+        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
+        best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
         Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
         Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
         3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
@@ -73,6 +74,8 @@ def _print_summary(s: dict, run_dir: Path) -> None:
                f"({s['tokens_per_s']:.0f} tokens/s), peak RSS {s['peak_rss_mb']:.0f} MB")
     typer.echo(f"trainable {s['trainable_params']:,} of {s['total_params']:,} parameters; final train loss "
                f"{s['final_train_loss']}, eval loss {s['final_eval_loss']}")
+    if s.get("best_step") is not None:
+        typer.echo(f"best eval loss {s['best_eval_loss']:.6g} at step {s['best_step']}: saved as {s['output']}")
     for e in s["guard_events"]:
         typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
     from tunewise.compare import retention_words

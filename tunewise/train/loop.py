@@ -26,6 +26,7 @@ from tunewise.errors import TunewiseError
 from tunewise.fileio import append_jsonl, atomic_write_text
 from tunewise.train import distributed
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
+from tunewise.train.best import BestKeeper
 from tunewise.train.checkpoint import (
     TrainState,
     complete_checkpoints,
@@ -35,6 +36,7 @@ from tunewise.train.checkpoint import (
 )
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
+from tunewise.train.trackers import Trackers
 
 EXIT_NONFINITE = 3
 
@@ -131,6 +133,8 @@ class Loop:
         self.guards = Guards(cfg)
         self.signal_received: str | None = None
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.trackers = Trackers()  # run.py opens the ones train.report_to asks for
+        self.best = BestKeeper(run_dir / "best") if cfg.train.keep_best else None
 
     # -------------------------------------------------------------------------------- checkpoints
 
@@ -152,6 +156,8 @@ class Loop:
                                 fallback) from None
         if self.ctx.is_main:
             _truncate_metrics(self.metrics_path, self.state.step)
+        if self.best is not None:
+            self.best.load()
 
     def save(self, reason: str) -> Path | None:
         if not self.ctx.is_main:
@@ -244,6 +250,8 @@ class Loop:
             events = self.guards.observe(self.state.step, loss, grad_norm)
             result.events += events
             self._log(loss, lr, grad_norm, tokens, time.time() - t0, events, bar)
+            if self.cfg.train.eval_every and self.state.step % self.cfg.train.eval_every == 0:
+                self._evaluate(result, round(self.state.step / self.plan.steps_per_epoch, 4))
             if self.cfg.train.save_every and self.state.step % self.cfg.train.save_every == 0:
                 self.save("periodic")
             if self.guards.stop or self.signal_received or self.state.step == stop_at_step:
@@ -259,13 +267,22 @@ class Loop:
         return result
 
     def _end_epoch(self, result: LoopResult) -> None:
-        if self.eval_set and self.ctx.is_main:
-            loss = eval_loss(distributed.unwrap(self.model), self.eval_set, self.pad_id, self.classification,
-                             self.cfg.train.batch_size)
-            result.eval_losses.append((self.state.step, loss))
-            append_jsonl(self.metrics_path, {"step": self.state.step, "epoch": self.state.epoch + 1,
-                                             "eval_loss": loss})
-            self.model.train()
+        every = self.cfg.train.eval_every
+        if not (every and self.state.step % every == 0):  # eval_every took this step's eval (maybe before a resume)
+            self._evaluate(result, self.state.epoch + 1)
+
+    def _evaluate(self, result: LoopResult, epoch: float) -> None:
+        if not self.eval_set or not self.ctx.is_main:
+            return
+        model = distributed.unwrap(self.model)
+        loss = eval_loss(model, self.eval_set, self.pad_id, self.classification, self.cfg.train.batch_size)
+        result.eval_losses.append((self.state.step, loss))
+        record = {"step": self.state.step, "epoch": epoch, "eval_loss": loss}
+        append_jsonl(self.metrics_path, record)
+        self.trackers.log(record)
+        if self.best is not None:
+            self.best.observe(self.state.step, loss, lambda: self.method.trainable_state(model))
+        self.model.train()
 
     def _log(self, loss, lr, grad_norm, tokens, elapsed, events, bar) -> None:
         if not self.ctx.is_main:
@@ -281,6 +298,7 @@ class Loop:
             _say(f"[guard:{e.guard}] step {e.step}: {e.message}", self.quiet)
         if self.state.step % self.cfg.train.log_every == 0 or events:
             append_jsonl(self.metrics_path, record)
+            self.trackers.log(record)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", refresh=False)

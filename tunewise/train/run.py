@@ -15,7 +15,7 @@ from tunewise.data.formats import DataStats, Example, load_classification, load_
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
-from tunewise.train import distributed
+from tunewise.train import distributed, trackers
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
 from tunewise.train.methods import get_method, trainable_token_ids
@@ -91,6 +91,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": f"cuda:{ctx.local_rank}"})})
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     if ctx.is_main:
+        trackers.require(cfg.train.report_to)  # a missing library is named before the model loads
         _prepare_run_dir(run_dir, cfg, resume)
     ctx.barrier()
 
@@ -114,14 +115,23 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         before = _load_json(run_dir / "retention_before.json")
     elif ctx.is_main and before is not None:
         atomic_write_json(run_dir / "retention_before.json", before)
+    loop.trackers = trackers.open_trackers(cfg.train.report_to, run_dir, ctx.is_main,
+                                           loop.state.step if resume else None)
+    loop.trackers.config(cfg.model_dump(mode="json"))
     if ctx.is_main:
         _announce(cfg, method, loop, data, warnings, quiet)
     loop.model = distributed.wrap(model, ctx)
-    result = loop.run(stop_at_step)
+    try:
+        result = loop.run(stop_at_step)
+    except BaseException:
+        loop.trackers.close("failed")
+        raise
     identical = distributed.ranks_identical(loop.params, ctx) if ctx.enabled else None
     summary = None
     if ctx.is_main:
         model = distributed.unwrap(loop.model)
+        if loop.best is not None and loop.best.step is not None:  # keep_best: the output is the best step's
+            method.load_trainable_state(model, loop.best.weights())
         if result.status != "stopped_at_step":
             _save_outputs(method, model, tokenizer, run_dir, data.labels)
         after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
@@ -130,6 +140,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
             summary["ddp_ranks_identical"] = identical
         atomic_write_json(run_dir / "summary.json", summary)
         _plot_losses(run_dir)
+        loop.trackers.finish(summary)
     ctx.barrier()
     distributed.shutdown(ctx)
     exit_code = 1 if summary and summary.get("retention_failed") else 0
@@ -199,6 +210,8 @@ def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, 
         "overfit_marked": loop.guards.overfit_fired, "examples": data.stats.as_dict(),
         "output": str(loop.run_dir / loop.method.output_name), "world_size": loop.ctx.world,
     }
+    if loop.best is not None:
+        summary["best_step"], summary["best_eval_loss"] = loop.best.step, loop.best.loss
     if summary["final_eval_loss"] is not None and summary["final_train_loss"] is not None:
         summary["train_eval_gap"] = round(summary["final_eval_loss"] - summary["final_train_loss"], 4)
     if before is not None and after is not None:
