@@ -247,12 +247,20 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+# Keys that older tunewise versions wrote into every run's config.yaml at an inert value. A run directory's own
+# config drops them, so `--resume` of an older run keeps working; a user's config with them still gets the error.
+RETIRED_RUN_KEYS = {("train", "tensorboard"): False}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, run_dir_config: bool = False) -> RunConfig:
     from tunewise.userfiles import load_yaml
 
     path = Path(path)
     data = load_yaml(path, "config file") or {}
     if isinstance(data, dict):
+        for (section, key), inert in RETIRED_RUN_KEYS.items() if run_dir_config else ():
+            if isinstance(data.get(section), dict) and data[section].get(key, not inert) == inert:
+                del data[section][key]
         data = apply_overrides(data, overrides or [])
         # relative data paths are relative to the config file, so a config works from any directory
         for key in ("train", "eval"):

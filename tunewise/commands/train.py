@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"run {resume} is complete ({done.get('steps')} steps, final train loss "
                            f"{done.get('final_train_loss')}); nothing to resume")
                 return
-            cfg = load_config(config or resume / "config.yaml", set_)
+            cfg = load_config(config or resume / "config.yaml", set_, run_dir_config=config is None)
             check_resumable(resume, cfg)
             result = run_train(cfg, resume, resume=True, quiet=quiet)
         else:

@@ -37,7 +37,7 @@ def check_resumable(run_dir: Path, cfg: RunConfig | None = None) -> None:
                             "pass the folder train wrote")
     if cfg is None:
         return
-    saved = load_config(run_dir / "config.yaml")
+    saved = load_config(run_dir / "config.yaml", run_dir_config=True)
     changed = [f"{f} ({_get(saved, f)!r} -> {_get(cfg, f)!r})" for f in SHAPE_FIELDS if _get(saved, f) != _get(cfg, f)]
     if changed:
         raise TunewiseError(f"--resume {run_dir}: cannot continue with changed {', '.join(changed)}; the checkpoint "
