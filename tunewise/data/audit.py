@@ -253,7 +253,7 @@ def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None =
         if drop_lines and rec.line in drop_lines:
             dropped_extra += 1
             continue
-        parts.append(json.dumps(rec.obj, ensure_ascii=False).encode("utf-8") + b"\n")
+        parts.append(json.dumps(rec.original, ensure_ascii=False).encode("utf-8") + b"\n")
     atomic_write_bytes(out, b"".join(parts))
     return {"out": str(out), "kept": len(parts), "dropped_invalid": len(log.bad_lines),
             "dropped_exact_duplicates": dropped_dup, "dropped_near_duplicates": dropped_extra}
