@@ -39,6 +39,8 @@ class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE where no loss is taken
     line: int
+    source: str | None = None  # the data source it came from, in a mix
+    segments: list[int] | None = None  # a packed row: the lengths of the examples in it (train/packing.py)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class DataStats:
     dropped_no_labels: int = 0
     tokens: int = 0
     label_tokens: int = 0
+    sources: dict[str, int] = field(default_factory=dict)  # examples used per source, for a mix
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:

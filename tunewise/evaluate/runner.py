@@ -165,7 +165,9 @@ def _task_dir_of_run(run_dir: Path) -> Path | None:
     except (OSError, yaml.YAMLError):
         return None
     train = (cfg.get("data") or {}).get("train")
-    if not train:
+    if isinstance(train, list):  # a mix: its first file source
+        train = next((s.get("path") for s in train if isinstance(s, dict) and s.get("path")), None)
+    if not isinstance(train, str) or not train:
         return None
     d = Path(train).parent
     return d if (d / META_FILE).is_file() else None

@@ -34,6 +34,7 @@ from tunewise.train.checkpoint import (
 )
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
+from tunewise.train.packing import forward_inputs
 
 EXIT_NONFINITE = 3
 
@@ -55,7 +56,7 @@ def lr_factor(step: int, total: int, warmup_ratio: float, kind: str) -> float:
 
 def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classification: bool) -> torch.Tensor:
     """Sum (not mean) of the cross-entropy terms of a micro-batch; the caller divides by the global count."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(**forward_inputs(model, batch))  # a packed batch's mask and position ids (packing.py)
     logits = out.logits.float()
     if classification:
         return F.cross_entropy(logits, batch["labels"], reduction="sum")
@@ -177,7 +178,7 @@ class Loop:
                 loss_sum = summed_loss(self.model, batch, self.classification)
                 (loss_sum * (self.ctx.world / norm)).backward()
             local_sum += float(loss_sum.detach())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(e.input_ids) for e in mine)
         loss = self.ctx.all_sum(local_sum) / norm
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
