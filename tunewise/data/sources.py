@@ -13,6 +13,7 @@ through `iter_source`, so they accept the same sources.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -60,9 +61,21 @@ def iter_source(source: str | Path, split: str = "train", columns: dict[str, str
     else:
         rows = (RawRow(i + 1, obj=obj) for i, obj in enumerate(_dataset(source, split, kind)))
     for row in rows:
-        if columns and row.problem is None:
-            row.obj = rename_columns(row.obj, columns)
+        if row.problem is None and isinstance(row.obj, dict):
+            row.obj = _decode_turns(rename_columns(row.obj, columns))
         yield row
+
+
+def _decode_turns(obj: dict) -> dict:
+    """Chat turns a table holds as JSON text (a CSV column, a string feature) become the list they encode."""
+    for key in ("messages", "conversations"):
+        value = obj.get(key)
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                obj = {**obj, key: json.loads(value)}
+            except (ValueError, RecursionError):
+                pass  # left as text; the schema check reports the wrong type
+    return obj
 
 
 def _dataset(source: str | Path, split: str, kind: str):
