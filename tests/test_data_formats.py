@@ -386,3 +386,23 @@ def test_a_packed_run_trains(micro_llama_dir, tmp_path):
     summary = train(cfg, tmp_path / "run", quiet=True).summary
     assert summary["status"] == "completed" and summary["examples"]["used"] == 24
     assert summary["tokens"] > 0 and summary["final_train_loss"] > 0
+
+
+def test_data_check_reads_every_format_and_source(tmp_path, tiny_base_dir):
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    sources = _save_all_kinds(tmp_path)
+    for kind in ("jsonl", "parquet", "save_to_disk"):
+        res = CliRunner().invoke(app, ["data", "check", sources[kind], "--model", str(tiny_base_dir), "--json"])
+        report = json.loads(res.output)
+        assert report["records"]["valid"] == 3 and report["records"]["shapes"] == {"chat": 3}, kind
+    bad = write_jsonl(tmp_path / "bad.jsonl", [sharegpt(0, *QA[0]), {"conversations": [{"from": "bot", "value": "x"}]}])
+    res = CliRunner().invoke(app, ["data", "check", str(bad), "--model", "none"])
+    assert res.exit_code == 2 and "bad.jsonl:2: conversations[0].from: unknown speaker 'bot'" in res.output
+    res = CliRunner().invoke(app, ["data", "check", sources["save_to_disk"], "--split", "test", "--format",
+                                   "alpaca", "--model", "none", "--json"])
+    assert json.loads(res.output)["records"]["valid"] == 1
+    res = CliRunner().invoke(app, ["data", "check", str(bad), "--format", "orca"])
+    assert isinstance(res.exception, TunewiseError) and "unknown data format 'orca'" in str(res.exception)

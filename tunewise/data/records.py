@@ -39,7 +39,13 @@ class RecordError(ValueError):
 
 
 def canonical_format(name: str) -> str:
-    return ALIASES.get(name, name)
+    """The format's name ('chat' -> 'messages'); an unknown name is a user error."""
+    name = ALIASES.get(name, name)
+    if name != "auto" and name not in FORMATS:
+        from tunewise.errors import TunewiseError
+
+        raise TunewiseError(f"unknown data format '{name}'", f"use auto, {', '.join(FORMATS)}")
+    return name
 
 
 def detect(obj: dict) -> str | None:
