@@ -406,3 +406,12 @@ def test_data_check_reads_every_format_and_source(tmp_path, tiny_base_dir):
     assert json.loads(res.output)["records"]["valid"] == 1
     res = CliRunner().invoke(app, ["data", "check", str(bad), "--format", "orca"])
     assert isinstance(res.exception, TunewiseError) and "unknown data format 'orca'" in str(res.exception)
+
+
+def test_a_misspelt_key_in_a_source_is_named():
+    from tunewise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.train\[1\].wieght: unknown key; did you mean 'data.train\[1\].weight'"):
+        validate_config({"data": {"train": [{"path": "a.jsonl"}, {"probe": "lm", "wieght": 0.1}]}})
+    with pytest.raises(ConfigError, match=r"data.eval.paht: unknown key"):
+        validate_config({"data": {"train": "a.jsonl", "eval": {"paht": "b.jsonl"}}})

@@ -183,9 +183,15 @@ class RunConfig(_Strict):
 def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     out = {}
     for name, f in model.model_fields.items():
-        ann = f.annotation
-        out[name] = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        out[name] = _submodel(f.annotation)
     return out
+
+
+def _submodel(ann: Any) -> type[BaseModel] | None:
+    """The config section type inside an annotation (also `str | list[DataSource]`, `DataSource | None`)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for a in getattr(ann, "__args__", ()) if (m := _submodel(a)) is not None), None)
 
 
 # Names people carry over from other tools, mapped to ours (difflib alone would not find them).
@@ -213,6 +219,9 @@ def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[s
             close = _closest(str(key), list(fields))
             hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys: {', '.join(fields)}"
             problems.append(f"{prefix}{key}: unknown key{hint}")
+        elif fields[key] is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                problems.extend(_unknown_keys(item, fields[key], f"{prefix}{key}[{i}]."))
         elif fields[key] is not None:
             problems.extend(_unknown_keys(value, fields[key], f"{prefix}{key}."))
     return problems
