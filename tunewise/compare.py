@@ -89,8 +89,11 @@ def encoder_labels(base: str, data: Path) -> list[str] | None:
     archs = getattr(load_config(base), "architectures", None) or []
     if any(a.endswith("ForCausalLM") for a in archs) or not archs:
         return None
-    labels = {json.loads(line)["completion"].strip() for line in (data / "train.jsonl").read_text().splitlines()
-              if line.strip()}
+    from tunewise.data.formats import read_records
+
+    # the trainer's reader and its classification rule (completion, else label)
+    labels = {str(r.data.get("completion", r.data.get("label", ""))).strip()
+              for r in read_records(data / "train.jsonl")}
     return sorted(labels)
 
 

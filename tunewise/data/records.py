@@ -95,8 +95,8 @@ def normalise(obj: dict, fmt: str = "auto") -> tuple[str, str, dict]:
         return fmt, "chat", _alpaca(obj)
     if fmt == "sharegpt":
         return fmt, "chat", _sharegpt(obj)
-    key = {"messages": "messages", "prompt_completion": None, "text": "text"}[fmt]
-    if key and key not in obj or fmt == "prompt_completion" and "prompt" not in obj and "completion" not in obj:
+    needs = {"messages": ("messages",), "prompt_completion": ("prompt", "completion"), "text": ("text",)}[fmt]
+    if not any(k in obj for k in needs):  # a forced format on a record of another one
         raise RecordError("(record)", f"data.format is {fmt}, but the record has no {FIELDS[fmt]} field "
                                       f"(fields found: {', '.join(map(str, list(obj)[:8])) or 'none'})",
                           "unknown-shape")
