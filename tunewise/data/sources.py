@@ -35,8 +35,9 @@ def kind_of(source: str | Path) -> str:
     if p.is_dir():
         if any((p / m).is_file() for m in _SAVED_MARKERS):
             return "saved"
-        raise TunewiseError(f"'{p}' is a folder, but not one written by datasets' save_to_disk (it has none of "
-                            f"{', '.join(_SAVED_MARKERS)})", "give a data file, or the folder save_to_disk wrote")
+        raise TunewiseError(f"'{p}' is a folder, not a file, and not one written by datasets' save_to_disk (it "
+                            f"has none of {', '.join(_SAVED_MARKERS)})",
+                            "give a data file, or the folder save_to_disk wrote")
     text = str(source)
     if p.suffix.lower() in KNOWN_SUFFIXES or text.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(text):
         raise TunewiseError(f"data file '{source}' does not exist", "check data.train / data.eval (or the path given)")

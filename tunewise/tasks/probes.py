@@ -78,7 +78,8 @@ def user_probe(path: Path, limit: int) -> Probe:
         try:
             _, shape, rec = normalise(row.obj) if isinstance(row.obj, dict) else (None, None, None)
         except RecordError as e:
-            raise TunewiseError(f"{where}: {e.field}: {e.message}", "fix the record or remove the line") from None
+            field = "" if e.field == "(record)" else f"{e.field}: "
+            raise TunewiseError(f"{where}: {field}{e.message}", "fix the record or remove the line") from None
         if shape == "chat" and len(rec["messages"]) >= 2 and rec["messages"][-1].get("role") == "assistant":
             prompts.append(rec["messages"][:-1])
             refs.append(rec["messages"][-1]["content"])
