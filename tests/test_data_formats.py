@@ -215,6 +215,9 @@ def test_a_dataset_id_reads_from_the_local_cache_offline(tok, tmp_path, monkeypa
     assert [e.input_ids for e in got] == [e.input_ids for e in load_examples(write_jsonl(
         tmp_path / "same.jsonl", _rows()), tok)[0]]
     assert not check_schema("tuner/mini-alpaca")
+    from tunewise.evaluate.runner import read_items
+
+    assert [it.reference for it in read_items(Path("tuner/mini-alpaca"), split="train")] == ["Blue.", "5", "Hi!"]
 
 
 def test_an_unreachable_dataset_id_is_one_clear_line(tok, monkeypatch, tmp_path):
@@ -415,3 +418,17 @@ def test_a_misspelt_key_in_a_source_is_named():
         validate_config({"data": {"train": [{"path": "a.jsonl"}, {"probe": "lm", "wieght": 0.1}]}})
     with pytest.raises(ConfigError, match=r"data.eval.paht: unknown key"):
         validate_config({"data": {"train": "a.jsonl", "eval": {"paht": "b.jsonl"}}})
+
+
+def test_classification_reads_the_same_formats(tok, tmp_path):
+    from tunewise.data.formats import load_classification
+
+    rows = [("great food", "praise"), ("too slow", "complaint"), ("lovely staff", "praise")]
+    plain = write_jsonl(tmp_path / "p.jsonl", [{"prompt": t, "completion": f" {y}"} for t, y in rows])
+    chat = write_jsonl(tmp_path / "a.jsonl", [{"instruction": t, "output": y} for t, y in rows])
+    texts = write_jsonl(tmp_path / "t.jsonl", [{"text": t, "label": y} for t, y in rows])
+    want = load_classification(plain, tok, 32)
+    for f in (chat, texts):
+        got = load_classification(f, tok, 32)
+        assert got[2] == want[2] == ["complaint", "praise"]
+        assert [(e.input_ids, e.labels) for e in got[0]] == [(e.input_ids, e.labels) for e in want[0]]

@@ -244,13 +244,17 @@ def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: i
 def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: list[str] | None = None,
                         split: str = "train", columns: dict[str, str] | None = None):
     """Sequence-classification examples: prompt (or text) -> completion (or label) as a class index."""
+    from tunewise.data.sources import label as source_label
+
+    where = source_label(path, split)
     rows = []
     for rec in read_records(path, split, columns):
-        text = rec.data.get("prompt", rec.data.get("text"))
-        label = rec.data.get("completion", rec.data.get("label"))
+        shape, norm = normalise_record(rec, "auto", where)
+        text, label = _text_and_label(shape, norm.data)
         if not isinstance(text, str) or label is None:
-            raise TunewiseError(f"{path}:{rec.line}: expected prompt/text and completion/label fields",
-                                "classification data is {'prompt': text, 'completion': label}")
+            raise TunewiseError(f"{where}:{rec.line}: expected prompt/text and completion/label fields",
+                                "classification data is {'prompt': text, 'completion': label}, or a "
+                                "conversation whose last assistant turn is the label")
         rows.append((text, str(label).strip(), rec.line))
     label_names = labels or sorted({r[1] for r in rows})
     index = {name: i for i, name in enumerate(label_names)}
@@ -264,3 +268,17 @@ def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: l
         stats.used += 1
         stats.tokens += len(ids)
     return examples, stats, label_names
+
+
+def _text_and_label(shape: str, data: dict):
+    """What a classifier reads and predicts: prompt -> completion, text -> label, or a conversation's turns
+    before the last assistant turn -> that turn (alpaca: instruction + input -> output)."""
+    if shape == "chat":
+        turns = data["messages"] if isinstance(data.get("messages"), list) else []
+        last = max((i for i, m in enumerate(turns) if isinstance(m, dict) and m.get("role") == "assistant"),
+                   default=None)
+        if last is None:
+            return None, None
+        text = "\n".join(str(m.get("content", "")) for m in turns[:last] if m.get("role") != "system")
+        return text, turns[last].get("content")
+    return data.get("prompt", data.get("text")), data.get("completion", data.get("label"))
