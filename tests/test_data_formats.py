@@ -432,3 +432,22 @@ def test_classification_reads_the_same_formats(tok, tmp_path):
         got = load_classification(f, tok, 32)
         assert got[2] == want[2] == ["complaint", "praise"]
         assert [(e.input_ids, e.labels) for e in got[0]] == [(e.input_ids, e.labels) for e in want[0]]
+
+
+def test_a_classifier_trains_on_an_alpaca_file_with_a_validation_split(tmp_path):
+    import datasets
+
+    from tunewise.train import train
+
+    rows = [{"instruction": t, "output": y} for t, y in
+            [("great food", "praise"), ("too slow", "complaint"), ("lovely staff", "praise"), ("cold soup", "complaint")]]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows * 2),
+                          "validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    cfg = validate_config({"base": "minilm", "task_type": "sequence-classification", "num_labels": 2,
+                           "data": {"train": str(tmp_path / "saved"), "eval": str(tmp_path / "saved"),
+                                    "max_seq_len": 16},
+                           "lora": {"r": 4}, "train": {"max_steps": 1, "batch_size": 4, "lr": 1e-3}})
+    summary = train(cfg, tmp_path / "run", quiet=True).summary
+    assert summary["status"] == "completed" and summary["examples"]["used"] == 8
+    assert summary["final_eval_loss"] is not None  # read from the folder's validation split
+    assert json.loads((tmp_path / "run" / "adapter" / "labels.json").read_text()) == ["complaint", "praise"]
