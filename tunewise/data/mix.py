@@ -29,7 +29,8 @@ from tunewise.errors import TunewiseError
 
 MIXABLE_PROBES = ("arithmetic", "lm", "knowledge")
 TRAIN_ARITHMETIC_SEED = 9_000_011  # neither the corpus build (0) nor the arithmetic probe (7_000_003)
-TRAIN_LM_SEED = 5_000_017  # heldout_documents(seed) draws from seed + 1_000_003; the probe uses seed 0
+TRAIN_LM_SEED = 5_000_017
+TRAIN_KNOWLEDGE_SEED = 3  # heldout_documents(seed) draws from seed + 1_000_003; the probe uses seed 0
 
 
 @dataclass
@@ -91,9 +92,11 @@ def probe_records(name: str, n: int) -> list[Record]:
         from tunewise.tasks.base_probes import knowledge_messages
         from tunewise.tasks.knowledge_items import KNOWLEDGE_ITEMS
 
+        order = list(range(len(KNOWLEDGE_ITEMS)))
+        random.Random(TRAIN_KNOWLEDGE_SEED).shuffle(order)  # categories mixed, whatever n
         out = []
         for i in range(n):
-            _, question, answer = KNOWLEDGE_ITEMS[i % len(KNOWLEDGE_ITEMS)]
+            _, question, answer = KNOWLEDGE_ITEMS[order[i % len(order)]]
             messages = knowledge_messages(question) + [{"role": "assistant", "content": answer}]
             out.append(Record({"messages": messages}, i + 1))
         return out

@@ -175,6 +175,10 @@ def _announce(cfg, method, loop, data, warnings, quiet) -> None:
                f"({100 * trainable / max(total, 1):.2f}%), lr {cfg.lr:g}, {loop.plan.total_steps} steps "
                f"({loop.plan.epochs:.2f} epochs) over {data.stats.used} examples")
     s = data.stats
+    if cfg.data.packing:
+        tqdm.write(f"data: {s.used} examples packed into {len(data.train)} rows of up to {cfg.data.max_seq_len} tokens")
+    if s.sources:
+        tqdm.write("data mix: " + ", ".join(f"{name} {n}" for name, n in s.sources.items()))
     if s.truncated or s.dropped_overlong or s.dropped_no_labels:
         tqdm.write(f"data: {s.truncated} truncated, {s.dropped_overlong} dropped as too long, "
                    f"{s.dropped_no_labels} dropped with nothing to learn (of {s.records})")
