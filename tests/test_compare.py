@@ -51,6 +51,16 @@ def test_verdict_reports_qlora_tradeoff_intruders_and_forgetting():
     assert "QLoRA used 25% less peak memory and 40% more time than LoRA" in v["text"]
     assert "lora 7, full 0" in v["text"]
     assert "lora on 'arithmetic' (50% worse)" in v["text"]
+    # the advice is the config line that mixes the skill back in, and that line is a valid config
+    line = "data.train: [{path: train.jsonl, weight: 0.9}, {probe: arithmetic, weight: 0.1}]"
+    assert line in v["text"]
+    import yaml
+
+    from tunewise.config import validate_config
+
+    cfg = validate_config({"data": yaml.safe_load(line.replace("data.train:", "train:"))})
+    assert [(s.path, s.probe, s.weight) for s in cfg.data.sources()] == [("train.jsonl", None, 0.9),
+                                                                        (None, "arithmetic", 0.1)]
 
 
 def test_bad_specs_are_listed_together():

@@ -317,6 +317,9 @@ def test_skill_coverage(tmp_path):
     msgs = " | ".join(f["message"] for f in r["findings"] if f["check"] == "skills")
     assert "no sql examples" in msgs and "unlearn" in msgs and "no x examples" in msgs
     assert "mix in the missing skills" in r["verdict"]["message"]
+    none = audit(write_jsonl(tmp_path / "n.jsonl", unique_records(5)), AuditOptions(preserve=["arithmetic"], **NO_TOK))
+    line = f"data.train: [{{path: {tmp_path / 'n.jsonl'}, weight: 0.9}}, {{probe: arithmetic, weight: 0.1}}]"
+    assert any(line in f["message"] for f in none["findings"])  # the advice as the config line that does it
 
 
 def test_leakage_exact_and_near(tmp_path):

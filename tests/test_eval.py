@@ -40,8 +40,8 @@ def test_read_items_keeps_bad_records_as_errors(tmp_path):
     ]))
     items = read_items(f)
     assert [it.error is None for it in items] == [True, False, False, False, True, False]
-    assert "line 2: not valid JSON" in items[1].error
-    assert "line 3: no field 'completion'" in items[2].error
+    assert "test.jsonl:2: not valid JSON" in items[1].error
+    assert "test.jsonl:3: completion: missing" in items[2].error
     assert "expected a JSON object" in items[3].error
     assert (items[4].prompt, items[4].reference) == ("great food", "praise")
     assert "'choices' must be" in items[5].error
@@ -53,7 +53,7 @@ def test_read_items_unusable_files(tmp_path):
         read_items(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n')
-    with pytest.raises(TunewiseError, match="no usable record.*line 1: no string field 'prompt'"):
+    with pytest.raises(TunewiseError, match=r"no usable record.*bad.jsonl:1: expected one of .*\(fields found: question, answer\)"):
         read_items(bad)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

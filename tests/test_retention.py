@@ -62,8 +62,12 @@ def test_probe_sets(tmp_path):
     assert load_probe(str(text), 10).kind == "loss"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"question": "q"}) + "\n")
-    with pytest.raises(TunewiseError, match="bad.jsonl: line 2: a probe record needs"):
+    with pytest.raises(TunewiseError, match=r"bad.jsonl:2: expected one of .*\(fields found: question\)"):
         load_probe(str(bad), 10)
+    half = tmp_path / "half.jsonl"
+    half.write_text(json.dumps({"prompt": "no answer"}) + "\n")
+    with pytest.raises(TunewiseError, match="half.jsonl:1: a probe record needs"):
+        load_probe(str(half), 10)
     with pytest.raises(TunewiseError, match="unknown probe 'trivia'"):
         load_probe("trivia", 10)
     assert parse_probe_list("arithmetic, lm,,arithmetic") == ["arithmetic", "lm"]

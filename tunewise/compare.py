@@ -89,8 +89,11 @@ def encoder_labels(base: str, data: Path) -> list[str] | None:
     archs = getattr(load_config(base), "architectures", None) or []
     if any(a.endswith("ForCausalLM") for a in archs) or not archs:
         return None
-    labels = {json.loads(line)["completion"].strip() for line in (data / "train.jsonl").read_text().splitlines()
-              if line.strip()}
+    from tunewise.data.formats import read_records
+
+    # the trainer's reader and its classification rule (completion, else label)
+    labels = {str(r.data.get("completion", r.data.get("label", ""))).strip()
+              for r in read_records(data / "train.jsonl")}
     return sorted(labels)
 
 
@@ -238,7 +241,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
     base_score = base_row["score"] if base_row else None
     result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
-              "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score),
+              "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score, str(data / "train.jsonl")),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)
     return result
@@ -259,7 +262,8 @@ def _advice(spec: CompareSpec) -> dict | None:
 # ---------------------------------------------------------------------------------------------- verdict
 
 
-def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None) -> dict:
+def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None,
+            train_file: str = "train.jsonl") -> dict:
     """The framework's call from the measured rows and the untuned base's score (pure: numbers in, sentences out)."""
     lines: list[str] = []
     scores = [r["score"] for r in rows.values() if r.get("score") is not None]
@@ -302,7 +306,7 @@ def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None) -
     if adapter and full and adapter.get("intruders") is not None and full.get("intruders") is not None:
         lines.append(f"Intruder dimensions (top-10, eps 0.5): {adapter['method']} {adapter['intruders']}, "
                      f"full {full['intruders']}.")
-    worst = _worst_forgetting(rows)
+    worst = _worst_forgetting(rows, train_file)
     if worst:
         lines.append(worst)
     return {"recommendation": recommendation, "lines": lines, "text": " ".join(lines)}
@@ -333,7 +337,7 @@ def retention_words(retention: dict | None) -> dict[str, str]:
     return out
 
 
-def _worst_forgetting(rows: dict[str, dict]) -> str | None:
+def _worst_forgetting(rows: dict[str, dict], train_file: str = "train.jsonl") -> str | None:
     worst = None
     for method, row in rows.items():
         for probe, c in (row.get("retention") or {}).items():
@@ -344,6 +348,8 @@ def _worst_forgetting(rows: dict[str, dict]) -> str | None:
             if worst is None or drop > worst[0]:
                 worst = (drop, method, probe)
     if worst and worst[0] > 0.05:
+        from tunewise.data.mix import mix_config_line
+
         return (f"Largest loss of a base skill: {worst[1]} on '{worst[2]}' ({worst[0]:.0%} worse); mix examples of "
-                "that skill into the training data to preserve it.")
+                f"that skill into the training data to preserve it: {mix_config_line(train_file, worst[2])}")
     return None

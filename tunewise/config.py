@@ -23,15 +23,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "chat"]
+
+
+class DataSource(_Strict):
+    path: str | None = Field(None, description="A data file (JSONL / JSON / CSV / Parquet), a save_to_disk folder "
+                                               "or a dataset id (datasets.load_dataset).")
+    probe: str | None = Field(None, description="Instead of path: training records of a retention probe's skill "
+                                                "(arithmetic, lm, knowledge).")
+    weight: float = Field(1.0, gt=0, description="Share of the mix (weights are normalised).")
+    split: str | None = Field(None, description="Split of a dataset; default data.split.")
+    columns: dict[str, str] | None = Field(None, description="{our field: the dataset's column}; default "
+                                                             "data.columns.")
+
+    @model_validator(mode="after")
+    def _one_of_path_or_probe(self) -> DataSource:
+        if (self.path is None) == (self.probe is None):
+            raise ValueError("give exactly one of path or probe")
+        return self
+
+
 class DataConfig(_Strict):
-    train: str = Field(description="Training file: JSONL / JSON / CSV / Parquet.")
-    eval: str | None = Field(None, description="Evaluation file (eval loss each epoch); optional.")
-    format: Literal["auto", "prompt_completion", "chat", "text"] = Field(
-        "auto", description="Record shape; 'auto' looks at the first record's keys.")
+    train: str | list[DataSource] = Field(
+        description="Training data: a file (JSONL / JSON / CSV / Parquet), a save_to_disk folder or a dataset id; "
+                    "or a weighted list of sources, e.g. [{path: train.jsonl, weight: 0.9}, "
+                    "{probe: knowledge, weight: 0.1}].")
+    eval: str | DataSource | None = Field(None, description="Evaluation data (eval loss each epoch); optional.")
+    format: DataFormat = Field(
+        "auto", description="Record format: alpaca, sharegpt, messages, prompt_completion or text; 'auto' "
+                            "detects it per record ('chat' = messages).")
+    split: str = Field("train", description="Split read from a dataset id or a DatasetDict folder.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Rename a dataset's columns to the "
+                                    "format's fields: {instruction: question, output: answer}.")
+    packing: bool = Field(False, description="Pack several examples into each row of max_seq_len tokens (no "
+                                             "attention across examples, positions restart per example).")
     max_seq_len: int = Field(256, gt=0, description="Longest example in tokens.")
     overlong: Literal["truncate", "drop", "error"] = Field("truncate", description="What to do with longer examples.")
     group_by_length: bool = Field(True, description="Batch examples of similar length so padding wastes little.")
     check: bool = Field(True, description="Run the schema check first and refuse a dataset with errors.")
+
+    @field_validator("train")
+    @classmethod
+    def _train_not_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one source")
+        return v
+
+    def sources(self) -> list[DataSource]:
+        """data.train as a list of sources (a plain path is one source of weight 1)."""
+        return [DataSource(path=self.train)] if isinstance(self.train, str) else list(self.train)
 
 
 class LoraConfig(_Strict):
@@ -165,9 +205,15 @@ class RunConfig(_Strict):
 def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     out = {}
     for name, f in model.model_fields.items():
-        ann = f.annotation
-        out[name] = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        out[name] = _submodel(f.annotation)
     return out
+
+
+def _submodel(ann: Any) -> type[BaseModel] | None:
+    """The config section type inside an annotation (also `str | list[DataSource]`, `DataSource | None`)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for a in getattr(ann, "__args__", ()) if (m := _submodel(a)) is not None), None)
 
 
 # Names people carry over from other tools, mapped to ours (difflib alone would not find them).
@@ -197,6 +243,9 @@ def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[s
             close = _closest(str(key), list(fields))
             hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys: {', '.join(fields)}"
             problems.append(f"{prefix}{key}: unknown key{hint}")
+        elif fields[key] is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                problems.extend(_unknown_keys(item, fields[key], f"{prefix}{key}[{i}]."))
         elif fields[key] is not None:
             problems.extend(_unknown_keys(value, fields[key], f"{prefix}{key}."))
     return problems
@@ -263,13 +312,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None, run_dir_co
                 del data[section][key]
         data = apply_overrides(data, overrides or [])
         # relative data paths are relative to the config file, so a config works from any directory
+        section = data.get("data") if isinstance(data.get("data"), dict) else {}
         for key in ("train", "eval"):
-            value = (data.get("data") or {}).get(key) if isinstance(data.get("data"), dict) else None
-            if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-                candidate = path.parent / value
-                if candidate.exists():
-                    data["data"][key] = str(candidate)
+            value = section.get(key)
+            if isinstance(value, (list, dict)):
+                for entry in value if isinstance(value, list) else [value]:
+                    if isinstance(entry, dict) and (found := _relative_to(path, entry.get("path"))):
+                        entry["path"] = found
+            elif found := _relative_to(path, value):
+                section[key] = found
     return validate_config(data, str(path))
+
+
+def _relative_to(config: Path, value) -> str | None:
+    """A relative data path that exists next to the config file (so a config works from any directory)."""
+    if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+        candidate = config.parent / value
+        if candidate.exists():
+            return str(candidate)
+    return None
 
 
 def dump_config(cfg: RunConfig) -> str:

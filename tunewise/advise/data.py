@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,27 +19,21 @@ class DataFacts:
 
 
 def _records(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8") if suffix in (".jsonl", ".json", ".csv") else ""
-    if suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise TunewiseError(f"{path}:{n}: not valid JSON ({e.msg})", "one JSON object per line") from None
-        return out
-    if suffix == ".json":
-        data = json.loads(text)
-        return data if isinstance(data, list) else data.get("data", [])
-    if suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """Records in their shape (records.py's one rule); a record of no known format is kept raw (shape unknown)."""
+    from tunewise.data.records import RecordError, normalise
+    from tunewise.data.sources import iter_source
 
-        return pq.read_table(path).to_pylist()
-    raise TunewiseError(f"dataset '{path}': unknown file type '{suffix}'", "use .jsonl, .json, .csv or .parquet")
+    out = []
+    for row in iter_source(path):
+        if row.problem is not None:
+            raise TunewiseError(f"{path}:{row.line}: {row.problem}", f"run `tunewise data check {path}`")
+        if not isinstance(row.obj, dict):
+            continue
+        try:
+            out.append(normalise(row.obj)[2])
+        except RecordError:
+            out.append(row.obj)
+    return out
 
 
 def _text(rec: dict) -> str:
@@ -53,11 +45,11 @@ def _text(rec: dict) -> str:
 
 
 def read(path: str) -> DataFacts:
+    from tunewise.data.schema import shape_of
+
     p = Path(path).expanduser()
-    recs = [r for r in _records(p) if isinstance(r, dict)]
-    first = recs[0] if recs else {}
-    fmt = ("chat" if "messages" in first else "prompt_completion" if "prompt" in first and "completion" in first
-           else "text" if "text" in first else "unknown")
+    recs = _records(p)
+    fmt = (shape_of(recs[0]) if recs else None) or "unknown"
     texts = [_text(r) for r in recs]
     completions = {str(r.get("completion", "")).strip() for r in recs} if fmt == "prompt_completion" else set()
     looks_like_labels = fmt == "prompt_completion" and 1 < len(completions) <= 50 and len(recs) >= 2 * len(

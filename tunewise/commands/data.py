@@ -14,8 +14,13 @@ _STATUS = {0: "[green]ok[/]", 1: "[yellow]warning[/]", 2: "[red]error[/]"}
 
 @data_app.command("check")
 def check(
-    path: Path = typer.Argument(..., help="Training file: .jsonl (streamed), .json, .csv or .parquet."),
-    eval_path: Path | None = typer.Option(None, "--eval", help="Evaluation file: report exact / near overlap."),
+    path: Path = typer.Argument(..., help="Training data: a .jsonl (streamed), .json, .csv or .parquet file, a "
+                                          "save_to_disk folder or a dataset id."),
+    eval_path: Path | None = typer.Option(None, "--eval", help="Evaluation data: report exact / near overlap."),
+    fmt: str = typer.Option("auto", "--format", help="Record format: auto, alpaca, sharegpt, messages, "
+                                                     "prompt_completion or text (as data.format)."),
+    split: str = typer.Option("train", "--split", help="Split of a dataset id or DatasetDict folder."),
+    eval_split: str = typer.Option("validation", "--eval-split", help="Split of the --eval dataset."),
     model: str = typer.Option("tiny", "--model", help="Tokenizer for token lengths ('tiny', a folder, a hub id; "
                                                        "'none' skips lengths)."),
     max_seq_len: int = typer.Option(256, "--max-seq-len", min=1, help="Count examples this limit truncates."),
@@ -41,6 +46,9 @@ def check(
     Exit code: 0 clean, 1 warnings, 2 errors (so it can gate CI).
     """
     from tunewise.data.audit import AuditOptions, audit, write_fixed
+    from tunewise.data.records import canonical_format
+
+    canonical_format(fmt)  # an unknown --format is refused before the pass over the data
 
     if fix is not None:
         from tunewise.errors import TunewiseError
@@ -54,11 +62,12 @@ def check(
                         model=None if model.lower() == "none" else model, max_seq_len=max_seq_len,
                         preserve=[s.strip() for s in preserve.split(",") if s.strip()],
                         output_format=output_format, near_threshold=near_threshold,
-                        length_sample=0 if exact_lengths else 20_000)
+                        length_sample=0 if exact_lengths else 20_000, fmt=fmt, split=split,
+                        eval_split=eval_split)
     report = audit(path, opts)
     redundant = report.pop("_near_redundant_lines")
     if fix is not None:
-        report["fix"] = write_fixed(path, fix, redundant if drop_near else None)
+        report["fix"] = write_fixed(path, fix, redundant if drop_near else None, fmt=fmt, split=split)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:

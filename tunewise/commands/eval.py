@@ -18,11 +18,12 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         target: str = typer.Argument(..., help="A run directory, a PEFT adapter folder, a model folder, or a base "
                                                "('tiny', 'minilm', a hub id)."),
-        data: str = typer.Option(None, "--data", "-d", help="Task directory (tunewise tasks make) or JSONL file "
-                                                            "with prompt/completion."),
+        data: str = typer.Option(None, "--data", "-d", help="Task directory (tunewise tasks make), or test data "
+                                                            "in any training format: a file, a save_to_disk folder "
+                                                            "or a dataset id."),
         task: str = typer.Option(None, "--task", "-t", help="Built-in task: generates its test split (with "
                                                             "--data: score that file the way this task is scored)."),
-        split: str = typer.Option("test", "--split", help="Split of a task directory."),
+        split: str = typer.Option("test", "--split", help="Split of a task directory or a dataset."),
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
         seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
         scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "

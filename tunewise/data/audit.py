@@ -34,6 +34,9 @@ class AuditOptions:
     max_line_bytes: int = MAX_LINE_BYTES
     chunk: int = 4096
     length_sample: int = 20_000  # records whose lengths form the distribution (0 = all); truncation is exact
+    fmt: str = "auto"  # data.format: auto, alpaca, sharegpt, messages, prompt_completion, text
+    split: str = "train"  # of a dataset id or a DatasetDict folder
+    eval_split: str = "validation"
 
 
 def _h(*parts: str) -> int:
@@ -107,9 +110,10 @@ class _Scan:
         return np.concatenate(self.sigs) if self.sigs else np.zeros((0, dedup.NUM_PERM), np.uint32)
 
 
-def _scan(path: Path, opts: AuditOptions, extra: list | None = None, label: str | None = None) -> _Scan:
+def _scan(path: Path, opts: AuditOptions, extra: list | None = None, label: str | None = None,
+          split: str | None = None) -> _Scan:
     scan = _Scan(ProblemLog(cap=opts.max_problems))
-    for rec in iter_checked(path, scan.log, opts.max_line_bytes, label):
+    for rec in iter_checked(path, scan.log, opts.max_line_bytes, label, opts.fmt, split or opts.split):
         scan.add(rec, opts.chunk)
         for acc in extra or []:
             acc.add(rec)
@@ -205,7 +209,7 @@ def audit(path: str | Path, opts: AuditOptions | None = None) -> dict:
     report["skills"] = skills.result() if opts.preserve else None
     problems = list(train.log.problems)
     if opts.eval_path:
-        ev = _scan(Path(opts.eval_path), opts)
+        ev = _scan(Path(opts.eval_path), opts, split=opts.eval_split)
         report["leakage"] = _leakage(train, ev, opts.near_threshold)
         report["leakage"]["file"] = str(opts.eval_path)
         problems += ev.log.problems[: max(0, opts.max_problems - len(problems))]
@@ -230,7 +234,7 @@ def exit_code(report: dict) -> int:
 
 
 def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None = None,
-                max_line_bytes: int = MAX_LINE_BYTES) -> dict:
+                max_line_bytes: int = MAX_LINE_BYTES, fmt: str = "auto", split: str = "train") -> dict:
     """A cleaned JSONL copy: without unparseable / invalid / empty records, exact duplicates and `drop_lines`.
 
     The input is only read; the output is written atomically (a crash leaves no half-written file).
@@ -244,7 +248,7 @@ def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None =
     seen: set[int] = set()
     parts: list[bytes] = []
     dropped_dup = dropped_extra = 0
-    for rec in iter_checked(path, log, max_line_bytes):
+    for rec in iter_checked(path, log, max_line_bytes, fmt=fmt, split=split):
         h = _h(rec.shape, rec.prompt, rec.answer)
         if h in seen:
             dropped_dup += 1
@@ -253,7 +257,7 @@ def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None =
         if drop_lines and rec.line in drop_lines:
             dropped_extra += 1
             continue
-        parts.append(json.dumps(rec.obj, ensure_ascii=False).encode("utf-8") + b"\n")
+        parts.append(json.dumps(rec.original, ensure_ascii=False).encode("utf-8") + b"\n")
     atomic_write_bytes(out, b"".join(parts))
     return {"out": str(out), "kept": len(parts), "dropped_invalid": len(log.bad_lines),
             "dropped_exact_duplicates": dropped_dup, "dropped_near_duplicates": dropped_extra}

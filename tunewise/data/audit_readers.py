@@ -1,12 +1,13 @@
-"""Defensive, streaming readers for the audit: every row comes back with its line number, bad rows as problems.
+"""Defensive, streaming file readers: every row comes back with its line number, bad rows as problems.
 
-Unlike tunewise.data.formats.read_records (which stops at the first broken record, as a trainer should), these
-readers never raise on bad content: a row that cannot be read is yielded as a RawRow with `problem` set, so the
-audit can report every broken line. JSONL is read in binary one line at a time with a length cap, so invalid
-UTF-8, NUL bytes and gigantic lines are reported with their line numbers and memory stays bounded.
+These are the local-file half of the one reader, tunewise.data.sources.iter_source. They never raise on bad
+content: a row that cannot be read is yielded as a RawRow with `problem` set, so the audit can report every
+broken line (the trainer, through formats.read_records, stops at the first). JSONL is read in binary one line
+at a time with a length cap, so invalid UTF-8, NUL bytes and gigantic lines are reported with their line numbers
+and memory stays bounded.
 
-Line numbers follow formats.read_records so the trainer and the audit point at the same place: 1-based physical
-line for JSONL, data row + 1 (the header is line 1) for CSV, 1-based record index for JSON and Parquet.
+Line numbers are the same for the trainer and the audit (one reader): 1-based physical line for JSONL, data
+row + 1 (the header is line 1) for CSV, 1-based record index for JSON and Parquet.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def findings(r: dict, opts: Any) -> list[dict]:
                                                f"({_pct(s['valid_share'])} valid), e.g. lines {lines}; the "
                                                "model learns broken outputs from them"))
     _leak_findings(r.get("leakage"), out)
-    _skill_findings(r.get("skills"), out)
+    _skill_findings(r.get("skills"), out, r.get("file", "train.jsonl"))
     if 0 < n < MIN_EXAMPLES:
         out.append(_f("warning", "size", f"only {n} valid examples; a few hundred curated ones is the floor "
                                          f"for a LoRA task, {CURATED_SIZE} is the LIMA figure"))
@@ -118,9 +118,10 @@ def _leak_findings(leak: dict | None, out: list[dict]) -> None:
         out.append(_f("error", "leakage", f"the eval file has {leak['eval_schema_errors']} schema error(s)"))
 
 
-def _skill_findings(skills: dict | None, out: list[dict]) -> None:
+def _skill_findings(skills: dict | None, out: list[dict], file: str = "train.jsonl") -> None:
     if not skills:
         return
+    from tunewise.data.mix import MIXABLE_PROBES, mix_config_line
     for name in skills["unknown"]:
         out.append(_f("warning", "skills", f"no detector for skill '{name}'; known: arithmetic, math, sql, json, "
                                            "code, lm, or give NAME=REGEX"))
@@ -128,7 +129,9 @@ def _skill_findings(skills: dict | None, out: list[dict]) -> None:
         if s["examples"] == 0:
             out.append(_f("warning", "skills", f"no {name} examples: models unlearn skills their fine-tuning data "
                                                f"does not show (the seed); mix in representative {name} examples "
-                                               "(about 5-10% of the data)"))
+                                               "(about 5-10% of the data)" + (
+                                                   f": {mix_config_line(file, name)}" if name in MIXABLE_PROBES
+                                                   else "")))
         elif s["share"] < FEW_SKILL:
             out.append(_f("warning", "skills", f"only {s['examples']} {name} example(s) ({_pct(s['share'])}); "
                                                "consider mixing in more to preserve it"))

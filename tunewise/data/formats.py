@@ -1,6 +1,6 @@
-"""Training data: read JSONL / JSON / CSV / Parquet records, render them, tokenise with a loss mask.
+"""Training data: read records from any source (sources.py), normalise them (records.py), tokenise with a loss mask.
 
-Three record shapes:
+Every format (alpaca, sharegpt, messages, prompt/completion, text) is normalised into one of three shapes:
 - {"prompt", "completion"}: loss on the completion (+ EOS) only; the completion is appended to the prompt verbatim.
 - {"messages": [{"role", "content"}, ...]}: loss on assistant turns only. The tokenizer's chat template is used when
   it has one; otherwise DEFAULT_ROLE_PREFIX below (documented in the README).
@@ -15,8 +15,6 @@ Llama-style tokenizers, nothing on SmolLM2's). `prompt_ids` is the generation-ti
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,8 @@ class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE where no loss is taken
     line: int
+    source: str | None = None  # the data source it came from, in a mix
+    segments: list[int] | None = None  # a packed row: the lengths of the examples in it (train/packing.py)
 
 
 @dataclass
@@ -52,63 +52,51 @@ class DataStats:
     dropped_no_labels: int = 0
     tokens: int = 0
     label_tokens: int = 0
+    sources: dict[str, int] = field(default_factory=dict)  # examples used per source, for a mix
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "notes"}
 
 
-def read_records(path: str | Path) -> Iterator[Record]:
-    """Records of a data file with their line numbers; a broken record raises TunewiseError naming file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise TunewiseError(f"data file '{path}' does not exist", "check data.train / data.eval in the config")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        with open(path, "rb") as f:  # bytes, so a bad line is reported with its number, not a decode crash
-            for n, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise TunewiseError(f"{path}:{n}: not valid UTF-8",
-                                        f"re-encode the file, or run `tunewise data check {path} --fix clean.jsonl`") from None
-                except json.JSONDecodeError as e:
-                    raise TunewiseError(f"{path}:{n}: not valid JSON ({e.msg})",
-                                        f"fix the line, or run `tunewise data check {path} --fix clean.jsonl`") from None
-                yield Record(obj, n)
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise TunewiseError(f"{path}:{e.lineno}: not valid JSON ({e.msg})", "fix the file") from None
-        if not isinstance(data, list):
-            raise TunewiseError(f"{path}: expected a JSON list of records", "or use JSONL, one record per line")
-        for i, obj in enumerate(data):
-            yield Record(obj, i + 1)
-    elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            for n, row in enumerate(csv.DictReader(f), 2):
-                yield Record(dict(row), n)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+def read_records(path: str | Path, split: str = "train", columns: dict[str, str] | None = None) -> Iterator[Record]:
+    """Records of a data source (file, save_to_disk folder, hub dataset: see sources.py) with their line
+    numbers; the first unreadable one raises TunewiseError naming source:line."""
+    from tunewise.data.sources import iter_source, label
 
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield Record(row, i + 1)
-    else:
-        raise TunewiseError(f"{path}: unsupported data file type '{suffix}'", "use .jsonl, .json, .csv or .parquet")
+    where = label(path, split)
+    for row in iter_source(path, split, columns):
+        if row.problem is not None:
+            raise TunewiseError(f"{where}:{row.line}: {row.problem}",
+                                f"or run `tunewise data check {path} --fix clean.jsonl`")
+        yield Record(row.obj, row.line)
+
+
+def normalise_record(record: Record, fmt: str, where: str | Path) -> tuple[str, Record]:
+    """(shape, record in that shape) by the one rule of records.py; a record it cannot read raises
+    `where:line: field: what`."""
+    from tunewise.data.records import RecordError, normalise
+
+    if not isinstance(record.data, dict):
+        raise TunewiseError(f"{where}:{record.line}: expected a JSON object", f"run `tunewise data check {where}`")
+    try:
+        _, shape, data = normalise(record.data, fmt)
+    except RecordError as e:
+        raise TunewiseError(f"{where}:{record.line}: {e.field}: {e.message}" if e.field != "(record)"
+                            else f"{where}:{record.line}: {e.message}",
+                            f"run `tunewise data check {where}` to list every problem") from None
+    return shape, Record(data, record.line)
 
 
 def detect_format(record: dict) -> str:
     """The record's shape, decided exactly as the data audit decides it (one rule for both)."""
+    from tunewise.data.records import expected_message
     from tunewise.data.schema import shape_of
 
     shape = shape_of(record)
     if shape is not None:
         return shape
-    raise TunewiseError(f"record keys {sorted(record)} match no known shape",
-                        "use {'prompt','completion'}, {'messages':[...]} or {'text'}")
+    raise TunewiseError(expected_message(record), "name the fields with data.columns, or set data.format")
 
 
 def _field(record: Record, name: str, path: Path) -> str:
@@ -217,20 +205,22 @@ def encode_record(record: Record, fmt: str, tokenizer, path: Path) -> tuple[list
 
 
 def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: int = 256,
-                  overlong: str = "truncate") -> tuple[list[Example], DataStats]:
-    """Tokenised examples with loss masks, and what happened to the rest (counted, never silent)."""
-    path = Path(path)
+                  overlong: str = "truncate", split: str = "train", columns: dict[str, str] | None = None,
+                  records: list[Record] | None = None) -> tuple[list[Example], DataStats]:
+    """Tokenised examples with loss masks, and what happened to the rest (counted, never silent). `records`
+    (already read, e.g. by a mix) replaces reading `path`, which then only names them in errors."""
+    from tunewise.data.sources import label
+
+    where = str(path) if records is not None else label(path, split)
     stats = DataStats()
     examples: list[Example] = []
-    for rec in read_records(path):
+    for rec in records if records is not None else read_records(path, split, columns):
         stats.records += 1
-        if not isinstance(rec.data, dict):
-            raise TunewiseError(f"{path}:{rec.line}: expected a JSON object", f"run `tunewise data check {path}`")
-        rec_fmt = detect_format(rec.data) if fmt == "auto" else fmt
-        ids, labels = encode_record(rec, rec_fmt, tokenizer, path)
+        shape, rec = normalise_record(rec, fmt, where)
+        ids, labels = encode_record(rec, shape, tokenizer, Path(where))
         if len(ids) > max_seq_len:
             if overlong == "error":
-                raise TunewiseError(f"{path}:{rec.line}: {len(ids)} tokens > data.max_seq_len {max_seq_len}",
+                raise TunewiseError(f"{where}:{rec.line}: {len(ids)} tokens > data.max_seq_len {max_seq_len}",
                                     "raise data.max_seq_len, or set data.overlong to truncate or drop")
             if overlong == "drop":
                 stats.dropped_overlong += 1
@@ -245,22 +235,26 @@ def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: i
         stats.tokens += len(ids)
         stats.label_tokens += sum(lab != IGNORE for lab in labels[1:])
     if not examples:
-        raise TunewiseError(f"{path}: no usable examples (of {stats.records} records: {stats.dropped_overlong} too long, "
+        raise TunewiseError(f"{where}: no usable examples (of {stats.records} records: {stats.dropped_overlong} too long, "
                             f"{stats.dropped_no_labels} with nothing to learn)",
                             "check the file with `tunewise data check`, or raise data.max_seq_len")
     return examples, stats
 
 
-def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: list[str] | None = None):
+def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: list[str] | None = None,
+                        split: str = "train", columns: dict[str, str] | None = None):
     """Sequence-classification examples: prompt (or text) -> completion (or label) as a class index."""
-    path = Path(path)
+    from tunewise.data.sources import label as source_label
+
+    where = source_label(path, split)
     rows = []
-    for rec in read_records(path):
-        text = rec.data.get("prompt", rec.data.get("text"))
-        label = rec.data.get("completion", rec.data.get("label"))
+    for rec in read_records(path, split, columns):
+        shape, norm = normalise_record(rec, "auto", where)
+        text, label = _text_and_label(shape, norm.data)
         if not isinstance(text, str) or label is None:
-            raise TunewiseError(f"{path}:{rec.line}: expected prompt/text and completion/label fields",
-                                "classification data is {'prompt': text, 'completion': label}")
+            raise TunewiseError(f"{where}:{rec.line}: expected prompt/text and completion/label fields",
+                                "classification data is {'prompt': text, 'completion': label}, or a "
+                                "conversation whose last assistant turn is the label")
         rows.append((text, str(label).strip(), rec.line))
     label_names = labels or sorted({r[1] for r in rows})
     index = {name: i for i, name in enumerate(label_names)}
@@ -274,3 +268,17 @@ def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: l
         stats.used += 1
         stats.tokens += len(ids)
     return examples, stats, label_names
+
+
+def _text_and_label(shape: str, data: dict):
+    """What a classifier reads and predicts: prompt -> completion, text -> label, or a conversation's turns
+    before the last assistant turn -> that turn (alpaca: instruction + input -> output)."""
+    if shape == "chat":
+        turns = data["messages"] if isinstance(data.get("messages"), list) else []
+        last = max((i for i, m in enumerate(turns) if isinstance(m, dict) and m.get("role") == "assistant"),
+                   default=None)
+        if last is None:
+            return None, None
+        text = "\n".join(str(m.get("content", "")) for m in turns[:last] if m.get("role") != "system")
+        return text, turns[last].get("content")
+    return data.get("prompt", data.get("text")), data.get("completion", data.get("label"))

@@ -1,4 +1,4 @@
-"""Schema check of a training file: every problem as `file:line: field: what is wrong`, not just the first.
+"""Schema check of a data source: every problem as `file:line: field: what is wrong`, not just the first.
 
 `check_schema(path)` is what the trainer calls before training: it streams the file once, imports nothing heavy,
 and returns the problems (errors and warnings). `iter_checked` is the same pass for the audit: it also yields
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tunewise.data.audit_readers import MAX_LINE_BYTES, iter_rows
+from tunewise.data.audit_readers import MAX_LINE_BYTES
 
 Severity = Literal["error", "warning"]
 ROLES = ("system", "user", "assistant")  # the roles tunewise.data.formats renders
@@ -51,7 +51,12 @@ class Checked:
     shape: str
     prompt: str
     answer: str
-    obj: dict
+    obj: dict  # in its shape (alpaca and sharegpt records as messages)
+    raw: dict | None = None  # as the file holds it
+
+    @property
+    def original(self) -> dict:
+        return self.raw if self.raw is not None else self.obj
 
     @property
     def text(self) -> str:
@@ -205,52 +210,55 @@ class _Checker:
 
 
 def shape_of(obj: dict) -> str | None:
-    """The record's shape ('chat' > 'prompt_completion' > 'text'); the trainer uses the same rule."""
-    if "messages" in obj:
-        return "chat"
-    if "prompt" in obj or "completion" in obj:
-        return "prompt_completion"
-    if "text" in obj:
-        return "text"
-    return None
+    """The record's shape ('chat' | 'prompt_completion' | 'text') by the one rule in records.py, or None."""
+    from tunewise.data.records import SHAPE, detect
+
+    fmt = detect(obj)
+    return SHAPE[fmt] if fmt else None
 
 
-def validate(obj: Any, file: str, line: int) -> tuple[Checked | None, list[Problem]]:
-    """One parsed record -> (normalised record or None, its problems)."""
+def validate(obj: Any, file: str, line: int, fmt: str = "auto") -> tuple[Checked | None, list[Problem]]:
+    """One parsed record -> (normalised record or None, its problems), fields named in the record's format."""
+    from tunewise.data.records import RecordError, normalise, source_field
+
     c = _Checker(file, line)
     if not isinstance(obj, dict):
         c.err("(record)", f"expected a JSON object, got {type(obj).__name__}", "not-an-object")
         return None, c.problems
-    shape = shape_of(obj)
-    if shape is None:
-        keys = ", ".join(repr(k)[:30] for k in list(obj)[:6]) or "none"
-        c.err("(record)", f"keys {keys} match no known shape; use {{'prompt','completion'}}, "
-                          "{'messages': [...]} or {'text'}", "unknown-shape")
+    try:
+        source_fmt, shape, norm = normalise(obj, fmt)
+    except RecordError as e:
+        c.err(e.field, e.message, e.code)
         return None, c.problems
     if shape == "chat":
-        pa = c.chat(obj)
+        pa = c.chat(norm)
     elif shape == "prompt_completion":
-        pa = c.prompt_completion(obj)
+        pa = c.prompt_completion(norm)
     else:
-        t = c.text(obj)
+        t = c.text(norm)
         pa = None if t is None else ("", t)
+    problems = [Problem(p.file, p.line, source_field(source_fmt, p.field, obj), p.message, p.severity, p.code)
+                for p in c.problems]
     if pa is None or c.failed:
-        return None, c.problems
-    return Checked(line, shape, pa[0], pa[1], obj), c.problems
+        return None, problems
+    return Checked(line, shape, pa[0], pa[1], norm, obj), problems
 
 
 def iter_checked(path: str | Path, log: ProblemLog, max_line_bytes: int = MAX_LINE_BYTES,
-                 label: str | None = None) -> Iterator[Checked]:
-    """Stream a data file: valid records are yielded, every problem goes to `log`."""
-    path = Path(path)
-    file = label or str(path)
+                 label: str | None = None, fmt: str = "auto", split: str = "train",
+                 columns: dict[str, str] | None = None) -> Iterator[Checked]:
+    """Stream a data source (see sources.py): valid records are yielded, every problem goes to `log`."""
+    from tunewise.data.sources import iter_source
+    from tunewise.data.sources import label as source_label
+
+    file = label or source_label(path, split)
     rows = 0
-    for row in iter_rows(path, max_line_bytes):
+    for row in iter_source(path, split, columns, max_line_bytes):
         rows += 1
         if row.problem is not None:
             log.add(Problem(file, row.line, "(line)", row.problem, "error", row.code))
             continue
-        rec, problems = validate(row.obj, file, row.line)
+        rec, problems = validate(row.obj, file, row.line, fmt)
         for p in problems:
             log.add(p)
         if rec is not None:
@@ -260,14 +268,15 @@ def iter_checked(path: str | Path, log: ProblemLog, max_line_bytes: int = MAX_LI
 
 
 def check_schema(path: str | Path, max_problems: int = DEFAULT_CAP,
-                 max_line_bytes: int = MAX_LINE_BYTES) -> list[Problem]:
+                 max_line_bytes: int = MAX_LINE_BYTES, fmt: str = "auto", split: str = "train",
+                 columns: dict[str, str] | None = None) -> list[Problem]:
     """Every schema problem of a data file (errors and warnings), streamed; cheap enough to run before training.
 
     At most `max_problems` are returned; when more were found, the last entry (line 0, code "more") says how many
     were left out and their severity.
     """
     log = ProblemLog(cap=max_problems)
-    for _ in iter_checked(path, log, max_line_bytes):
+    for _ in iter_checked(path, log, max_line_bytes, fmt=fmt, split=split, columns=columns):
         pass
     out = list(log.problems)
     if log.omitted:

@@ -55,8 +55,7 @@ class EvalSpec:
 
 # ---------------------------------------------------------------------------------------------- test data
 
-_PROMPT_KEYS = ("prompt", "text", "input")
-_REF_KEYS = ("completion", "label", "output", "answer")
+_REF_KEYS = ("completion", "label", "answer", "output")  # a text record's reference, e.g. {"text", "label"}
 
 
 def _chat_item(index: int, messages: Any, where: str) -> Item:
@@ -71,17 +70,27 @@ def _chat_item(index: int, messages: Any, where: str) -> Item:
 
 
 def _item_from_record(index: int, rec: Any, where: str) -> Item:
+    """A test item from a record of any training format (records.py's one rule): chat formats (messages,
+    sharegpt, alpaca) are asked as chat, prompt/completion as text; a text record needs a 'label' to score."""
+    from tunewise.data.records import RecordError, normalise
+
     if not isinstance(rec, dict):
         return Item(index, "", "", error=f"{where}: expected a JSON object, got {type(rec).__name__}")
-    if "messages" in rec:
-        return _chat_item(index, rec["messages"], where)
-    prompt = next((rec[k] for k in _PROMPT_KEYS if isinstance(rec.get(k), str)), None)
-    ref = next((rec[k] for k in _REF_KEYS if k in rec and rec[k] is not None), None)
-    if prompt is None:
-        return Item(index, "", "" if ref is None else str(ref),
-                    error=f"{where}: no string field 'prompt' (or 'text'/'input')")
+    try:
+        _, shape, norm = normalise(rec)
+    except RecordError as e:
+        return Item(index, "", "", error=f"{where}: {e.message}" if e.field == "(record)" else
+                    f"{where}: {e.field}: {e.message}")
+    if shape == "chat":
+        return _chat_item(index, norm["messages"], where)
+    key = "prompt" if shape == "prompt_completion" else "text"
+    prompt = norm.get(key)
+    ref = next((norm[k] for k in _REF_KEYS if norm.get(k) is not None), None)
+    if not isinstance(prompt, str):
+        return Item(index, "", "" if ref is None else str(ref), error=f"{where}: {key}: expected a string")
     if ref is None:
-        return Item(index, prompt, "", error=f"{where}: no field 'completion' (or 'label'/'output'/'answer')")
+        what = "completion" if shape == "prompt_completion" else "label"
+        return Item(index, prompt, "", error=f"{where}: {what}: missing (the reference to score against)")
     if not isinstance(ref, str):
         ref = json.dumps(ref) if isinstance(ref, (dict, list)) else str(ref)
     choices = rec.get("choices")
@@ -90,38 +99,30 @@ def _item_from_record(index: int, rec: Any, where: str) -> Item:
     return Item(index, prompt, ref, choices)
 
 
-def read_items(path: Path, limit: int | None = None) -> list[Item]:
-    """Test records from JSONL (or a JSON array); bad lines become Items with an error, not an exception."""
-    if not path.is_file():
-        raise TunewiseError(f"test file '{path}' does not exist", "pass --data with a JSONL file or a task directory")
+def read_items(path: Path, limit: int | None = None, split: str = "test") -> list[Item]:
+    """Test records from any data source the trainer reads (sources.py: files, a save_to_disk folder, a hub
+    dataset's `split`); bad records become Items with an error, not an exception."""
+    from tunewise.data.sources import iter_source, kind_of, label
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise TunewiseError(f"cannot read '{path}' as UTF-8 text ({e})", "pass a JSONL file") from e
+        kind_of(path)
+    except TunewiseError as e:
+        raise TunewiseError(f"test {e.message}", "pass --data with a data file, a dataset or a task directory") from None
+    where = label(path, split)
     items: list[Item] = []
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TunewiseError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})", "fix the JSON array") from e
-        items = [_item_from_record(i, r, f"{path}: record {i + 1}") for i, r in enumerate(records)]
-    else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                items.append(Item(len(items), "", "", error=f"{where}: not valid JSON ({e.msg})"))
-                continue
-            items.append(_item_from_record(len(items), rec, where))
-    items = items[:limit] if limit else items
+    for row in iter_source(path, split):
+        if limit and len(items) >= limit:
+            break
+        at = f"{where}:{row.line}"
+        if row.problem is not None:
+            items.append(Item(len(items), "", "", error=f"{at}: {row.problem}"))
+            continue
+        items.append(_item_from_record(len(items), row.obj, at))
     if not items:
         raise TunewiseError(f"'{path}' has no test records", "add JSONL lines with 'prompt' and 'completion'")
     if all(it.error for it in items):
         raise TunewiseError(f"no usable record in '{path}': {items[0].error}",
-                            "each line needs 'prompt' and 'completion' (the trainer's format)")
+                            "each record needs a format the trainer reads (e.g. 'prompt' and 'completion')")
     return items
 
 
@@ -132,6 +133,15 @@ def _spec_from_meta(meta: dict[str, Any], items: list[Item], source: str, base_d
 
 
 def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
+    if path.is_dir() and not (path / META_FILE).is_file():
+        from tunewise.data.sources import kind_of
+
+        try:
+            kind_of(path)  # a save_to_disk folder is test data; any other folder is a mistake
+        except TunewiseError:
+            raise TunewiseError(f"'{path}' is a directory without {META_FILE}", "pass a task directory from "
+                                "`tunewise tasks make`, a save_to_disk folder or a data file") from None
+        return EvalSpec(f"{path}[{split}]", read_items(path, limit, split), "exact", base_dir=path)
     if path.is_dir():
         meta = read_meta(path)
         if meta is None:
@@ -139,8 +149,8 @@ def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
                                 "pass a task directory from `tunewise tasks make`, or a JSONL file")
         file = path / meta.get("files", {}).get(split, f"{split}.jsonl")
         return _spec_from_meta(meta, read_items(file, limit), str(file), path)
-    meta = read_meta(path)
-    items = read_items(path, limit)
+    meta = read_meta(path) if path.exists() else None
+    items = read_items(path, limit, split)
     if meta is not None:
         return _spec_from_meta(meta, items, str(path), path.parent)
     return EvalSpec(str(path), items, "exact", base_dir=path.parent)
@@ -155,7 +165,9 @@ def _task_dir_of_run(run_dir: Path) -> Path | None:
     except (OSError, yaml.YAMLError):
         return None
     train = (cfg.get("data") or {}).get("train")
-    if not train:
+    if isinstance(train, list):  # a mix: its first file source
+        train = next((s.get("path") for s in train if isinstance(s, dict) and s.get("path")), None)
+    if not isinstance(train, str) or not train:
         return None
     d = Path(train).parent
     return d if (d / META_FILE).is_file() else None

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,28 +65,35 @@ def lm_probe(limit: int, seed: int = 0) -> Probe:
 
 
 def user_probe(path: Path, limit: int) -> Probe:
-    """A JSONL probe set; every line must have the same shape (prompt+completion, or text)."""
+    """A probe set in any format the trainer reads: prompt/completion and chat records (messages, sharegpt,
+    alpaca) are scored by the match of a greedy answer, text records by mean token loss; one kind per file."""
+    from tunewise.data.records import RecordError, normalise
+    from tunewise.data.sources import iter_source
+
     prompts, refs, texts = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TunewiseError(f"{path}: line {lineno}: not valid JSON ({e.msg})",
-                                    "each line of a probe set is one JSON object") from e
-            if isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
-                prompts.append(rec["prompt"])
-                refs.append(rec["completion"])
-            elif isinstance(rec, dict) and isinstance(rec.get("text"), str):
-                texts.append(rec["text"])
-            else:
-                raise TunewiseError(f"{path}: line {lineno}: a probe record needs string fields "
-                                    "'prompt' and 'completion', or 'text'",
-                                    "fix the record or remove the line")
-            if len(prompts) + len(texts) >= limit:
-                break
+    for row in iter_source(path):
+        where = f"{path}:{row.line}"
+        if row.problem is not None:
+            raise TunewiseError(f"{where}: {row.problem}", "each record of a probe set is one JSON object")
+        try:
+            _, shape, rec = normalise(row.obj) if isinstance(row.obj, dict) else (None, None, None)
+        except RecordError as e:
+            field = "" if e.field == "(record)" else f"{e.field}: "
+            raise TunewiseError(f"{where}: {field}{e.message}", "fix the record or remove the line") from None
+        if shape == "chat" and len(rec["messages"]) >= 2 and rec["messages"][-1].get("role") == "assistant":
+            prompts.append(rec["messages"][:-1])
+            refs.append(rec["messages"][-1]["content"])
+        elif shape == "prompt_completion" and isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
+            prompts.append(rec["prompt"])
+            refs.append(rec["completion"])
+        elif shape == "text" and isinstance(rec.get("text"), str):
+            texts.append(rec["text"])
+        else:
+            raise TunewiseError(f"{where}: a probe record needs string fields 'prompt' and 'completion', "
+                                "'text', or a conversation ending with the assistant's answer",
+                                "fix the record or remove the line")
+        if len(prompts) + len(texts) >= limit:
+            break
     if prompts and texts:
         raise TunewiseError(f"{path}: mixes prompt/completion records and text records",
                             "use one probe file per kind")

@@ -34,7 +34,12 @@ def shard_rows(batch: list[int], rank: int, world: int) -> list[int]:
 
 
 def collate(examples: list[Example], pad_id: int, classification: bool = False) -> dict[str, torch.Tensor]:
-    """Right-padded tensors; labels are IGNORE on padding (causal LM) or one class per row (classification)."""
+    """Right-padded tensors; labels are IGNORE on padding (causal LM) or one class per row (classification).
+    Packed rows (data.packing) get position ids and a block-diagonal mask instead (packing.py)."""
+    if not classification and any(e.segments for e in examples):
+        from tunewise.train.packing import packed_collate
+
+        return packed_collate(examples, pad_id)
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)

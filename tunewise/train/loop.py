@@ -36,6 +36,7 @@ from tunewise.train.checkpoint import (
 )
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
+from tunewise.train.packing import forward_inputs
 from tunewise.train.trackers import Trackers
 
 EXIT_NONFINITE = 3
@@ -58,19 +59,19 @@ def lr_factor(step: int, total: int, warmup_ratio: float, kind: str) -> float:
 
 def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classification: bool) -> torch.Tensor:
     """Sum (not mean) of the cross-entropy terms of a micro-batch; the caller divides by the global count."""
+    inputs = forward_inputs(model, batch)  # a packed batch's mask and position ids (packing.py)
     if classification:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return F.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
+        return F.cross_entropy(model(**inputs).logits.float(), batch["labels"], reduction="sum")
     # Position p predicts token p+1, so p needs a logit only when token p+1 is a target.
     targets = batch["labels"][:, 1:]
     if _projects_selected_positions(model):
         # Only the target positions go through the output projection and the cross-entropy: with a 49k vocabulary
         # that projection is ~20% of a small model's FLOPs, and completion-only loss needs no logits on prompts.
         keep = F.pad(targets != IGNORE, (0, 1), value=False)  # (batch, seq) bool
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        out = model(**inputs, logits_to_keep=keep)
         return F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), targets[keep[:, :-1]],
                                reduction="sum")
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(**inputs)
     logits = out.logits.float()
     shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (batch*(seq-1), vocab)
     return F.cross_entropy(shift_logits, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
@@ -204,7 +205,7 @@ class Loop:
                 loss_sum = summed_loss(self.model, batch, self.classification)
                 (loss_sum * (self.ctx.world / norm)).backward()
             local_sum += float(loss_sum.detach())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(e.input_ids) for e in mine)
         loss = self.ctx.all_sum(local_sum) / norm
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)

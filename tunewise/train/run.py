@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from tunewise.config import RunConfig, dump_config
-from tunewise.data.formats import DataStats, Example, load_classification, load_examples
+from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
@@ -41,26 +41,41 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def load_data(cfg: RunConfig, tokenizer) -> Data:
+    from tunewise.data.loading import eval_source, load_eval, load_train
+
     d = cfg.data
     if d.check:
-        _refuse_schema_errors(d.train)
+        for src in d.sources():
+            if src.path is not None:
+                _refuse_schema_errors(src.path, d.format, src.split or d.split, src.columns or d.columns)
     if cfg.task_type == "sequence-classification":
-        train_set, stats, labels = load_classification(d.train, tokenizer, d.max_seq_len)
-        eval_set = load_classification(d.eval, tokenizer, d.max_seq_len, labels)[0] if d.eval else None
+        if len(d.sources()) > 1 or d.sources()[0].path is None:
+            raise TunewiseError("sequence classification trains on one data source",
+                                "give data.train as one path")
+        src = d.sources()[0]
+        split, columns = src.split or d.split, src.columns or d.columns
+        train_set, stats, labels = load_classification(src.path, tokenizer, d.max_seq_len, None, split, columns)
+        ev = eval_source(d)
+        eval_set = load_classification(ev.path, tokenizer, d.max_seq_len, labels, ev.split,
+                                       ev.columns)[0] if ev else None
         if len(labels) != cfg.num_labels:
-            raise TunewiseError(f"{d.train}: {len(labels)} distinct labels {labels} but num_labels is {cfg.num_labels}",
-                                f"set num_labels: {len(labels)}")
+            raise TunewiseError(f"{src.path}: {len(labels)} distinct labels {labels} but num_labels is "
+                                f"{cfg.num_labels}", f"set num_labels: {len(labels)}")
         return Data(train_set, eval_set, stats, labels)
-    train_set, stats = load_examples(d.train, tokenizer, d.format, d.max_seq_len, d.overlong)
-    eval_set = load_examples(d.eval, tokenizer, d.format, d.max_seq_len, "truncate")[0] if d.eval else None
-    return Data(train_set, eval_set, stats)
+    train_set, stats = load_train(d, tokenizer, cfg.train.seed)
+    if d.packing:
+        from tunewise.train.packing import pack
+
+        train_set = pack(train_set, d.max_seq_len)
+    return Data(train_set, load_eval(d, tokenizer), stats)
 
 
-def _refuse_schema_errors(path: str) -> None:
+def _refuse_schema_errors(path: str, fmt: str = "auto", split: str = "train",
+                          columns: dict[str, str] | None = None) -> None:
     """Run the data audit's schema part first; a dataset with errors is refused (data.check: false overrides)."""
     from tunewise.data.schema import check_schema
 
-    errors = [p for p in check_schema(path) if p.severity == "error"]
+    errors = [p for p in check_schema(path, fmt=fmt, split=split, columns=columns) if p.severity == "error"]
     if errors:
         shown = "\n".join(f"  {p}" for p in errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
@@ -171,6 +186,10 @@ def _announce(cfg, method, loop, data, warnings, quiet) -> None:
                f"({100 * trainable / max(total, 1):.2f}%), lr {cfg.lr:g}, {loop.plan.total_steps} steps "
                f"({loop.plan.epochs:.2f} epochs) over {data.stats.used} examples")
     s = data.stats
+    if cfg.data.packing:
+        tqdm.write(f"data: {s.used} examples packed into {len(data.train)} rows of up to {cfg.data.max_seq_len} tokens")
+    if s.sources:
+        tqdm.write("data mix: " + ", ".join(f"{name} {n}" for name, n in s.sources.items()))
     if s.truncated or s.dropped_overlong or s.dropped_no_labels:
         tqdm.write(f"data: {s.truncated} truncated, {s.dropped_overlong} dropped as too long, "
                    f"{s.dropped_no_labels} dropped with nothing to learn (of {s.records})")
