@@ -27,7 +27,7 @@ PACKAGE = ROOT / "tunewise"
 # Modules that belong to an extra and import its packages at module level.
 EXTRA_MODULES = {"tunewise.serve.app": "serve"}
 # Modules that belong to an extra: they may import its packages (at module level or inside a function).
-EXTRA_SCOPES = {"serve": ("tunewise.serve", "tunewise.commands.serve")}
+EXTRA_SCOPES = {"serve": ("tunewise.serve", "tunewise.commands.serve"), "tracking": ("tunewise.train.trackers",)}
 # Core dependencies no module imports by name, and why they are still needed.
 USED_INDIRECTLY = {"accelerate": "transformers needs it to place a 4-bit (QLoRA) model with device_map"}
 
