@@ -107,6 +107,8 @@ def render(advice) -> None:
     for k, v in a["hyperparameters"].items():
         val = ",".join(v["value"]) if isinstance(v["value"], list) else v["value"]
         con.print(escape(f"  {k} = {val}: {v['reason']}"))
+        if k == "lr":
+            con.print("    [dim]measure it on your data: tunewise train CONFIG --find-lr (or advise --pilot)[/dim]")
     if a["data"]:
         con.print("[bold]Data[/bold]")
         for k in ("size", "duplicates_advice", "format_advice", "preserve"):
