@@ -49,3 +49,43 @@ def test_predictions_stay_inside_the_score_bounds():
 def test_binomial_sigma_is_never_zero():
     assert binomial_sigma(0.0, 40) > 0 and binomial_sigma(1.0, 40) > 0
     assert binomial_sigma(0.5, 400) < binomial_sigma(0.5, 40)
+
+
+# ---------------------------------------------------------------------------------------------- the verdict
+
+from tunewise.advise.pilot_verdict import Prediction, decide  # noqa: E402
+
+
+def P(method, score, half, mem=10.0, fits=True, best=None):
+    return Prediction(method, score, score - half, score + half, best if best is not None else score, mem, fits)
+
+
+def test_a_clear_measured_gap_beats_the_rule_table_and_says_so():
+    v = decide({"lora": P("lora", 0.60, 0.02, mem=3), "full": P("full", 0.80, 0.02)}, "lora",
+               ["representation task"], base_score=0.1)
+    assert v.recommendation == "full" and v.evidence == "measured" and v.contradicts_rules
+    assert "contradicts the rule table" in " ".join(v.lines)
+
+
+def test_lora_within_the_tie_margin_wins_against_a_rule_for_full():
+    v = decide({"lora": P("lora", 0.795, 0.004, mem=3), "full": P("full", 0.80, 0.004)}, "full", ["reasoning"],
+               base_score=0.1)
+    assert v.recommendation == "lora" and v.evidence == "measured" and v.contradicts_rules
+    assert "30% of the memory" in v.lines[0]
+
+
+def test_overlapping_bands_leave_the_call_to_the_rules():
+    v = decide({"lora": P("lora", 0.70, 0.10), "full": P("full", 0.75, 0.10)}, "lora", [], base_score=0.1)
+    assert v.recommendation == "lora" and v.evidence == "rule" and not v.contradicts_rules
+    assert "cannot separate" in v.lines[0]
+
+
+def test_nothing_learned_means_the_measurement_says_nothing():
+    v = decide({"lora": P("lora", 0.0, 0.0), "full": P("full", 0.0, 0.0)}, "full", [], base_score=0.0)
+    assert v.recommendation == "full" and v.evidence == "rule"
+
+
+def test_memory_comes_first():
+    v = decide({"lora": P("lora", 0.5, 0.01), "full": P("full", 0.9, 0.01, mem=80, fits=False)}, "full", [],
+               base_score=0.0)
+    assert v.recommendation == "lora" and v.evidence == "memory"

@@ -190,6 +190,7 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     problems = check(spec)
     if problems:
         raise TunewiseError("; ".join(problems), "see tunewise advise --help")
+    _refuse_encoder(spec.base)
     clock = Clock(spec.budget_min, log)
     out = Path(spec.out)
     pool, valid, meta_dir = prepare_data(spec, out)
@@ -289,6 +290,15 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     result["html"] = str(write_html(result, out))
     clock.say(f"done: {verdict.recommendation} ({verdict.evidence})")
     return result
+
+
+def _refuse_encoder(base: str) -> None:
+    from tunewise.models import load_config
+
+    archs = getattr(load_config(base), "architectures", None) or []
+    if archs and not any(a.endswith("ForCausalLM") for a in archs):
+        raise TunewiseError(f"--base {base} ({archs[0]}) is not a causal LM; the pilot trains and scores causal LMs "
+                            "only", "compare an encoder's methods with tunewise compare --base " + base)
 
 
 def _n_params(base: str) -> int:
