@@ -16,13 +16,13 @@ def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp
     data = ensure_task("structured", tmp_path / "task", {"train": 40, "validation": 8, "test": 4}, 0)
     out = tmp_path / "pilot"
     res = CliRunner().invoke(app, ["advise", "--pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
-                                   "--eval", str(data / "validation.jsonl"), "--points", "8,16,32",
+                                   "--eval", str(data / "validation.jsonl"), "--points", "8,12,16",
                                    "--pilot-epochs", "1", "--eval-size", "8", "--find-lr-steps", "6",
                                    "--budget", "60", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "Recommendation:" in res.output and "left]" in res.output  # progress with the time left
     result = json.loads((out / "pilot.json").read_text())
-    assert {(r["method"], r["n"]) for r in result["runs"]} == {(m, n) for m in ("lora", "full") for n in (8, 16, 32)}
+    assert {(r["method"], r["n"]) for r in result["runs"]} == {(m, n) for m in ("lora", "full") for n in (8, 12, 16)}
     assert result["scorer"] == "mr" and result["validation_n"] == 8
     for m in ("lora", "full"):
         p = result["predictions"][m]

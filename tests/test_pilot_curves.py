@@ -89,3 +89,8 @@ def test_memory_comes_first():
     v = decide({"lora": P("lora", 0.5, 0.01), "full": P("full", 0.9, 0.01, mem=80, fits=False)}, "full", [],
                base_score=0.0)
     assert v.recommendation == "lora" and v.evidence == "memory"
+
+
+def test_nothing_measured_inside_the_budget_falls_back_to_the_rules():
+    v = decide({}, "lora", ["representation task"])
+    assert v.recommendation == "lora" and v.evidence == "rule" and "Nothing was measured" in v.lines[0]

@@ -93,8 +93,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def prepare_data(spec: PilotSpec, out: Path) -> tuple[list[dict], Path, Path]:
-    """(training pool, validation file, folder whose meta.json / files the scorer reads)."""
+def prepare_data(spec: PilotSpec, out: Path) -> tuple[list[dict], Path]:
+    """(training pool, validation file): --eval, else a held-out part of --data."""
     from tunewise.data.formats import read_records
 
     rows = [r.data for r in read_records(spec.train)]
@@ -103,22 +103,19 @@ def prepare_data(spec: PilotSpec, out: Path) -> tuple[list[dict], Path, Path]:
                             "add data, or train directly with tunewise train")
     random.Random(spec.seed).shuffle(rows)
     if spec.eval:
-        return rows, Path(spec.eval), Path(spec.eval).parent
+        return rows, Path(spec.eval)
     held = min(max(8, len(rows) // 5), spec.eval_size)
     valid = _write_jsonl(out / "data" / "validation.jsonl", rows[:held])
-    return rows[held:], valid, Path(spec.train).parent
+    return rows[held:], valid
 
 
-def eval_spec(spec: PilotSpec, valid: Path, meta_dir: Path):
+def eval_spec(spec: PilotSpec, valid: Path):
     from tunewise.evaluate.runner import apply_overrides, read_items, resolve_data
-    from tunewise.tasks.base import read_meta
 
     source = spec.eval or spec.train  # its meta.json (a built-in task's folder) names the scorer
     es = resolve_data(data=source, limit=spec.eval_size, split="validation")
     es.items = read_items(valid, spec.eval_size)
     es.source = str(valid)
-    if read_meta(meta_dir) is None and not spec.scorer:
-        es.scorer_name = "exact"
     return apply_overrides(es, scorer=spec.scorer)
 
 
@@ -193,8 +190,8 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     _refuse_encoder(spec.base)
     clock = Clock(spec.budget_min, log)
     out = Path(spec.out)
-    pool, valid, meta_dir = prepare_data(spec, out)
-    es = eval_spec(spec, valid, meta_dir)
+    pool, valid = prepare_data(spec, out)
+    es = eval_spec(spec, valid)
     task = advise_task(spec, es.task)
     clock.say(f"{len(pool)} training examples, {len(es.items)} validation examples scored with '{es.scorer_name}'; "
               f"rules for task '{task}'")
@@ -240,6 +237,10 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
                 break
             sizes.append(nxt)
         n = min(sizes[k], n_full)
+        if clock.left() <= 0:
+            skipped.append(f"n={n}: the budget is spent")
+            clock.say(skipped[-1])
+            break
         for m in spec.methods:
             if runs and clock.left() < max(r["seconds"] / r["n"] for r in runs) * n:
                 skipped.append(f"{m} at n={n}: would not finish inside the budget")

@@ -44,6 +44,9 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
     rules_say = f"the rule table prefers {NAMES.get(rule_preferred, rule_preferred)}" + (
         f" ({'; '.join(rule_reasons[:2])})" if rule_reasons else "")
     lines: list[str] = []
+    if not preds:
+        return PilotVerdict(rule_preferred, "rule", rule_preferred, False,
+                            [f"Nothing was measured inside the budget; {rules_say}."])
     if not adapter or not full:
         only = adapter or full
         rec = only.method if only and only.fits else rule_preferred
