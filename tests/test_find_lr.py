@@ -194,3 +194,13 @@ def test_default_lr_says_which_evidence_it_rests_on():
     assert "[evidence: the seed's 7B" in default_lr("lora", 7_000_000_000)[1]  # compare's lr notes show this
     hp = advise(AdviseInput(task="structured", model="tiny", device="cpu", gpu_mem=8)).hyperparameters
     assert hp["lr"]["value"] == 5e-3 and hp["lr"]["source"] == lr_source(5_000_000)
+
+
+def test_a_time_limit_cuts_the_ramp_and_withholds_a_half_curve_suggestion(micro_llama_dir, tmp_path):
+    from tests.test_train import cfg_for, make_data
+    from tunewise.train.find_lr import range_test
+
+    cfg = cfg_for(micro_llama_dir, make_data(tmp_path, n=32), "lora", batch_size=8)
+    result = range_test(cfg, steps=40, lr_min=1e-6, lr_max=1e-3, max_seconds=0.0)
+    assert len(result.losses) == 3  # the minimum the cut allows
+    assert result.suggestion is None and "time limit" in result.error

@@ -57,3 +57,14 @@ def test_budget_planning_grows_slices_only_as_far_as_the_time_allows():
     assert plan_next(done, 10, 1000, left_s=300, methods=2, remaining_points=2) == 20  # only 2x fits
     assert plan_next(done, 10, 1000, left_s=50, methods=2, remaining_points=2) is None
     assert plan_next(done, 10, 12, left_s=10_000, methods=2, remaining_points=1) == 12  # capped at the data
+
+
+def test_point_cost_from_own_runs_else_from_the_range_test():
+    from tunewise.advise.pilot import PilotSpec, point_cost
+
+    spec = PilotSpec(base="tiny", train="x.jsonl", batch_size=8, epochs=2)
+    assert point_cost([], {}, "lora", 64, spec, eval_s=10) is None
+    assert point_cost([], {"lora": 0.5}, "lora", 64, spec, eval_s=10) == 16 * 0.5 + 10  # 8 batches x 2 epochs
+    assert point_cost([], {"lora": 0.5}, "full", 64, spec, eval_s=10) == 18  # the other method's pace
+    runs = [{"method": "full", "n": 32, "seconds": 40.0}]
+    assert point_cost(runs, {"lora": 0.5}, "full", 64, spec, eval_s=10) == 80.0

@@ -94,3 +94,8 @@ def test_memory_comes_first():
 def test_nothing_measured_inside_the_budget_falls_back_to_the_rules():
     v = decide({}, "lora", ["representation task"])
     assert v.recommendation == "lora" and v.evidence == "rule" and "Nothing was measured" in v.lines[0]
+
+
+def test_one_measured_method_compares_nothing():
+    v = decide({"lora": P("lora", 0.5, 0.01)}, "full", [], base_score=0.0)
+    assert v.recommendation == "full" and v.evidence == "rule" and "nothing to compare" in v.lines[0]

@@ -10,6 +10,7 @@ OUT/find_lr/<method>.{json,png} and OUT/recommended.yaml (a run config for the w
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import time
@@ -24,6 +25,7 @@ from tunewise.fileio import atomic_write_json, atomic_write_text
 KIND_TASK = {"representation": "structured", "sql": "sql", "reasoning": "math", "other": "open-ended"}
 BUILTIN_TASK = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math"}
 GROWTH = (1.5, 4.0)  # each slice is 1.5x to 4x the previous one, as the budget allows
+FIND_LR_SHARE = 0.3  # at most this share of the budget goes to the range tests (all methods together)
 
 
 @dataclass
@@ -173,6 +175,21 @@ def plan_next(done: list[dict], n_prev: int, n_max: int, left_s: float, methods:
     return None
 
 
+def point_cost(runs: list[dict], step_s: dict[str, float], method: str, n: int, spec: PilotSpec,
+               eval_s: float) -> float | None:
+    """Predicted seconds to train and score `method` on n examples: from its own runs (proportional to n: an
+    over-estimate, as part of a run's time is fixed), else from a range test's seconds per step plus one scoring;
+    None when nothing has been timed yet."""
+    mine = [r for r in runs if r["method"] == method]
+    if mine:
+        return max(r["seconds"] / r["n"] for r in mine) * n
+    per_step = step_s.get(method) or max(step_s.values(), default=None)
+    if per_step is None:
+        return None
+    steps = math.ceil(math.ceil(n / spec.batch_size) * spec.epochs)
+    return steps * per_step + eval_s
+
+
 # ---------------------------------------------------------------------------------------------- the pilot
 
 
@@ -199,15 +216,21 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     advice = advise(AdviseInput(task=task, model=spec.base, dataset=spec.train, device=device))
+    t_eval = time.time()
     base_eval = evaluate(load_target(spec.base), es)
+    eval_s = time.time() - t_eval  # what scoring one point costs, roughly
     base_score = base_eval.metrics.get(base_eval.primary)
     clock.say(f"untuned base: {base_eval.primary} {base_score:.3f}")
 
     pool_file = _write_jsonl(out / "data" / "train-pool.jsonl", pool)
     lrs, lr_notes = {}, {}
+    step_s: dict[str, float] = {}  # seconds per optimizer step (with the model load), from the range tests
+    share = FIND_LR_SHARE * clock.limit / len(spec.methods)
     for m in spec.methods:
-        if spec.find_lr_steps and clock.left() > 0.6 * clock.limit:
-            test = range_test(validate_config(run_config(spec, m, pool_file, None)), spec.find_lr_steps)
+        if spec.find_lr_steps and clock.left() > 0.5 * clock.limit:
+            test = range_test(validate_config(run_config(spec, m, pool_file, None)), spec.find_lr_steps,
+                              max_seconds=share)
+            step_s[m] = test.seconds / max(len(test.losses), 1)
             write_result(test, (out / "find_lr" / m))
             if test.suggestion:
                 lrs[m] = float(f"{test.suggestion.lr:.3g}")
@@ -242,8 +265,10 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
             clock.say(skipped[-1])
             break
         for m in spec.methods:
-            if runs and clock.left() < max(r["seconds"] / r["n"] for r in runs) * n:
-                skipped.append(f"{m} at n={n}: would not finish inside the budget")
+            need = point_cost(runs, step_s, m, n, spec, eval_s)
+            if need is not None and clock.left() < need:
+                skipped.append(f"{m} at n={n}: would not finish inside the budget (~{need:.0f}s needed, "
+                               f"{max(clock.left(), 0):.0f}s left)")
                 clock.say(skipped[-1])
                 continue
             r = train_and_score(spec, m, n, pool, lrs[m], es, out)

@@ -27,8 +27,10 @@ def plot_curves(result: dict, path: Path) -> Path:
     for m, d in result["curves"].items():
         fit, color = _fit_from(d), COLORS.get(m, "black")
         ns = [p[0] for p in fit.points]
-        ax.errorbar(ns, [p[1] for p in fit.points], yerr=[p[2] for p in fit.points], fmt="o", color=color,
-                    label=f"{m} measured", capsize=3)
+        lo_b, hi_b = fit.bounds  # error bars stop at the score's range
+        yerr = [[min(p[2], p[1] - lo_b) for p in fit.points], [min(p[2], hi_b - p[1]) for p in fit.points]]
+        ax.errorbar(ns, [p[1] for p in fit.points], yerr=yerr, fmt="o", color=color, label=f"{m} measured",
+                    capsize=3, alpha=0.8)
         lo_n = min(ns) * 0.8
         grid = [lo_n * (n_full * 1.25 / lo_n) ** (i / 60) for i in range(61)]
         ax.plot(grid, [fit.predict(n) for n in grid], color=color, lw=1.2, label=f"{m} fit ({fit.kind})")

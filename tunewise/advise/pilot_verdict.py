@@ -49,9 +49,9 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
                             [f"Nothing was measured inside the budget; {rules_say}."])
     if not adapter or not full:
         only = adapter or full
-        rec = only.method if only and only.fits else rule_preferred
-        return PilotVerdict(rec, "rule" if not only else "measured", rule_preferred, False,
-                            [f"Only {NAMES.get(rec, rec)} was measured: nothing to compare; {rules_say}."])
+        return PilotVerdict(rule_preferred, "rule", rule_preferred, False,
+                            [f"Only {NAMES.get(only.method, only.method)} was measured inside the budget: nothing to "
+                             f"compare, so the rule table decides: {rules_say}."])
     a_name = NAMES[adapter.method]
     if not full.fits and adapter.fits:
         lines.append(f"Full fine-tuning does not fit the memory plan ({full.memory_gib:.1f} GiB estimated): "

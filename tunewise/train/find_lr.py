@@ -56,8 +56,9 @@ class RangeTest:
 
 
 def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None = None, lr_max: float | None = None,
-               train_set=None, divisor: float = DIVISOR, log=None) -> RangeTest:
-    """Ramp the lr over `steps` optimizer steps on a fresh copy of cfg.base; stop at divergence."""
+               train_set=None, divisor: float = DIVISOR, log=None, max_seconds: float | None = None) -> RangeTest:
+    """Ramp the lr over `steps` optimizer steps on a fresh copy of cfg.base; stop at divergence (or after
+    `max_seconds`, when a caller has a time budget)."""
     from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
     from tunewise.train.methods import get_method, trainable_token_ids
     from tunewise.train.run import load_data
@@ -87,7 +88,11 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     batches = _batches(train_set, cfg)
     losses: list[float] = []
     best = math.inf
+    cut = False
     for i, lr in enumerate(lrs):
+        if max_seconds is not None and i >= 3 and time.time() - t0 > max_seconds:
+            cut = True
+            break
         for g in optimizer.param_groups:
             g["lr"] = lr * g["base_lr"] / lo  # keeps per-group ratios (LoRA+)
         micro = [next(batches) for _ in range(cfg.train.grad_accum)]
@@ -120,7 +125,13 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     except RangeTestError as e:
         result.error = str(e)
     s = result.suggestion
-    if s and s.diverged_at is None and s.min_loss_index >= len(ran) - 3:
+    if cut and (s is None or (s.diverged_at is None and s.min_loss_index >= len(ran) - 3)):
+        result.suggestion = None  # the minimum was not reached: a suggestion from half a curve would be too low
+        result.error = (f"the time limit cut the ramp at step {len(ran)} of {steps} (lr {ran[-1]:g}) while the loss "
+                        "was still falling")
+    elif cut:
+        result.notes.append(f"the time limit cut the ramp at step {len(ran)} of {steps}, after the loss's minimum")
+    elif s and s.diverged_at is None and s.min_loss_index >= len(ran) - 3:
         result.notes.append(f"the loss was still falling at the end of the ramp (lr {ran[-1]:g}): raise --lr-max "
                             "to find its minimum; the suggestion may be too low")
     return result

@@ -89,8 +89,10 @@ def suggest(lrs: list[float], losses: list[float], beta: float = BETA, divisor: 
     div = divergence_index(finite, smoothed, diverge_factor)
     end = div if div is not None else len(lrs)
     if end - skip_start < 3:
-        raise RangeTestError(f"only {end} step(s) before the loss diverged at lr {lrs[end] if end < len(lrs) else 0:g}"
-                             f"; start the ramp lower (lr_min)")
+        if div is None:
+            raise RangeTestError(f"only {end} step(s): too few for a curve; give the ramp at least {skip_start + 3}")
+        raise RangeTestError(f"only {end} step(s) before the loss diverged at lr {lrs[end]:g}; start the ramp lower "
+                             "(lr_min)")
     low = min(range(skip_start, end), key=lambda i: smoothed[i])
     logs = [math.log10(x) for x in lrs]
     # Central differences inside the searched window [skip_start, low]; one-sided at its edges.
