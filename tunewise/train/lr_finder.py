@@ -8,8 +8,8 @@ The rule tunewise uses (documented in the README and `tunewise train --help`):
   4. the suggestion is the lr of the lowest smoothed loss before divergence divided by DIVISOR (10): the fastai
      finder's "minimum / 10" rule (Smith's observation that the best lr sits about a decade below the point where
      the loss stops falling). The steepest-descent point is reported too, but it is not the rule: over a short
-     ramp of noisy batches its position moves with single batches (on the tiny base it sat 3-5x below the lr a
-     sweep found best, LoRA 1.4e-3 vs 5e-3, full 2.2e-4 vs 1e-3), while the minimum of the smoothed curve is stable.
+     ramp of noisy batches its position moves with single batches (on the tiny base it sat 3-5x below the best lr
+     of a sweep in one pair of ramps, 100-400x below in another), while the minimum of the smoothed curve is stable.
 """
 
 from __future__ import annotations
