@@ -253,7 +253,9 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     k = 0
     while k < (len(sizes) if spec.points else 3):
         if k >= len(sizes):
-            nxt = plan_next(runs, sizes[-1], n_full, clock.left(), len(spec.methods), 3 - k)
+            # the largest slice that leaves room for the remaining points; else for fewer of them
+            nxt = next((x for r in range(3 - k, 0, -1)
+                        if (x := plan_next(runs, sizes[-1], n_full, clock.left(), len(spec.methods), r))), None)
             if nxt is None:
                 skipped.append(f"point {k + 1}: no time left in the budget for a larger slice")
                 clock.say(skipped[-1])
