@@ -247,7 +247,9 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
             clock.say(f"{m}: {lr_notes[m]}")
 
     n_full = len(pool)
-    sizes = list(spec.points) if spec.points else [max(min(16, n_full), min(n_full // 8, 64))]
+    # explicit points are capped at the data (and then deduplicated); else the first slice is 1/8, 16 to 64
+    sizes = sorted({min(n, n_full) for n in spec.points}) if spec.points else [max(min(16, n_full),
+                                                                                  min(n_full // 8, 64))]
     runs: list[dict] = []
     skipped: list[str] = []
     k = 0
