@@ -204,3 +204,12 @@ def test_a_time_limit_cuts_the_ramp_and_withholds_a_half_curve_suggestion(micro_
     result = range_test(cfg, steps=40, lr_min=1e-6, lr_max=1e-3, max_seconds=0.0)
     assert len(result.losses) == 3  # the minimum the cut allows
     assert result.suggestion is None and "time limit" in result.error
+
+
+def test_cli_find_lr_with_resume_is_refused(tmp_path):
+    from tunewise.cli import app
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data: {train: x.jsonl}\n")
+    res = CliRunner().invoke(app, ["train", str(config), "--find-lr", "--resume", str(tmp_path)])
+    assert res.exit_code != 0 and "--resume" in str(res.exception)

@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
         Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/}.
+        With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
+        (suggestion: lowest smoothed loss before divergence / 10; --write puts it into CONFIG).
         Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
         Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
         3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
@@ -46,6 +48,9 @@ def register(app: typer.Typer) -> None:
         if find_lr or write:
             from tunewise.commands.find_lr import run_find_lr
 
+            if resume is not None:
+                raise TunewiseError("--find-lr and --resume both given", "the range test starts from the base; "
+                                    "drop --resume")
             run_find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
             return
         if resume is not None:
