@@ -68,3 +68,10 @@ def test_point_cost_from_own_runs_else_from_the_range_test():
     assert point_cost([], {"lora": 0.5}, "full", 64, spec, eval_s=10) == 18  # the other method's pace
     runs = [{"method": "full", "n": 32, "seconds": 40.0}]
     assert point_cost(runs, {"lora": 0.5}, "full", 64, spec, eval_s=10) == 80.0
+
+
+def test_pilot_flags_without_pilot_are_refused(tmp_path):
+    from tunewise.cli import app
+
+    res = CliRunner().invoke(app, ["advise", "--task", "structured", "--model", "tiny", "--data", "x.jsonl"])
+    assert res.exit_code != 0 and "only with --pilot" in str(res.exception)

@@ -182,6 +182,13 @@ def register(app: typer.Typer) -> None:
             run_pilot_cli(base or model, data or dataset, eval_file, task, task_kind, budget, pilot_methods, points,
                           pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
             return
+        pilot_only = [f for f, v in (("--base", base), ("--data", data), ("--eval", eval_file),
+                                     ("--task-kind", task_kind), ("--points", points)) if v is not None]
+        if pilot_only:
+            from tunewise.errors import TunewiseError
+
+            raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
+                                "add --pilot to measure, or use --model / --dataset for the rule-based advice")
         if write_config:
             from tunewise.userfiles import check_output
 
