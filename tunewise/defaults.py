@@ -43,6 +43,20 @@ _LR = {  # band -> (lr per method, reason, evidence keys of tunewise.advise.evid
 }
 
 
+# Where each band's numbers come from, in a few words (advise and compare print it next to the lr).
+LR_SOURCE = {
+    "encoder": "usual BERT-style rate (no tunewise measurement)",
+    "tiny": "measured: lr sweep on the shipped tiny base, structured task (tunewise/defaults.py)",
+    "small": "measured on smollm2 (SmolLM2-135M), structured task, benchmarks/RESULTS.md (issue 14)",
+    "large": "the seed's 7B-13B figure (Anyscale's Llama-2 runs), not measured by tunewise",
+}
+
+
+def lr_source(n_params: int, encoder: bool = False) -> str:
+    """Which evidence the size default lr for this model rests on (a short phrase)."""
+    return LR_SOURCE[size_band(n_params, encoder)]
+
+
 def size_band(n_params: int, encoder: bool = False) -> str:
     if encoder:
         return "encoder"
@@ -52,7 +66,7 @@ def size_band(n_params: int, encoder: bool = False) -> str:
 def default_lr(method: str, n_params: int, encoder: bool = False) -> tuple[float, str]:
     """(lr, why) for a method on a model of n_params parameters."""
     lrs, why, _ = _LR[size_band(n_params, encoder)]
-    return lrs[method], f"{lrs[method]:g}: {why}"
+    return lrs[method], f"{lrs[method]:g}: {why} [evidence: {LR_SOURCE[size_band(n_params, encoder)]}]"
 
 
 def lr_evidence(n_params: int, encoder: bool = False) -> list[str]:

@@ -18,7 +18,7 @@ from tunewise.userfiles import check_output
 MARKER = ".tunewise"
 # The files each kind always writes together: how a folder from before the marker is recognised.
 SIGNATURE = {"run": ("config.yaml", "metrics.jsonl"), "task": ("meta.json", "train.jsonl"),
-             "compare": ("compare.json", "configs")}
+             "compare": ("compare.json", "configs"), "pilot": ("pilot.json", "data")}
 
 
 def read_marker(folder: Path) -> dict | None:

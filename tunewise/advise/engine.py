@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
 from tunewise.errors import TunewiseError
 
 FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
@@ -161,7 +161,8 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                                 "parameters, still tiny)", "evidence": ["raschka-2023", "seed"]}
         hp["dropout"] = {"value": LORA_DROPOUT, "reason": LORA_DROPOUT_WHY, "evidence": ["qlora-2023", "seed"]}
     lr, why = default_lr(method, spec.total_params)
-    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params)}
+    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params),
+                "source": lr_source(spec.total_params)}
     large = data_size is not None and data_size > 50_000
     hp["epochs"] = {"value": 1 if large else 3,
                     "reason": "beyond 3 epochs returns diminish and multi-epoch training on a static set can "

@@ -107,6 +107,8 @@ def render(advice) -> None:
     for k, v in a["hyperparameters"].items():
         val = ",".join(v["value"]) if isinstance(v["value"], list) else v["value"]
         con.print(escape(f"  {k} = {val}: {v['reason']}"))
+        if k == "lr":
+            con.print("    [dim]measure it on your data: tunewise train CONFIG --find-lr (or advise --pilot)[/dim]")
     if a["data"]:
         con.print("[bold]Data[/bold]")
         for k in ("size", "duplicates_advice", "format_advice", "preserve"):
@@ -144,12 +146,49 @@ def register(app: typer.Typer) -> None:
         from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
+        pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: short LoRA and full "
+                                   "trainings on growing slices of --data, scored on --eval, a learning curve per "
+                                   "method predicting the score at the full data; the measurement beats the rule "
+                                   "table when it separates the methods. Writes OUT/pilot.{json,html}, "
+                                   "recommended.yaml (lr from the range test)."),
+        base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
+        data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
+        eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
+                                      "--data); its folder's meta.json names the scorer."),
+        task_kind: str = typer.Option(None, "--task-kind", help="--pilot: representation | sql | reasoning | other "
+                                      "(which rules apply; default from --task or the data's meta.json)."),
+        budget: float = typer.Option(5.0, "--budget", help="--pilot: minutes for the whole pilot."),
+        pilot_methods: str = typer.Option("lora,full", "--pilot-methods", help="--pilot: methods to measure "
+                                          "(add qlora to measure it too)."),
+        points: str = typer.Option(None, "--points", help="--pilot: slice sizes, e.g. 32,64,128 (default: planned "
+                                   "from the budget, 3 points)."),
+        pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", help="--pilot: epochs over each slice."),
+        eval_size: int = typer.Option(40, "--eval-size", help="--pilot: validation examples scored per point."),
+        find_lr_steps: int = typer.Option(30, "--find-lr-steps", help="--pilot: range-test steps per method "
+                                          "(0: size-default lr)."),
+        scorer: str = typer.Option(None, "--scorer", help="--pilot: scorer when the data has no meta.json "
+                                   "(default exact)."),
+        out: str = typer.Option("runs/pilot", "--out", help="--pilot: output folder."),
+        force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
     ) -> None:
         """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
         from tunewise.advise import AdviseInput, AdviseInputError
         from tunewise.advise import advise as run_advise
         from tunewise.advise.rules import TASKS
 
+        if pilot:
+            from tunewise.commands.pilot import run_pilot_cli
+
+            run_pilot_cli(base or model, data or dataset, eval_file, task, task_kind, budget, pilot_methods, points,
+                          pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
+            return
+        pilot_only = [f for f, v in (("--base", base), ("--data", data), ("--eval", eval_file),
+                                     ("--task-kind", task_kind), ("--points", points)) if v is not None]
+        if pilot_only:
+            from tunewise.errors import TunewiseError
+
+            raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
+                                "add --pilot to measure, or use --model / --dataset for the rule-based advice")
         if write_config:
             from tunewise.userfiles import check_output
 

@@ -59,6 +59,10 @@ def print_table(result: dict) -> None:
     console.print(table)
     if result.get("base"):
         console.print(f"untuned base: {result['base']['metric']} {number_text(result['base']['score'])}")
+    from rich.markup import escape
+
+    for m, note in (result.get("lr_notes") or {}).items():  # which evidence each default lr rests on
+        console.print(escape(f"lr {m}: {note}"), style="dim")
     console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")
 
 

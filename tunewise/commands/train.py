@@ -19,11 +19,23 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
         force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
                                    "create (files named like a run's, e.g. config.yaml, are replaced)."),
+        find_lr: bool = typer.Option(False, "--find-lr", help="Learning-rate range test instead of training: the lr "
+                                     "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
+                                     "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
+                                     "lowest smoothed loss (EMA, bias-corrected) before divergence (loss > 4x the "
+                                     "best), divided by 10."),
+        write: bool = typer.Option(False, "--write", help="With --find-lr: put the suggested lr into CONFIG "
+                                   "(train.lr; the rest of the file is kept as written)."),
+        find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),
+        lr_min: float = typer.Option(None, "--lr-min", help="With --find-lr: first lr (default size default / 1000)."),
+        lr_max: float = typer.Option(None, "--lr-max", help="With --find-lr: last lr (default size default x 100)."),
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
         Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
         best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
+        With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
+        (suggestion: lowest smoothed loss before divergence / 10; --write puts it into CONFIG).
         Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
         Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
         3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
@@ -34,6 +46,14 @@ def register(app: typer.Typer) -> None:
         from tunewise.train import train as run_train
         from tunewise.train.resume import check_resumable, finished_summary
 
+        if find_lr or write:
+            from tunewise.commands.find_lr import run_find_lr
+
+            if resume is not None:
+                raise TunewiseError("--find-lr and --resume both given", "the range test starts from the base; "
+                                    "drop --resume")
+            run_find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
+            return
         if resume is not None:
             if out is not None:
                 raise TunewiseError("--out and --resume both given", f"--resume continues in {resume}; drop --out")

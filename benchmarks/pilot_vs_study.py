@@ -1,0 +1,75 @@
+"""Does `advise --pilot` predict the winner of the full-budget comparison? The pilot on each built-in task against
+the study's `tunewise compare` result for the same task, data and base (benchmarks/study.py writes them).
+
+    python benchmarks/study.py --out runs/study                      # the full-budget comparisons (once)
+    python benchmarks/pilot_vs_study.py --base tiny --study runs/study --budget 4
+
+Agreement: the pilot's recommendation (LoRA or full) equals the study's, where a study gap within the tie margin
+(2 points) counts as LoRA (the cheaper method; the same margin the pilot uses). Prints a table and writes
+OUT/pilot_vs_study.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TIE_POINTS = 2.0
+
+
+def study_winner(compare: dict) -> tuple[str | None, float | None]:
+    """(winner, full - LoRA gap in points) of a compare.json."""
+    rows = compare["rows"]
+    lora, full = rows.get("lora"), rows.get("full")
+    if not lora or not full or lora["score"] is None or full["score"] is None:
+        return None, None
+    gap = 100 * (full["score"] - lora["score"])
+    return ("full" if gap > TIE_POINTS else "lora"), round(gap, 2)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", default="tiny")
+    p.add_argument("--tasks", default="structured,sql,math")
+    p.add_argument("--study", default="runs/study", help="folder with <task>/compare.json from benchmarks/study.py")
+    p.add_argument("--budget", type=float, default=4.0, help="minutes per task")
+    p.add_argument("--out", default="runs/pilot-vs-study")
+    args = p.parse_args(argv)
+    from tunewise.advise.pilot import PilotSpec, run_pilot
+
+    rows = []
+    for task in args.tasks.split(","):
+        cmp_path = Path(args.study) / task / "compare.json"
+        if not cmp_path.is_file():
+            print(f"{task}: no {cmp_path}; run benchmarks/study.py first", file=sys.stderr)
+            continue
+        compare = json.loads(cmp_path.read_text())
+        data = Path(compare["data"])  # the very files the study trained and scored on
+        t0 = time.time()
+        result = run_pilot(PilotSpec(base=args.base, train=str(data / "train.jsonl"),
+                                     eval=str(data / "validation.jsonl"), task_kind=compare.get("kind"),
+                                     budget_min=args.budget, out=str(Path(args.out) / task)),
+                           log=lambda m: print(f"  {m}", flush=True))
+        winner, gap = study_winner(compare)
+        v = result["verdict"]
+        rows.append({"task": task, "study_winner": winner, "study_gap_points": gap,
+                     "pilot": v["recommendation"], "evidence": v["evidence"], "agree": v["recommendation"] == winner,
+                     "predictions": result["predictions"], "seconds": round(time.time() - t0)})
+        print(f"{task}: study {winner} (gap {gap}), pilot {v['recommendation']} ({v['evidence']})", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "pilot_vs_study.json").write_text(json.dumps(rows, indent=2))
+    print("\n| task | study winner (full - LoRA, points) | pilot | evidence | agree |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['study_winner']} ({r['study_gap_points']}) | {r['pilot']} | {r['evidence']} | "
+              f"{'yes' if r['agree'] else 'no'} |")
+    print(f"agreement: {sum(r['agree'] for r in rows)} of {len(rows)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

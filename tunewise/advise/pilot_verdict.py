@@ -1,0 +1,96 @@
+"""The pilot's call: measured learning curves against the rule table and the memory fit (pure: numbers in,
+sentences out).
+
+Order of evidence: memory first (a method that does not fit cannot win), then the measurement when it separates
+the methods beyond its uncertainty band, else the rule table. When a conclusive measurement disagrees with the rule
+table, the measurement wins and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+TIE_POINTS = 2.0  # the seed's representation gap (95% vs 97%): a difference this small is a tie, and LoRA is cheaper
+NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
+
+
+@dataclass
+class Prediction:
+    method: str
+    score: float  # predicted at the full data size
+    low: float
+    high: float
+    measured_best: float  # the best score the pilot actually measured
+    memory_gib: float | None = None  # the estimate for the user's hardware plan
+    fits: bool = True
+
+
+@dataclass
+class PilotVerdict:
+    recommendation: str | None
+    evidence: str  # "measured" | "rule" | "memory"
+    rule_preferred: str
+    contradicts_rules: bool
+    lines: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"text": " ".join(self.lines)}
+
+
+def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list[str], base_score: float | None = None,
+           tie_points: float = TIE_POINTS) -> PilotVerdict:
+    adapter = preds.get("lora") or preds.get("qlora")
+    full = preds.get("full")
+    rules_say = f"the rule table prefers {NAMES.get(rule_preferred, rule_preferred)}" + (
+        f" ({'; '.join(rule_reasons[:2])})" if rule_reasons else "")
+    lines: list[str] = []
+    if not preds:
+        return PilotVerdict(rule_preferred, "rule", rule_preferred, False,
+                            [f"Nothing was measured inside the budget; {rules_say}."])
+    if not adapter or not full:
+        only = adapter or full
+        return PilotVerdict(rule_preferred, "rule", rule_preferred, False,
+                            [f"Only {NAMES.get(only.method, only.method)} was measured inside the budget: nothing to "
+                             f"compare, so the rule table decides: {rules_say}."])
+    a_name = NAMES[adapter.method]
+    if not full.fits and adapter.fits:
+        lines.append(f"Full fine-tuning does not fit the memory plan ({full.memory_gib:.1f} GiB estimated): "
+                     f"{a_name}, whatever the measurement says.")
+        return PilotVerdict(adapter.method, "memory", rule_preferred, False, lines + [rules_say[0].upper() +
+                                                                                    rules_say[1:] + "."])
+    gap = 100 * (full.score - adapter.score)
+    mem = (f" at {adapter.memory_gib / full.memory_gib:.0%} of the memory"
+           if adapter.memory_gib and full.memory_gib else "")
+    bands = (f"predicted at the full data: {a_name} {adapter.score:.3f} [{adapter.low:.3f}, {adapter.high:.3f}], "
+             f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
+    learned = max(adapter.measured_best, full.measured_best)
+    if base_score is not None and learned <= base_score + 1e-9:
+        measured = None
+        lines.append(f"Neither method beat the untuned base ({base_score:.3f}) in the pilot: the measurement says "
+                     f"nothing yet ({bands}).")
+    elif 100 * (full.low - adapter.high) > tie_points:
+        measured = "full"
+        lines.append(f"Measured: full fine-tuning leads by {gap:.1f} points beyond the uncertainty ({bands}).")
+    elif 100 * (full.high - adapter.low) <= tie_points:
+        measured = adapter.method
+        lines.append(f"Measured: {a_name} within {max(gap, 0):.1f} points of full fine-tuning{mem}, even at the "
+                     f"edges of the bands ({bands}).")
+    elif gap <= -tie_points and 100 * (adapter.low - full.high) > 0:
+        measured = adapter.method
+        lines.append(f"Measured: {a_name} leads by {-gap:.1f} points{mem} ({bands}).")
+    else:
+        measured = None
+        lines.append(f"The measurement cannot separate them: the predicted gap is {gap:+.1f} points for full, but "
+                     f"the bands overlap beyond the {tie_points:g}-point tie margin ({bands}).")
+    if measured is None:
+        lines.append(f"So the rule table decides: {rules_say}.")
+        rec = rule_preferred if preds.get(rule_preferred, adapter).fits else adapter.method
+        return PilotVerdict(rec, "rule", rule_preferred, False, lines)
+    against = (measured == "full") != (rule_preferred == "full")  # LoRA vs QLoRA is not a contradiction
+    if not against:
+        measured = rule_preferred if measured != "full" and preds.get(rule_preferred, adapter).fits else measured
+    if against:
+        lines.append(f"This contradicts the rule table ({rules_say}); the measurement on your data wins.")
+    else:
+        lines.append(f"This agrees with the rule table ({rules_say}).")
+    return PilotVerdict(measured, "measured", rule_preferred, against, lines)

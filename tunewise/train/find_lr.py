@@ -1,0 +1,195 @@
+"""`tunewise train CONFIG --find-lr`: the learning-rate range test for the configured method, on a freshly loaded
+copy of the base in memory. Nothing is trained for keeps; the result is find_lr.json and find_lr.png.
+
+The steps are the training loop's steps (same batches, loss normalisation, clipping and optimizer as
+`tunewise train`), only the lr changes every step; the math of the suggestion is in lr_finder.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tunewise.config import RunConfig
+from tunewise.defaults import default_lr
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_json
+from tunewise.train.batches import collate, epoch_batches, target_count
+from tunewise.train.loop import make_optimizer, summed_loss
+from tunewise.train.lr_finder import (
+    BETA,
+    DIVISOR,
+    RangeTestError,
+    Suggestion,
+    ema_smooth,
+    exp_schedule,
+    suggest,
+)
+
+DEFAULT_STEPS = 50
+BELOW, ABOVE = 1000.0, 100.0  # the ramp spans size-default / 1000 .. size-default x 100 unless given
+
+
+@dataclass
+class RangeTest:
+    method: str
+    base: str
+    lrs: list[float]  # the lr of each step that ran
+    losses: list[float]  # its loss (inf for a non-finite one)
+    smoothed: list[float]
+    suggestion: Suggestion | None
+    size_default_lr: float
+    seconds: float
+    error: str | None = None  # why there is no suggestion
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "base": self.base, "suggested_lr": self.suggestion.lr if self.suggestion else
+                None, "suggestion": self.suggestion.as_dict() if self.suggestion else None, "error": self.error,
+                "size_default_lr": self.size_default_lr, "steps": len(self.losses), "seconds": round(self.seconds, 2),
+                "lrs": self.lrs, "losses": [x if math.isfinite(x) else None for x in self.losses],
+                "smoothed": [x if math.isfinite(x) else None for x in self.smoothed], "notes": self.notes}
+
+
+def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None = None, lr_max: float | None = None,
+               train_set=None, divisor: float = DIVISOR, log=None, max_seconds: float | None = None) -> RangeTest:
+    """Ramp the lr over `steps` optimizer steps on a fresh copy of cfg.base; stop at divergence (or after
+    `max_seconds`, when a caller has a time budget)."""
+    from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
+    from tunewise.train.methods import get_method, trainable_token_ids
+    from tunewise.train.run import load_data
+
+    t0 = time.time()
+    method = get_method(cfg.method)
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.base)
+    if train_set is None:
+        train_set = load_data(cfg, tokenizer).train
+    model = method.load(cfg)
+    check_tokenizer_fits(model, tokenizer, cfg.base)
+    n_params = count_parameters(model)
+    encoder = cfg.task_type == "sequence-classification"
+    size_lr = default_lr(cfg.method, n_params, encoder)[0]
+    lo, hi = lr_min or size_lr / BELOW, lr_max or min(size_lr * ABOVE, 10.0)
+    lrs = exp_schedule(lo, hi, steps)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": lo})})
+    torch.manual_seed(cfg.train.seed)
+    model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, train_set))
+    model.train()
+    groups = method.param_groups(model, cfg, lo)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = make_optimizer(groups, cfg)
+    classification = cfg.task_type == "sequence-classification"
+    device = next(model.parameters()).device
+    batches = _batches(train_set, cfg)
+    losses: list[float] = []
+    best = math.inf
+    cut = False
+    for i, lr in enumerate(lrs):
+        if max_seconds is not None and i >= 3 and time.time() - t0 > max_seconds:
+            cut = True
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["base_lr"] / lo  # keeps per-group ratios (LoRA+)
+        micro = [next(batches) for _ in range(cfg.train.grad_accum)]
+        norm = target_count([train_set[j] for rows in micro for j in rows], classification)
+        total = 0.0
+        for rows in micro:
+            batch = {n: t.to(device) for n, t in collate([train_set[j] for j in rows], tokenizer.pad_token_id,
+                                                           classification).items()}
+            loss_sum = summed_loss(model, batch, classification)
+            (loss_sum / norm).backward()
+            total += float(loss_sum.detach())
+        loss = total / norm
+        losses.append(loss if math.isfinite(loss) else math.inf)
+        if log:
+            log(i + 1, len(lrs), lr, loss)
+        smoothed = ema_smooth(losses, BETA)
+        if not math.isfinite(loss) or (i > 0 and smoothed[-1] > 4 * best):
+            break  # diverged: the rest of the ramp only costs time
+        best = min(best, smoothed[-1])
+        grads = [p for p in params if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(grads, cfg.train.max_grad_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    ran = lrs[: len(losses)]
+    finite = [x for x in losses if math.isfinite(x)]
+    smoothed = ema_smooth(finite, BETA) + [math.inf] * (len(losses) - len(finite))
+    result = RangeTest(cfg.method, cfg.base, ran, losses, smoothed, None, size_lr, time.time() - t0)
+    try:
+        result.suggestion = suggest(ran, losses, divisor=divisor)
+    except RangeTestError as e:
+        result.error = str(e)
+    s = result.suggestion
+    if cut and (s is None or (s.diverged_at is None and s.min_loss_index >= len(ran) - 3)):
+        result.suggestion = None  # the minimum was not reached: a suggestion from half a curve would be too low
+        result.error = (f"the time limit cut the ramp at step {len(ran)} of {steps} (lr {ran[-1]:g}) while the loss "
+                        "was still falling")
+    elif cut:
+        result.notes.append(f"the time limit cut the ramp at step {len(ran)} of {steps}, after the loss's minimum")
+    elif s and s.diverged_at is None and s.min_loss_index >= len(ran) - 3:
+        result.notes.append(f"the loss was still falling at the end of the ramp (lr {ran[-1]:g}): raise --lr-max "
+                            "to find its minimum; the suggestion may be too low")
+    return result
+
+
+def _batches(train_set, cfg: RunConfig):
+    """Global batches as the training loop draws them (length-grouped, seeded), epoch after epoch."""
+    lengths = [len(e.input_ids) for e in train_set]
+    epoch = 0
+    while True:
+        yield from epoch_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
+        epoch += 1
+
+
+def write_result(result: RangeTest, out: Path) -> tuple[Path, Path]:
+    """out/find_lr.json and out/find_lr.png (the curve with the suggestion marked)."""
+    js = atomic_write_json(out / "find_lr.json", result.as_dict())
+    return js, plot(result, out / "find_lr.png")
+
+
+def plot(result: RangeTest, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    pts = [(lr, x) for lr, x in zip(result.lrs, result.losses, strict=True) if math.isfinite(x)]
+    if pts:
+        ax.plot(*zip(*pts), lw=0.8, alpha=0.5, label="loss")
+    sm = [(lr, x) for lr, x in zip(result.lrs, result.smoothed, strict=True) if math.isfinite(x)]
+    if sm:
+        ax.plot(*zip(*sm), lw=1.5, label="smoothed")
+    s = result.suggestion
+    if s:
+        ax.axvline(s.min_loss_lr, ls=":", c="grey", label=f"lowest loss {s.min_loss_lr:.2g}")
+        ax.axvline(s.lr, ls="--", c="tab:red", label=f"suggested {s.lr:.2g}")
+        if s.diverged_lr:
+            ax.axvline(s.diverged_lr, ls="-.", c="black", lw=0.8, label=f"diverged {s.diverged_lr:.2g}")
+    ax.axvline(result.size_default_lr, ls=":", c="tab:green", label=f"size default {result.size_default_lr:.2g}")
+    ax.set_xscale("log")
+    if sm:
+        top = max(x for _, x in sm[: max(3, len(sm) // 2)])
+        ax.set_ylim(top=min(ax.get_ylim()[1], 1.5 * top))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"lr range test: {result.method} on {result.base}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def check_result(result: RangeTest) -> float:
+    if result.suggestion is None:
+        raise TunewiseError(f"the range test gave no suggestion: {result.error}",
+                            "adjust --lr-min / --lr-max or --find-lr-steps, or look at find_lr.png")
+    return result.suggestion.lr
