@@ -24,6 +24,7 @@ import torch
 
 from tunewise.serve import kv
 from tunewise.serve.registry import AdapterCache, AdapterRefused, Registry, check_adapter
+from tunewise.serve.rowlora import RowLoRA, covers
 from tunewise.serve.sampling import SamplingParams, TokenChoice, choose, make_generator
 
 log = logging.getLogger("tunewise.serve")
@@ -189,8 +190,12 @@ class Engine:
         self._rows: list[_Row] = []
         self._kv = None
         self._mask: torch.Tensor | None = None
+        # Per-row LoRA (bmm over rows) for adapters it covers; the others go through PEFT's mixed forward.
+        self.rowlora = RowLoRA(model)
+        self._covered: dict[str, bool] = {}
+        self._adapters_version, self._stacked_version = 0, -1
         self.stats = {"batches": 0, "rows": 0, "mixed_batches": 0, "max_rows": 0, "steps": 0, "cancelled": 0,
-                      "loads": 0, "evictions": 0}
+                      "loads": 0, "evictions": 0, "row_lora_forwards": 0, "peft_mixed_forwards": 0}
 
     # -- public, thread-safe -------------------------------------------------------------------------
     def start(self) -> Engine:
@@ -374,8 +379,8 @@ class Engine:
             ids, mask = left_pad([r.job.prompt_ids for r in rows], self.pad_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): each row counts from its first token
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, adapter_names=[r.name for r in rows])
+            out = self._forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
+                                position_ids=positions, use_cache=True, logits_to_keep=1)
             kv.check_cache(out.past_key_values)
         except BaseException as e:
             log.exception("prefill failed")
@@ -398,13 +403,27 @@ class Engine:
         positions = self._mask.sum(dim=1, keepdim=True)  # (B, 1): the new token's position in its own row
         mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)  # (B, T + 1)
         names = [r.name for r in rows]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=self._kv,
-                         use_cache=True, adapter_names=names)
+        out = self._forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
+                            position_ids=positions, cache=self._kv, use_cache=True)
         self._kv, self._mask = out.past_key_values, mask
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
         self.stats["mixed_batches"] += len(set(names)) > 1
         self._take_tokens(rows, out.logits[:, -1, :])
+
+    def _forward(self, adapters: list[str | None], **inputs):
+        """One forward in which row i goes through adapters[i] (None = the base): per-row LoRA when it covers
+        every adapter in the batch, else PEFT's mixed-adapter forward."""
+        used = {a for a in adapters if a is not None}
+        if all(self._covered.get(a, False) for a in used):
+            if self._stacked_version != self._adapters_version:
+                self.rowlora.rebuild([a for a in self.cache.loaded if self._covered.get(a)])
+                self._stacked_version = self._adapters_version
+            self.stats["row_lora_forwards"] += bool(used)
+            with self.rowlora.routing(adapters):
+                return self.model(**inputs)
+        self.stats["peft_mixed_forwards"] += 1
+        return self.model(**inputs, adapter_names=[a if a is not None else BASE_ROW for a in adapters])
 
     def _take_tokens(self, rows: list[_Row], logits: torch.Tensor) -> None:
         """Choose each row's next token, stream what is new, and retire finished or abandoned rows."""
@@ -465,12 +484,16 @@ class Engine:
                 failed[n] = err
                 continue
             self.cache.added(n)
+            self._covered[n] = covers(self.model, n)
+            self._adapters_version += 1
             self.stats["loads"] += 1
         return failed
 
     def _evict(self, name: str) -> None:
         self.model.delete_adapter(name)
         self.cache.removed(name)
+        self._covered.pop(name, None)
+        self._adapters_version += 1
         self.stats["evictions"] += 1
 
 
