@@ -1,5 +1,6 @@
 """One model, one worker thread: a continuous-batching scheduler that decodes requests for different adapters
-together, one token per step, with a KV cache (PEFT mixed-adapter forwards via `adapter_names`).
+together, one token per step, with a KV cache; each row goes through its own adapter in the same forward
+(per-row LoRA with batched matmuls, rowlora.py; PEFT's mixed-adapter forward for adapters that does not cover).
 
 Why a single worker: PEFT adapters are modules inside the one model, so loading, evicting and decoding must
 never overlap. Every operation (requests and admin load / unload / pin) is an item on one FIFO queue. At each
