@@ -299,8 +299,8 @@ def main() -> None:
     print(f"cold load (check + load_adapter) : median {statistics.median(cold) * 1e3:.1f} ms")
     print(f"base rows through the engine     : {tp['tw_base_rows']:8.1f} tok/s")
     print(f"bare base, same engine, no PEFT  : {tp['bare_engine']:8.1f} tok/s")
-    print(f"bare base, static generate batch : {tp['plain']:8.1f} tok/s  (one batch of {args.clients} rows, no "
-          "clients, no joins: an upper bound)")
+    print(f"bare base, static generate batch : {tp['plain']:8.1f} tok/s  (one batch of {args.clients} rows: no "
+          "client threads, no joins)")
     print(f"RATIO adapters / bare base       : {tp['tunewise'] / tp['bare_engine']:.2f}x through the same engine "
           f"(target >= 0.8x); {tp['tunewise'] / tp['plain']:.2f}x vs the static generate batch")
     if wrong or wrong_bl:

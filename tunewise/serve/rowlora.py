@@ -5,8 +5,9 @@ the rows of each out and adding them back: with 4 adapters that is 4 small sub-b
 a small model those launches cost more than the math. Here every loaded adapter's lora_A / lora_B (scaled) is
 stacked once per module, transposed, into (slots, in, R) and (slots, R, out) tensors, zero-padded to the largest
 rank R; slot 0 is all zeros (a base row). A forward gathers each row's pair and adds (x @ A_row^T) @ B_row^T with
-two `torch.bmm`s, in a forward hook on the PEFT layer, whose own forward then only runs the base layer (the active
-adapter is the engine's inert placeholder). The gathered pairs are kept while the batch's rows stay the same (most
+two `torch.bmm`s. Inside `routing` a PEFT layer's forward is replaced by base layer + that delta (PEFT's own
+forward would add nothing: the active adapter is the engine's inert placeholder), which also skips PEFT's
+per-call checks; outside it, PEFT's forward runs as usual. The gathered pairs are kept while the batch's rows stay the same (most
 decoding steps), so a step costs each adapted module two bmm and one add.
 
 Covered: plain linear LoRA (any rank, alpha, rslora, rank / alpha patterns). Anything else (embedding LoRA,
@@ -54,7 +55,8 @@ class RowLoRA:
         self.model = model
         self.slot: dict[str, int] = {}  # adapter -> slot (0 = no adapter)
         self.stacks: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}  # (S, in, R), (S, R, out)
-        self._hooks: dict[torch.nn.Module, object] = {}
+        self._patched: set[torch.nn.Module] = set()
+        self._routing = False
         self._rows: torch.Tensor | None = None  # (B,) slot of each row during a routed forward
         self._rows_key: tuple[int, ...] | None = None
         self._rows_tensor: torch.Tensor | None = None
@@ -77,8 +79,9 @@ class RowLoRA:
                 a_stack[self.slot[a], :, :r] = m.lora_A[a].weight.T
                 b_stack[self.slot[a], :r] = (m.lora_B[a].weight * m.scaling[a]).T
             self.stacks[m] = (a_stack, b_stack)
-            if m not in self._hooks:
-                self._hooks[m] = m.register_forward_hook(self._hook)
+        for _, m in _lora_layers(self.model):
+            if m not in self._patched:
+                self._patch(m)
 
     @contextmanager
     def routing(self, adapters: list[str | None]) -> Iterator[None]:
@@ -88,23 +91,30 @@ class RowLoRA:
             device = next(iter(self.stacks.values()))[0].device if self.stacks else "cpu"
             self._rows_key, self._gathered = slots, {}
             self._rows_tensor = torch.tensor(slots, dtype=torch.long, device=device) if any(slots) else None
-        self._rows = self._rows_tensor
+        self._rows, self._routing = self._rows_tensor, True
         try:
             yield
         finally:
-            self._rows = None
+            self._rows, self._routing = None, False
 
-    def _hook(self, module, args, output):
-        rows = self._rows
-        if rows is None or module not in self.stacks:
-            return output
-        pair = self._gathered.get(module)
-        if pair is None:
-            a_stack, b_stack = self.stacks[module]
-            pair = self._gathered[module] = (a_stack.index_select(0, rows), b_stack.index_select(0, rows))
-        a, b = pair  # (B, in, R), (B, R, out)
-        x = args[0]  # (B, T, in)
-        if x.dtype != a.dtype:
-            x = x.to(a.dtype)
-        delta = torch.bmm(torch.bmm(x, a), b)  # (B, T, out)
-        return output.add_(delta) if delta.dtype == output.dtype else output + delta.to(output.dtype)
+    def _patch(self, module) -> None:
+        """Give `module` (a PEFT LoRA layer) a forward that applies per-row LoRA while routing."""
+        peft_forward, base = module.forward, module.get_base_layer()
+
+        def forward(x, *args, **kwargs):
+            if not self._routing:
+                return peft_forward(x, *args, **kwargs)
+            out = base(x, *args, **kwargs)
+            rows = self._rows
+            if rows is None or module not in self.stacks:
+                return out
+            pair = self._gathered.get(module)
+            if pair is None:
+                a_stack, b_stack = self.stacks[module]
+                pair = self._gathered[module] = (a_stack.index_select(0, rows), b_stack.index_select(0, rows))
+            a, b = pair  # (B, in, R), (B, R, out)
+            delta = torch.bmm(torch.bmm(x if x.dtype == a.dtype else x.to(a.dtype), a), b)  # (B, T, out)
+            return out.add_(delta) if delta.dtype == out.dtype else out + delta.to(out.dtype)
+
+        module.forward = forward
+        self._patched.add(module)
