@@ -61,6 +61,17 @@ def test_choose_rows_are_independent_and_greedy_is_argmax():
     assert choose(logits[1:2], [banned], [None])[0].token != int(logits[1].argmax())
 
 
+def test_defaults_come_from_the_base_generation_config():
+    from transformers import GenerationConfig
+
+    from tunewise.serve.app import default_sampling
+
+    assert default_sampling(GenerationConfig()) == SamplingParams()  # generate's own default: greedy
+    assert default_sampling(None) == SamplingParams()
+    got = default_sampling(GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, top_k=20))
+    assert (got.temperature, got.top_p, got.top_k) == (0.7, 0.9, 20)
+
+
 # ------------------------------------------------------------------------------------------ the server
 
 
