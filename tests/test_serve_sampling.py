@@ -57,6 +57,9 @@ def test_choose_rows_are_independent_and_greedy_is_argmax():
     assert first[0].token == choose(logits[:1], [hot], [make_generator(hot)])[0].token  # alone = in a batch
     assert len(first[0].top) == 3 and first[0].top[0][1] >= first[0].top[1][1]
     assert first[0].logprob == pytest.approx(float(torch.log_softmax(logits[0], -1)[first[0].token]))
+    huge_seed = SamplingParams(temperature=1.0, seed=2**70)  # any integer a client sends is a usable seed
+    assert make_generator(huge_seed) is not None
+    assert SamplingParams(temperature=1e-30).greedy  # would overflow logits / temperature: argmax instead
     banned = SamplingParams(logit_bias=((int(logits[1].argmax()), -100.0),))
     assert choose(logits[1:2], [banned], [None])[0].token != int(logits[1].argmax())
 

@@ -189,6 +189,7 @@ class Engine:
         self.device = next(model.parameters()).device
         # The running batch: its rows, their KV cache and attention mask (B, T), both None when empty.
         self._rows: list[_Row] = []
+        self._admitting: list[GenJob] = []
         self._kv = None
         self._mask: torch.Tensor | None = None
         # Per-row LoRA (bmm over rows) for adapters it covers; the others go through PEFT's mixed forward.
@@ -275,6 +276,11 @@ class Engine:
             except Exception as e:  # a bug here must fail these requests, not kill the only worker
                 log.exception("decoding step failed")
                 self._fail_running(e)
+                for j in self._admitting:  # taken off the queue this round but not yet in the batch
+                    if not j.future.done():
+                        if j.future.running() or j.future.set_running_or_notify_cancel():
+                            j.future.set_exception(e)
+            self._admitting = []
         self._fail_running(RuntimeError("the server is shutting down"))
         self._fail_remaining()
 
@@ -306,6 +312,7 @@ class Engine:
                 deadline = time.monotonic() + self.batch_wait_s
             first_wait = 0.0
         if admitted:
+            self._admitting = admitted
             self._admit(admitted)
         if self._rows:
             self._step()
@@ -372,8 +379,11 @@ class Engine:
                 continue
             if j.adapter in failed:
                 j.future.set_exception(failed[j.adapter])
-            else:
+                continue
+            try:
                 rows.append(_Row(j))
+            except Exception as e:  # this request's settings are unusable: it fails, the batch goes on
+                j.future.set_exception(e)
         if not rows:
             return
         try:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+GREEDY_BELOW = 1e-5  # a smaller temperature is argmax (as vLLM does): logits / 1e-30 would overflow to inf
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -23,7 +25,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -
     if params.seed is None:
         g.seed()
     else:
-        g.manual_seed(params.seed)
+        g.manual_seed(params.seed % 2**64)  # any integer a client sends; torch takes 0 .. 2**64 - 1
     return g
 
 
