@@ -67,3 +67,20 @@ def test_covers_plain_linear_lora_only(model, tiny_base_dir, tmp_path):
                        adapter_name=name, is_trainable=False)
     assert not covers(m, "mts")  # its lm_head copy replaces a whole module: PEFT's mixed forward does that
     assert not covers(m, "bias")
+
+
+def test_a_sliding_window_base_is_refused_before_serving(tmp_path, tiny_base_dir):
+    """The batcher merges KV rows of plain caches only: a sliding-window base is refused up front, by name."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from tunewise.errors import TunewiseError
+    from tunewise.serve.app import build_server
+
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2, sliding_window=16,
+                        max_position_embeddings=128, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    MistralForCausalLM(cfg).save_pretrained(tmp_path / "mistral")
+    tok.save_pretrained(tmp_path / "mistral")
+    with pytest.raises(TunewiseError, match="sliding"):
+        build_server(str(tmp_path / "mistral"), dtype="fp32", device="cpu")

@@ -92,6 +92,7 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
 
     model, tokenizer = load_base(base, dtype=dtype, device=device)
     model.eval()
+    check_cache_kind(model, base)
     ref = resolve_base(base)
     info = BaseInfo.from_model(model, base_name or base_id(base), ref.path)
     registry = Registry(info, Path(adapters_dir) if adapters_dir else None,
@@ -109,6 +110,20 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
     max_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return Server(engine, registry, tokenizer, info.name, max_ctx, int(time.time()),
                   default_sampling(getattr(model, "generation_config", None)), int(model.config.vocab_size))
+
+
+def check_cache_kind(model, base: str) -> None:
+    """Refuse, before serving, a base whose KV cache the continuous batcher cannot merge (sliding windows)."""
+    from transformers import DynamicCache
+
+    from tunewise.errors import TunewiseError
+    from tunewise.serve import kv
+
+    try:
+        kv.check_cache(DynamicCache(config=model.config))
+    except NotImplementedError as e:
+        raise TunewiseError(f"cannot serve '{base}': {e} (its attention uses a sliding window)",
+                            "serve a base with full attention, e.g. a Llama / SmolLM / Qwen2 model") from None
 
 
 def default_sampling(gen_config) -> SamplingParams:
