@@ -8,7 +8,7 @@ rank R; slot 0 is all zeros (a base row). A forward gathers each row's pair and 
 two `torch.bmm`s. Inside `routing` a PEFT layer's forward is replaced by base layer + that delta (PEFT's own
 forward would add nothing: the active adapter is the engine's inert placeholder), which also skips PEFT's
 per-call checks; outside it, PEFT's forward runs as usual. The gathered pairs are kept while the batch's rows stay the same (most
-decoding steps), so a step costs each adapted module two bmm and one add.
+decoding steps), so a step costs each adapted module one bmm and one baddbmm.
 
 Covered: plain linear LoRA (any rank, alpha, rslora, rank / alpha patterns). Anything else (embedding LoRA,
 `modules_to_save`, LoRA bias, DoRA or other variants, quantized layers) is not, and the engine sends steps with such
@@ -113,8 +113,10 @@ class RowLoRA:
                 a_stack, b_stack = self.stacks[module]
                 pair = self._gathered[module] = (a_stack.index_select(0, rows), b_stack.index_select(0, rows))
             a, b = pair  # (B, in, R), (B, R, out)
-            delta = torch.bmm(torch.bmm(x if x.dtype == a.dtype else x.to(a.dtype), a), b)  # (B, T, out)
-            return out.add_(delta) if delta.dtype == out.dtype else out + delta.to(out.dtype)
+            xa = torch.bmm(x if x.dtype == a.dtype else x.to(a.dtype), a)  # (B, T, R)
+            if out.dtype == b.dtype and out.dim() == 3:
+                return out.baddbmm_(xa, b)  # out += xa @ b in one op
+            return out + torch.bmm(xa, b).to(out.dtype)
 
         module.forward = forward
         self._patched.add(module)
