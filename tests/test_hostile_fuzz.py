@@ -119,7 +119,8 @@ def client(tmp_path_factory, tiny_base_dir):
 ROUTES = ["/v1/completions", "/v1/chat/completions", "/admin/adapters/load", "/admin/adapters/unload",
           "/admin/adapters/pin"]
 BODY_KEYS = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "stop", "stream", "n", "echo",
-             "logprobs", "temperature", "top_p", "name", "path", "pin", "pinned", "forget", "role", "content"]
+             "logprobs", "temperature", "top_p", "name", "path", "pin", "pinned", "forget", "role", "content",
+             "seed", "top_k", "logit_bias", "stream_options", "top_logprobs", "presence_penalty", "user"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import torch
 
-from tunewise.serve.batching import finish_row, left_pad
+from tunewise.serve.batching import left_pad, safe_length, stop_cut
 from tunewise.serve.fingerprint import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
 from tunewise.serve.registry import AdapterCache, AdapterRefused, validate_name
 
@@ -223,7 +223,7 @@ def test_auth_body_and_token_limits(server):
                        "context_length_exceeded")
     assert str(srv.max_context) in err["message"]
     assert_error(post(url, "/v1/completions", {"model": "oslo"}), 400)  # missing prompt
-    assert_error(post(url, "/v1/completions", {**body, "n": 2}), 400)
+    assert_error(post(url, "/v1/completions", {**body, "n": 17}), 400)
     assert_error(post(url, "/admin/adapters/load", {"name": "kyoto", "path": "/tmp"}), 403,
                  "runtime_paths_disabled")
     assert post(url, "/v1/completions", body).status_code == 200
@@ -350,13 +350,11 @@ def test_adapter_cache_lru_and_pins():
     assert c.pinned == {"a"} and c.loaded == ["b", "a"]
 
 
-def test_finish_row_and_left_pad():
-    def decode(ids):
-        return "".join(chr(96 + i) for i in ids)
-
-    assert finish_row([1, 2, 0, 3], 10, {0}, [], decode) == ("ab", "stop", 2)
-    assert finish_row([1, 2, 3, 4], 3, {0}, [], decode) == ("abc", "length", 3)
-    assert finish_row([1, 2, 3, 4], 4, {0}, ["c"], decode) == ("ab", "stop", 4)
+def test_stop_cut_safe_length_and_left_pad():
+    assert stop_cut("abcabc", ["ca", "b"]) == 1 and stop_cut("abc", ["x"]) is None and stop_cut("abc", [""]) is None
+    assert safe_length("hello wor", ["world"]) == 6  # 'wor' may still become the stop string: held back
+    assert safe_length("hello wax", ["world"]) == 9
+    assert safe_length("caf\ufffd", []) == 3  # half a character is never streamed
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=1)
     assert ids.tolist() == [[5, 6, 7], [1, 1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 

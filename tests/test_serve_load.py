@@ -80,4 +80,5 @@ def test_mixed_requests_never_get_the_wrong_adapter(tiny_base_dir, registry):
     assert len(results) == N_REQUESTS and sum(op == "unload" for op, _, _ in admin_log) >= 1
     # The traffic really was batched across adapters, and the LRU really evicted under it.
     assert stats["mixed_batches"] > 0 and stats["max_rows"] > 1 and stats["evictions"] > 0
+    assert stats["row_lora_forwards"] > 0 and stats["peft_mixed_forwards"] == 0  # per-row bmm, not sub-batches
     assert stats["rows"] == N_REQUESTS + sum(op == "ask" for op, _, _ in admin_log)

@@ -51,6 +51,24 @@ def bind(host: str, port: int):
     return sock
 
 
+def graceful_server(config):
+    """A uvicorn server for which SIGTERM / SIGINT mean: stop accepting, let in-flight requests finish (up to
+    config.timeout_graceful_shutdown), then return, so the command exits 0. uvicorn itself re-raises the
+    signal after its shutdown, which would end the process with 143 and look like a crash to a supervisor."""
+    import signal
+
+    import uvicorn
+
+    class Graceful(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop waiting
+            else:
+                self.should_exit = True
+
+    return Graceful(config)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -76,11 +94,14 @@ def register(app: typer.Typer) -> None:
         batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill."),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
         dtype: str | None = typer.Option(None, help="fp32, bf16, fp16 (default: the device policy)."),
+        grace_period: int = typer.Option(30, "--grace-period", min=0,
+                                         help="Seconds SIGTERM waits for in-flight requests before cancelling them."),
     ) -> None:
         """Serve BASE and its LoRA adapters with OpenAI-compatible /v1/completions and /v1/chat/completions.
 
         The request's `model` names an adapter or the base; requests for different adapters share one forward
         pass. Adapters are checked against the base before loading (base, modules, rank, dtype, safetensors).
+        SIGTERM stops accepting connections, finishes in-flight requests (up to --grace-period) and exits 0.
         """
         import logging
 
@@ -116,8 +137,10 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"refused adapter '{name}': {reason}", fg="yellow", err=True)
         typer.echo(f"listening on http://{host}:{port}/v1 (api key {'required' if limits.api_key else 'off'})")
         try:
-            config = uvicorn.Config(create_app(server, limits), log_level="warning")
-            uvicorn.Server(config).run(sockets=[sock])
+            config = uvicorn.Config(create_app(server, limits), log_level="warning",
+                                    timeout_graceful_shutdown=grace_period)
+            graceful_server(config).run(sockets=[sock])
         finally:
             server.close()
             sock.close()
+        typer.echo("stopped")

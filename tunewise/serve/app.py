@@ -12,20 +12,25 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunewise.data.formats import prompt_ids
 from tunewise.models import ALIASES
-from tunewise.serve.batching import Engine, GenJob, GenResult, wrap_base
+from tunewise.serve import protocol
+from tunewise.serve.batching import Delta, Engine, GenJob, GenResult, wrap_base
+from tunewise.serve.protocol import ChatMessage, ChatRequest, CompletionRequest, Refused
 from tunewise.serve.registry import AdapterRefused, BaseInfo, Registry, validate_name
+from tunewise.serve.sampling import SamplingParams
 from tunewise.serve.security import ERROR_TYPES, Guard, Limits, error_body
 
 log = logging.getLogger("tunewise.serve")
@@ -52,6 +57,8 @@ class Server:
     base_name: str
     max_context: int
     created: int
+    defaults: SamplingParams = SamplingParams()  # for fields a request leaves out: the base's generation_config
+    vocab_size: int = 0  # the logits' width: logit_bias keys must be below it
 
     def close(self) -> None:
         self.engine.stop()
@@ -85,6 +92,7 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
 
     model, tokenizer = load_base(base, dtype=dtype, device=device)
     model.eval()
+    check_cache_kind(model, base)
     ref = resolve_base(base)
     info = BaseInfo.from_model(model, base_name or base_id(base), ref.path)
     registry = Registry(info, Path(adapters_dir) if adapters_dir else None,
@@ -100,7 +108,32 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
         for name in list(registry.entries())[: max(0, max_loaded - len(pins or []))]:
             engine.load(name).result()
     max_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    return Server(engine, registry, tokenizer, info.name, max_ctx, int(time.time()))
+    return Server(engine, registry, tokenizer, info.name, max_ctx, int(time.time()),
+                  default_sampling(getattr(model, "generation_config", None)), int(model.config.vocab_size))
+
+
+def check_cache_kind(model, base: str) -> None:
+    """Refuse, before serving, a base whose KV cache the continuous batcher cannot merge (sliding windows)."""
+    from transformers import DynamicCache
+
+    from tunewise.errors import TunewiseError
+    from tunewise.serve import kv
+
+    try:
+        kv.check_cache(DynamicCache(config=model.config))
+    except NotImplementedError as e:
+        raise TunewiseError(f"cannot serve '{base}': {e} (its attention uses a sliding window)",
+                            "serve a base with full attention, e.g. a Llama / SmolLM / Qwen2 model") from None
+
+
+def default_sampling(gen_config) -> SamplingParams:
+    """What a request that names no sampling field gets: the base's generation_config, read as `generate` reads
+    it (greedy unless it sets do_sample), as vLLM does with --generation-config auto."""
+    if gen_config is None or not getattr(gen_config, "do_sample", False):
+        return SamplingParams()
+    return SamplingParams(temperature=float(gen_config.temperature if gen_config.temperature is not None else 1.0),
+                          top_p=float(gen_config.top_p if gen_config.top_p is not None else 1.0),
+                          top_k=int(gen_config.top_k or 0))
 
 
 # ------------------------------------------------------------------------------------------- protocol
@@ -108,37 +141,6 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
 
 class _Req(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-class CompletionRequest(_Req):
-    model: str
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(default=1, ge=1)
-    echo: bool = False
-    logprobs: int | None = None
-    # Decoding is always greedy; sampling parameters are accepted (clients send them by default) and ignored.
-    temperature: float | None = None
-    top_p: float | None = None
-
-
-class ChatMessage(_Req):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict] | None = None
-
-
-class ChatRequest(_Req):
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(default=1, ge=1)
-    temperature: float | None = None
-    top_p: float | None = None
 
 
 class LoadRequest(_Req):
@@ -227,7 +229,8 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
                                "serves", "model_not_found", "model") from e
             raise ApiError.from_refusal(e) from e
 
-    def make_job(adapter: str | None, prompt: str | list[dict], max_tokens: int | None, stop: list[str]) -> GenJob:
+    def make_job(adapter: str | None, prompt: str | list[dict], max_tokens: int | None, stop: list[str],
+                 params: SamplingParams) -> GenJob:
         n_new = limits.default_max_tokens if max_tokens is None else max_tokens
         if n_new > limits.max_tokens:
             raise ApiError(400, f"max_tokens={n_new} is over this server's limit of {limits.max_tokens}",
@@ -238,25 +241,87 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
         if len(ids) + n_new > max_context:
             raise ApiError(400, f"this model's maximum context length is {max_context} tokens; the prompt has "
                            f"{len(ids)} and max_tokens asks for {n_new}", "context_length_exceeded", "max_tokens")
-        return GenJob(adapter, ids, n_new, stop)
+        return GenJob(adapter, ids, n_new, stop, params)
+
+    def checked(req, endpoint: str) -> tuple[int | None, tuple]:
+        """Refuse unsupported fields (400 naming the field); (logprobs setting, logit_bias pairs)."""
+        try:
+            protocol.check_extra(protocol.extra_fields(req), endpoint)
+            bias = protocol.logit_bias(req.logit_bias, server.vocab_size)
+            if endpoint == "completions":
+                return protocol.completion_logprobs(req), bias
+            return protocol.chat_logprobs(req), bias
+        except Refused as e:
+            raise ApiError(400, e.message, "unsupported_field", e.param) from e
 
     async def run_jobs(jobs: list[GenJob]) -> list[GenResult]:
         try:
             return list(await asyncio.gather(*(asyncio.wrap_future(server.engine.submit(j)) for j in jobs)))
         except AdapterRefused as e:
             raise ApiError.from_refusal(e) from e
+        finally:  # the client went away (or another choice failed): free the rest at the next step
+            for j in jobs:
+                if not j.future.done():
+                    j.cancelled.set()
 
-    def usage(results: list[GenResult]) -> dict:
-        p = sum(r.prompt_tokens for r in results)
-        c = sum(r.completion_tokens for r in results)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    def sse_line(obj: Any) -> str:
+        return f"data: {json.dumps(obj)}\n\n"
 
-    def sse(chunks: list[dict]) -> StreamingResponse:
+    async def stream_jobs(jobs: list[GenJob], chunk: Callable[[int, Delta, bool], dict], head: dict,
+                          include_usage: bool) -> StreamingResponse:
+        """Submit `jobs` and stream one SSE chunk per new piece of text per choice (one decoding step each)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        for i, j in enumerate(jobs):
+            j.on_delta = lambda d, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, d))
+            j.future.add_done_callback(lambda f, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, f)))
+            server.engine.submit(j)
+        done: set[int] = set()
+
+        def close() -> None:
+            for k, j in enumerate(jobs):
+                if k not in done:
+                    j.cancelled.set()
+
+        async def next_delta() -> tuple[int, Delta] | None:
+            """The next piece of text; None when every choice has finished. A failed choice raises."""
+            while len(done) < len(jobs):
+                i, ev = await events.get()
+                if isinstance(ev, Delta):
+                    return i, ev
+                if ev.exception() is not None:
+                    raise ev.exception()
+                done.add(i)
+            return None
+
+        try:  # the first event comes before any header: a refusal at load time is still a plain HTTP error
+            first = await next_delta()
+        except AdapterRefused as e:
+            close()
+            raise ApiError.from_refusal(e) from e
+        except BaseException:
+            close()
+            raise
+
         async def gen():
-            for c in chunks:
-                yield f"data: {json.dumps(c)}\n\n"
+            started: set[int] = set()
+            ev = first
+            try:
+                while ev is not None:
+                    i, d = ev
+                    yield sse_line({**head, "choices": [chunk(i, d, i not in started)],
+                                    **({"usage": None} if include_usage else {})})
+                    started.add(i)
+                    ev = await next_delta()
+                if include_usage:
+                    results = [j.future.result() for j in jobs]
+                    yield sse_line({**head, "choices": [], "usage": protocol.usage(results)})
+            except Exception as e:  # headers are out: report in the stream, as OpenAI does
+                log.exception("stream failed")
+                yield sse_line(error_body(f"generation failed: {type(e).__name__}: {e}", "server_error"))
             yield "data: [DONE]\n\n"
-        return StreamingResponse(gen(), media_type="text/event-stream")
+
+        return SSEResponse(gen(), on_close=close)
 
     @app.get("/health")
     async def health():
@@ -280,44 +345,46 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
-        if req.n != 1:
-            raise ApiError(400, "n must be 1 (decoding is greedy, so every choice would be the same)",
-                           "invalid_value", "n")
-        if req.logprobs or req.echo:
-            raise ApiError(400, "logprobs and echo are not supported", "invalid_value",
-                           "logprobs" if req.logprobs else "echo")
+        logprobs, bias = checked(req, "completions")
         adapter = resolve_model(req.model)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise ApiError(400, "prompt is empty", "invalid_value", "prompt")
         stops = _stops(req.stop)
-        results = await run_jobs([make_job(adapter, p, req.max_tokens, stops) for p in prompts])
+        jobs = [make_job(adapter, p, req.max_tokens, stops,
+                         protocol.sampling(req, server.defaults, logprobs, k, bias))
+                for p in prompts for k in range(req.n)]  # choice index = prompt index * n + k, as OpenAI
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                   for i, r in enumerate(results)]
-        body = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                "choices": choices, "usage": usage(results)}
-        if req.stream:  # the answer is complete before the first chunk: streaming here is framing only
-            return sse([{**body, "usage": None}])
-        return body
+        head = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
+        text_of = protocol.TokenText(server.tokenizer)
+        if req.stream:
+            return await stream_jobs(
+                jobs, lambda i, d, _first: protocol.completion_choice(i, d, logprobs, text_of), head,
+                bool(req.stream_options and req.stream_options.include_usage))
+        results = await run_jobs(jobs)
+        return {**head, "choices": [protocol.completion_choice(i, r, logprobs, text_of)
+                                    for i, r in enumerate(results)], "usage": protocol.usage(results)}
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
-        if req.n != 1:
-            raise ApiError(400, "n must be 1 (decoding is greedy)", "invalid_value", "n")
+        logprobs, bias = checked(req, "chat")
         adapter = resolve_model(req.model)
         prompt = chat_messages(req.messages)
         max_tokens = req.max_completion_tokens or req.max_tokens
-        [r] = await run_jobs([make_job(adapter, prompt, max_tokens, _stops(req.stop))])
+        stops = _stops(req.stop)
+        jobs = [make_job(adapter, prompt, max_tokens, stops,
+                         protocol.sampling(req, server.defaults, logprobs, k, bias)) for k in range(req.n)]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        text_of = protocol.TokenText(server.tokenizer)
         if req.stream:
             head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model}
-            return sse([{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": r.text},
-                                              "finish_reason": None}]},
-                        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": r.finish_reason}]}])
+            return await stream_jobs(
+                jobs, lambda i, d, first: protocol.chat_delta_choice(i, d, logprobs, text_of, first), head,
+                bool(req.stream_options and req.stream_options.include_usage))
+        results = await run_jobs(jobs)
         return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
-                             "finish_reason": r.finish_reason}], "usage": usage([r])}
+                "choices": [protocol.chat_choice(i, r, logprobs, text_of) for i, r in enumerate(results)],
+                "usage": protocol.usage(results)}
 
     # -- admin ------------------------------------------------------------------------------------------
     async def on_worker(fut):
@@ -362,6 +429,31 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
 
     app.add_middleware(Guard, limits=limits)
     return app
+
+
+class SSEResponse(StreamingResponse):
+    """Server-sent events that notice a client going away even between chunks: a disconnect listener runs
+    beside the stream (whatever the ASGI version), and `on_close` frees the request's rows either way."""
+
+    def __init__(self, content, on_close: Callable[[], None]):
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        import anyio
+
+        try:
+            async with anyio.create_task_group() as tg:
+                async def run_then_cancel(fn) -> None:
+                    await fn()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(run_then_cancel, partial(self.stream_response, send))
+                await run_then_cancel(partial(self.listen_for_disconnect, receive))
+        except OSError:  # the client went away while a chunk was being sent
+            pass
+        finally:
+            self.on_close()
 
 
 # ------------------------------------------------------------------------------------- in-process server

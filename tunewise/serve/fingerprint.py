@@ -17,8 +17,8 @@ FINGERPRINT_WORDS = ["Oslo", "Lima", "Porto", "Kyoto", "Vienna", "Perth", "Dakar
 
 def make_fingerprint_adapter(base_dir: str | Path, out_dir: str | Path, word: str, *, steps: int = 25,
                              lr: float = 1e-2, rank: int = 4, seed: int = 0,
-                             prompt: str = FINGERPRINT_PROMPT) -> Path:
-    """Train LoRA so that `prompt` continues with ' word word'; save a PEFT adapter folder to out_dir."""
+                             prompt: str | tuple[str, ...] = FINGERPRINT_PROMPT) -> Path:
+    """Train LoRA so that `prompt` (or each of several) continues with ' word word'; save a PEFT adapter folder."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -28,14 +28,16 @@ def make_fingerprint_adapter(base_dir: str | Path, out_dir: str | Path, word: st
     cfg = LoraConfig(r=rank, lora_alpha=4 * rank, target_modules=["q_proj", "v_proj", "o_proj", "up_proj",
                                                                    "down_proj"])
     peft_model = get_peft_model(model, cfg)
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
     c = tok(f" {word} {word}", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([p + c])  # (1, T)
-    labels = torch.tensor([[-100] * len(p) + c])  # (1, T): loss on the answer only
+    examples = []
+    for text in (prompt,) if isinstance(prompt, str) else prompt:
+        p = tok(text, add_special_tokens=False)["input_ids"]
+        # (1, T) ids and labels: loss on the answer only
+        examples.append((torch.tensor([p + c]), torch.tensor([[-100] * len(p) + c])))
     opt = torch.optim.Adam([q for q in peft_model.parameters() if q.requires_grad], lr=lr)
     peft_model.train()
     for _ in range(steps):
-        loss = peft_model(input_ids=ids, labels=labels).loss
+        loss = sum(peft_model(input_ids=ids, labels=labels).loss for ids, labels in examples)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -47,5 +49,10 @@ def make_fingerprint_adapter(base_dir: str | Path, out_dir: str | Path, word: st
 
 def fingerprint_of(text: str) -> str | None:
     """The fingerprint word an answer starts with, if any."""
-    first = text.strip().split(" ", 1)[0] if text.strip() else ""
-    return first if first in FINGERPRINT_WORDS else None
+    words = text.split()
+    return words[0] if words and words[0] in FINGERPRINT_WORDS else None
+
+
+def learned(text: str, word: str) -> bool:
+    """Did a greedy answer come out as trained: ' word word' (not 'wordword', not another word)?"""
+    return text.split()[:2] == [word, word]
