@@ -23,14 +23,14 @@ from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
 from tunewise.errors import TunewiseError
 from tunewise.fileio import append_jsonl, atomic_write_text
-from tunewise.train import distributed
+from tunewise.train import distributed, fsdp
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
 from tunewise.train.checkpoint import (
     TrainState,
     complete_checkpoints,
-    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    usable_checkpoint,
 )
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
@@ -110,17 +110,21 @@ class Loop:
         self.guards = Guards(cfg)
         self.signal_received: str | None = None
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.sharded = fsdp.is_sharded(model)  # every rank takes part in saves, evals and the final gather
 
     # -------------------------------------------------------------------------------- checkpoints
 
     def resume(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        ckpt = distributed.from_main(self.ctx, lambda: usable_checkpoint(self.run_dir / "checkpoints"))
         if ckpt is None:
             raise TunewiseError(f"{self.run_dir}: no complete checkpoint to resume from",
                                 "start a new run, or check that checkpoints/step-* holds a COMPLETE marker")
         try:
-            self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
-            self.method.load_trainable_state(self.model, trainable)
+            if self.sharded:
+                self.state, extra = fsdp.load(ckpt, self.model, self.optimizer, self.ctx)
+            else:
+                self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
+                self.method.load_trainable_state(self.model, trainable)
             self.guards.load_state_dict(extra["guards"])
         except Exception as e:  # noqa: BLE001 -- any failure to read it means the files are damaged
             earlier = complete_checkpoints(self.run_dir / "checkpoints")[:-1]
@@ -133,14 +137,19 @@ class Loop:
             _truncate_metrics(self.metrics_path, self.state.step)
 
     def save(self, reason: str) -> Path | None:
+        extra = {"guards": self.guards.state_dict(), "reason": reason,
+                 "overfit_marked": self.guards.overfit_fired}
+        keep, root = self.cfg.train.keep_last, self.run_dir / "checkpoints"
+        if self.sharded:
+            if self.ctx.all_sum(float(sum(not torch.isfinite(fsdp.local(p)).all() for p in self.params))):
+                raise NonFiniteLoss("refusing to checkpoint non-finite weights", "lower the learning rate")
+            return fsdp.save(root, self.state, self.model, self.optimizer, extra, self.ctx, keep)
         if not self.ctx.is_main:
             return None
         trainable = self.method.trainable_state(distributed.unwrap(self.model))
         if not all(torch.isfinite(t).all() for t in trainable.values()):
             raise NonFiniteLoss("refusing to checkpoint non-finite weights", "lower the learning rate")
-        extra = {"guards": self.guards.state_dict(), "reason": reason,
-                 "overfit_marked": self.guards.overfit_fired}
-        return save_checkpoint(self.run_dir / "checkpoints", self.state, trainable, self.optimizer, extra)
+        return save_checkpoint(root, self.state, trainable, self.optimizer, extra, keep)
 
     # -------------------------------------------------------------------------------- the loop
 
@@ -172,7 +181,8 @@ class Loop:
                 continue
             batch = {n: t.to(self.device) for n, t in collate(mine, self.pad_id, self.classification).items()}
             sync = k == len(micro) - 1 or not self.ctx.enabled
-            ctx = self.model.no_sync() if not sync else contextlib.nullcontext()
+            # FSDP reduce-scatters every micro-batch into sharded gradients (no unsharded accumulation)
+            ctx = self.model.no_sync() if not sync and not self.sharded else contextlib.nullcontext()
             with ctx:
                 loss_sum = summed_loss(self.model, batch, self.classification)
                 (loss_sum * (self.ctx.world / norm)).backward()
@@ -192,7 +202,7 @@ class Loop:
         limit = self.cfg.train.max_grad_norm
         grads = [p for p in self.params if p.grad is not None]
         total = torch.nn.utils.clip_grad_norm_(grads, limit if limit else float("inf"))
-        value = float(total)
+        value = float(fsdp.full_value(total))
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"gradient norm became {value} at step {self.state.step + 1}; weights were not "
@@ -238,12 +248,13 @@ class Loop:
         return result
 
     def _end_epoch(self, result: LoopResult) -> None:
-        if self.eval_set and self.ctx.is_main:
+        if self.eval_set and (self.ctx.is_main or self.sharded):  # sharded: all ranks run the forward passes
             loss = eval_loss(distributed.unwrap(self.model), self.eval_set, self.pad_id, self.classification,
                              self.cfg.train.batch_size)
             result.eval_losses.append((self.state.step, loss))
-            append_jsonl(self.metrics_path, {"step": self.state.step, "epoch": self.state.epoch + 1,
-                                             "eval_loss": loss})
+            if self.ctx.is_main:
+                append_jsonl(self.metrics_path, {"step": self.state.step, "epoch": self.state.epoch + 1,
+                                                 "eval_loss": loss})
             self.model.train()
 
     def _log(self, loss, lr, grad_norm, tokens, elapsed, events, bar) -> None:
