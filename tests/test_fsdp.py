@@ -105,3 +105,26 @@ def test_fsdp_lora_sharded_resume_is_exact_and_saves_a_plain_adapter(micro_llama
                                       "adapter")
     loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     assert len(loaded) == len(wa)
+
+
+def test_estimate_per_process_figure_matches_the_fsdp_peak_rss(tiny_base_dir, tmp_path):
+    """`estimate --gpus 2 --distributed fsdp --device cpu` against each process's measured peak RSS (within 20%)."""
+    from tunewise.estimate import EstimateRequest, run_estimate
+    from tunewise.estimate.memory import MB
+
+    seq, batch = 64, 8
+    words = "the quick brown fox jumps over the lazy dog while seven restaurants serve 12 pizzas".split()
+    data = tmp_path / "long.jsonl"  # every example truncated to exactly `seq` tokens: the estimate's batch shape
+    data.write_text("".join(json.dumps({"prompt": f"Example {i}:\n", "completion": " " + " ".join(
+        words[(i + j) % len(words)] for j in range(200))}) + "\n" for i in range(32)))
+    body = {"base": str(tiny_base_dir), "method": "full",
+            "data": {"train": str(data), "max_seq_len": seq, "overlong": "truncate", "check": False},
+            "train": {"max_steps": 4, "batch_size": batch, "lr": 1e-3, "distributed": "fsdp"}}
+    torchrun(tmp_path, write_cfg(tmp_path, "rss", body), tmp_path / "rss")
+    measured = json.loads((tmp_path / "rss" / "summary.json").read_text())["peak_rss_mb_per_rank"]
+    req = EstimateRequest(model=str(tiny_base_dir), methods=("full",), batch=batch // 2, seq=seq, device="cpu",
+                          gpus=2, distributed="fsdp")
+    b = run_estimate(req).breakdowns["full"]
+    assert "FSDP gathered weights (root + 2 layers)" in b.terms
+    estimate = b.total / MB
+    assert len(measured) == 2 and all(abs(estimate / m - 1) < 0.2 for m in measured), (estimate, measured)
