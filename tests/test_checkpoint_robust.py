@@ -90,3 +90,26 @@ def test_full_disk_while_saving_stops_the_run_and_keeps_the_previous_checkpoint(
     res = train(load_config(cfg), run, resume=True, quiet=True)
     assert res.summary["status"] == "completed" and res.summary["steps"] == 6
     assert latest_checkpoint(run / "checkpoints") is not None
+
+
+def test_a_checkpoint_resumes_only_in_the_layout_that_wrote_it(tmp_path):
+    import pytest
+
+    from tunewise.errors import TunewiseError
+    from tunewise.train.fsdp import check_layout
+
+    sharded = tmp_path / "step-0000002"
+    sharded.mkdir()
+    for name in (".metadata", "__0_0.distcp", "__1_0.distcp", "rng-0.pt", "rng-1.pt"):
+        (sharded / name).write_bytes(b"x")
+    check_layout(sharded, sharded=True, world=2)
+    with pytest.raises(TunewiseError, match="sharded .fsdp. checkpoint"):
+        check_layout(sharded, sharded=False, world=1)
+    with pytest.raises(TunewiseError, match="written by 2 processes; this run has 4"):
+        check_layout(sharded, sharded=True, world=4)
+    plain = tmp_path / "step-0000003"
+    plain.mkdir()
+    (plain / "trainable.safetensors").write_bytes(b"x")
+    check_layout(plain, sharded=False, world=1)
+    with pytest.raises(TunewiseError, match="not sharded"):
+        check_layout(plain, sharded=True, world=2)

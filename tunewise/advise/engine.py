@@ -334,7 +334,7 @@ def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where:
             "with gradient checkpointing" + (f", micro-batch 1 x {p.grad_accum} accumulation" if p.batch == 1 and
                                              inp.batch > 1 else ""))
         if p.distributed == "fsdp":
-            how += f", sharded over the {inp.gpus} GPUs (train.distributed: fsdp)"
+            how += f"; sharded over the {inp.gpus} GPUs with train.distributed: fsdp"
         return f"{pref} is preferred and fits on {where} ({p.total_gb:.1f} of {cap:g} GiB, {how})."
     skipped = [m for m in FALLBACK[FALLBACK.index(pref):] if m != method and not plans[m].fits]
     why = "; ".join(f"{m} needs {plans[m].total_gb:.1f} GiB even at micro-batch 1 with checkpointing" for m in skipped)

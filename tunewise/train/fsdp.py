@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tunewise.config import RunConfig
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.train.checkpoint import (
     TrainState,
     abandon,
@@ -144,9 +144,7 @@ def load(path: Path, model: torch.nn.Module, optimizer, ctx: DistContext) -> tup
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     state, meta = read_state(path)
-    if meta.get("world_size", ctx.world) != ctx.world:
-        raise ConfigError([f"{path} was written by {meta['world_size']} processes; resume it with "
-                           f"--nproc-per-node {meta['world_size']} (this run has {ctx.world})"])
+    check_layout(path, sharded=True, world=ctx.world)
     msd, osd = get_state_dict(model, optimizer, options=_options())
     blob = {"model": msd, "optim": osd}
     dcp.load(blob, checkpoint_id=str(path))
@@ -159,6 +157,21 @@ def load(path: Path, model: torch.nn.Module, optimizer, ctx: DistContext) -> tup
     set_rng_state(torch.load(path / f"rng-{ctx.rank}.pt", weights_only=True))
     meta.pop("world_size", None)
     return state, meta
+
+
+def check_layout(path: Path, sharded: bool, world: int) -> None:
+    """Refuse, by name, to resume a sharded checkpoint unsharded (or with another process count) and vice versa."""
+    written = (path / ".metadata").is_file()
+    if written and not sharded:
+        raise TunewiseError(f"{path} is a sharded (fsdp) checkpoint", "resume it under torchrun with "
+                            "train.distributed: fsdp and the process count that wrote it")
+    if sharded and not written:
+        raise TunewiseError(f"{path} was written by one process or under ddp, not sharded",
+                            "resume it the way it was started (without train.distributed: fsdp under torchrun)")
+    ranks = len(list(path.glob("rng-*.pt")))
+    if sharded and ranks != world:
+        raise TunewiseError(f"{path} was written by {ranks} processes; this run has {world}",
+                            f"resume it with torchrun --nproc-per-node {ranks} (over all nodes)")
 
 
 def gather_for_save(model: torch.nn.Module, method_name: str) -> dict[str, torch.Tensor]:

@@ -123,9 +123,12 @@ class Loop:
             if self.sharded:
                 self.state, extra = fsdp.load(ckpt, self.model, self.optimizer, self.ctx)
             else:
+                fsdp.check_layout(ckpt, sharded=False, world=self.ctx.world)
                 self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
                 self.method.load_trainable_state(self.model, trainable)
             self.guards.load_state_dict(extra["guards"])
+        except TunewiseError:
+            raise
         except Exception as e:  # noqa: BLE001 -- any failure to read it means the files are damaged
             earlier = complete_checkpoints(self.run_dir / "checkpoints")[:-1]
             fallback = (f"move {ckpt.name} away to resume from {earlier[-1].name}" if earlier else
@@ -177,17 +180,18 @@ class Loop:
         local_sum, tokens = 0.0, 0
         for k, rows in enumerate(micro):
             mine = [self.train_set[i] for i in shard_rows(rows, self.ctx.rank, self.ctx.world)]
-            if not mine:
-                continue
+            # a rank left without rows by a short last batch still joins DDP's / FSDP's collectives: zero weight
+            weight = 1.0 if mine else 0.0
+            mine = mine or [self.train_set[rows[0]]]
             batch = {n: t.to(self.device) for n, t in collate(mine, self.pad_id, self.classification).items()}
             sync = k == len(micro) - 1 or not self.ctx.enabled
             # FSDP reduce-scatters every micro-batch into sharded gradients (no unsharded accumulation)
             ctx = self.model.no_sync() if not sync and not self.sharded else contextlib.nullcontext()
             with ctx:
                 loss_sum = summed_loss(self.model, batch, self.classification)
-                (loss_sum * (self.ctx.world / norm)).backward()
-            local_sum += float(loss_sum.detach())
-            tokens += int(batch["attention_mask"].sum())
+                (loss_sum * (weight * self.ctx.world / norm)).backward()
+            local_sum += weight * float(loss_sum.detach())
+            tokens += int(weight) * int(batch["attention_mask"].sum())
         loss = self.ctx.all_sum(local_sum) / norm
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
