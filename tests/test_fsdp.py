@@ -83,7 +83,9 @@ def test_fsdp_lora_sharded_resume_is_exact_and_saves_a_plain_adapter(micro_llama
     body = {"base": str(micro_llama_dir), "method": "lora",
             "data": {"train": str(data), "eval": str(held), "max_seq_len": 32},
             "lora": {"r": 4, "dropout": 0.1},  # dropout: each rank's RNG state must resume too
-            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 2, "distributed": "fsdp"}}
+            # activation checkpointing under FSDP (recomputed layers must gather their shards again)
+            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 2, "distributed": "fsdp",
+                      "gradient_checkpointing": True}}
     cfg = write_cfg(tmp_path, "lora", body)
     torchrun(tmp_path, cfg, tmp_path / "whole")
     torchrun(tmp_path, cfg, tmp_path / "part", mode="3")

@@ -116,6 +116,11 @@ class Loop:
 
     def resume(self) -> None:
         ckpt = distributed.from_main(self.ctx, lambda: usable_checkpoint(self.run_dir / "checkpoints"))
+        complete = complete_checkpoints(self.run_dir / "checkpoints")
+        if ckpt is None and complete:
+            raise TunewiseError(f"{complete[-1]}: the checkpoint is damaged (its files do not match the sha256 "
+                                "recorded when it was saved) and no intact earlier checkpoint is kept",
+                                "start the run again with --out (train.keep_last >= 2 keeps one to fall back to)")
         if ckpt is None:
             raise TunewiseError(f"{self.run_dir}: no complete checkpoint to resume from",
                                 "start a new run, or check that checkpoints/step-* holds a COMPLETE marker")
