@@ -1,7 +1,7 @@
 """Per-process peak memory of `tunewise train` under ddp vs fsdp (2 CPU processes, torchrun), estimate beside each.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/fsdp_memory.py [--model llama-50m|tiny|micro] [--steps 4]
-        [--seq 256] [--nproc 2] [--methods full,lora] [--json OUT]
+        [--seq 256] [--nproc 2] [--methods full,lora] [--modes ddp,fsdp] [--json OUT]
 
 For each method (full, LoRA) and each `train.distributed` mode the same run (global batch 8, every example truncated
 to exactly --seq tokens so the batch shape is the estimate's) is launched with `torchrun --standalone
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--methods", default="full,lora")
+    ap.add_argument("--modes", default="ddp,fsdp")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
     from tunewise.zoo import TINY_DIR
@@ -77,7 +78,7 @@ def main() -> None:
         model = TINY_DIR if args.model == "tiny" else build_llama(work / args.model, TINY_DIR, **SHAPES[args.model])
         data = make_data(work / "train.jsonl")
         for method in args.methods.split(","):
-            for mode in ("ddp", "fsdp"):
+            for mode in args.modes.split(","):
                 s = run(model, method, mode, data, work, args.steps, args.seq, args.nproc)
                 est = estimate_mb(model, method, mode, args.seq, args.nproc)
                 per_rank = s["peak_rss_mb_per_rank"]

@@ -66,8 +66,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def ranks_identical(params: list[torch.nn.Parameter], ctx: DistContext) -> bool:
     """Do all ranks hold bit-identical trainable weights? (DDP should guarantee it; we check.)"""
-    digest = torch.stack([torch.cat([p.detach().reshape(-1).double().cpu() for p in params]).sum(),
-                          torch.cat([p.detach().reshape(-1).double().cpu() ** 2 for p in params]).sum()])
+    # one parameter at a time: a float64 copy of the whole model would double the run's peak memory
+    digest = torch.zeros(2, dtype=torch.float64)
+    for p in params:
+        x = p.detach().double().cpu()
+        digest += torch.stack([x.sum(), (x * x).sum()])
     gathered = [torch.zeros_like(digest) for _ in range(ctx.world)]
     dist.all_gather(gathered, digest)
     return all(torch.equal(g, gathered[0]) for g in gathered)
