@@ -20,11 +20,6 @@ CPU_BASELINE_MB = {"full": 431.9, "lora": 495.6, "qlora": 605.0}
 # reuse, so RSS grows by a fraction of the activation memory (MALLOC_MMAP_THRESHOLD_=65536 removes most of it).
 # Fitted per method on the tiny base; the ~50M model is the held-out check.
 CPU_ACTIVATION_SLACK = {"full": 0.414, "lora": 0.682, "qlora": 0.731}
-# Under train.distributed: fsdp on CPU, every step all-gathers each layer's weights (forward and backward) and, for
-# full fine-tuning, builds unsharded gradients before reduce-scattering them; glibc keeps much of that freed memory
-# (gloo's threads allocate in their own arenas). Bytes per parameter of the whole model, fitted on 2-process runs of
-# the tiny base and a ~50M Llama (benchmarks/fsdp_memory.py, RESULTS.md "ddp vs fsdp"); qlora is not sharded.
-CPU_FSDP_BYTES_PER_PARAM = {"full": 11.0, "lora": 5.5, "qlora": 0.0}
 MEASURED_ON = "2026-12-01 (qlora 2026-11-28), 4-step runs, 2 shared CPU cores; benchmarks/RESULTS.md"
 
 
@@ -32,5 +27,4 @@ def cpu_overhead(method: str) -> Overhead:
     return Overhead(CPU_BASELINE_MB[method] * MB, 0.0,
                     f"measured on this machine ({MEASURED_ON}): `tunewise train` baseline RSS "
                     f"{CPU_BASELINE_MB[method]:.0f} MiB for {method}, + {CPU_ACTIVATION_SLACK[method]:.2f} x "
-                    "activations of allocator slack", activation_fraction=CPU_ACTIVATION_SLACK[method],
-                    fsdp_bytes_per_param=CPU_FSDP_BYTES_PER_PARAM[method])
+                    "activations of allocator slack", activation_fraction=CPU_ACTIVATION_SLACK[method])

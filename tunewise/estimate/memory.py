@@ -172,7 +172,6 @@ class Overhead:
     fraction: float  # of all tensor memory
     source: str
     activation_fraction: float = 0.0  # of activation memory (CPU heap fragmentation, see calibration.py)
-    fsdp_bytes_per_param: float = 0.0  # CPU: freed all-gather / reduce-scatter buffers the heap keeps (measured)
 
 
 CUDA_OVERHEAD = Overhead(0.6 * GB, 0.05, "assumed: CUDA context ~0.6 GB + 5% allocator fragmentation (not measured "
@@ -215,8 +214,6 @@ def estimate(shape: Shape, counts: Counts, setup: Setup, overhead: Overhead) -> 
         b.notes.append(f"fsdp: weights, gradients and optimizer states sharded over {shard} processes "
                        "(fully_shard per decoder layer + root)")
         b.terms.update(fsdp_unsharded_bytes(shape, counts, setup))
-        if overhead.fsdp_bytes_per_param:
-            b.terms["FSDP buffers kept by the heap (CPU)"] = overhead.fsdp_bytes_per_param * counts.total
     elif setup.gpus > 1:
         what = "qlora is not sharded (4-bit weights): " if setup.distributed == "fsdp" else ""
         b.notes.append(f"{what}ddp: every one of the {setup.gpus} processes holds the whole model, its gradients "

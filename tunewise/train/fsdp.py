@@ -64,6 +64,8 @@ def shard(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        _return_freed_buffers()
     mesh = init_device_mesh(device.type, (ctx.world,))
     # bf16 compute with fp32 gradient reduction on GPUs; CPUs compute in fp32 (their bf16 matmuls are slow).
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if device.type == "cuda"
@@ -72,6 +74,21 @@ def shard(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+def _return_freed_buffers(threshold: int = 1 << 16) -> None:
+    """On CPU every step all-gathers each layer and builds unsharded gradients, megabytes each, then frees them.
+    glibc raises its mmap threshold as such blocks are freed, after which they come from the heap and stay resident
+    (measured on a 2-process ~50M run: peak RSS 1.5 GiB instead of 0.9). A fixed threshold (what
+    MALLOC_MMAP_THRESHOLD_=65536 does) hands them back to the OS when freed."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
