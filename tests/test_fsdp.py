@@ -130,3 +130,40 @@ def test_estimate_per_process_figure_matches_the_fsdp_peak_rss(tiny_base_dir, tm
     assert "FSDP gathered weights (root + 2 layers)" in b.terms
     estimate = b.total / MB
     assert len(measured) == 2 and all(abs(estimate / m - 1) < 0.2 for m in measured), (estimate, measured)
+
+
+# rank 1's disk fills up while it writes its part of the second checkpoint
+FULL_DISK_RANK1 = r"""
+import errno, os, sys
+from tunewise.train import fsdp
+real, calls = fsdp.save_rng, {"n": 0}
+def filling(path):
+    calls["n"] += 1
+    if os.environ["RANK"] == "1" and calls["n"] == 2:
+        path.write_bytes(b"\x00" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    real(path)
+fsdp.save_rng = filling
+from tunewise.cli import main
+main(["train", sys.argv[1], "--out", sys.argv[2], "-q"])
+"""
+
+
+def test_fsdp_full_disk_on_one_rank_stops_every_rank_and_keeps_the_previous_checkpoint(micro_llama_dir, tmp_path):
+    data = make_data(tmp_path, n=48)
+    body = {"base": str(micro_llama_dir), "method": "lora", "data": {"train": str(data), "max_seq_len": 32},
+            "lora": {"r": 4}, "train": {"max_steps": 6, "batch_size": 8, "lr": 1e-3, "save_every": 1,
+                                         "distributed": "fsdp"}}
+    cfg, run = write_cfg(tmp_path, "disk", body), tmp_path / "run"
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK_RANK1)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        str(script), str(cfg), str(run)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0
+    assert "the disk is full" in r.stderr and "step-0000001 is intact" in r.stderr, r.stderr[-3000:]
+    assert "exitcode  : 4" in r.stderr  # stopped with the checkpoint-write exit code (the other rank did not hang)
+    ckpts = complete_checkpoints(run / "checkpoints")
+    assert [c.name for c in ckpts] == ["step-0000001"] and damaged_file(ckpts[0]) is None
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not (run / "summary.json").exists()

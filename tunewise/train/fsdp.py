@@ -114,6 +114,10 @@ def _options(**kw):
     return StateDictOptions(ignore_frozen_params=True, **kw)
 
 
+def save_rng(path: Path) -> None:
+    torch.save(rng_state(), path)
+
+
 def _agree_failed(ctx: DistContext, err: BaseException | None) -> bool:
     return ctx.all_sum(1.0 if err is not None else 0.0) > 0
 
@@ -137,7 +141,7 @@ def save(root: Path, state: TrainState, model: torch.nn.Module, optimizer, extra
         try:
             msd, osd = get_state_dict(model, optimizer, options=_options())
             dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
-            torch.save(rng_state(), tmp / f"rng-{ctx.rank}.pt")
+            save_rng(tmp / f"rng-{ctx.rank}.pt")
         except Exception as e:  # noqa: BLE001 -- DCP wraps each rank's OSError in its CheckpointException
             err = e
         if not _agree_failed(ctx, err) and ctx.is_main:
