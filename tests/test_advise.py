@@ -196,3 +196,15 @@ def test_written_config_trains_unchanged(tmp_path, micro_llama_dir):
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["method"] == "lora" and summary["steps"] >= 1 and summary["trainable_params"] > 0
+
+
+def test_write_config_asks_for_fsdp_only_when_replicas_do_not_fit():
+    from tunewise.config import validate_config
+
+    a = _advise(task="code", model="llama-2-7b", gpu_mem=80, gpus=4, accuracy_priority=True, data_size=50000)
+    assert a.method == "full" and a.config["train"]["distributed"] == "fsdp"
+    assert "train.distributed: fsdp" in a.decision and a.as_dict()["estimates"]["full"]["distributed"] == "fsdp"
+    assert validate_config(a.config).train.distributed == "fsdp"
+    # LoRA fits on each GPU whole: plain DDP, no distributed key
+    b = _advise(task="sql", model="llama-2-7b", gpu_mem=80, gpus=4)
+    assert b.method == "lora" and "distributed" not in b.config["train"]

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tunewise.errors import TunewiseError
 from tunewise.estimate import (
     EstimateInputError,
     EstimateRequest,
@@ -160,9 +161,31 @@ def test_checkpointing_and_fsdp_reduce_memory(llama7b):
         return run_estimate(req, spec=llama7b).breakdowns["full"]
 
     assert full(grad_ckpt=True).total < full(grad_ckpt=False).total
-    one, eight = full(), full(gpus=8)
+    one, eight = full(), full(gpus=8, distributed="fsdp")
     assert eight.terms["optimizer (adamw)"] == pytest.approx(one.terms["optimizer (adamw)"] / 8)
     assert eight.terms["activations"] == one.terms["activations"]  # activations are per GPU, not sharded
+    # FSDP gathers the root (embeddings, head) and two decoder layers whole; a Llama-7B layer is ~202M params
+    gathered = eight.terms["FSDP gathered weights (root + 2 layers)"] / 2  # bf16
+    assert gathered == pytest.approx(2 * 202_383_360 + llama7b.total_params - 32 * 202_383_360, rel=1e-6)
+    # DDP (train's default) replicates everything on every process and adds its gradient buckets
+    ddp = full(gpus=8, distributed="ddp")
+    assert ddp.terms["optimizer (adamw)"] == one.terms["optimizer (adamw)"]
+    assert ddp.terms["DDP gradient buckets"] == pytest.approx(llama7b.total_params * 2)
+    assert ddp.total > one.total > eight.total
+
+
+def test_fsdp_shards_lora_but_not_qlora(llama7b):
+    def est(method, **kw):
+        req = EstimateRequest(model="llama-2-7b", methods=(method,), gpus=4, **kw)
+        return run_estimate(req, spec=llama7b).breakdowns[method]
+
+    lora_ddp, lora_fsdp = est("lora", distributed="ddp"), est("lora", distributed="fsdp")
+    assert lora_fsdp.terms["weights (bf16)"] == pytest.approx(lora_ddp.terms["weights (bf16)"] / 4)
+    assert lora_fsdp.total < lora_ddp.total
+    q_ddp, q_fsdp = est("qlora", distributed="ddp"), est("qlora", distributed="fsdp")
+    assert q_fsdp.terms == q_ddp.terms and any("not sharded" in n for n in q_fsdp.notes)
+    with pytest.raises(TunewiseError, match="--distributed"):
+        run_estimate(EstimateRequest(model="llama-2-7b", distributed="zero3"), spec=llama7b)
 
 
 def test_activations_scale_with_batch_and_sequence(llama7b):

@@ -113,6 +113,11 @@ class TrainConfig(_Strict):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
+    keep_last: int = Field(2, ge=1, description="Complete checkpoints kept on disk; with 2 or more, resume falls "
+                                                "back to the previous one when the latest is corrupted.")
+    distributed: Literal["ddp", "fsdp"] = Field("ddp", description="Under torchrun: 'ddp' replicates the model on "
+                                                "every process; 'fsdp' shards weights, gradients and optimizer "
+                                                "states (PyTorch fully_shard).")
     log_every: int = Field(1, gt=0)
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Also log the config, step metrics, evals, guard events and summary to "

@@ -98,25 +98,31 @@ class Plan:
     total_gb: float
     capacity_gb: float
     breakdown: dict = field(default_factory=dict)
+    distributed: str = "ddp"  # train.distributed: fsdp only when replicating the model does not fit
 
 
 def plan_method(spec, method: str, inp: AdviseInput, rank: int, seq: int, capacity_gb: float) -> Plan:
-    """Try: as asked -> gradient checkpointing -> micro-batch 1 with accumulation. The first that fits wins."""
+    """Try: as asked -> gradient checkpointing -> micro-batch 1 with accumulation, each first with every process
+    holding the whole model (ddp) and then, on several GPUs, sharded (fsdp: full and lora). The first that fits
+    wins."""
     from tunewise.estimate import EstimateRequest, breakdown_for
     from tunewise.estimate.memory import GB
 
     base = EstimateRequest(model=spec.name, methods=(method,), rank=rank, batch=inp.batch, seq=seq,
                            device=inp.device, gpus=inp.gpus)
-    tries = [base, replace(base, grad_ckpt=True), replace(base, grad_ckpt=True, batch=1, grad_accum=inp.batch)]
+    modes = ["ddp", "fsdp"] if inp.gpus > 1 and method != "qlora" else ["ddp"]
+    tries = [replace(r, distributed=mode) for mode in modes for r in
+             (base, replace(base, grad_ckpt=True), replace(base, grad_ckpt=True, batch=1, grad_accum=inp.batch))]
     b = None
     for req in tries:
         b = breakdown_for(spec, req, method, spec.adaptable)
         if b.total <= capacity_gb * GB * 0.95:
             return Plan(method, True, req.batch, req.grad_accum, req.grad_ckpt, b.total / GB, capacity_gb,
-                        b.as_dict())
+                        b.as_dict(), req.distributed)
     assert b is not None
     last = tries[-1]
-    return Plan(method, False, last.batch, last.grad_accum, last.grad_ckpt, b.total / GB, capacity_gb, b.as_dict())
+    return Plan(method, False, last.batch, last.grad_accum, last.grad_ckpt, b.total / GB, capacity_gb, b.as_dict(),
+                last.distributed)
 
 
 def gpus_needed_for_full(spec, inp: AdviseInput, seq: int, capacity_gb: float) -> int | None:
@@ -201,6 +207,7 @@ class Advice:
                 "warnings": self.warnings, "hyperparameters": self.hyperparameters,
                 "estimates": {m: {"fits": p.fits, "total_gib": round(p.total_gb, 2), "capacity_gib": p.capacity_gb,
                                   "batch": p.batch, "grad_accum": p.grad_accum, "gradient_checkpointing": p.grad_ckpt,
+                                  "distributed": p.distributed if self.inputs.get("gpus", 1) > 1 else None,
                                   "breakdown_mib": p.breakdown.get("terms_mb", {})}
                               for m, p in self.plans.items()},
                 "data": self.data, "graduation": self.graduation, "config": self.config,
@@ -325,6 +332,8 @@ def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where:
         how = "as set up" if not p.grad_ckpt else (
             "with gradient checkpointing" + (f", micro-batch 1 x {p.grad_accum} accumulation" if p.batch == 1 and
                                              inp.batch > 1 else ""))
+        if p.distributed == "fsdp":
+            how += f"; sharded over the {inp.gpus} GPUs with train.distributed: fsdp"
         return f"{pref} is preferred and fits on {where} ({p.total_gb:.1f} of {cap:g} GiB, {how})."
     skipped = [m for m in FALLBACK[FALLBACK.index(pref):] if m != method and not plans[m].fits]
     why = "; ".join(f"{m} needs {plans[m].total_gb:.1f} GiB even at micro-batch 1 with checkpointing" for m in skipped)
@@ -332,7 +341,7 @@ def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where:
         return f"{pref} is preferred but does not fit on {where} ({why}); falling back to {method} " \
                f"({plans[method].total_gb:.1f} GiB)."
     n = gpus_needed_for_full(spec, replace(inp, device="cuda"), seq, cap) if inp.device == "cuda" else None
-    fsdp = f"FSDP over {n} GPUs of {cap:g} GiB" if n else "FSDP over many more GPUs"
+    fsdp = f"train.distributed: fsdp over {n} GPUs of {cap:g} GiB" if n else "FSDP over many more GPUs"
     return (f"does not fit: {why} on {where}. Options: a smaller model, gradient checkpointing with shorter "
             f"sequences (now {seq}), or {fsdp} for full fine-tuning.")
 
@@ -379,7 +388,8 @@ def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int,
     cfg: dict = {"base": base, "method": method,
                  "data": {"train": data.path if data else "train.jsonl", "max_seq_len": seq},
                  "train": {"epochs": hp["epochs"]["value"], "lr": hp["lr"]["value"], "batch_size": plan.batch,
-                           "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.grad_ckpt},
+                           "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.grad_ckpt,
+                           **({"distributed": "fsdp"} if plan.distributed == "fsdp" else {})},
                  "guards": {"overfit_loss": 0.2, "max_epochs": 3}}
     if not spec.architecture.endswith("ForCausalLM") and task == "classification" and data and data.labels:
         cfg["task_type"] = "sequence-classification"

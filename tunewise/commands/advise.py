@@ -97,11 +97,14 @@ def render(advice) -> None:
             target = f" for {r['for']}" if "for" in r else ""
             con.print(escape(f"  - [{r['rule']}, {r['weight']:+g}{target}] {r['reason']}") + f" [dim]({ev})[/dim]")
     t = Table(title="estimate on the stated hardware (per GPU)")
-    for col in ("method", "fits", "peak GiB", "micro-batch x accum", "checkpointing"):
+    several = any(e.get("distributed") for e in a["estimates"].values())
+    for col in ("method", "fits", "peak GiB", "micro-batch x accum", "checkpointing") + (("distributed",) if several
+                                                                                       else ()):
         t.add_column(col)
     for m, e in a["estimates"].items():
         t.add_row(m, "yes" if e["fits"] else "no", f"{e['total_gib']:.1f} / {e['capacity_gib']:g}",
-                  f"{e['batch']} x {e['grad_accum']}", "on" if e["gradient_checkpointing"] else "off")
+                  f"{e['batch']} x {e['grad_accum']}", "on" if e["gradient_checkpointing"] else "off",
+                  *((e.get("distributed") or "-",) if several else ()))
     con.print(t)
     con.print("[bold]Hyperparameters[/bold]")
     for k, v in a["hyperparameters"].items():

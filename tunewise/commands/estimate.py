@@ -28,7 +28,7 @@ def render(result) -> None:
     s = d["setup"]
     con.print(f"[bold]{m['name']}[/bold] ({m['architecture']}, {m['source']}): {m['total_params']:,} parameters"
               f"{' (head tied to embeddings)' if m['tied_output'] else ''}")
-    gpus_txt = f" x{s['gpus']}" if s["gpus"] > 1 else ""
+    gpus_txt = f" x{s['gpus']} ({s['distributed']}, per process)" if s["gpus"] > 1 else ""
     con.print(f"setup: r={s['rank']}, targets={','.join(s['targets'])}, batch {s['batch']} x seq {s['seq']}, "
               f"{s['dtype']}, {s['optimizer']}, checkpointing {'on' if s['grad_ckpt'] else 'off'}, "
               f"{s['device']}{gpus_txt}")
@@ -96,7 +96,10 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option(None, "--dtype", help="fp32, bf16 or fp16; default bf16 on cuda, fp32 on cpu."),
         optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or adamw8bit."),
         device: str = typer.Option("cuda", "--device", help="cuda (plan a GPU) or cpu (predict peak RSS here)."),
-        gpus: int = typer.Option(1, "--gpus", help="GPUs; full fine-tuning shards its states over them (FSDP)."),
+        gpus: int = typer.Option(1, "--gpus", help="Training processes (GPUs); figures are per process."),
+        distributed: str = typer.Option("ddp", "--distributed", help="With --gpus > 1, as train.distributed: ddp "
+                                        "(every process holds everything) or fsdp (full and lora shard weights, "
+                                        "gradients and optimizer states over the processes)."),
         lora_dropout: float = typer.Option(LORA_DROPOUT, "--lora-dropout",
                                            help="LoRA dropout (p > 0 keeps extra activations)."),
         grad_accum: int = typer.Option(1, "--grad-accum"),
@@ -107,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
         req = EstimateRequest(model=model, methods=parse_methods(method), rank=rank, targets=targets, batch=batch,
                               seq=seq_len, grad_ckpt=grad_ckpt, dtype=dtype, optimizer=optimizer,
-                              device=device.lower(), gpus=gpus, lora_dropout=lora_dropout, grad_accum=grad_accum)
+                              device=device.lower(), gpus=gpus, distributed=distributed.lower(), lora_dropout=lora_dropout, grad_accum=grad_accum)
         result = run_estimate(req)
         if as_json:
             typer.echo(json.dumps(result.as_dict(), indent=2))

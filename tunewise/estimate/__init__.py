@@ -58,7 +58,8 @@ class EstimateRequest:
     dtype: str | None = None  # None: bf16 on cuda, fp32 on cpu (the device policy)
     optimizer: str = "adamw"
     device: str = "cuda"
-    gpus: int = 1
+    gpus: int = 1  # training processes (torchrun --nproc-per-node x nodes)
+    distributed: str = "ddp"  # train.distributed: ddp replicates, fsdp shards (full and lora)
     lora_dropout: float = LORA_DROPOUT
     grad_accum: int = 1
 
@@ -83,6 +84,8 @@ def validate_request(req: EstimateRequest) -> list[str]:
         p.append(f"--dtype: unknown '{req.dtype}'; use fp32, bf16 or fp16")
     if req.optimizer not in ("adamw", "adamw8bit"):
         p.append(f"--optimizer: unknown '{req.optimizer}'; use adamw or adamw8bit")
+    if req.distributed not in ("ddp", "fsdp"):
+        p.append(f"--distributed: unknown '{req.distributed}'; use ddp or fsdp")
     if req.device not in ("cuda", "cpu"):
         p.append(f"--device: unknown '{req.device}'; use cuda or cpu")
     if not 0 <= req.lora_dropout < 1:
@@ -107,10 +110,14 @@ def counts_for(spec: ModelSpec, rank: int, targets: list[str]) -> Counts:
     per_type = lora_params(spec, rank, targets)
     layer_targets = [t for t in targets if spec.linear[t].count % shape.layers == 0]
     per_layer = sum(spec.linear[t].count // shape.layers for t in layer_targets)
+    # one decoder layer's parameters: its linear layers (all of them, not just the adapted ones) and two norms
+    layer_params = sum(g.params // shape.layers for n, g in spec.linear.items()
+                       if n != spec.output_layer and g.count % shape.layers == 0) + 2 * shape.hidden
     inputs = sum(spec.linear[t].d_in * (spec.linear[t].count // shape.layers) for t in layer_targets)
     return Counts(total=spec.total_params, quantisable=spec.linear_params, trainable_lora=sum(per_type.values()),
                   adapted_per_layer=per_layer, adapted_inputs_per_layer=inputs, rank=rank,
-                  largest_linear=max((g.d_in * g.d_out for g in spec.linear.values()), default=0))
+                  largest_linear=max((g.d_in * g.d_out for g in spec.linear.values()), default=0),
+                  per_layer=layer_params)
 
 
 # ---------------------------------------------------------------------------------------------- anchors
@@ -164,7 +171,8 @@ class EstimateResult:
                       "tied_output": s.tied_output},
             "setup": {"rank": r.rank, "targets": self.targets, "batch": r.batch, "seq": r.seq,
                       "grad_ckpt": r.grad_ckpt, "dtype": r.compute_dtype, "optimizer": r.optimizer,
-                      "device": r.device, "gpus": r.gpus, "lora_dropout": r.lora_dropout},
+                      "device": r.device, "gpus": r.gpus,
+                      "distributed": r.distributed if r.gpus > 1 else None, "lora_dropout": r.lora_dropout},
             "modules": {n: {"count": g.count, "shape": [g.d_out, g.d_in], "params": g.params,
                             "lora_params": g.lora_params(r.rank) if n in self.targets else 0,
                             "targeted": n in self.targets} for n, g in s.linear.items()},
@@ -188,7 +196,7 @@ def _overhead(req: EstimateRequest, method: str):
 def breakdown_for(spec: ModelSpec, req: EstimateRequest, method: str, targets: list[str]) -> Breakdown:
     setup = Setup(method=method, batch=req.batch, seq=req.seq, grad_ckpt=req.grad_ckpt, dtype=req.compute_dtype,
                   optimizer=req.optimizer, grad_accum=req.grad_accum, lora_dropout=req.lora_dropout,
-                  device=req.device, gpus=req.gpus)
+                  device=req.device, gpus=req.gpus, distributed=req.distributed)
     return estimate(shape_of(spec), counts_for(spec, req.rank, targets), setup, _overhead(req, method))
 
 

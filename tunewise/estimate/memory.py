@@ -50,7 +50,8 @@ class Setup:
     grad_accum: int = 1
     lora_dropout: float = LORA_DROPOUT
     device: str = "cuda"  # "cuda" (allocator peak + CUDA context) or "cpu" (process peak RSS)
-    gpus: int = 1  # >1 shards weights/grads/optimizer states (FSDP / ZeRO-3); activations stay per GPU
+    gpus: int = 1  # training processes (one per GPU); what each holds depends on `distributed`
+    distributed: str = "ddp"  # with gpus > 1: "ddp" replicates everything, "fsdp" shards weights/grads/optimizer
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Counts:
     adapted_inputs_per_layer: int  # sum of d_in over the adapted matrices of one layer
     rank: int
     largest_linear: int  # biggest single linear weight (dequantised one at a time under QLoRA)
+    per_layer: int = 0  # parameters of one decoder layer (an FSDP unit); the rest sits in the root unit
 
 
 @dataclass
@@ -178,10 +180,30 @@ CUDA_OVERHEAD = Overhead(0.6 * GB, 0.05, "assumed: CUDA context ~0.6 GB + 5% all
                                          "here: this machine has no GPU)")
 
 
+def sharded_over(setup: Setup) -> int:
+    """How many processes share each weight, gradient and optimizer state: FSDP shards full and LoRA runs
+    (`train.distributed: fsdp`); DDP, one process and QLoRA (4-bit weights are not sharded) keep everything."""
+    if setup.gpus > 1 and setup.distributed == "fsdp" and setup.method in ("full", "lora"):
+        return setup.gpus
+    return 1
+
+
+def fsdp_unsharded_bytes(shape: Shape, counts: Counts, setup: Setup) -> dict[str, float]:
+    """What FSDP gathers whole on each process: the root unit's parameters (embeddings, final norm, head) for
+    the whole step and two decoder layers at a time (the running one and the prefetched next); under full
+    fine-tuning also the root's and one layer's unsharded gradients before they are reduce-scattered."""
+    dt = DTYPE_BYTES[setup.dtype]
+    root = max(counts.total - shape.layers * counts.per_layer, 0)
+    out = {"FSDP gathered weights (root + 2 layers)": (root + 2 * counts.per_layer) * dt}
+    if setup.method == "full":
+        out["FSDP unsharded gradients (root + 1 layer)"] = (root + counts.per_layer) * max(dt, 4)
+    return out
+
+
 def estimate(shape: Shape, counts: Counts, setup: Setup, overhead: Overhead) -> Breakdown:
     """Peak memory of one training process (one GPU when setup.gpus > 1)."""
     b = Breakdown(setup.method)
-    shard = setup.gpus if setup.method == "full" and setup.gpus > 1 else 1
+    shard = sharded_over(setup)
     for k, v in weight_bytes(counts, setup).items():
         b.terms[k] = v / shard if not k.startswith("dequantised") else v
     states = trainable_state_bytes(counts, setup)
@@ -191,7 +213,15 @@ def estimate(shape: Shape, counts: Counts, setup: Setup, overhead: Overhead) -> 
     for k, v in states.items():
         b.terms[k] = v / shard
     if shard > 1:
-        b.notes.append(f"weights, gradients and optimizer states sharded over {shard} GPUs (FSDP / ZeRO-3)")
+        b.notes.append(f"fsdp: weights, gradients and optimizer states sharded over {shard} processes "
+                       "(fully_shard per decoder layer + root)")
+        b.terms.update(fsdp_unsharded_bytes(shape, counts, setup))
+    elif setup.gpus > 1:
+        what = "qlora is not sharded (4-bit weights): " if setup.distributed == "fsdp" else ""
+        b.notes.append(f"{what}ddp: every one of the {setup.gpus} processes holds the whole model, its gradients "
+                       "and optimizer states")
+        # DDP reduces gradients through flat buckets the size of all trainable gradients (a second copy)
+        b.terms["DDP gradient buckets"] = grads
     act_total = acts["activations"] + acts["logits"]
     if setup.method == "full" and setup.grad_accum == 1:
         # gradients are set to None after each step and backward frees a layer's activations before it makes

@@ -49,7 +49,9 @@ def init_from_env(device_type: str) -> DistContext:
 
 
 def wrap(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    if not ctx.enabled:
+    from torch.distributed.fsdp import FSDPModule
+
+    if not ctx.enabled or isinstance(model, FSDPModule):  # FSDP shards and syncs by itself (fsdp.shard)
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -64,11 +66,34 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def ranks_identical(params: list[torch.nn.Parameter], ctx: DistContext) -> bool:
     """Do all ranks hold bit-identical trainable weights? (DDP should guarantee it; we check.)"""
-    digest = torch.stack([torch.cat([p.detach().reshape(-1).double().cpu() for p in params]).sum(),
-                          torch.cat([p.detach().reshape(-1).double().cpu() ** 2 for p in params]).sum()])
+    # one parameter at a time: a float64 copy of the whole model would double the run's peak memory
+    digest = torch.zeros(2, dtype=torch.float64)
+    for p in params:
+        x = p.detach().double().cpu()
+        digest += torch.stack([x.sum(), (x * x).sum()])
     gathered = [torch.zeros_like(digest) for _ in range(ctx.world)]
     dist.all_gather(gathered, digest)
     return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def from_main(ctx: DistContext, compute):
+    """`compute()` run on rank 0 only, its (picklable) result given to every rank."""
+    value = compute() if ctx.is_main else None
+    if not ctx.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_floats(ctx: DistContext, value: float) -> list[float]:
+    """`value` from every rank, in rank order."""
+    if not ctx.enabled:
+        return [value]
+    t = torch.tensor([value], dtype=torch.float64)
+    out = [torch.zeros_like(t) for _ in range(ctx.world)]
+    dist.all_gather(out, t)
+    return [float(x.item()) for x in out]
 
 
 def shutdown(ctx: DistContext) -> None:

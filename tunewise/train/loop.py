@@ -24,15 +24,15 @@ from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
 from tunewise.errors import TunewiseError
 from tunewise.fileio import append_jsonl, atomic_write_text
-from tunewise.train import distributed
+from tunewise.train import distributed, fsdp
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
 from tunewise.train.best import BestKeeper
 from tunewise.train.checkpoint import (
     TrainState,
     complete_checkpoints,
-    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    usable_checkpoint,
 )
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
@@ -136,18 +136,30 @@ class Loop:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.trackers = Trackers()  # run.py opens the ones train.report_to asks for
         self.best = BestKeeper(run_dir / "best") if cfg.train.keep_best else None
+        self.sharded = fsdp.is_sharded(model)  # every rank takes part in saves, evals and the final gather
 
     # -------------------------------------------------------------------------------- checkpoints
 
     def resume(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        ckpt = distributed.from_main(self.ctx, lambda: usable_checkpoint(self.run_dir / "checkpoints"))
+        complete = complete_checkpoints(self.run_dir / "checkpoints")
+        if ckpt is None and complete:
+            raise TunewiseError(f"{complete[-1]}: the checkpoint is damaged (its files do not match the sha256 "
+                                "recorded when it was saved) and no intact earlier checkpoint is kept",
+                                "start the run again with --out (train.keep_last >= 2 keeps one to fall back to)")
         if ckpt is None:
             raise TunewiseError(f"{self.run_dir}: no complete checkpoint to resume from",
                                 "start a new run, or check that checkpoints/step-* holds a COMPLETE marker")
         try:
-            self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
-            self.method.load_trainable_state(self.model, trainable)
+            if self.sharded:
+                self.state, extra = fsdp.load(ckpt, self.model, self.optimizer, self.ctx)
+            else:
+                fsdp.check_layout(ckpt, sharded=False, world=self.ctx.world)
+                self.state, trainable, extra = load_checkpoint(ckpt, self.optimizer)
+                self.method.load_trainable_state(self.model, trainable)
             self.guards.load_state_dict(extra["guards"])
+        except TunewiseError:
+            raise
         except Exception as e:  # noqa: BLE001 -- any failure to read it means the files are damaged
             earlier = complete_checkpoints(self.run_dir / "checkpoints")[:-1]
             fallback = (f"move {ckpt.name} away to resume from {earlier[-1].name}" if earlier else
@@ -161,14 +173,19 @@ class Loop:
             self.best.load()
 
     def save(self, reason: str) -> Path | None:
+        extra = {"guards": self.guards.state_dict(), "reason": reason,
+                 "overfit_marked": self.guards.overfit_fired}
+        keep, root = self.cfg.train.keep_last, self.run_dir / "checkpoints"
+        if self.sharded:
+            if self.ctx.all_sum(float(sum(not torch.isfinite(fsdp.local(p)).all() for p in self.params))):
+                raise NonFiniteLoss("refusing to checkpoint non-finite weights", "lower the learning rate")
+            return fsdp.save(root, self.state, self.model, self.optimizer, extra, self.ctx, keep)
         if not self.ctx.is_main:
             return None
         trainable = self.method.trainable_state(distributed.unwrap(self.model))
         if not all(torch.isfinite(t).all() for t in trainable.values()):
             raise NonFiniteLoss("refusing to checkpoint non-finite weights", "lower the learning rate")
-        extra = {"guards": self.guards.state_dict(), "reason": reason,
-                 "overfit_marked": self.guards.overfit_fired}
-        return save_checkpoint(self.run_dir / "checkpoints", self.state, trainable, self.optimizer, extra)
+        return save_checkpoint(root, self.state, trainable, self.optimizer, extra, keep)
 
     # -------------------------------------------------------------------------------- the loop
 
@@ -196,16 +213,18 @@ class Loop:
         local_sum, tokens = 0.0, 0
         for k, rows in enumerate(micro):
             mine = [self.train_set[i] for i in shard_rows(rows, self.ctx.rank, self.ctx.world)]
-            if not mine:
-                continue
+            # a rank left without rows by a short last batch still joins DDP's / FSDP's collectives: zero weight
+            weight = 1.0 if mine else 0.0
+            mine = mine or [self.train_set[rows[0]]]
             batch = {n: t.to(self.device) for n, t in collate(mine, self.pad_id, self.classification).items()}
             sync = k == len(micro) - 1 or not self.ctx.enabled
-            ctx = self.model.no_sync() if not sync else contextlib.nullcontext()
+            # FSDP reduce-scatters every micro-batch into sharded gradients (no unsharded accumulation)
+            ctx = self.model.no_sync() if not sync and not self.sharded else contextlib.nullcontext()
             with ctx:
                 loss_sum = summed_loss(self.model, batch, self.classification)
-                (loss_sum * (self.ctx.world / norm)).backward()
-            local_sum += float(loss_sum.detach())
-            tokens += sum(len(e.input_ids) for e in mine)
+                (loss_sum * (weight * self.ctx.world / norm)).backward()
+            local_sum += weight * float(loss_sum.detach())
+            tokens += int(weight) * sum(len(e.input_ids) for e in mine)
         loss = self.ctx.all_sum(local_sum) / norm
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -220,7 +239,7 @@ class Loop:
         limit = self.cfg.train.max_grad_norm
         grads = [p for p in self.params if p.grad is not None]
         total = torch.nn.utils.clip_grad_norm_(grads, limit if limit else float("inf"))
-        value = float(total)
+        value = float(fsdp.full_value(total))
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"gradient norm became {value} at step {self.state.step + 1}; weights were not "
@@ -273,16 +292,17 @@ class Loop:
             self._evaluate(result, self.state.epoch + 1)
 
     def _evaluate(self, result: LoopResult, epoch: float) -> None:
-        if not self.eval_set or not self.ctx.is_main:
+        if not self.eval_set or not (self.ctx.is_main or self.sharded):  # sharded: all ranks run the forward passes
             return
         model = distributed.unwrap(self.model)
         loss = eval_loss(model, self.eval_set, self.pad_id, self.classification, self.cfg.train.batch_size)
         result.eval_losses.append((self.state.step, loss))
-        record = {"step": self.state.step, "epoch": epoch, "eval_loss": loss}
-        append_jsonl(self.metrics_path, record)
-        self.trackers.log(record)
-        if self.best is not None:
-            self.best.observe(self.state.step, loss, lambda: self.method.trainable_state(model))
+        if self.ctx.is_main:
+            record = {"step": self.state.step, "epoch": epoch, "eval_loss": loss}
+            append_jsonl(self.metrics_path, record)
+            self.trackers.log(record)
+            if self.best is not None:  # config refuses keep_best with fsdp: these are whole tensors
+                self.best.observe(self.state.step, loss, lambda: self.method.trainable_state(model))
         self.model.train()
 
     def _log(self, loss, lr, grad_norm, tokens, elapsed, events, bar) -> None:

@@ -15,7 +15,7 @@ from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
-from tunewise.train import distributed, trackers
+from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
 from tunewise.train.methods import get_method, trainable_token_ids
@@ -102,6 +102,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     device_type = "cuda" if cfg.train.device.startswith("cuda") or (
         cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
     ctx = distributed.init_from_env(device_type)
+    sharded = ctx.enabled and cfg.train.distributed == "fsdp"
+    if sharded:
+        fsdp.check_supported(cfg)
     if ctx.enabled and device_type == "cuda":
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": f"cuda:{ctx.local_rank}"})})
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
@@ -122,6 +125,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     before = _retention(cfg, model, tokenizer, is_base=True) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
+    if sharded:
+        model = fsdp.shard(model, ctx)  # before the optimizer exists: it must see the sharded parameters
 
     loop = Loop(cfg, method, model, data.train, data.eval, run_dir, ctx, tokenizer.pad_token_id, quiet)
     warnings = config_warnings(cfg, cfg.lr, loop.plan.epochs)
@@ -141,18 +146,23 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     except BaseException:
         loop.trackers.close("failed")
         raise
-    identical = distributed.ranks_identical(loop.params, ctx) if ctx.enabled else None
+    identical = distributed.ranks_identical(loop.params, ctx) if ctx.enabled and not sharded else None
+    gathered = fsdp.gather_for_save(loop.model, method.name) if sharded and result.status != "stopped_at_step" \
+        else None
+    rss_per_rank = distributed.gather_floats(ctx, peak_rss_mb())
     summary = None
     if ctx.is_main:
         model = distributed.unwrap(loop.model)
         if loop.best is not None and loop.best.step is not None:  # keep_best: the output is the best step's
             method.load_trainable_state(model, loop.best.weights())
         if result.status != "stopped_at_step":
-            _save_outputs(method, model, tokenizer, run_dir, data.labels)
+            _save_outputs(method, model, tokenizer, run_dir, data.labels, gathered)
         after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
         summary = _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
         if identical is not None:
             summary["ddp_ranks_identical"] = identical
+        summary["distributed"] = cfg.train.distributed if ctx.enabled else None
+        summary["peak_rss_mb_per_rank"] = [round(x, 1) for x in rss_per_rank]
         atomic_write_json(run_dir / "summary.json", summary)
         _plot_losses(run_dir)
         loop.trackers.finish(summary)
@@ -197,12 +207,17 @@ def _announce(cfg, method, loop, data, warnings, quiet) -> None:
         tqdm.write(f"[guard:{w.guard}] {w.message}")
 
 
-def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | None) -> None:
+def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | None,
+                  state_dict: dict | None = None) -> None:
+    """`state_dict`: the gathered weights of a sharded model (its own parameters are only this rank's shards)."""
     final = run_dir / method.output_name
     tmp = run_dir / f".{method.output_name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    method.save(model, tmp)
+    if state_dict is None:
+        method.save(model, tmp)
+    else:
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     if labels:
         atomic_write_json(tmp / "labels.json", labels)
