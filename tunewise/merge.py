@@ -70,6 +70,13 @@ def max_logit_diff(model_a, model_b, tokenizer, prompts: list[str]) -> float:
     return worst
 
 
+def _cast_weights_(model, dtype: torch.dtype) -> None:
+    """Cast the parameters only: model.to() would also round buffers such as RoPE's inv_freq, which a reload
+    recomputes in float32 (tied weights are one parameter, cast once)."""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+
+
 def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -> float:
     """Max |logits - reference| over the probes (one prompt at a time)."""
     worst = 0.0
@@ -148,7 +155,7 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     merge_diff = None
     if dtype != "fp32":
         merge_diff = _diff(merged, tokenizer, probes, ref_logits)  # the merge itself, before rounding
-        merged = merged.to(DTYPES[dtype])
+        _cast_weights_(merged, DTYPES[dtype])
     merged.config.dtype = DTYPES[dtype]
 
     tmp = out.with_name(f".{out.name}.tmp")
@@ -163,7 +170,7 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         diff = _diff(reloaded, tokenizer, probes, ref_logits)
         file_diff = None
         if dtype != "fp32":
-            merged = merged.to(torch.float32)
+            _cast_weights_(merged, torch.float32)  # exact: every 16-bit value is a float32
             with torch.no_grad():
                 rounded = [merged(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
                            for p in probes]

@@ -20,8 +20,9 @@ def register(app: typer.Typer) -> None:
                                          "f32; gguf-lora: f32 (default) or f16. Norms stay f32."),
         base: str | None = typer.Option(None, "--base", help="Base of an adapter (default: the one it names)."),
         tolerance: float | None = typer.Option(None, "--tolerance", help="Max abs logit difference allowed between "
-                                               "the GGUF (read back by transformers) and the model (default: f32 "
-                                               "1e-4, f16 1e-2; bf16 and q8_0 are reported only)."),
+                                               "the GGUF (read back by transformers) and the model with its weights "
+                                               "rounded as the file stores them (default 1e-4); what the rounding "
+                                               "costs against the model itself is reported."),
         verify: bool = typer.Option(True, "--verify/--no-verify", help="Read the GGUF back with transformers and "
                                     "compare logits, tokenizer and chat template (gguf)."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out; keep a file that fails the check."),
@@ -52,11 +53,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"tokenizer: byte-level BPE, llama.cpp pre-tokenizer '{r.pre_tokenizer}'; chat template: "
                        f"{'yes' if r.chat_template else 'none'}")
             if r.verified is not None:
-                limit = f"tolerance {r.tolerance:g}" if r.tolerance is not None else "reported only"
-                typer.echo(f"read back by transformers: max |logit diff| {r.max_abs_diff:.3g} ({limit}), same top "
-                           f"token at {r.top1_agreement:.1%} of positions, tokenizer "
+                typer.echo(f"read back by transformers: max |logit diff| {r.file_diff:.3g} vs the weights rounded "
+                           f"to {r.quant} (tolerance {r.tolerance:g}); tokenizer "
                            f"{'equal' if r.tokenizer_equal else 'DIFFERENT'}, chat template "
                            f"{'equal' if r.chat_template_equal else 'DIFFERENT'}")
+                typer.echo(f"cost of {r.quant} against the model: max |logit diff| {r.max_abs_diff:.3g}, same top "
+                           f"token at {r.top1_agreement:.1%} of probe positions")
         else:
             typer.echo(f"adapter.lora.alpha = {r.lora_alpha:g}; load it on the base's GGUF: "
                        f"tunewise export {r.base} --out base.gguf, then llama-cli -m base.gguf --lora {r.out}")

@@ -117,6 +117,16 @@ def encode(data: np.ndarray, quant: str):
         return data.astype(np.float16), None
 
 
+def round_like_file(data: np.ndarray, quant: str) -> np.ndarray:
+    """`data` as the file will hold it, back in float32: what a reader de-quantises (the reference for checks)."""
+    import gguf
+
+    stored, raw = encode(data, quant)
+    if raw is None:
+        return stored.astype(np.float32)
+    return gguf.quants.dequantize(stored, raw).astype(np.float32).reshape(data.shape)
+
+
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"}
 
 

@@ -2,7 +2,9 @@
 
 A model file is loaded with transformers' GGUF loader (its own reader, de-quantiser, q/k un-permutation and
 tokenizer rebuild, independent of our writer) and compared with the source model: max |logit diff| on the probe
-prompts, greedy top-1 agreement, the token ids of a set of tricky texts, the special tokens and the chat template.
+prompts against the model with its weights rounded exactly as the file stores them (which must agree to float32
+noise: everything else, names, q/k order, ties, would show) and against the model itself (the rounding's cost, with
+greedy top-1 agreement), the token ids of a set of tricky texts, the special tokens and the chat template.
 A LoRA file is read with gguf.GGUFReader and checked against the shape rules llama.cpp's adapter loader applies.
 """
 
@@ -31,7 +33,8 @@ SPECIAL_KINDS = ("bos", "eos", "unk", "pad")
 
 @dataclass
 class ModelCheck:
-    max_abs_diff: float  # logits, GGUF (transformers' loader) vs source model, over all probe positions
+    file_diff: float  # logits, GGUF (transformers' loader) vs the source model with its weights rounded as stored
+    max_abs_diff: float  # logits, GGUF vs the source model itself: what the file type's rounding costs
     top1_agreement: float  # fraction of probe positions with the same argmax token
     tokenizer_equal: bool  # same ids on TOKENIZER_PROBES (with and without special tokens) and on the probes
     special_tokens_equal: bool
@@ -59,19 +62,34 @@ def _load(path: Path):
     return model, tok
 
 
-def check_model(path: Path, model, tokenizer, probes: list[str]) -> ModelCheck:
-    """Compare the GGUF at `path` with (model, tokenizer) it was written from."""
+def _logits(model, tokenizer, probes: list[str]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [model(input_ids=tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"]
+                      ).logits.float() for p in probes]
+
+
+def round_weights_(model, quant: str) -> None:
+    """Round every weight of `model` in place exactly as a `quant` file stores it (tied weights once)."""
+    from tunewise.export.llama import round_like_file
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.from_numpy(round_like_file(p.detach().float().cpu().numpy(), quant)))
+
+
+def check_model(path: Path, model, tokenizer, probes: list[str], quant: str) -> ModelCheck:
+    """Compare the GGUF at `path` with (model, tokenizer) it was written from. Rounds `model`'s weights in place:
+    the file must hold exactly the rounded model (file_diff); how far rounding moved it is max_abs_diff."""
     gmodel, gtok = _load(path)
     mismatches = []
-    worst, same, total = 0.0, 0, 0
-    with torch.no_grad():
-        for p in probes:
-            ids = tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            a = model(input_ids=ids).logits.float()
-            b = gmodel(input_ids=ids).logits.float()
-            worst = max(worst, (a - b).abs().max().item())
-            same += int((a.argmax(-1) == b.argmax(-1)).sum())
-            total += ids.shape[1]
+    source = _logits(model, tokenizer, probes)
+    round_weights_(model, quant)
+    rounded = _logits(model, tokenizer, probes)
+    read = _logits(gmodel, tokenizer, probes)
+    file_diff = max((g - r).abs().max().item() for g, r in zip(read, rounded))
+    worst = max((g - s).abs().max().item() for g, s in zip(read, source))
+    same = sum(int((g.argmax(-1) == s.argmax(-1)).sum()) for g, s in zip(read, source))
+    total = sum(s.shape[1] for s in source)
     tok_equal = True
     for text in TOKENIZER_PROBES + probes:
         for special in (True, False):
@@ -93,7 +111,7 @@ def check_model(path: Path, model, tokenizer, probes: list[str]) -> ModelCheck:
     vocab_equal = all(gvocab.get(t) == i for t, i in tokenizer.get_vocab().items())
     if not vocab_equal:
         mismatches.append("some tokens have other ids")
-    return ModelCheck(worst, same / max(total, 1), tok_equal, specials_equal, template_equal, vocab_equal,
+    return ModelCheck(file_diff, worst, same / max(total, 1), tok_equal, specials_equal, template_equal, vocab_equal,
                       mismatches)
 
 
