@@ -148,10 +148,13 @@ def _method(run_dir: Path) -> str | None:
 def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None,
                      force: bool = False) -> ExportResult:
     """Write the adapter at TARGET as a llama.cpp GGUF LoRA at `out`, checked against llama.cpp's loader rules."""
-    from tunewise.export.lora import lora_scale_alpha, write_lora
+    from tunewise.export.lora import LORA_QUANTS, lora_scale_alpha, write_lora
     from tunewise.export.verify import check_lora
     from tunewise.models import load_config
 
+    if quant not in LORA_QUANTS:
+        raise TunewiseError(f"--quant {quant} is not one of {', '.join(LORA_QUANTS)} for a GGUF LoRA",
+                            "pick one of those")
     out = Path(out)
     _check_out(out, force)
     ref = resolve_target(target, base)
