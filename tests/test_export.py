@@ -232,6 +232,14 @@ def test_export_refuses_other_architectures_and_bad_outputs(micro_llama_dir, tmp
     AutoTokenizer.from_pretrained(micro_llama_dir).save_pretrained(gpt2)
     with pytest.raises(TunewiseError, match="'gpt2' model is not supported"):
         export_gguf(gpt2, tmp_path / "g.gguf")
+    # A classifier is a Llama too, but its head has no place in a llama.cpp model: refused, not silently dropped.
+    from transformers import AutoModelForSequenceClassification
+
+    cls = tmp_path / "cls"
+    AutoModelForSequenceClassification.from_pretrained(micro_llama_dir, num_labels=3).save_pretrained(cls)
+    AutoTokenizer.from_pretrained(micro_llama_dir).save_pretrained(cls)
+    with pytest.raises(TunewiseError, match="LlamaForSequenceClassification"):
+        export_gguf(cls, tmp_path / "c.gguf")
     with pytest.raises(TunewiseError, match="does not end in .gguf"):
         export_gguf(micro_llama_dir, tmp_path / "model.bin")
     (tmp_path / "exists.gguf").write_bytes(b"keep me")

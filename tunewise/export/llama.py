@@ -46,6 +46,11 @@ def llama_shape(config) -> LlamaShape:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise TunewiseError(f"GGUF export of a '{model_type}' model is not supported", UNSUPPORTED_HINT)
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and architectures[0] not in SUPPORTED_MODEL_TYPES.values():
+        raise TunewiseError(f"this model is a {architectures[0]}; GGUF export writes causal language models "
+                            f"({', '.join(SUPPORTED_MODEL_TYPES.values())}), and llama.cpp has no place for its head",
+                            "serve a classifier with tunewise serve or transformers")
     refusals = {
         "hidden_act": (getattr(config, "hidden_act", "silu") != "silu", "an activation other than SiLU"),
         "attention_bias": (bool(getattr(config, "attention_bias", False)), "attention biases"),

@@ -38,6 +38,9 @@ def lora_scale_alpha(cfg: dict) -> float:
     """The alpha to write so that llama.cpp's alpha / rank equals PEFT's scaling for this adapter config."""
     if cfg.get("peft_type", "LORA") != "LORA":
         raise TunewiseError(f"adapter type {cfg.get('peft_type')} is not LoRA", "GGUF LoRA holds LoRA adapters only")
+    if cfg.get("task_type") not in (None, "CAUSAL_LM"):
+        raise TunewiseError(f"the adapter is for {cfg.get('task_type')}, not a causal language model; llama.cpp "
+                            "has no place for its head", "serve it with tunewise serve or transformers")
     for key, what in (("use_dora", "DoRA magnitudes"), ("modules_to_save", "fully trained modules"),
                       ("trainable_token_indices", "trained embedding rows"), ("rank_pattern", "per-layer ranks"),
                       ("alpha_pattern", "per-layer alphas")):
