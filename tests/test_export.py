@@ -347,3 +347,19 @@ def test_smollm2_gguf_round_trip(tmp_path):
         assert ours[key] == release[key], key
     names = {t.name: [int(x) for x in t.shape] for t in gguf.GGUFReader(str(out)).tensors}
     assert names == {t.name: [int(x) for x in t.shape] for t in gguf.GGUFReader(str(smollm2.gguf_path())).tensors}
+
+
+def test_export_of_a_qlora_run_merges_into_the_dequantised_base(micro_llama_dir, tmp_path):
+    """A QLoRA run dir: export merges it the way `tunewise merge` does (into dequant(NF4(W))) and says so."""
+    import yaml
+
+    from tunewise.export.run import export_gguf, export_gguf_lora
+
+    run = tmp_path / "run"
+    _random_adapter(micro_llama_dir, run / "adapter")
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_llama_dir)}))
+    r = export_gguf(run, tmp_path / "q.gguf", quant="f32")
+    assert r.verified and r.file_diff <= 1e-4 and r.source == "merged adapter"
+    assert any("de-quantised base" in n for n in r.notes)
+    lora = export_gguf_lora(run, tmp_path / "q-lora.gguf")
+    assert lora.verified and any("4-bit base" in n for n in lora.notes)
