@@ -93,6 +93,18 @@ def test_pre_tokenizer_is_read_off_the_structure(tiny_base_dir):
     plain = json.loads(json.dumps(tj))
     plain["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     assert pre_tokenizer_name(plain, clean_up_spaces=True) == "gpt-2"
+    # Digits never merge here, so splitting them is equally right: smollm (no space clean-up on decode, like HF).
+    assert pre_tokenizer_name(plain, clean_up_spaces=False) == "smollm"
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    spell = bytes_to_unicode()
+    byte_level = lambda text: "".join(spell[b] for b in text.encode())  # noqa: E731
+    cjk = json.loads(json.dumps(plain))  # 一 counts as a number for str.isnumeric, not for \p{N}: still neutral
+    cjk["model"]["merges"] = [[byte_level("一"), byte_level("个")], *tj["model"]["merges"]]
+    assert pre_tokenizer_name(cjk, clean_up_spaces=False) == "smollm"
+    digits = json.loads(json.dumps(plain))  # a merge of two digits: only GPT-2's regex keeps "12" together
+    digits["model"]["merges"] = [["1", "2"], *tj["model"]["merges"]]
+    assert pre_tokenizer_name(digits, clean_up_spaces=False) == "gpt-2"
 
 
 # ------------------------------------------------------------------------------------------ GGUF of a model
@@ -342,7 +354,7 @@ def test_smollm2_gguf_round_trip(tmp_path):
                 "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.vocab_size",
                 "llama.rope.dimension_count", "tokenizer.ggml.model", "tokenizer.ggml.bos_token_id",
                 "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
-                "tokenizer.chat_template", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                "tokenizer.chat_template", "tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.pre",
                 "tokenizer.ggml.token_type"):
         assert ours[key] == release[key], key
     names = {t.name: [int(x) for x in t.shape] for t in gguf.GGUFReader(str(out)).tensors}

@@ -10,6 +10,7 @@ when no merge joins a digit to anything), and a structure llama.cpp has no pre-t
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 
 from tunewise.errors import TunewiseError
@@ -91,7 +92,9 @@ def pre_tokenizer_name(tokenizer_json: dict, clean_up_spaces: bool) -> str:
     """llama.cpp's name for what tokenizer.json's pre-tokenizer does with this vocabulary (see the module doc)."""
     pairs = _merge_pairs(tokenizer_json["model"])
     texts = _merged_texts(pairs)
-    digits_neutral = not _joins(texts, str.isnumeric)
+    # Unicode category N, as \p{N} and the Digits step (Rust's is_numeric) mean it; str.isnumeric would also count
+    # CJK numerals such as 一, which both treat as letters.
+    digits_neutral = not _joins(texts, lambda c: unicodedata.category(c).startswith("N"))
     spaces_neutral = not _joins(texts, lambda c: c == " ")
     kinds = []
     for step in _steps(tokenizer_json.get("pre_tokenizer")):
