@@ -61,7 +61,6 @@ def _check_out(out: Path, force: bool) -> None:
         raise TunewiseError(f"--out '{out}' does not end in .gguf", "name the output file like model.gguf")
     if out.exists() and not force:
         raise TunewiseError(f"output file '{out}' exists", "choose a new --out or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _tmp_path(out: Path) -> Path:
@@ -94,6 +93,7 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
     ref = resolve_target(target, base)
     tolerance = TOLERANCE if tolerance is None else tolerance
     probes = probes or PROBES
+    out.parent.mkdir(parents=True, exist_ok=True)  # only now that the target is known to be exportable
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tunewise-export-") as work:
         if ref.kind == "adapter":
             folder = Path(work) / "merged"
@@ -166,6 +166,7 @@ def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None
     cfg = json.loads((ref.path / "adapter_config.json").read_text())
     config = load_config(ref.base)
     alpha = lora_scale_alpha(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out)
     try:
         count = write_lora(tmp, ref.path, cfg, config, quant=quant, name=Path(ref.run_dir or ref.path).name)
