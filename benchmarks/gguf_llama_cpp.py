@@ -34,7 +34,7 @@ PROMPTS = [
 ]
 
 
-def _random_adapter(base_dir: Path, out: Path) -> Path:
+def _random_adapter(base_dir: Path, out: Path, scale: float) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -46,7 +46,7 @@ def _random_adapter(base_dir: Path, out: Path) -> Path:
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if "lora_B" in n:
-                p.mul_(4.0)
+                p.mul_(scale)  # visible on the tiny base; on smollm2 small enough that the fp32 merge stays within merge's 1e-4
     pm.save_pretrained(out)
     return out
 
@@ -91,7 +91,7 @@ def compare(base: str, quant: str, new_tokens: int, work: Path) -> list[dict]:
     from tunewise.models import resolve_base
 
     base_dir = resolve_base(base).path
-    adapter = _random_adapter(base_dir, work / f"{base}-adapter")
+    adapter = _random_adapter(base_dir, work / f"{base}-adapter", 4.0 if base == "tiny" else 0.25)
     files = {"base": work / f"{base}.gguf", "merged": work / f"{base}-merged.gguf",
              "lora": work / f"{base}-lora.gguf"}
     export_gguf(base, files["base"], quant=quant)
