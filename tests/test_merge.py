@@ -139,3 +139,34 @@ def test_merge_qlora_into_dequantised_base(adapter, micro_base, tmp_path):
     assert (tmp_path / "merged-q" / "model.safetensors").is_file()
     report = json.loads((tmp_path / "merged-q" / "merge.json").read_text())
     assert report["method"] == "qlora" and report["max_abs_diff"] == r.max_abs_diff
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_merge_dtype_rounds_after_a_checked_fp32_merge(adapter, dtype, tmp_path):
+    """--dtype bf16/fp16: the fp32 merge is checked, the file holds exactly the rounded merge, the rounding's cost
+    is reported; the default is the base's own dtype (fp32 for this base, bf16 for the shipped tiny base)."""
+    from safetensors.torch import load_file
+
+    from tunewise.merge import base_dtype, merge_adapter
+
+    r = merge_adapter(adapter, tmp_path / "m", dtype=dtype)
+    want = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert r.verified and r.dtype == dtype and r.merge_diff <= 1e-4 and r.file_diff <= 1e-6
+    assert r.max_abs_diff > r.merge_diff  # rounding to 16 bits is visible, and reported
+    assert {t.dtype for t in load_file(tmp_path / "m" / "model.safetensors").values()} == {want}
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == str(want).replace("torch.", "")
+    assert merge_adapter(adapter, tmp_path / "default").dtype == "fp32"  # this micro base was saved in fp32
+    assert base_dtype("tiny") == "bf16"
+
+
+def test_merge_cli_dtype(adapter, tmp_path):
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    res = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(tmp_path / "m"), "--dtype", "fp16"])
+    assert res.exit_code == 0, res.output
+    assert "fp32 merge" in res.output and "after rounding to fp16" in res.output
+    res = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(tmp_path / "x"), "--dtype", "int8"])
+    assert res.exit_code != 0 and "--dtype int8 is not one of" in str(res.exception)

@@ -111,7 +111,7 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
         from tunewise.merge import merge_adapter
 
         model_dir = stage / "merged"
-        merge_adapter(stage / "run", model_dir, base=base)
+        merge_adapter(stage / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
     scores = {name: _score(model_dir, d) for name, d in tasks.items()}
     result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
               "train_loss": run.summary["final_train_loss"],

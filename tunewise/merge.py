@@ -7,6 +7,10 @@ within the tolerance, 1e-4 by default, or nothing is written).
 QLoRA: the adapter was trained against the NF4-quantised base, so it is merged into the de-quantised weights
 dequant(NF4(W)) rather than the original W. The reference is the adapter on the 4-bit model; the difference is
 reported (not enforced), together with what merging into the original fp32 base would have given.
+
+--dtype (default: the base's own, from its config.json) is the precision written. The merge itself is always done
+and checked in float32; a 16-bit merge is then rounded, written, and checked to reload exactly as the rounded model
+(file_diff), and what the rounding costs against the adapter model is reported as max_abs_diff.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PROBES = [
     "ID:",
 ]
 MERGE_REPORT = "merge.json"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -40,6 +45,17 @@ class MergeResult:
     probes: int
     dtype: str = "fp32"
     diff_if_merged_into_original_base: float | None = None  # QLoRA only
+    merge_diff: float | None = None  # 16-bit only: the float32 merge vs the adapter model, before rounding
+    file_diff: float | None = None  # 16-bit only: reloaded vs the rounded merged model (the write itself)
+
+
+def base_dtype(base: str) -> str:
+    """The base's own precision as recorded in its config.json (dtype / torch_dtype); fp32 when it says none."""
+    from tunewise.models import load_config
+
+    recorded = getattr(load_config(base), "dtype", None)
+    name = str(recorded).replace("torch.", "") if recorded is not None else "float32"
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, "fp32")
 
 
 def max_logit_diff(model_a, model_b, tokenizer, prompts: list[str]) -> float:
@@ -51,6 +67,23 @@ def max_logit_diff(model_a, model_b, tokenizer, prompts: list[str]) -> float:
             a = model_a(input_ids=ids.to(next(model_a.parameters()).device)).logits.float().cpu()  # (1, T, V)
             b = model_b(input_ids=ids.to(next(model_b.parameters()).device)).logits.float().cpu()  # (1, T, V)
             worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+def _cast_weights_(model, dtype: torch.dtype) -> None:
+    """Cast the parameters only: model.to() would also round buffers such as RoPE's inv_freq, which a reload
+    recomputes in float32 (tied weights are one parameter, cast once)."""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+
+
+def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -> float:
+    """Max |logits - reference| over the probes (one prompt at a time)."""
+    worst = 0.0
+    with torch.no_grad():
+        for p, r in zip(probes, ref_logits, strict=True):
+            got = model(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
+            worst = max(worst, (got - r).abs().max().item())
     return worst
 
 
@@ -77,8 +110,10 @@ def _check(ref, model, base: str) -> None:
 
 
 def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None, tolerance: float = 1e-4,
-                  qlora: bool | None = None, probes: list[str] | None = None, force: bool = False) -> MergeResult:
-    """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out`; verify."""
+                  qlora: bool | None = None, probes: list[str] | None = None, force: bool = False,
+                  dtype: str | None = None) -> MergeResult:
+    """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out` in `dtype` (fp32, bf16,
+    fp16; default: the base's own); verify."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -93,6 +128,9 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     if out.exists() and any(out.iterdir()) and not force:
         raise TunewiseError(f"output folder '{out}' exists and is not empty", "choose a new --out or pass --force")
     qlora = _is_qlora(ref) if qlora is None else qlora
+    dtype = dtype or base_dtype(ref.base)
+    if dtype not in DTYPES:
+        raise TunewiseError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}", "pick one of those")
     probes = probes or PROBES
 
     if qlora:
@@ -114,7 +152,11 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         ref_logits = [reference(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
                                 ).logits.float().cpu() for p in probes]
     merged = adapted.merge_and_unload()
-    merged.config.dtype = torch.float32
+    merge_diff = None
+    if dtype != "fp32":
+        merge_diff = _diff(merged, tokenizer, probes, ref_logits)  # the merge itself, before rounding
+        _cast_weights_(merged, DTYPES[dtype])
+    merged.config.dtype = DTYPES[dtype]
 
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
@@ -123,12 +165,16 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     try:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # Reloaded in float32 (a 16-bit file is up-cast exactly), so only the written weights differ.
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True).eval()
-        diff = 0.0
-        with torch.no_grad():
-            for p, r in zip(probes, ref_logits, strict=True):
-                got = reloaded(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
-                diff = max(diff, (got - r).abs().max().item())
+        diff = _diff(reloaded, tokenizer, probes, ref_logits)
+        file_diff = None
+        if dtype != "fp32":
+            _cast_weights_(merged, torch.float32)  # exact: every 16-bit value is a float32
+            with torch.no_grad():
+                rounded = [merged(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
+                           for p in probes]
+            file_diff = _diff(reloaded, tokenizer, probes, rounded)
         original = None
         if qlora:
             fp_base, _ = load_base(ref.base, dtype="fp32", device="cpu")
@@ -137,11 +183,14 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
                 original = max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
                                         ).logits.float() - r).abs().max().item()
                                for p, r in zip(probes, ref_logits, strict=True))
+        # fp32: the written model must match the adapter model. 16-bit: the float32 merge must, and the file must
+        # hold exactly the rounded merge; the rounding's own cost (diff) is reported.
+        checked = diff if dtype == "fp32" else max(merge_diff, file_diff)
         result = MergeResult(str(out), str(ref.path), ref.base, "qlora" if qlora else "lora", diff, tolerance,
-                             diff <= tolerance, len(probes), "fp32", original)
+                             checked <= tolerance, len(probes), dtype, original, merge_diff, file_diff)
         if not qlora and not result.verified and not force:
-            raise TunewiseError(f"merged model differs from the adapter model by {diff:.3g} (max abs logit), over "
-                                f"the tolerance {tolerance:g}; nothing was written",
+            raise TunewiseError(f"merged model differs from the adapter model by {checked:.3g} (max abs logit), "
+                                f"over the tolerance {tolerance:g}; nothing was written",
                                 "check the adapter and base, or pass --tolerance / --force to keep it anyway")
         atomic_write_json(tmp / MERGE_REPORT, asdict(result))
         if out.exists():

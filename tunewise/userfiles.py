@@ -118,7 +118,7 @@ def check_output(path: str | Path, flag: str, kind: str = "dir") -> Path:
     if kind == "file" and path.is_dir():
         raise TunewiseError(f"{flag} '{path}' is a directory, not a file", f"give {flag} a file path")
     # The nearest existing ancestor decides whether we may create what is missing.
-    probe = path if path.exists() else path.parent
+    probe = path if path.is_dir() else path.parent  # an existing file to overwrite: its folder decides
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():

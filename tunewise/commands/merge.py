@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
                                         "merged model and the adapter model (LoRA)."),
         qlora: bool | None = typer.Option(None, "--qlora/--no-qlora", help="Treat the adapter as QLoRA (default: "
                                           "from the run's config.yaml)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="Precision to write: fp32, bf16 or fp16 (default: "
+                                         "the base's own, from its config.json). The merge is done and checked "
+                                         "in fp32 either way."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out; keep a merge over the tolerance."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
@@ -33,14 +36,19 @@ def register(app: typer.Typer) -> None:
         from tunewise.userfiles import check_output
 
         check_output(out, "--out", "dir")  # before loading two models, not after
-        r = merge_adapter(tuned, out, base=base, tolerance=tolerance, qlora=qlora, force=force)
+        r = merge_adapter(tuned, out, base=base, tolerance=tolerance, qlora=qlora, force=force, dtype=dtype)
         if as_json:
             typer.echo(json.dumps(asdict(r), indent=2))
             return
         typer.echo(f"merged {r.method} adapter {r.adapter} into {r.base} -> {r.out} (safetensors, {r.dtype})")
         verdict = "within" if r.verified else "OVER"
-        typer.echo(f"max |logit diff| vs the adapter model on {r.probes} probes: {r.max_abs_diff:.3g} "
-                   f"({verdict} tolerance {r.tolerance:g})")
+        if r.merge_diff is None:
+            typer.echo(f"max |logit diff| vs the adapter model on {r.probes} probes: {r.max_abs_diff:.3g} "
+                       f"({verdict} tolerance {r.tolerance:g})")
+        else:
+            typer.echo(f"max |logit diff| vs the adapter model on {r.probes} probes: fp32 merge {r.merge_diff:.3g}, "
+                       f"file vs the rounded merge {r.file_diff:.3g} ({verdict} tolerance {r.tolerance:g}); "
+                       f"after rounding to {r.dtype}: {r.max_abs_diff:.3g} (reported)")
         if r.diff_if_merged_into_original_base is not None:
             typer.echo(f"merging into the original (not de-quantised) base would differ by "
                        f"{r.diff_if_merged_into_original_base:.3g}")
