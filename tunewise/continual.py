@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.fileio import atomic_write_json, file_digest
+from tunewise.fileio import atomic_save_figure, atomic_write_json, file_digest
 from tunewise.tasks.probes import default_probes
 
 
@@ -196,10 +196,7 @@ def plot_continual(summary: dict, path: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("stage")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def check_tasks(cfg: ContinualConfig) -> None:

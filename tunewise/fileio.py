@@ -40,6 +40,19 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
+def atomic_save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write and close a matplotlib figure; the PNG appears whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> Path:
     """Move a fully written temporary directory into place; the old one is removed only afterwards."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from tunewise.advise.curves import CurveFit
-from tunewise.fileio import atomic_write_text
+from tunewise.fileio import atomic_save_figure, atomic_write_text
 
 COLORS = {"lora": "tab:blue", "qlora": "tab:orange", "full": "tab:green"}
 
@@ -45,12 +45,7 @@ def plot_curves(result: dict, path: Path) -> Path:
     ax.set_ylabel(result.get("metric") or "score")
     ax.set_title("pilot: learning curves and the prediction at the full data", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def pilot_section(result: dict, out: Path) -> str:

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tunewise.fileio import atomic_save_figure  # noqa: E402
+
 COLORS = {"lora": "#1f77b4", "qlora": "#2ca02c", "full": "#d62728"}
 
 
@@ -18,12 +20,7 @@ def _color(method: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -17,7 +17,7 @@ import torch
 from tunewise.config import RunConfig
 from tunewise.defaults import default_lr
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_write_json
+from tunewise.fileio import atomic_save_figure, atomic_write_json
 from tunewise.train.batches import collate, epoch_batches, target_count
 from tunewise.train.loop import make_optimizer, summed_loss
 from tunewise.train.lr_finder import (
@@ -180,12 +180,7 @@ def plot(result: RangeTest, path: Path) -> Path:
     ax.set_ylabel("training loss")
     ax.set_title(f"lr range test: {result.method} on {result.base}", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def check_result(result: RangeTest) -> float:

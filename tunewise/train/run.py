@@ -13,7 +13,7 @@ import torch
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_write_json, atomic_write_text, replace_dir
+from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
@@ -295,8 +295,4 @@ def _plot_losses(run_dir: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
-    fig.tight_layout()
-    tmp = run_dir / ".loss.png.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(run_dir / "loss.png")
+    atomic_save_figure(fig, run_dir / "loss.png")
