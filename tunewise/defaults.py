@@ -16,9 +16,9 @@ METHODS = ("lora", "qlora", "full")
 
 # LoRA dropout: 0, as in PEFT and "LoRA Without Regret". Any p > 0 makes each adapted layer keep its own dropped copy
 # of its input (and a mask) for backward, where with p = 0 the modules that share an input (q/k/v, gate/up) keep
-# nothing beyond the input itself: +1.47 input-sized tensors per adapted module, about 1.5 GB on SmolLM2-135M at
-# batch 16 x 160, enough to put LoRA's peak memory above full fine-tuning's. QLoRA's 0.1 (<= 13B) / 0.05 is the
-# value to try when a small dataset overfits.
+# nothing beyond the input itself: +1.47 input-sized tensors per adapted module. On SmolLM2-135M at batch 16 x 160
+# p = 0.05 cost 1.9 GB of peak RSS and put LoRA at 1.24x full fine-tuning's peak (benchmarks/RESULTS.md). QLoRA's
+# 0.1 (<= 13B) / 0.05 is the value to try when a small dataset overfits.
 LORA_DROPOUT = 0.0
 LORA_DROPOUT_WHY = ("0 costs nothing; p > 0 keeps a dropped copy of every adapted layer's input for backward (on "
                     "SmolLM2-135M more memory than full fine-tuning's optimizer state). Raise to 0.05-0.1 (QLoRA's "
