@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 import torch
@@ -52,7 +53,8 @@ def structured(d_out: int, d_in: int, decay: float = 0.9, gen: torch.Generator |
 @pytest.mark.parametrize("shape", [(48, 80), (80, 48), (64, 64), (40, 200)])
 @pytest.mark.parametrize("kind", ["lowrank-small", "lowrank-large", "dense", "structured-lowrank"])
 def test_counts_match_direct_reference(shape, kind):
-    g = torch.Generator().manual_seed(hash((shape, kind)) % 2**31)
+    # crc32, not hash(): str hashes change with PYTHONHASHSEED, which made the data (and the test) differ per run
+    g = torch.Generator().manual_seed(zlib.crc32(repr((shape, kind)).encode()))
     d_out, d_in = shape
     W0 = structured(d_out, d_in, gen=g) if kind.startswith("structured") else torch.randn(shape, generator=g)
     if kind == "dense":
