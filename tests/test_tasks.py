@@ -101,6 +101,24 @@ def test_content_of_each_task(tmp_path):
         assert sol.splitlines()[-1] == f"#### {steps[-1][3]}"
 
 
+def test_math_hard_tests_longer_chains_and_larger_factors_than_it_trains_on(tmp_path):
+    make_task("math-hard", tmp_path, {"train": 300, "validation": 20, "test": 50})
+
+    def chains(split):
+        for line in (tmp_path / f"{split}.jsonl").read_text().splitlines():
+            steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", json.loads(line)["completion"])
+            yield steps, [int(x) for a, op, b, _ in steps if op == "*" for x in (a, b)]
+
+    train = list(chains("train")) + list(chains("validation"))
+    assert max(len(steps) for steps, _ in train) == 3
+    assert max(f for _, factors in train for f in factors) <= 9
+    for steps, factors in chains("test"):
+        assert len(steps) == 5 and min(factors) >= 11, steps
+    # train and validation are exactly the `math` task's
+    make_task("math", tmp_path / "math", {"train": 300, "validation": 20, "test": 50})
+    assert (tmp_path / "train.jsonl").read_bytes() == (tmp_path / "math" / "train.jsonl").read_bytes()
+
+
 def test_prompts_fit_the_tiny_base(tmp_path, tiny_base_dir):
     from transformers import AutoTokenizer
 
@@ -129,7 +147,7 @@ def test_cli_list_and_make(tmp_path):
     res = runner.invoke(app, ["tasks", "list", "--json"])
     assert res.exit_code == 0, res.output
     names = {r["name"] for r in json.loads(res.output)}
-    assert names == {"structured", "classify", "sql", "math", "arithmetic", "lm", "knowledge", "kl"}
+    assert names == {"structured", "classify", "sql", "math", "math-hard", "arithmetic", "lm", "knowledge", "kl"}
     res = runner.invoke(app, ["tasks", "make", "sql", "--out", str(tmp_path / "sql"), "--train", "7",
                               "--validation", "2", "--test", "3", "--seed", "1"])
     assert res.exit_code == 0, res.output

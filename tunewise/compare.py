@@ -19,7 +19,8 @@ from tunewise.defaults import METHODS, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 
-TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
+TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning",
+             "math-hard": "reasoning"}
 KINDS = ("representation", "sql", "reasoning", "other")
 WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
 GRADUATE_POINTS = 5.0  # a gap this large on reasoning: graduate to full fine-tuning
@@ -249,7 +250,8 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
 
 def _advice(spec: CompareSpec) -> dict | None:
     """What `tunewise advise` says for this task and model, for the report's 'advice that led here'."""
-    task = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math"}.get(
+    task = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math",
+            "math-hard": "math"}.get(
         spec.task or "", "open-ended")
     try:
         from tunewise.advise.engine import AdviseInput, advise

@@ -4,6 +4,7 @@
     classify    message -> intent label                                 scorer classify
     sql         schema + question -> SQL on a generated SQLite db        scorer sql (execution accuracy)
     math        word problem -> worked solution ending '#### N'          scorer number
+    math-hard   math's training problems, tested on longer chains with larger numbers (out of distribution)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
 from tunewise.ownership import mark_dir
-from tunewise.tasks import classify, math_task, sql, structured
+from tunewise.tasks import classify, math_hard, math_task, sql, structured
 from tunewise.tasks.base import (
     DEFAULT_SIZES,
     META_FILE,
@@ -27,7 +28,8 @@ from tunewise.tasks.base import (
     generate_split,
 )
 
-TASKS: dict[str, TaskSpec] = {s.name: s for s in (structured.SPEC, classify.SPEC, sql.SPEC, math_task.SPEC)}
+TASKS: dict[str, TaskSpec] = {s.name: s for s in (structured.SPEC, classify.SPEC, sql.SPEC, math_task.SPEC,
+                                                 math_hard.SPEC)}
 
 
 def get_task(name: str) -> TaskSpec:
