@@ -1,10 +1,12 @@
-"""A small study that mirrors the seed's task table: `tunewise compare` on structured, sql and math (tiny base)
-and classify on MiniLM, written to benchmarks/STUDY.md with the command, seeds and machine.
+"""The seed's ten claims measured on a real base (issue 15): runs the plan, reuses finished runs, writes STUDY.md.
 
-    python benchmarks/study.py [--train-size 600] [--epochs 2] [--out runs/study]
+    python benchmarks/study.py --base smollm2 --dry-run     # the plan: runs, budgets, estimated time
+    python benchmarks/study.py --base smollm2               # run what is missing, then write benchmarks/STUDY.md
+    python benchmarks/study.py --base smollm2 --minutes 90  # start no new run after 90 minutes (resume later)
+    python benchmarks/study.py --base smollm2 --report      # only rewrite STUDY.md from the finished runs
 
-Report what comes out, whatever it is: the question is whether the representation-vs-reasoning pattern of the
-seed shows up at this scale, and how LoRA's intruder counts compare with full fine-tuning's.
+Every run lives in runs/study-<base>/runs/<id>/ with its result.json; a finished run is never trained again, so
+the study can be completed across sessions and, once complete, re-running it reproduces STUDY.md byte for byte.
 """
 
 from __future__ import annotations
@@ -12,94 +14,104 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from study_exec import NotReady, execute, resolve  # noqa: E402
+from study_plan import BaseEval, ContinualRun, Run, Step, plan, run_id  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
+# Seconds per unit on the idle 2-core machine, used until finished runs of the same kind give measured ones.
+GUESS = {"train_per_example": {"lora": 0.9, "qlora": 1.3, "full": 0.8}, "eval_per_example": 1.5,
+         "probes": 90.0, "analyze": 60.0}
 
 
-def compare(task: str, base: str, out: Path, a, methods: str) -> dict:
-    cmd = [sys.executable, "-m", "tunewise", "compare", "--base", base, "--task", task, "--methods", methods,
-           "--out", str(out / task), "--train-size", str(a.train_size), "--eval-size", str(a.eval_size),
-           "--epochs", str(a.epochs), "--seed", str(a.seed), "-q", "--json"]
-    if base == "minilm":
-        cmd += ["--probes", "", "--no-analyze"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if r.returncode != 0:
-        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}",
-                "command": " ".join(cmd)}
-    shown = ["tunewise"] + cmd[3:]  # as a user types it, with the output folder relative to the repo
-    shown = [str(Path(x).relative_to(ROOT)) if x.startswith(str(ROOT)) else x for x in shown]
-    return json.loads(r.stdout[r.stdout.index("{"):]) | {"command": " ".join(shown)}
+def load_results(out: Path) -> dict[str, dict]:
+    results = {}
+    for path in sorted((out / "runs").glob("*/result.json")):
+        res = json.loads(path.read_text())
+        results[res["id"]] = res
+    return results
 
 
-def table(results: dict) -> str:
-    lines = ["| task (kind) | method | metric | score | trainable | peak RSS MB | train s | eval loss | intruders | retention |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    from tunewise.compare import retention_words
+def finished(step: Step, results: dict[str, dict]) -> dict | None:
+    res = results.get(run_id(step))
+    return res if res is not None and res["step"] == asdict(step) else None
 
-    for task, res in results.items():
-        if "error" in res:
-            lines.append(f"| {task} | failed: {res['error']} | | | | | | | | |")
+
+def estimate_s(step: Step, results: dict[str, dict]) -> float:
+    """Expected wall seconds of a step: measured rates of finished runs where there are some, else GUESS."""
+    if isinstance(step, BaseEval):
+        return GUESS["eval_per_example"] * step.eval_size + 20
+    if isinstance(step, ContinualRun):
+        per_stage = sum(estimate_s(Run(t, m, 1e-3), results) for t in step.tasks for m in ("lora", "full"))
+        return per_stage + 2 * len(step.tasks) ** 2 * GUESS["eval_per_example"] * step.eval_size
+    rates = [r["wall_s"]["train"] / (r["step"]["train_size"] * r["step"]["epochs"]) for r in results.values()
+             if r["step"].get("kind") == "train" and r["step"]["method"] == step.method]
+    per_example = sum(rates) / len(rates) if rates else GUESS["train_per_example"][step.method]
+    seconds = per_example * step.train_size * step.epochs + GUESS["eval_per_example"] * step.eval_size
+    return seconds + (GUESS["probes"] if step.retention else 0) + (GUESS["analyze"] if step.analyze else 0)
+
+
+def describe(step: Step) -> str:
+    if isinstance(step, Run):
+        lr = "lr from the sweep" if step.lr == "sweep" else f"lr {step.lr:g}"
+        steps = -(-step.train_size // step.batch_size) * step.epochs
+        method = step.method if step.method == "full" else f"{step.method} r{step.r}" + (
+            f" alpha {step.alpha}" if step.alpha is not None else "")
+        return (f"train {method} on {step.task}: {step.train_size} examples x {step.epochs:g} epochs, batch "
+                f"{step.batch_size} ({steps:.0f} steps), {lr}, seed {step.seed}")
+    if isinstance(step, BaseEval):
+        return f"score the untuned base on {step.task} (seed {step.seed}, {step.eval_size} test examples)"
+    return f"continual {' -> '.join(step.tasks)}, LoRA r16 and full, lrs from the sweep, seed {step.seed}"
+
+
+def run_plan(base: str, out: Path, dry_run: bool, minutes: float | None) -> dict[str, dict]:
+    results, t0, left = load_results(out), time.time(), 0.0
+    for i, (claims, step) in enumerate(plan(), 1):
+        try:
+            step = resolve(step, results)
+        except NotReady:
+            pass  # unresolved (waits for the sweep): estimated as planned
+        done = finished(step, results) if "sweep" not in json.dumps(asdict(step)) else None
+        head = f"[{i:2d}] claims {','.join(map(str, claims)):<12} {describe(step)}"
+        if done is not None:
+            print(f"{head}: done ({sum(done['wall_s'].values()):.0f} s)", flush=True)
             continue
-        base = res.get("base")
-        if base:
-            lines.append(f"| {task} ({res['kind']}) | untuned base | {base['metric']} | {base['score']:.3f} | 0 | | | | | |")
-        for m, r in res["rows"].items():
-            ret = ", ".join(f"{p} {w}" for p, w in retention_words(r.get("retention")).items()) or "-"
-            score = f"{r['score']:.3f}" if r["score"] is not None else "-"
-            lines.append(f"| {task} ({res['kind']}) | {m} | {r['metric']} | {score} | {r['trainable_params']:,} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['train_time_s']:.0f} | {r['final_eval_loss'] or float('nan'):.3f} | "
-                         f"{r['intruders'] if r['intruders'] is not None else '-'} | {ret} |")
-    return "\n".join(lines)
+        est = estimate_s(step, results)
+        if dry_run or "sweep" in json.dumps(asdict(step)) or (minutes and time.time() - t0 > 60 * minutes):
+            left += est
+            print(f"{head}: to run (~{est / 60:.0f} min)", flush=True)
+            continue
+        print(f"{head}: running (~{est / 60:.0f} min) ...", flush=True)
+        res = execute(step, base, out, out.resolve().parents[1])
+        from tunewise.fileio import atomic_write_json
+
+        atomic_write_json(out / "runs" / res["id"] / "result.json", res)
+        results[res["id"]] = res
+        print(f"     took {sum(res['wall_s'].values()):.0f} s (load {res['load_before']} -> {res['load_after']})")
+    print(f"left to run: ~{left / 3600:.1f} h on an idle machine ({os.cpu_count()} cores)")
+    return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-size", type=int, default=600)
-    p.add_argument("--eval-size", type=int, default=60)
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
-    p.add_argument("--tasks", default="structured,sql,math,classify")
+    p.add_argument("--base", default="smollm2")
+    p.add_argument("--out", type=Path, default=None, help="default: runs/study-BASE")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time; run nothing")
+    p.add_argument("--minutes", type=float, default=None, help="start no new run after this many minutes")
+    p.add_argument("--report", action="store_true", help="only write STUDY.md from the finished runs")
     a = p.parse_args()
-    t0 = time.time()
-    results = {}
-    for task in a.tasks.split(","):
-        base = "minilm" if task == "classify" else "tiny"
-        methods = "lora,full" if base == "minilm" else "lora,qlora,full"
-        print(f"{task} on {base} ...", flush=True)
-        results[task] = compare(task, base, a.out, a, methods)
-    verdicts = "\n".join(f"- **{t}**: {r['verdict']['text']}" if "verdict" in r else f"- **{t}**: {r['error']}"
-                         for t, r in results.items())
-    commands = "\n".join(f"    {r['command']}" for r in results.values())
-    runs = [r for res in results.values() for r in res.get("rows", {}).values()]
-    reused = sum(r["reused"] for r in runs)
-    timing = (f"{time.time() - t0:.0f} s in all" + (f" ({reused} of {len(runs)} runs reused from an earlier "
-              f"invocation; their training took {sum(r['train_time_s'] for r in runs):.0f} s)" if reused else ""))
-    text = f"""# A small study mirroring the seed's task table
+    out = a.out or ROOT / "runs" / f"study-{a.base}"
+    results = load_results(out) if a.report else run_plan(a.base, out, a.dry_run, a.minutes)
+    if not a.dry_run:
+        from study_report import write_study
 
-Produced by `python benchmarks/study.py --train-size {a.train_size} --eval-size {a.eval_size} --epochs {a.epochs:g}
---seed {a.seed}` on {platform.machine()} ({os.cpu_count()} cores, torch CPU, fp32), {time.strftime('%Y-%m-%d')};
-{timing}. Each row is one `tunewise compare` method run with the same data, budget and
-evaluation; learning rates by model size (`tunewise.compare.default_lr`). Intruders: top-10 singular vectors
-of each tuned matrix whose max |cos| to the base's singular vectors is below 0.5, summed over the model.
-
-{table(results)}
-
-Verdicts (tunewise's own words):
-
-{verdicts}
-
-Commands:
-
-{commands}
-"""
-    (ROOT / "benchmarks" / "STUDY.md").write_text(text)
-    print(text)
+        print(f"wrote {write_study(a.base, results, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""Executes one step of the study plan through tunewise's own CLI, so every row's command is one a user can type.
+
+Each step lives in OUT/runs/<run id>/ and ends with a `result.json`; a step whose result.json holds the same
+settings is reused, never retrained (re-running the study after it finished only rewrites the tables). A step
+interrupted before its result.json starts again from scratch (the runs are minutes long).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import yaml
+from study_plan import SWEEP_LRS, SWEEP_TASK, BaseEval, ContinualRun, Run, Step, run_id
+
+from tunewise.tasks.probes import default_probes
+
+VALIDATION_SIZE = 40
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+class NotReady(Exception):
+    """A step that needs results the study does not have yet (the lr sweep)."""
+
+
+def sh(cmd: list[str]) -> tuple[str, float]:
+    """Run a tunewise command; its stdout, and the wall seconds it took. A failure stops the study loudly."""
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    if proc.returncode not in (0, 1):  # 1 = a retention probe dropped past max_drop: reported, not a failure
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout, round(time.time() - t0, 1)
+
+
+def tw(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tunewise", *args]
+
+
+def shown(cmd: list[str], root: Path) -> str:
+    """The command as a user types it from the repository root."""
+    words = ["tunewise", *cmd[3:]] if cmd[:3] == [sys.executable, "-m", "tunewise"] else cmd
+    return " ".join(os.path.relpath(w, root) if w.startswith(str(root)) else w for w in words)
+
+
+def task_data(task: str, seed: int, train_size: int, eval_size: int, out: Path, base: str) -> tuple[Path, list[str]]:
+    """The task's files for this size and seed (made once, shared by every step that needs them)."""
+    folder = out / "data" / f"{task}-n{train_size}-t{eval_size}-s{seed}"
+    cmd = tw("tasks", "make", task, "--out", str(folder), "--train", str(train_size), "--validation",
+             str(VALIDATION_SIZE), "--test", str(eval_size), "--seed", str(seed), "--base", base)
+    if not (folder / "meta.json").is_file():
+        sh(cmd)
+    return folder, cmd
+
+
+def best_lr(method: str, results: dict[str, dict]) -> float:
+    """The sweep's lr with the lowest final validation loss for this method (QLoRA uses LoRA's sweep)."""
+    method = "lora" if method == "qlora" else method
+    losses = {}
+    for lr in SWEEP_LRS[method]:
+        res = results.get(run_id(Run(SWEEP_TASK, method, lr)))
+        if res is None:
+            raise NotReady(f"the {method} lr sweep is not finished")
+        losses[lr] = res["summary"]["final_eval_loss"]
+    return min(losses, key=lambda lr: losses[lr])
+
+
+def resolve(step: Step, results: dict[str, dict]) -> Step:
+    if isinstance(step, Run) and step.lr == "sweep":
+        return replace(step, lr=best_lr(step.method, results))
+    if isinstance(step, ContinualRun) and "sweep" in (step.lora_lr, step.full_lr):
+        return replace(step, lora_lr=best_lr("lora", results), full_lr=best_lr("full", results))
+    return step
+
+
+def train_config(run: Run, base: str, data: Path) -> dict:
+    train = {"epochs": run.epochs, "batch_size": run.batch_size, "lr": run.lr, "seed": run.seed, "log_every": 1}
+    if run.eval_every:
+        train["eval_every"] = run.eval_every
+    cfg = {"base": base, "method": run.method,
+           "data": {"train": str(data / "train.jsonl"), "eval": str(data / "validation.jsonl"), "max_seq_len": 160},
+           "train": train, "preserve": {"probes": default_probes(base) if run.retention else [], "limit": 48}}
+    if run.method != "full":
+        cfg["lora"] = {"r": run.r} | ({"alpha": run.alpha} if run.alpha is not None else {})
+    return cfg
+
+
+def execute(step: Step, base: str, out: Path, root: Path) -> dict:
+    folder = out / "runs" / run_id(step)
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted step (no result.json): start it again
+    folder.mkdir(parents=True)
+    load = os.getloadavg()[0]
+    if isinstance(step, Run):
+        result = _train_step(step, base, out, folder, root)
+    elif isinstance(step, BaseEval):
+        data, make = task_data(step.task, step.seed, 240, step.eval_size, out, base)
+        cmd = tw("eval", base, "--data", str(data), "--limit", str(step.eval_size), "--json",
+                 "--out", str(folder / "eval"))
+        text, secs = sh(cmd)
+        result = {"eval": _eval_fields(json.loads(text)), "wall_s": {"eval": secs},
+                  "commands": [shown(make, root), shown(cmd, root)]}
+    else:
+        result = _continual_step(step, base, folder, root)
+    return {"id": run_id(step), "step": asdict(step), "load_before": round(load, 2),
+            "load_after": round(os.getloadavg()[0], 2), **result}
+
+
+def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dict:
+    data, make = task_data(run.task, run.seed, run.train_size, run.eval_size, out, base)
+    cfg_path = folder / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(train_config(run, base, data), sort_keys=False))
+    train = tw("train", str(cfg_path), "--out", str(folder / "run"), "-q")
+    _, t_train = sh(train)
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--json")
+    text, t_eval = sh(ev)
+    commands, wall = [shown(make, root), shown(train, root), shown(ev, root)], {"train": t_train, "eval": t_eval}
+    result = {"summary": _summary_fields(summary), "eval": _eval_fields(json.loads(text)),
+              "train_losses": _train_losses(folder / "run" / "metrics.jsonl")}
+    if run.analyze:
+        an = tw("analyze", base, str(folder / "run"), "--eps", "0.3,0.5,0.7", "--json")
+        text, wall["analyze"] = sh(an)
+        commands.append(shown(an, root))
+        result["analysis"] = _analysis_fields(json.loads(text))
+    return result | {"commands": commands, "wall_s": wall}
+
+
+def _continual_step(step: ContinualRun, base: str, folder: Path, root: Path) -> dict:
+    methods = [{"method": "lora", "r": 16, "lr": step.lora_lr}, {"method": "full", "lr": step.full_lr}]
+    cfg = {"base": base, "tasks": list(step.tasks), "methods": methods, "epochs": step.epochs,
+           "batch_size": step.batch_size, "train_size": step.train_size, "eval_size": step.eval_size,
+           "seed": step.seed, "out": str(folder / "out")}
+    cfg_path = folder / "continual.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = tw("continual", str(cfg_path), "--json", "-q")
+    text, secs = sh(cmd)
+    return {"continual": json.loads(text[text.index("{"):]), "wall_s": {"continual": secs},
+            "commands": [shown(cmd, root)]}
+
+
+SUMMARY_KEYS = ("method", "trainable_params", "total_params", "steps", "epochs", "lr", "train_time_s", "tokens",
+                "tokens_per_s", "peak_rss_mb", "final_train_loss", "final_eval_loss", "eval_losses", "retention",
+                "overfit_marked", "guard_events")
+
+
+def _summary_fields(summary: dict) -> dict:
+    return {k: summary.get(k) for k in SUMMARY_KEYS}
+
+
+def _eval_fields(ev: dict) -> dict:
+    return {k: ev.get(k) for k in ("score", "primary", "metrics", "n")}
+
+
+def _analysis_fields(an: dict) -> dict:
+    s = an["results"][0]["summary"]
+    return {"total": s["total"], "matrices": s["matrices"], "matrices_with_intruders": s["matrices_with_intruders"],
+            "spectrum": s.get("spectrum")}
+
+
+def _train_losses(path: Path) -> list[list[float]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [[r["step"], round(r["loss"], 5)] for r in rows if "loss" in r]
