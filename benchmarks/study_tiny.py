@@ -98,7 +98,7 @@ Commands:
 
 {commands}
 """
-    (ROOT / "benchmarks" / "STUDY.md").write_text(text)
+    (ROOT / "benchmarks" / "study_tiny.md").write_text(text)
     print(text)
 
 

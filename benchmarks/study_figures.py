@@ -1,0 +1,115 @@
+"""The study's figures (PNG beside STUDY.md): the lr sweep, learn vs forget, loss curves over 3 epochs, capacity.
+
+A figure whose runs are not finished is not drawn (and not listed); the same results draw the same bytes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from study_claims import Reader, capacity_scores, learn_forget_rows
+from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, Run
+
+from tunewise.fileio import atomic_save_figure
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "tunewise"  # fixed ids: same data, same bytes
+    return plt
+
+
+def sweep_figure(r: Reader, path: Path) -> bool:
+    points = {m: [(lr, res["summary"]["final_eval_loss"]) for lr in lrs
+                  if (res := r.result_of(Run(SWEEP_TASK, m, lr))) is not None] for m, lrs in SWEEP_LRS.items()}
+    if not any(points.values()):
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method, pts in points.items():
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+    ax.set(xscale="log", xlabel="learning rate", ylabel="final validation loss", title=f"lr sweep ({SWEEP_TASK})")
+    ax.legend()
+    atomic_save_figure(fig, path)
+    return True
+
+
+def learn_forget_figure(r: Reader, path: Path) -> bool:
+    rows = [row for row in learn_forget_rows(r) if row[4] is not None]
+    if not rows:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    markers = {"lora r8": "v", "lora r16": "o", "lora r64": "^", "full": "s"}
+    for task, label, score, kept, kl in rows:
+        color = f"C{sorted({t for t, *_ in rows}).index(task)}"
+        axes[0].scatter(kl, score, marker=markers[label], color=color, label=f"{task} {label}")
+        if kept is not None:
+            axes[1].scatter(kept, score, marker=markers[label], color=color)
+    axes[0].set(xlabel="kl to the base (nats/token, lower = forgot less)", ylabel="task score")
+    axes[1].set(xlabel="knowledge kept (share of the base's right answers)", ylabel="task score")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle("learns less, forgets less? (marker: method, colour: task)")
+    atomic_save_figure(fig, path)
+    return True
+
+
+def loss_curve_figure(r: Reader, path: Path) -> bool:
+    runs = {m: r.result_of(Run(SWEEP_TASK, m, epochs=3, eval_every=10)) for m in ("lora", "full")}
+    if not any(runs.values()):
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (method, res) in enumerate(runs.items()):
+        if res is None:
+            continue
+        steps, losses = zip(*res["train_losses"], strict=True)
+        smooth = [statistics.mean(losses[max(0, j - 9):j + 1]) for j in range(len(losses))]
+        ax.plot(steps, smooth, color=f"C{i}", label=f"{method} train (10-step mean)")
+        ev = res["summary"]["eval_losses"] or []
+        if ev:
+            ax.plot(*zip(*ev, strict=True), color=f"C{i}", linestyle="--", marker="o", label=f"{method} eval")
+    ax.axhline(0.2, color="grey", linewidth=0.8, label="0.2 (the seed's overfitting mark)")
+    ax.set(yscale="log", xlabel="step (30 per epoch)", ylabel="loss", title=f"3 epochs on {SWEEP_TASK}")
+    ax.legend(fontsize=7)
+    atomic_save_figure(fig, path)
+    return True
+
+
+def capacity_figure(r: Reader, path: Path) -> bool:
+    caps = capacity_scores(r)
+    if not any(v is not None for row in caps.values() for v in row.values()):
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method, row in caps.items():
+        pts = [(n, v) for n, v in row.items() if v is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+    ax.set(xscale="log", xticks=list(CAPACITY_SIZES), xlabel="training examples (1 epoch, batch 8)",
+           ylabel="slot F1", title="capacity")
+    ax.set_xticklabels([str(n) for n in CAPACITY_SIZES])
+    ax.legend(fontsize=8)
+    atomic_save_figure(fig, path)
+    return True
+
+
+FIGURES = {"sweep.png": sweep_figure, "learn_forget.png": learn_forget_figure,
+           "loss_curves.png": loss_curve_figure, "capacity.png": capacity_figure}
+
+
+def draw_figures(r: Reader, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for name, draw in FIGURES.items():
+        if draw(r, folder / name):
+            drawn.append(name)
+        elif (folder / name).exists():
+            (folder / name).unlink()  # its runs are gone: a stale figure would contradict the tables
+    return drawn

@@ -1,0 +1,111 @@
+"""STUDY.md from the study's finished runs: one section per claim, the summary table, the figures, every run.
+
+Pure reading: nothing is trained here and nothing depends on the clock, so the same results give the same bytes.
+A claim whose runs are not all finished says so ("not measured yet") instead of guessing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from study_advice import advice_section
+from study_claims import CLAIMS, Reader
+from study_figures import draw_figures
+from study_plan import plan
+
+from tunewise.fileio import atomic_write_text
+
+
+def fmt(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def mean_spread(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {(max(xs) - min(xs)) / 2:.3f}"
+
+
+def header(base: str, r: Reader) -> str:
+    steps = plan()
+    finished = [res for _, _, res in finished_steps(r)]
+    done = sum(1 for _, s in steps if r.result_of(s) is not None)
+    hours = sum(sum(res["wall_s"].values()) for res in finished) / 3600
+    loads = [res["load_before"] for res in finished]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts" if loads else "no runs yet"
+    return f"""# The seed's claims, measured on `{base}`
+
+Produced by `python benchmarks/study.py --base {base}` (the plan: `--dry-run`). {done} of {len(steps)} planned
+steps are finished ({hours:.1f} h of run time on 2 CPU cores, fp32, {load}; the machine was shared with other
+work for part of the time, so wall times and tokens/s are upper bounds of an idle machine's, while scores, losses
+and peak memory are not affected). Unfinished claims say "not measured yet"; running the same command again
+continues where the study stopped.
+
+Budget of every run unless its row says otherwise: 240 training examples of a built-in task, 1 epoch, batch 8
+(30 optimizer steps), max_seq_len 160, tasks written as chat (the base's chat template); scored greedily on 40
+test examples with the task's scorer; LoRA on all linear layers, r 16, alpha = r, dropout 0; each method at the lr
+its sweep picked (claim 9); retention probes `knowledge` (48 questions the base answers right) and `kl` (nats per
+token against the base) before and after; intruder dimensions by `tunewise analyze` (top-10 singular vectors,
+eps 0.3 / 0.5 / 0.7). Scores of two seeds are shown as mean ± half the range.
+"""
+
+
+def summary_table(base: str, r: Reader) -> str:
+    lines = [f"| # | claim | published figure | measured on {base} | holds? |", "|---|---|---|---|---|"]
+    for claim in CLAIMS:
+        measured, holds = claim.verdict(r)
+        lines.append(f"| {claim.number} | {claim.title} | {claim.published} | {measured} | {holds} |")
+    return "\n".join(lines)
+
+
+def runs_table(r: Reader) -> str:
+    lines = ["| run | claims | seed | budget | wall s | peak RSS MB | score (metric) | untuned | retention | "
+             "intruders 0.3/0.5/0.7 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for claims, step, res in finished_steps(r):
+        if step.kind != "train":
+            continue
+        s, ev = res["summary"], res["eval"]
+        budget = f"{step.train_size} ex x {step.epochs:g} ep, batch {step.batch_size}, {s['steps']} steps, {s['tokens']:,} tok"
+        untuned = r.base_score(step.task, step.seed)
+        intr = "/".join(str(v) for v in res["analysis"]["total"].values()) if "analysis" in res else "-"
+        lines.append(f"| `{res['id']}` | {','.join(map(str, claims))} | {step.seed} | {budget} | "
+                     f"{sum(res['wall_s'].values()):.0f} | {s['peak_rss_mb']:,.0f} | {fmt(ev['score'])} ({ev['primary']}) | "
+                     f"{fmt(untuned)} | {r.retention_text(res)} | {intr} |")
+    return "\n".join(lines)
+
+
+def finished_steps(r: Reader) -> list[tuple[tuple[int, ...], object, dict]]:
+    """(claims, step, result) per finished run, once each: a sweep run that is also a headline run answers both."""
+    by_id: dict[str, tuple[set[int], object, dict]] = {}
+    for claims, step in plan():
+        res = r.result_of(step)
+        if res is not None:
+            by_id.setdefault(res["id"], (set(), step, res))[0].update(claims)
+    return [(tuple(sorted(c)), step, res) for c, step, res in by_id.values()]
+
+
+def commands(r: Reader) -> str:
+    out = []
+    for _, _, res in finished_steps(r):
+        out.append(f"`{res['id']}`:\n\n" + "\n".join(f"    {c}" for c in res["commands"]))
+    return "\n\n".join(out) or "(no run finished yet)"
+
+
+def write_study(base: str, results: dict[str, dict], root: Path) -> Path:
+    r = Reader(results)
+    figures = draw_figures(r, root / "benchmarks" / "study_figures")
+    sections = "\n\n".join(claim.section(r) for claim in CLAIMS)
+    tiny = (root / "benchmarks" / "study_tiny.md").read_text().replace("# A small study", "## The tiny base: a small study", 1)
+    text = "\n\n".join([
+        header(base, r), "## Summary\n\n" + summary_table(base, r), sections, advice_section(base, r),
+        "## Figures\n\n" + "\n\n".join(f"![{name}](study_figures/{name})" for name in figures),
+        "## Every training run\n\n" + runs_table(r), "## Commands of every run\n\n" + commands(r),
+        "# Small-scale reference\n\nThe study as it ran on the shipped 5M tiny base (`python benchmarks/study_tiny.py`), "
+        "kept as the reference for what changes with a real pretrained model.\n\n" + tiny.replace("\n# ", "\n## ")])
+    path = root / "benchmarks" / "STUDY.md"
+    atomic_write_text(path, text.rstrip() + "\n")
+    return path
+
