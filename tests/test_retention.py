@@ -102,3 +102,23 @@ def test_run_probes_refuses_a_classifier():
     with pytest.raises(TunewiseError, match="causal language model"):
         run_probes(model, None, ["lm"], limit=2)
     assert run_probes(model, None, [], limit=2) == {}
+
+
+def test_a_base_score_is_measured_once_per_base_probe_and_limit(tmp_path, micro_llama_dir, monkeypatch):
+    import tunewise.evaluate.retention as retention
+    from tunewise.models import load_base
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    model, tok = load_base(str(micro_llama_dir))
+    first = run_probes(model, tok, ["arithmetic", "lm"], limit=4, base=str(micro_llama_dir), is_base=True)
+    assert len(list((tmp_path / "cache" / "retention").glob("*.json"))) == 2
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the base's score was measured again")
+
+    monkeypatch.setattr(retention, "run_probe", must_not_run)
+    assert run_probes(model, tok, ["arithmetic", "lm"], limit=4, base=str(micro_llama_dir), is_base=True) == first
+    with pytest.raises(AssertionError, match="measured again"):  # another limit is another measurement
+        run_probes(model, tok, ["lm"], limit=3, base=str(micro_llama_dir), is_base=True)
+    with pytest.raises(AssertionError, match="measured again"):  # a tuned model is always measured
+        run_probes(model, tok, ["lm"], limit=4, base=str(micro_llama_dir))

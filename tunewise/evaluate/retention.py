@@ -6,6 +6,9 @@ The trainer calls `run_probes` before and after training and `retention_change` 
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
@@ -53,10 +56,39 @@ def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch
     was_training = model.training
     try:
         built_from = (model, tokenizer) if is_base else (None, None)
-        return {name: run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
-                for name in names}
+        scores = {}
+        for name in names:
+            cache = _base_score_cache(model, name, limit, batch_size, base) if is_base and base else None
+            if cache is not None and cache.is_file():
+                scores[name] = json.loads(cache.read_text())
+                continue
+            scores[name] = run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
+            if cache is not None:
+                from tunewise.fileio import atomic_write_json
+
+                atomic_write_json(cache, scores[name])
+        return scores
     finally:
         model.train(was_training)
+
+
+BASE_SCORE_CACHE_VERSION = 1  # bump when a probe or scorer changes what it measures
+
+
+def _base_score_cache(model, name: str, limit: int, batch_size: int, base: str) -> Path | None:
+    """Where a base's own score on a probe is kept: the same base files, probe, limit, batch size and dtype give
+    the same score, so every run from that base (a compare's three methods, a study's dozens) measures it once."""
+    from tunewise.fileio import cache_root, sha256_file
+    from tunewise.models import base_fingerprint
+
+    try:
+        fingerprint = base_fingerprint(base)
+    except TunewiseError:
+        return None
+    probe = sha256_file(name) if Path(name).is_file() else name  # a user's JSONL probe: by content
+    dtype = str(next(model.parameters()).dtype)
+    key = f"{BASE_SCORE_CACHE_VERSION}:{fingerprint}:{probe}:{limit}:{batch_size}:{dtype}"
+    return cache_root() / "retention" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
 def retention_change(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
