@@ -111,7 +111,7 @@ def main() -> None:
     if not a.dry_run:
         from study_report import write_study
 
-        print(f"wrote {write_study(a.base, results, ROOT)}")
+        print(f"wrote {write_study(a.base, results, ROOT, out)}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from study_plan import SWEEP_LRS, SWEEP_TASK, BaseEval, ContinualRun, Run, Step, run_id
 
+from tunewise.fileio import atomic_write_json
 from tunewise.tasks.probes import default_probes
 
 VALIDATION_SIZE = 40
@@ -128,6 +129,11 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dic
         text, wall["analyze"] = sh(an)
         commands.append(shown(an, root))
         result["analysis"] = _analysis_fields(json.loads(text))
+        # compare's slim analysis.json beside the run, so `tunewise report` draws the intruders per layer
+        a = json.loads(text)["results"][0]["summary"]
+        atomic_write_json(folder / "run" / "analysis.json",
+                          {"total": a["total"]["0.5"], "per_layer": {k: v["0.5"] for k, v in a["per_layer"].items()},
+                           "per_module": {k: v["0.5"] for k, v in a["per_module"].items()}})
     return result | {"commands": commands, "wall_s": wall}
 
 

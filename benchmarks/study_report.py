@@ -11,6 +11,7 @@ from pathlib import Path
 
 from study_advice import advice_section
 from study_claims import CLAIMS, Reader
+from study_compare import write_compare_reports
 from study_figures import draw_figures
 from study_plan import plan
 
@@ -94,14 +95,17 @@ def commands(r: Reader) -> str:
     return "\n\n".join(out) or "(no run finished yet)"
 
 
-def write_study(base: str, results: dict[str, dict], root: Path) -> Path:
+def write_study(base: str, results: dict[str, dict], root: Path, out: Path) -> Path:
     r = Reader(results)
     figures = draw_figures(r, root / "benchmarks" / "study_figures")
+    reports = [p.relative_to(root) if p.is_relative_to(root) else p for p in write_compare_reports(r, base, out)]
     sections = "\n\n".join(claim.section(r) for claim in CLAIMS)
     tiny = (root / "benchmarks" / "study_tiny.md").read_text().replace("# A small study", "## The tiny base: a small study", 1)
     text = "\n\n".join([
         header(base, r), "## Summary\n\n" + summary_table(base, r), sections, advice_section(base, r),
-        "## Figures\n\n" + "\n\n".join(f"![{name}](study_figures/{name})" for name in figures),
+        "## Figures\n\n" + "\n\n".join(f"![{name}](study_figures/{name})" for name in figures) +
+        "\n\nEach headline task as `tunewise compare` reports it (loss curves, cost, intruders per layer, retention; "
+        "written by the study command, not kept in git):\n\n" + "\n".join(f"- `{p}`" for p in reports),
         "## Every training run\n\n" + runs_table(r), "## Commands of every run\n\n" + commands(r),
         "# Small-scale reference\n\nThe study as it ran on the shipped 5M tiny base (`python benchmarks/study_tiny.py`), "
         "kept as the reference for what changes with a real pretrained model.\n\n" + tiny.replace("\n# ", "\n## ")])
