@@ -43,18 +43,30 @@ def finished(step: Step, results: dict[str, dict]) -> dict | None:
     return res if res is not None and res["step"] == asdict(step) else None
 
 
+def measured(results: dict[str, dict], phase: str, per, match) -> float | None:
+    """Mean seconds per unit of a phase over finished runs that `match` (None when there are none)."""
+    rates = [r["wall_s"][phase] / per(r["step"]) for r in results.values()
+             if r["step"].get("kind") == "train" and phase in r["wall_s"] and match(r["step"])]
+    return sum(rates) / len(rates) if rates else None
+
+
 def estimate_s(step: Step, results: dict[str, dict]) -> float:
     """Expected wall seconds of a step: measured rates of finished runs where there are some, else GUESS."""
-    if isinstance(step, BaseEval):
-        return GUESS["eval_per_example"] * step.eval_size + 20
     if isinstance(step, ContinualRun):
         per_stage = sum(estimate_s(Run(t, m, 1e-3), results) for t in step.tasks for m in ("lora", "full"))
         return per_stage + 2 * len(step.tasks) ** 2 * GUESS["eval_per_example"] * step.eval_size
-    rates = [r["wall_s"]["train"] / (r["step"]["train_size"] * r["step"]["epochs"]) for r in results.values()
-             if r["step"].get("kind") == "train" and r["step"]["method"] == step.method]
-    per_example = sum(rates) / len(rates) if rates else GUESS["train_per_example"][step.method]
-    seconds = per_example * step.train_size * step.epochs + GUESS["eval_per_example"] * step.eval_size
-    return seconds + (GUESS["probes"] if step.retention else 0) + (GUESS["analyze"] if step.analyze else 0)
+    per_eval = measured(results, "eval", lambda s: s["eval_size"], lambda s: s["task"] == step.task)
+    evaluation = (per_eval or GUESS["eval_per_example"]) * step.eval_size
+    if isinstance(step, BaseEval):
+        return evaluation
+    # the train phase holds the after-training probes too (the base's are cached after the first run)
+    per_example = measured(results, "train", lambda s: s["train_size"] * s["epochs"],
+                           lambda s: s["method"] == step.method and s["retention"] == step.retention)
+    if per_example is None:
+        per_example = GUESS["train_per_example"][step.method] + (
+            GUESS["probes"] / step.train_size if step.retention else 0)
+    analyze = measured(results, "analyze", lambda s: 1, lambda s: True) or GUESS["analyze"]
+    return per_example * step.train_size * step.epochs + evaluation + (analyze if step.analyze else 0)
 
 
 def describe(step: Step) -> str:
