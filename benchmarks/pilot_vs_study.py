@@ -1,8 +1,10 @@
 """Does `advise --pilot` predict the winner of the full-budget comparison? The pilot on each built-in task against
 the study's `tunewise compare` result for the same task, data and base (benchmarks/study.py writes them).
 
-    python benchmarks/study.py --out runs/study                      # the full-budget comparisons (once)
+    python benchmarks/study_tiny.py --out runs/study                 # the full-budget comparisons (once)
     python benchmarks/pilot_vs_study.py --base tiny --study runs/study --budget 4
+    python benchmarks/study.py --base smollm2                        # the real base's study writes
+    python benchmarks/pilot_vs_study.py --base smollm2 --study runs/study-smollm2/compare --tasks structured,classify,sql,math
 
 Agreement: the pilot's recommendation (LoRA or full) equals the study's, where a study gap within the tie margin
 (2 points) counts as LoRA (the cheaper method; the same margin the pilot uses). Prints a table and writes
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="tiny")
     p.add_argument("--tasks", default="structured,sql,math")
-    p.add_argument("--study", default="runs/study", help="folder with <task>/compare.json from benchmarks/study.py")
+    p.add_argument("--study", default="runs/study", help="folder with <task>/compare.json (study_tiny.py, or study.py's OUT/compare)")
     p.add_argument("--budget", type=float, default=4.0, help="minutes per task")
     p.add_argument("--out", default="runs/pilot-vs-study")
     args = p.parse_args(argv)

@@ -49,9 +49,13 @@ def shown(cmd: list[str], root: Path) -> str:
     return " ".join(os.path.relpath(w, root) if w.startswith(str(root)) else w for w in words)
 
 
+def data_folder(out: Path, task: str, seed: int, train_size: int, eval_size: int) -> Path:
+    return out / "data" / f"{task}-n{train_size}-t{eval_size}-s{seed}"
+
+
 def task_data(task: str, seed: int, train_size: int, eval_size: int, out: Path, base: str) -> tuple[Path, list[str]]:
     """The task's files for this size and seed (made once, shared by every step that needs them)."""
-    folder = out / "data" / f"{task}-n{train_size}-t{eval_size}-s{seed}"
+    folder = data_folder(out, task, seed, train_size, eval_size)
     cmd = tw("tasks", "make", task, "--out", str(folder), "--train", str(train_size), "--validation",
              str(VALIDATION_SIZE), "--test", str(eval_size), "--seed", str(seed), "--base", base)
     if not (folder / "meta.json").is_file():
