@@ -185,7 +185,7 @@ def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_ke
 
 
 def intruders_of(base: str, run_dir: Path) -> dict:
-    cached = run_dir / "analysis.json"
+    cached = RunDir(run_dir).analysis_path
     if cached.is_file():
         return json.loads(cached.read_text())
     from tunewise.analysis.pipeline import analyze

@@ -62,6 +62,11 @@ class RunDir:
         return self.path / ANALYSIS
 
     @property
+    def eval_dir(self) -> Path:
+        """Where `tunewise eval RUN_DIR` writes its results, one folder per task or test file."""
+        return self.path / EVAL
+
+    @property
     def output(self) -> Path | None:
         """The folder the run saved its weights in (adapter/ or model/), None while it has saved none."""
         return next((self.path / name for name in OUTPUTS if (self.path / name).is_dir()), None)

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
         if result is not None:
             result.retention = retention
-        out_dir = out or (run_dir / "eval" / _eval_name(spec) if run_dir is not None and spec else None)
+        out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
         written = _write(out_dir, result, retention) if out_dir else []
         payload = result.summary() if result else {"target": target}
         if retention is not None:
