@@ -90,7 +90,7 @@ def test_run_dir_full_model_and_mitigation(micro_llama_dir, adapter_dir, tmp_pat
     # a run directory as `tunewise train` writes it (config.yaml + adapter/), and a full fine-tuned model folder
     run = tmp_path / "run"
     shutil.copytree(adapter_dir, run / "adapter")
-    (run / "config.yaml").write_text(f"base: {micro_llama_dir}\nmethod: lora\n")
+    (run / "config.yaml").write_text(f"base: {micro_llama_dir}\nmethod: lora\ndata: {{train: train.jsonl}}\n")
     full = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
     with torch.no_grad():
         for p in full.parameters():

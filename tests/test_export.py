@@ -369,7 +369,8 @@ def test_export_of_a_qlora_run_merges_into_the_dequantised_base(micro_llama_dir,
 
     run = tmp_path / "run"
     _random_adapter(micro_llama_dir, run / "adapter")
-    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_llama_dir)}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_llama_dir),
+                                                     "data": {"train": "train.jsonl"}}))
     r = export_gguf(run, tmp_path / "q.gguf", quant="f32")
     assert r.verified and r.file_diff <= 1e-4 and r.source == "merged adapter"
     assert any("de-quantised base" in n for n in r.notes)

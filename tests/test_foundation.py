@@ -11,7 +11,8 @@ import torch
 
 from tunewise.device import policy
 from tunewise.errors import TunewiseError
-from tunewise.models import load_base, resolve_base, resolve_tuned
+from tunewise.models import load_base, resolve_base
+from tunewise.targets import resolve_tuned
 
 
 def run_cli(*args, **kw):

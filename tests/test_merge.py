@@ -132,7 +132,8 @@ def test_merge_qlora_into_dequantised_base(adapter, micro_base, tmp_path):
     run = tmp_path / "run"
     (run / "adapter").parent.mkdir(parents=True)
     shutil.copytree(adapter, run / "adapter")
-    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_base)}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "qlora", "base": str(micro_base),
+                                                     "data": {"train": "train.jsonl"}}))
     r = merge_adapter(run, tmp_path / "merged-q")
     assert r.method == "qlora" and r.diff_if_merged_into_original_base is not None
     assert r.max_abs_diff < r.diff_if_merged_into_original_base

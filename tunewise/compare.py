@@ -8,7 +8,6 @@ with the same base files, settings and data (anything else trains it again), an 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from tunewise.defaults import METHODS, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
+from tunewise.rundir import RunDir
 
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning",
              "math-hard": "reasoning"}
@@ -98,60 +98,68 @@ def encoder_labels(base: str, data: Path) -> list[str] | None:
     return sorted(labels)
 
 
-def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None) -> dict:
-    train = {"batch_size": spec.batch_size, "lr": lr, "seed": spec.seed, "log_every": 1}
-    if spec.max_steps:
-        train["max_steps"] = spec.max_steps
-    else:
-        train["epochs"] = spec.epochs
-    cfg = {"base": spec.base, "method": method,
-           "data": {"train": str(data / "train.jsonl"), "max_seq_len": spec.max_seq_len},
-           "lora": {"r": spec.rank}, "train": train,
-           "preserve": {"probes": spec.probes, "limit": 48}}
-    if (data / "validation.jsonl").is_file():
-        cfg["data"]["eval"] = str(data / "validation.jsonl")
-    if labels:  # an encoder: sequence classification over the task's labels, no generative probes
-        cfg |= {"task_type": "sequence-classification", "num_labels": len(labels)}
-        cfg["preserve"] = {"probes": []}
-    return cfg
+def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None):
+    from tunewise.stage import stage_config
+
+    eval_file = data / "validation.jsonl"
+    return stage_config(spec.base, method, data / "train.jsonl", rank=spec.rank, max_seq_len=spec.max_seq_len,
+                        batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs,
+                        max_steps=spec.max_steps, eval_file=eval_file if eval_file.is_file() else None,
+                        log_every=1, probes=spec.probes, labels=labels)
 
 
 def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool,
                  labels: list[str] | None = None) -> dict:
-    """Train one method in its own process (so its peak memory is its own), reusing a finished run and resuming
-    an interrupted one."""
-    from tunewise.config import dump_config, validate_config
-    from tunewise.models import base_fingerprint
+    """Train one method as a stage (tunewise.stage: reused when finished from the same base, settings and data,
+    resumed when interrupted), in its own process so its peak memory is its own; its summary."""
+    from tunewise.config import dump_config
+    from tunewise.stage import Stage, stage_key
 
     run_dir = out / "runs" / method
-    summary_path = run_dir / "summary.json"
     cfg_path = out / "configs" / f"{method}.yaml"
-    # The data's digest rides along as a comment: a run is reused only for this config, on these examples.
-    config_text = (f"# train data sha256 {file_digest(data / 'train.jsonl')}\n"
-                   + dump_config(validate_config(run_config(spec, method, data, lr, labels))))
-    same_setup = cfg_path.is_file() and cfg_path.read_text() == config_text
-    recorded = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    if recorded is not None:
-        same_setup = same_setup and recorded.get("base_fingerprint") == base_fingerprint(spec.base)
-        if same_setup and recorded.get("status") == "completed":
-            return recorded | {"reused": True}
-    atomic_write_text(cfg_path, config_text)
-    if not same_setup and run_dir.exists():
-        shutil.rmtree(run_dir)  # trained from another base or with other settings: its results are not these
-    resume = (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file()
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start it again
+    train_file = data / "train.jsonl"
+    resolved = dump_config(run_config(spec, method, data, lr, labels))
+    config_text = f"# train data sha256 {file_digest(train_file)}\n" + resolved  # what the run was trained on
+    stage = Stage(run_dir, run_dir, out / "configs" / f"{method}.stage.json",
+                  stage_key(spec.base, resolved, [train_file]))
+    _adopt_earlier_run(stage, cfg_path, config_text, spec.base)
+
+    def train(resume: bool) -> None:
+        atomic_write_text(cfg_path, config_text)
+        _train_subprocess(method, cfg_path, run_dir, resume, quiet)
+
+    reused = stage.run(train).get("reused", False)
+    summary = RunDir(run_dir).summary()
+    return summary | {"reused": True} if reused else summary
+
+
+def _train_subprocess(method: str, cfg_path: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
     cmd = [sys.executable, "-m", "tunewise", "train", str(cfg_path)]
     cmd += ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
     if quiet:
         cmd.append("-q")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else subprocess.DEVNULL,
                           stderr=subprocess.PIPE if quiet else None, text=True)
-    if proc.returncode not in (0, 1) or not summary_path.is_file():  # 1 = a preserved skill dropped (reported)
+    if proc.returncode not in (0, 1) or not RunDir(run_dir).summary_path.is_file():  # 1 = a skill dropped
         tail = (proc.stderr or "").strip().splitlines()[-1:] if quiet else []
         raise TunewiseError(f"training {method} failed (exit {proc.returncode}){': ' + tail[0] if tail else ''}",
                             f"rerun `{' '.join(cmd)}` to see the full output; finished methods are kept")
-    return json.loads(summary_path.read_text())
+
+
+def _adopt_earlier_run(stage, cfg_path: Path, config_text: str, base: str) -> None:
+    """A compare folder from before stage records: the same config file and the summary's base fingerprint meant
+    the same stage, so record it (finished, or interrupted to resume) instead of training it again."""
+    from tunewise.models import base_fingerprint
+    from tunewise.stage import FINISHED, TRAINING
+
+    if stage.record.is_file() or not cfg_path.is_file() or cfg_path.read_text() != config_text:
+        return
+    run = RunDir(stage.run_dir)
+    summary = run.summary()
+    if summary is not None and summary.get("base_fingerprint") != base_fingerprint(base):
+        return
+    status = FINISHED if run.completed else TRAINING
+    atomic_write_json(stage.record, {"cache_key": stage.key, "status": status})
 
 
 def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "") -> dict:
@@ -178,7 +186,7 @@ def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_ke
 
 
 def intruders_of(base: str, run_dir: Path) -> dict:
-    cached = run_dir / "analysis.json"
+    cached = RunDir(run_dir).analysis_path
     if cached.is_file():
         return json.loads(cached.read_text())
     from tunewise.analysis.pipeline import analyze
@@ -193,18 +201,13 @@ def intruders_of(base: str, run_dir: Path) -> dict:
     return slim
 
 
-def output_size_mb(run_dir: Path) -> float:
-    out = run_dir / ("model" if (run_dir / "model").is_dir() else "adapter")
-    return round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20, 3)
-
-
 def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None, run_dir: Path) -> dict:
     events = summary.get("guard_events", [])
     return {
         "method": method, "score": evaluation.get("score"), "metric": evaluation.get("primary"),
         "metrics": evaluation.get("metrics"), "retention": summary.get("retention"),
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
-        "output_size_mb": output_size_mb(run_dir), "train_time_s": summary["train_time_s"],
+        "output_size_mb": RunDir(run_dir).output_size_mb(), "train_time_s": summary["train_time_s"],
         "tokens_per_s": summary["tokens_per_s"], "peak_rss_mb": summary["peak_rss_mb"],
         "peak_cuda_mb": summary.get("peak_cuda_mb"), "final_train_loss": summary["final_train_loss"],
         "final_eval_loss": summary["final_eval_loss"], "lr": summary["lr"], "steps": summary["steps"],

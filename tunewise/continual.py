@@ -8,8 +8,6 @@ OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before from the s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -17,7 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.fileio import atomic_save_figure, atomic_write_json, file_digest
+from tunewise.fileio import atomic_save_figure, atomic_write_json
+from tunewise.rundir import RunDir
 from tunewise.tasks.probes import default_probes
 
 
@@ -77,48 +76,41 @@ def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     return ensure_task(task, out / "data" / task, sizes, cfg.seed, task_format_for(cfg.base))
 
 
-def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int) -> dict:
+def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int):
     from tunewise.defaults import default_lr
+    from tunewise.stage import stage_config as build
 
-    lr = m.lr or default_lr(m.method, n_params)[0]
-    return {"base": base, "method": m.method, "data": {"train": str(data / "train.jsonl"),
-                                                       "max_seq_len": cfg.max_seq_len},
-            "lora": {"r": m.r}, "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
-                                          "seed": cfg.seed}}
+    return build(base, m.method, data / "train.jsonl", rank=m.r, max_seq_len=cfg.max_seq_len,
+                 batch_size=cfg.batch_size, seed=cfg.seed, lr=m.lr or default_lr(m.method, n_params)[0],
+                 epochs=cfg.epochs)
 
 
 def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str, data: Path, tasks: dict[str, Path],
               out: Path, n_params: int, quiet: bool) -> dict:
-    """Train one stage from `base`, make the result a plain model folder, evaluate on every task."""
-    from tunewise.config import dump_config, validate_config
-    from tunewise.models import base_fingerprint
+    """Train one stage from `base` (tunewise.stage: reused when it finished from the same model files, settings
+    and data), make the result a plain model folder, evaluate it on every task."""
+    from tunewise.config import dump_config
+    from tunewise.stage import Stage, stage_key
     from tunewise.train import train
 
-    stage = out / m.label / f"stage-{i + 1}-{Path(task).name}"
-    done = stage / "stage.json"
-    run_cfg = validate_config(stage_config(cfg, m, base, data, n_params))
-    # A finished stage is reused only when it started from the same model files with the same settings and data.
-    digests = [file_digest(data / "train.jsonl"), *(file_digest(d / "test.jsonl") for d in tasks.values())]
-    key = hashlib.sha256(f"{base_fingerprint(base)}\n{dump_config(run_cfg)}\n{digests}".encode()).hexdigest()[:16]
-    finished = json.loads(done.read_text()) if done.is_file() else None
-    if finished is not None and finished.get("cache_key") == key:
-        return finished
-    if stage.exists():
-        shutil.rmtree(stage)  # unfinished or stale: it starts again from its (finished) predecessor
-    run = train(run_cfg, stage / "run", quiet=quiet)
-    model_dir = stage / "run" / "model"
-    if m.method != "full":
-        from tunewise.merge import merge_adapter
+    folder = out / m.label / f"stage-{i + 1}-{Path(task).name}"
+    run_cfg = stage_config(cfg, m, base, data, n_params)
+    files = [data / "train.jsonl", *(d / "test.jsonl" for d in tasks.values())]  # it keeps scores on every task
+    stage = Stage(folder, folder / "run", folder / "stage.json", stage_key(base, dump_config(run_cfg), files))
+    model_dir = folder / ("run/model" if m.method == "full" else "merged")
 
-        model_dir = stage / "merged"
-        merge_adapter(stage / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
-    scores = {name: _score(model_dir, d) for name, d in tasks.items()}
-    result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
-              "train_loss": run.summary["final_train_loss"],
-              "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probe_names, cfg.base),
-              "cache_key": key}
-    atomic_write_json(done, result)
-    return result
+    def finish() -> dict:
+        if m.method != "full":
+            from tunewise.merge import merge_adapter
+
+            shutil.rmtree(model_dir, ignore_errors=True)  # a merge cut short before
+            merge_adapter(folder / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
+        return {"stage": i + 1, "task": task, "model": str(model_dir),
+                "scores": {name: _score(model_dir, d) for name, d in tasks.items()},
+                "train_loss": RunDir(folder / "run").summary()["final_train_loss"],
+                "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probe_names, cfg.base)}
+
+    return stage.run(lambda resume: train(run_cfg, folder / "run", resume=resume, quiet=quiet), finish)
 
 
 def _score(model_dir: Path, data: Path) -> float:

@@ -87,15 +87,6 @@ def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -
     return worst
 
 
-def _is_qlora(ref) -> bool:
-    if ref.run_dir is None:
-        return False
-    import yaml
-
-    cfg = yaml.safe_load((ref.run_dir / "config.yaml").read_text()) or {}
-    return cfg.get("method") == "qlora"
-
-
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
     from tunewise.models import resolve_base
@@ -118,16 +109,17 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     from transformers import AutoModelForCausalLM
 
     from tunewise.fileio import atomic_write_json, replace_dir
-    from tunewise.models import load_base, resolve_tuned
+    from tunewise.models import load_base
+    from tunewise.targets import resolve_tuned
 
     ref = resolve_tuned(tuned, base)
-    if ref.kind != "adapter":
+    if not ref.is_adapter:
         raise TunewiseError(f"'{tuned}' is already a full model ({ref.path}); there is no adapter to merge",
                             "merge a LoRA or QLoRA run directory or adapter folder")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise TunewiseError(f"output folder '{out}' exists and is not empty", "choose a new --out or pass --force")
-    qlora = _is_qlora(ref) if qlora is None else qlora
+    qlora = ref.method == "qlora" if qlora is None else qlora
     dtype = dtype or base_dtype(ref.base)
     if dtype not in DTYPES:
         raise TunewiseError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}", "pick one of those")

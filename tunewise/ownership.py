@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunewise import rundir
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json
 from tunewise.userfiles import check_output
 
 MARKER = ".tunewise"
 # The files each kind always writes together: how a folder from before the marker is recognised.
-SIGNATURE = {"run": ("config.yaml", "metrics.jsonl"), "task": ("meta.json", "train.jsonl"),
+SIGNATURE = {"run": (rundir.CONFIG, rundir.METRICS), "task": ("meta.json", "train.jsonl"),
              "compare": ("compare.json", "configs"), "pilot": ("pilot.json", "data")}
 
 

@@ -132,17 +132,17 @@ def advise_task(spec: PilotSpec, meta_task: str | None) -> str:
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def run_config(spec: PilotSpec, method: str, train_file: Path, lr: float | None) -> dict:
-    train = {"epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed, "log_every": 1}
-    if lr is not None:
-        train["lr"] = lr
-    return {"base": spec.base, "method": method, "lora": {"r": spec.rank},
-            "data": {"train": str(Path(train_file).resolve()), "max_seq_len": spec.max_seq_len}, "train": train}
+def run_config(spec: PilotSpec, method: str, train_file: Path, lr: float | None, eval_file: Path | None = None):
+    from tunewise.stage import stage_config
+
+    return stage_config(spec.base, method, Path(train_file).resolve(), rank=spec.rank, max_seq_len=spec.max_seq_len,
+                        batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs, log_every=1,
+                        eval_file=Path(eval_file).resolve() if eval_file else None)
 
 
 def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: float, es, out: Path) -> dict:
-    from tunewise.config import validate_config
     from tunewise.evaluate.runner import evaluate, load_target
+    from tunewise.rundir import CHECKPOINTS, OUTPUTS
     from tunewise.train import train
 
     t0 = time.time()
@@ -152,10 +152,10 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     run_dir = out / "runs" / f"{method}-n{n}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a pilot's point is cheap; never mix two attempts
-    cfg = validate_config(run_config(spec, method, slice_file, lr))
+    cfg = run_config(spec, method, slice_file, lr)
     summary = train(cfg, run_dir, quiet=True).summary
     result = evaluate(load_target(str(run_dir)), es)
-    for name in ("adapter", "model", "checkpoints"):  # the weights were only needed for the score
+    for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
         shutil.rmtree(run_dir / name, ignore_errors=True)
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
             "lr": lr, "steps": summary["steps"], "final_train_loss": summary["final_train_loss"],
@@ -197,7 +197,6 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     from tunewise.advise.curves import binomial_sigma, fit_curve
     from tunewise.advise.engine import AdviseInput, advise
     from tunewise.advise.pilot_verdict import Prediction, decide
-    from tunewise.config import validate_config
     from tunewise.evaluate.runner import evaluate, load_target
     from tunewise.train.find_lr import range_test, write_result
 
@@ -228,7 +227,7 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     share = FIND_LR_SHARE * clock.limit / len(spec.methods)
     for m in spec.methods:
         if spec.find_lr_steps and clock.left() > 0.5 * clock.limit:
-            test = range_test(validate_config(run_config(spec, m, pool_file, None)), spec.find_lr_steps,
+            test = range_test(run_config(spec, m, pool_file, None), spec.find_lr_steps,
                               max_seconds=share)
             step_s[m] = test.seconds / max(len(test.losses), 1)
             write_result(test, (out / "find_lr" / m))
@@ -305,13 +304,11 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
               "verdict": verdict.as_dict(), "seconds": round(clock.used(), 1), "budget_s": clock.limit}
     if verdict.recommendation:
         rec = verdict.recommendation
-        cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec))
-        if spec.eval:
-            cfg["data"]["eval"] = str(Path(spec.eval).resolve())
+        cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
         from tunewise.config import dump_config
 
         text = (f"# tunewise advise --pilot: {rec} ({verdict.evidence} evidence); lr: "
-                f"{lr_notes.get(rec, 'size default')}\n" + dump_config(validate_config(cfg)))
+                f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
         atomic_write_text(out / "recommended.yaml", text)
         result["config"] = str(out / "recommended.yaml")
     atomic_write_json(out / "pilot.json", result)

@@ -253,12 +253,12 @@ def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -
 
 
 def open_tuned(base: str, tuned: str) -> TunedWeights:
-    """Resolve TUNED (run dir / adapter / full model) with tunewise.models.resolve_tuned and read its config."""
-    from tunewise.models import resolve_tuned
+    """Resolve TUNED (run dir / adapter / full model) with tunewise.targets.resolve_tuned and read its config."""
+    from tunewise.targets import resolve_tuned
 
     ref = resolve_tuned(tuned, base)
     bdir = base_folder(base)
-    if ref.kind == "full":
+    if not ref.is_adapter:
         return TunedWeights("full", bdir, ref.path)
     cfg = json.loads((ref.path / "adapter_config.json").read_text())
     if cfg.get("peft_type", "LORA") != "LORA":

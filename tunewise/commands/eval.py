@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
             from tunewise.userfiles import check_output
 
             check_output(out, "--out", "dir")  # before the model is loaded and scored
-        run_dir = Path(target) if (Path(target) / "config.yaml").is_file() else None
+        from tunewise.rundir import RunDir
+
+        run_dir = Path(target) if RunDir.started(target) else None
         if run_dir is not None:
             _note_unfinished(run_dir)
         spec = None
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
         retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
         if result is not None:
             result.retention = retention
-        out_dir = out or (run_dir / "eval" / _eval_name(spec) if run_dir is not None and spec else None)
+        out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
         written = _write(out_dir, result, retention) if out_dir else []
         payload = result.summary() if result else {"target": target}
         if retention is not None:
@@ -104,10 +106,9 @@ def register(app: typer.Typer) -> None:
 
 def _note_unfinished(run_dir: Path) -> None:
     """Scoring a run that did not complete is allowed (a checkpointed adapter may be what you want), but say so."""
-    try:
-        status = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
+    from tunewise.rundir import RunDir
+
+    status = RunDir(run_dir).status
     if status != "completed":
         typer.secho(f"note: run {run_dir} did not complete (status: {status or 'no summary.json'}); scoring what "
                     "it saved", fg="yellow", err=True)

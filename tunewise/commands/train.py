@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
         from tunewise.config import load_config
         from tunewise.errors import TunewiseError
         from tunewise.ownership import claim_dir
+        from tunewise.rundir import RunDir
         from tunewise.train import train as run_train
         from tunewise.train.resume import check_resumable, finished_summary
 
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"run {resume} is complete ({done.get('steps')} steps, final train loss "
                            f"{done.get('final_train_loss')}); nothing to resume")
                 return
-            cfg = load_config(config or resume / "config.yaml", set_, run_dir_config=config is None)
+            cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
             check_resumable(resume, cfg)
             result = run_train(cfg, resume, resume=True, quiet=quiet)
         else:

@@ -158,16 +158,12 @@ def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
 
 def _task_dir_of_run(run_dir: Path) -> Path | None:
     """The task directory a run was trained on (its data.train sits next to a meta.json)."""
-    import yaml
+    from tunewise.rundir import RunDir
 
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    train = (cfg.get("data") or {}).get("train")
+    train = RunDir(run_dir).config().data.train
     if isinstance(train, list):  # a mix: its first file source
-        train = next((s.get("path") for s in train if isinstance(s, dict) and s.get("path")), None)
-    if not isinstance(train, str) or not train:
+        train = next((s.path for s in train if s.path), None)
+    if not train:
         return None
     d = Path(train).parent
     return d if (d / META_FILE).is_file() else None
@@ -243,21 +239,6 @@ class Loaded:
     labels: list[str] | None = None  # a classifier's class names, by id
 
 
-def _task_type_of(ref) -> str:
-    """'sequence-classification' or 'causal-lm', from the run config, the adapter config or the model config."""
-    import yaml
-
-    if ref.run_dir is not None:
-        cfg = yaml.safe_load((ref.run_dir / "config.yaml").read_text()) or {}
-        if cfg.get("task_type"):
-            return cfg["task_type"]
-    if ref.kind == "adapter":
-        ac = json.loads((ref.path / "adapter_config.json").read_text())
-        return "sequence-classification" if ac.get("task_type") == "SEQ_CLS" else "causal-lm"
-    archs = json.loads((ref.path / "config.json").read_text()).get("architectures") or []
-    return "sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "causal-lm"
-
-
 def _saved_labels(path: Path) -> list[str] | None:
     f = path / "labels.json"
     if f.is_file():
@@ -266,30 +247,21 @@ def _saved_labels(path: Path) -> list[str] | None:
     return None
 
 
-def _is_path(target: str) -> bool:
-    from tunewise.models import ALIASES
-
-    return target not in ALIASES and Path(target).expanduser().exists()
-
-
 def load_target(target: str, base: str | None = None, labels: list[str] | None = None,
                 device: str | None = None) -> Loaded:
     """A base ('tiny', a folder, a hub id), a run directory, a PEFT adapter folder or a full model folder."""
-    from tunewise.models import load_base, resolve_tuned
+    from tunewise.models import load_base, load_tuned
+    from tunewise.targets import resolve_target
 
-    p = Path(target).expanduser()
-    tuned = _is_path(target) and ((p / "config.yaml").is_file() or (p / "adapter_config.json").is_file())
-    if not tuned and not (_is_path(target) and _is_classifier_folder(p)):
+    t = resolve_target(target, base)
+    if t.classifier:
+        return _load_classifier(t, labels, device)
+    if not t.is_tuned:  # an alias, a hub id or a model folder: scored as a base
         _refuse_bare_encoder(target)
         model, tok = load_base(target, device=device)
         return Loaded(model, tok, "causal", target)
-    ref = resolve_tuned(target, base)
-    if _task_type_of(ref) == "sequence-classification":
-        return _load_classifier(ref, labels, device)
-    from tunewise.models import load_tuned
-
     model, tok = load_tuned(target, base, device=device)
-    return Loaded(model, tok, "causal", target, ref.base, ref.kind)
+    return Loaded(model, tok, "causal", target, t.base, t.weights)
 
 
 def _refuse_bare_encoder(target: str) -> None:
@@ -306,24 +278,16 @@ def _refuse_bare_encoder(target: str) -> None:
                             "(task_type: sequence-classification) and evaluate the run directory")
 
 
-def _is_classifier_folder(p: Path) -> bool:
-    cfg = p / "config.json"
-    if not cfg.is_file():
-        return False
-    archs = json.loads(cfg.read_text()).get("architectures") or []
-    return any(a.endswith("ForSequenceClassification") for a in archs)
-
-
 def task_format_of(target: str, base: str | None = None) -> str:
     """How a built-in task is asked of this target: chat when its tokenizer has a chat template (as `compare`
     writes the task for training), prompt/completion otherwise."""
-    from tunewise.models import load_tokenizer, resolve_tuned
+    from tunewise.models import load_tokenizer
+    from tunewise.targets import resolve_target
     from tunewise.tasks import format_for_tokenizer
 
-    p = Path(target).expanduser()
-    if _is_path(target) and ((p / "config.yaml").is_file() or (p / "adapter_config.json").is_file()):
-        ref = resolve_tuned(target, base)
-        tok = _adapter_tokenizer(ref.path) or load_tokenizer(ref.base if ref.kind == "adapter" else ref.path)
+    t = resolve_target(target, base)
+    if t.kind in ("run", "adapter"):
+        tok = _adapter_tokenizer(t.path) or load_tokenizer(t.base if t.is_adapter else t.path)
     else:
         tok = load_tokenizer(target)
     return format_for_tokenizer(tok)
@@ -342,10 +306,11 @@ def _adapter_tokenizer(path: Path):
 
 
 def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loaded:
+    """A sequence classifier (a tunewise.targets.Target): a full model folder, or an adapter on its base."""
     from tunewise.models import check_tokenizer_fits, load_model, load_tokenizer
 
     names = _saved_labels(ref.path) or labels
-    if ref.kind == "full":
+    if not ref.is_adapter:
         model = load_model(ref.path, device=device, task="sequence-classification")
         tok = load_tokenizer(ref.path)
     else:
@@ -362,7 +327,7 @@ def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loade
     if names is None:
         id2label = getattr(model.config, "id2label", None) or {}
         names = [str(id2label[i]) for i in sorted(id2label)]
-    return Loaded(model, tok, "classifier", str(ref.path), ref.base, ref.kind, names)
+    return Loaded(model, tok, "classifier", str(ref.path), ref.base, ref.weights, names)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -48,11 +48,13 @@ class ExportResult:
 
 
 def resolve_target(target: str | os.PathLike, base: str | None = None):
-    """A TunedRef for TARGET; a base alias ('tiny', 'smollm2') that is not a local path is a model folder."""
-    from tunewise.models import ALIASES, TunedRef, resolve_base, resolve_tuned
+    """The Target to export: a local folder (tunewise.targets.resolve_tuned), or a base alias ('tiny', 'smollm2')
+    as the model folder it resolves to."""
+    from tunewise.models import ALIASES, resolve_base
+    from tunewise.targets import Target, resolve_tuned
 
-    if str(target) in ALIASES and not Path(target).exists():
-        return TunedRef("full", resolve_base(str(target)).path, str(target))
+    if str(target) in ALIASES:
+        return Target(str(target), "model", resolve_base(str(target)).path)
     return resolve_tuned(target, base)
 
 
@@ -95,7 +97,7 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
     probes = probes or PROBES
     out.parent.mkdir(parents=True, exist_ok=True)  # only now that the target is known to be exportable
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tunewise-export-") as work:
-        if ref.kind == "adapter":
+        if ref.is_adapter:
             folder = Path(work) / "merged"
             merge_adapter(target, folder, base=base, dtype="fp32")
             source = "merged adapter"
@@ -108,7 +110,7 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
         name = Path(ref.run_dir or ref.path).name
         try:
             count = write_model(tmp, model.config, model.state_dict(), vocab, quant=quant, name=name)
-            result = ExportResult(str(out), "gguf", quant, str(target), ref.base if ref.kind == "adapter" else None,
+            result = ExportResult(str(out), "gguf", quant, str(target), ref.base if ref.is_adapter else None,
                                   source, count, tmp.stat().st_size, pre_tokenizer=vocab.pre, tolerance=tolerance,
                                   chat_template=vocab.chat_template is not None)
             if verify:
@@ -131,18 +133,12 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
                     raise TunewiseError(f"the written GGUF does not read back as the model "
                                         f"({'; '.join(result.problems[:3])}); nothing was written",
                                         "pass --tolerance or --force to keep it anyway, or report this")
-            if ref.run_dir is not None and _method(ref.run_dir) == "qlora":
+            if ref.method == "qlora":
                 result.notes.append("QLoRA: merged into the de-quantised base it was trained against")
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
     return result
-
-
-def _method(run_dir: Path) -> str | None:
-    import yaml
-
-    return (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("method")
 
 
 def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None,
@@ -158,7 +154,7 @@ def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None
     out = Path(out)
     _check_out(out, force)
     ref = resolve_target(target, base)
-    if ref.kind != "adapter":
+    if not ref.is_adapter:
         raise TunewiseError(f"'{target}' is a full model ({ref.path}), not an adapter",
                             "export it with --format gguf")
     if not (ref.path / "adapter_model.safetensors").is_file():
@@ -176,7 +172,7 @@ def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None
                                 "report this as a tunewise bug")
         result = ExportResult(str(out), "gguf-lora", quant, str(target), ref.base, "adapter", count,
                               tmp.stat().st_size, lora_alpha=alpha, verified=True)
-        if ref.run_dir is not None and _method(ref.run_dir) == "qlora":
+        if ref.method == "qlora":
             result.notes.append("QLoRA: trained against the 4-bit base; on a 16-bit base GGUF it behaves like "
                                 "the adapter on the original base (see tunewise merge)")
         os.replace(tmp, out)

@@ -11,6 +11,7 @@ from tunewise.compare import number_text, retention_words
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
+from tunewise.rundir import RunDir
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -79,7 +80,8 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
     parts += _advice_html(cmp.get("advice"))
     parts.append("<h2>Resolved configs</h2>")
     for m, run in runs.items():
-        cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else "(missing)"
+        cfg = RunDir(run).config_text()
+        cfg = "(missing)" if cfg is None else cfg
         parts.append(f"<h3>{html.escape(m)}</h3><pre>{html.escape(cfg)}</pre>")
     return _page(title, parts)
 
@@ -91,7 +93,7 @@ def _base_line(base: dict | None) -> str:
 
 
 def _per_layer(run_dir: Path) -> dict:
-    f = run_dir / "analysis.json"
+    f = RunDir(run_dir).analysis_path
     return json.loads(f.read_text()).get("per_layer", {}) if f.is_file() else {}
 
 
@@ -117,7 +119,7 @@ def run_html(summary: dict, run_dir: Path, out_dir: Path) -> str:
     table = _table(["field", "value"], [[k, summary.get(k)] for k in keys], "comparison")
     events = _table(["step", "guard", "message"], [[e["step"], e["guard"], e["message"]]
                                                    for e in summary.get("guard_events", [])])
-    cfg = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    cfg = RunDir(run_dir).config_text() or ""
     title = f"tunewise run: {summary['method']} on {summary['base']}"
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", table, "<h2>Guard events</h2>", events,
              "<h2>Plots</h2>", *(_img(f) for f in figs), "<h2>Resolved config</h2>",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tunewise.fileio import atomic_save_figure  # noqa: E402
+from tunewise.rundir import RunDir  # noqa: E402
 
 COLORS = {"lora": "#1f77b4", "qlora": "#2ca02c", "full": "#d62728"}
 
@@ -23,15 +23,10 @@ def _save(fig, path: Path) -> Path:
     return atomic_save_figure(fig, path)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    f = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in f.read_text().splitlines() if x] if f.is_file() else []
-
-
 def loss_curves(runs: dict[str, Path], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for method, run_dir in runs.items():
-        rows = read_metrics(run_dir)
+        rows = RunDir(run_dir).metrics()
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
         if train:

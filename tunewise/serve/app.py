@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunewise.data.formats import prompt_ids
-from tunewise.models import ALIASES
 from tunewise.serve import protocol
 from tunewise.serve.batching import Delta, Engine, GenJob, GenResult, wrap_base
 from tunewise.serve.protocol import ChatMessage, ChatRequest, CompletionRequest, Refused
@@ -66,18 +65,20 @@ class Server:
 
 def base_id(base: str) -> str:
     """The id clients use for the base: 'tiny', a hub id, or a local folder's name."""
-    p = Path(base).expanduser()
-    return p.resolve().name if p.exists() and base not in ALIASES else base
+    from tunewise.targets import resolve_target
+
+    target = resolve_target(base)
+    return target.path.resolve().name if target.path is not None else base
 
 
 def adapter_folder(path: Path) -> Path:
-    """A run directory stands for its adapter/ folder (tunewise.models.resolve_tuned); anything else is
+    """A run directory stands for its adapter/ folder (tunewise.targets.resolve_target); anything else is
     checked by the registry as given, so its refusal names the problem."""
     from tunewise.errors import TunewiseError
-    from tunewise.models import resolve_tuned
+    from tunewise.targets import resolve_target
 
     try:
-        return resolve_tuned(path).path
+        return resolve_target(path).path or path
     except TunewiseError:
         return path
 

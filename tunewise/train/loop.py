@@ -24,6 +24,7 @@ from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
 from tunewise.errors import TunewiseError
 from tunewise.fileio import append_jsonl, atomic_write_text
+from tunewise.rundir import RunDir
 from tunewise.train import distributed, fsdp
 from tunewise.train.batches import collate, epoch_batches, shard_rows, target_count
 from tunewise.train.best import BestKeeper
@@ -133,7 +134,7 @@ class Loop:
         self.state = TrainState()
         self.guards = Guards(cfg)
         self.signal_received: str | None = None
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = RunDir(run_dir).metrics_path
         self.trackers = Trackers()  # run.py opens the ones train.report_to asks for
         self.best = BestKeeper(run_dir / "best") if cfg.train.keep_best else None
         self.sharded = fsdp.is_sharded(model)  # every rank takes part in saves, evals and the final gather
@@ -141,8 +142,8 @@ class Loop:
     # -------------------------------------------------------------------------------- checkpoints
 
     def resume(self) -> None:
-        ckpt = distributed.from_main(self.ctx, lambda: usable_checkpoint(self.run_dir / "checkpoints"))
-        complete = complete_checkpoints(self.run_dir / "checkpoints")
+        ckpt = distributed.from_main(self.ctx, lambda: usable_checkpoint(RunDir(self.run_dir).checkpoints))
+        complete = complete_checkpoints(RunDir(self.run_dir).checkpoints)
         if ckpt is None and complete:
             raise TunewiseError(f"{complete[-1]}: the checkpoint is damaged (its files do not match the sha256 "
                                 "recorded when it was saved) and no intact earlier checkpoint is kept",
@@ -161,7 +162,7 @@ class Loop:
         except TunewiseError:
             raise
         except Exception as e:  # noqa: BLE001 -- any failure to read it means the files are damaged
-            earlier = complete_checkpoints(self.run_dir / "checkpoints")[:-1]
+            earlier = complete_checkpoints(RunDir(self.run_dir).checkpoints)[:-1]
             fallback = (f"move {ckpt.name} away to resume from {earlier[-1].name}" if earlier else
                         "no earlier checkpoint is kept; start the run again with --out")
             raise TunewiseError(f"{ckpt}: the checkpoint is damaged and cannot be loaded "
@@ -175,7 +176,7 @@ class Loop:
     def save(self, reason: str) -> Path | None:
         extra = {"guards": self.guards.state_dict(), "reason": reason,
                  "overfit_marked": self.guards.overfit_fired}
-        keep, root = self.cfg.train.keep_last, self.run_dir / "checkpoints"
+        keep, root = self.cfg.train.keep_last, RunDir(self.run_dir).checkpoints
         if self.sharded:
             if self.ctx.all_sum(float(sum(not torch.isfinite(fsdp.local(p)).all() for p in self.params))):
                 raise NonFiniteLoss("refusing to checkpoint non-finite weights", "lower the learning rate")

@@ -6,11 +6,11 @@ method (the checkpoint's tensors and optimizer state belong to the old one) is r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
+from tunewise.rundir import CONFIG, RunDir
 
 # Settings a checkpoint is bound to: its tensors, their scaling, the optimizer state or the model itself.
 SHAPE_FIELDS = ("base", "method", "task_type", "num_labels", "lora.r", "lora.alpha", "lora.target_modules",
@@ -26,18 +26,16 @@ def _get(cfg: RunConfig, dotted: str):
 
 def check_resumable(run_dir: Path, cfg: RunConfig | None = None) -> None:
     """`run_dir` is a run train wrote; with `cfg`, it changes none of SHAPE_FIELDS from the run's own config."""
-    from tunewise.config import load_config
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
         raise TunewiseError(f"--resume '{run_dir}' {what}", "pass the folder train wrote")
-    if not (run_dir / "config.yaml").is_file():
-        raise TunewiseError(f"--resume '{run_dir}' is not a run directory (no config.yaml)",
+    if not RunDir.started(run_dir):
+        raise TunewiseError(f"--resume '{run_dir}' is not a run directory (no {CONFIG})",
                             "pass the folder train wrote")
     if cfg is None:
         return
-    saved = load_config(run_dir / "config.yaml", run_dir_config=True)
+    saved = RunDir(run_dir).config()
     changed = [f"{f} ({_get(saved, f)!r} -> {_get(cfg, f)!r})" for f in SHAPE_FIELDS if _get(saved, f) != _get(cfg, f)]
     if changed:
         raise TunewiseError(f"--resume {run_dir}: cannot continue with changed {', '.join(changed)}; the checkpoint "
@@ -47,13 +45,8 @@ def check_resumable(run_dir: Path, cfg: RunConfig | None = None) -> None:
 
 def finished_summary(run_dir: Path) -> dict | None:
     """The run's summary when it completed (nothing left to resume), else None."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TunewiseError(f"{path} is damaged ({e})", "move it away to resume from the last checkpoint") from None
-    if not isinstance(summary, dict):
-        raise TunewiseError(f"{path} is damaged (not a JSON object)", "move it away to resume from the last checkpoint")
-    return summary if summary.get("status") == "completed" else None
+        summary = RunDir(run_dir).summary()
+    except TunewiseError as e:
+        raise TunewiseError(e.message, "move it away to resume from the last checkpoint") from None
+    return summary if summary is not None and summary.get("status") == "completed" else None

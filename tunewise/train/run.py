@@ -15,6 +15,7 @@ from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
+from tunewise.rundir import CONFIG, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
@@ -173,16 +174,17 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    run = RunDir(run_dir)
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise TunewiseError(f"'{run_dir}' is not a run directory (no config.yaml)", "pass the folder train wrote")
+        if not run.config_path.is_file():
+            raise TunewiseError(f"'{run_dir}' is not a run directory (no {CONFIG})", "pass the folder train wrote")
         return
-    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists():
+    if run.summary_path.exists() or run.checkpoints.exists():
         raise TunewiseError(f"run directory '{run_dir}' already holds a run",
                             f"use --resume {run_dir} to continue it, or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    atomic_write_text(run.config_path, dump_config(cfg))
+    run.metrics_path.unlink(missing_ok=True)
 
 
 def _announce(cfg, method, loop, data, warnings, quiet) -> None:
@@ -210,7 +212,7 @@ def _announce(cfg, method, loop, data, warnings, quiet) -> None:
 def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | None,
                   state_dict: dict | None = None) -> None:
     """`state_dict`: the gathered weights of a sharded model (its own parameters are only this rank's shards)."""
-    final = run_dir / method.output_name
+    final = RunDir(run_dir).output_for(method.output_name)
     tmp = run_dir / f".{method.output_name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -283,7 +285,7 @@ def _plot_losses(run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    rows = RunDir(run_dir).metrics()
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)

@@ -1,0 +1,149 @@
+"""A run directory: what `tunewise train` writes and every other command reads, known in this one place.
+
+    RUN_DIR/config.yaml     the resolved RunConfig the run trained with
+            metrics.jsonl   one record per logged step and eval
+            summary.json    written when the run ends (completed, interrupted, stopped_at_step)
+            checkpoints/    step-N/ folders while it trains (resume)
+            adapter/        the output of LoRA / QLoRA (a PEFT adapter folder) ...
+            model/          ... or of full fine-tuning (a model folder)
+            loss.png, eval/, analysis.json
+
+`RunDir(path).config()` is the typed config (read with tunewise.config's loader, so a damaged or hand-edited
+config.yaml is reported with the file and the field), never a raw YAML dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import TunewiseError
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+OUTPUTS = ("adapter", "model")  # the output folder's name: a PEFT adapter, or a full model
+ANALYSIS = "analysis.json"
+LOSS_PLOT = "loss.png"
+EVAL = "eval"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The layout of one run directory; reading is lazy, the config is read (and checked) once."""
+
+    path: Path
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser())
+
+    # ------------------------------------------------------------------ where things are
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.path / ANALYSIS
+
+    @property
+    def eval_dir(self) -> Path:
+        """Where `tunewise eval RUN_DIR` writes its results, one folder per task or test file."""
+        return self.path / EVAL
+
+    @property
+    def output(self) -> Path | None:
+        """The folder the run saved its weights in (adapter/ or model/), None while it has saved none."""
+        return next((self.path / name for name in OUTPUTS if (self.path / name).is_dir()), None)
+
+    def output_for(self, name: str) -> Path:
+        """Where a run saves its output named `name` (a method's output_name: "adapter" or "model")."""
+        if name not in OUTPUTS:
+            raise ValueError(f"a run's output is one of {OUTPUTS}, not {name!r}")
+        return self.path / name
+
+    # ------------------------------------------------------------------ what it is
+    @staticmethod
+    def holds_run(path: str | Path) -> bool:
+        """A run directory as train writes it: its config.yaml and an output folder."""
+        p = Path(path).expanduser()
+        return (p / CONFIG).is_file() and any((p / name).is_dir() for name in OUTPUTS)
+
+    @staticmethod
+    def started(path: str | Path) -> bool:
+        """Train has written into it (config.yaml), whether or not it saved weights yet."""
+        return (Path(path).expanduser() / CONFIG).is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted with a checkpoint to continue from (`train --resume`)."""
+        return self.config_path.is_file() and self.checkpoints.is_dir()
+
+    # ------------------------------------------------------------------ what it holds
+    def config(self):
+        """The run's RunConfig; a config.yaml that is damaged or no longer valid is a ConfigError naming it."""
+        if "config" not in self._cache:
+            if not self.config_path.is_file():
+                raise TunewiseError(f"'{self.path}' is not a run directory (no {CONFIG})",
+                                    "pass the folder `tunewise train` wrote")
+            from tunewise.config import load_config
+
+            self._cache["config"] = load_config(self.config_path, run_dir_config=True)
+        return self._cache["config"]
+
+    def config_text(self) -> str | None:
+        """config.yaml as written (for reports), None when there is none."""
+        return self.config_path.read_text(encoding="utf-8") if self.config_path.is_file() else None
+
+    def summary(self) -> dict[str, Any] | None:
+        """summary.json, None before the run has ended; a damaged one is an error naming the file."""
+        if not self.summary_path.is_file():
+            return None
+        from tunewise.userfiles import read_json_file
+
+        data = read_json_file(self.summary_path, "run summary")
+        if not isinstance(data, dict):
+            raise TunewiseError(f"{self.summary_path} is damaged (not a JSON object)",
+                                "train the run again or restore summary.json")
+        return data
+
+    @property
+    def status(self) -> str | None:
+        """The summary's status ("completed", "interrupted", ...); None when there is no readable summary."""
+        try:
+            summary = self.summary()
+        except TunewiseError:
+            return None
+        return summary.get("status") if summary else None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def metrics(self) -> list[dict]:
+        """The records of metrics.jsonl, in order ([] when there are none yet)."""
+        import json
+
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def output_size_mb(self) -> float:
+        """MiB of safetensors in the output folder (what a user would ship)."""
+        out = self.output
+        return round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20, 3) if out else 0.0

@@ -1,0 +1,103 @@
+"""One stage of a multi-run command: train a run, then evaluate and analyze it; reuse it when nothing changed.
+
+`compare` (one stage per method, trained in a subprocess so each method's peak memory is its own) and `continual`
+(one stage per task, in process) run their stages here, and `advise --pilot` builds its run configs here too.
+
+The one cache rule: a stage is keyed on the base's fingerprint, the text of its resolved run config and the
+digests of the data it trains on and is scored on (`stage_key`). Its record (a small JSON file) holds that key;
+a stage whose record is finished under the current key is reused, one that was interrupted under it is resumed
+from its last checkpoint, and anything else (another base, setting or data; no record) is started again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunewise.fileio import atomic_write_json, file_digest
+from tunewise.rundir import RunDir
+
+TRAINING, FINISHED = "training", "finished"
+
+
+def stage_config(base: str, method: str, train_file: Path, *, rank: int, max_seq_len: int, batch_size: int,
+                 seed: int, lr: float | None = None, epochs: float | None = None, max_steps: int | None = None,
+                 eval_file: Path | None = None, log_every: int | None = None, probes: list[str] | None = None,
+                 labels: list[str] | None = None):
+    """The RunConfig of one stage. lr None: train sets it from the model's size; max_steps wins over epochs;
+    `labels` makes it a sequence classifier over them (an encoder base), which has no generative probes."""
+    from tunewise.config import validate_config
+
+    train: dict[str, Any] = {"batch_size": batch_size, "seed": seed}
+    train |= {"max_steps": max_steps} if max_steps else {"epochs": epochs}
+    if lr is not None:
+        train["lr"] = lr
+    if log_every is not None:
+        train["log_every"] = log_every
+    cfg: dict[str, Any] = {"base": base, "method": method, "data": {"train": str(train_file),
+                                                                    "max_seq_len": max_seq_len},
+                           "lora": {"r": rank}, "train": train}
+    if eval_file is not None:
+        cfg["data"]["eval"] = str(eval_file)
+    if probes is not None:
+        cfg["preserve"] = {"probes": probes, "limit": 48}
+    if labels:
+        cfg |= {"task_type": "sequence-classification", "num_labels": len(labels), "preserve": {"probes": []}}
+    return validate_config(cfg)
+
+
+def stage_key(base: str, config_text: str, data_files: Sequence[Path]) -> str:
+    """The cache key of a stage: the base's fingerprint, its run config's text and its data files' digests."""
+    from tunewise.models import base_fingerprint
+
+    digests = [file_digest(f) for f in data_files]
+    return hashlib.sha256(f"{base_fingerprint(base)}\n{config_text}\n{digests}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    """A stage's places: `folder` is removed when the stage starts again (it holds `run_dir`, and whatever the
+    stage writes besides); `record` is its record file; `key` is its stage_key."""
+
+    folder: Path
+    run_dir: Path
+    record: Path
+    key: str
+
+    def recorded(self) -> dict | None:
+        """The record, when it was written under this key."""
+        if not self.record.is_file():
+            return None
+        from tunewise.userfiles import read_json_file
+
+        record = read_json_file(self.record, "stage record")
+        return record if isinstance(record, dict) and record.get("cache_key") == self.key else None
+
+    def finished(self) -> dict | None:
+        """The record of a stage finished under this key (records from before `status` existed were finished)
+        whose run is still there, complete."""
+        record = self.recorded()
+        done = record is not None and record.get("status", FINISHED) == FINISHED
+        return record if done and RunDir(self.run_dir).completed else None
+
+    def run(self, train: Callable[[bool], None], finish: Callable[[], dict] = dict) -> dict:
+        """Reuse, resume or start the stage: `train(resume)` trains run_dir (resume: continue its checkpoint),
+        `finish()` evaluates and analyzes it; its dict is recorded with the key. Returns the record, with
+        `reused: True` when nothing had to run."""
+        done = self.finished()
+        if done is not None:
+            return done | {"reused": True}
+        run = RunDir(self.run_dir)
+        keep = self.recorded() is not None and (run.resumable or run.completed)
+        if not keep and self.folder.exists():
+            shutil.rmtree(self.folder)  # another setup's, or died before its first checkpoint: start again
+        atomic_write_json(self.record, {"cache_key": self.key, "status": TRAINING})
+        if not run.completed:  # a stage that died after training only finishes
+            train(keep)
+        record = {**finish(), "cache_key": self.key, "status": FINISHED}
+        atomic_write_json(self.record, record)
+        return record

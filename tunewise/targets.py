@@ -1,0 +1,157 @@
+"""What a model argument names, decided once: a base alias, a hub id, a run directory, a PEFT adapter folder or a
+model folder (a classifier among them), as one typed `Target`.
+
+    t = resolve_target("runs/sql-lora")      # Target(kind="run", path=runs/sql-lora/adapter, base="tiny", ...)
+    t.is_adapter, t.classifier, t.method     # what eval, merge, export, analyze and serve branch on
+
+Only files are read (config.json, adapter_config.json, the run's config.yaml); no model is loaded and no hub is
+asked, so resolving is instant and the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tunewise.errors import TunewiseError
+from tunewise.rundir import RunDir
+
+Kind = Literal["alias", "hub", "run", "adapter", "model"]
+TaskType = Literal["causal-lm", "sequence-classification"]
+EXPECTED = ("a run directory (config.yaml with adapter/ or model/), a PEFT adapter folder (adapter_config.json) "
+            "or a model folder (config.json)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One resolved model argument.
+
+    kind: what the argument names. `path` is the folder whose weights load: the adapter folder for an adapter (a
+    run's adapter/ included), the model folder for a model (a run's model/ included), None for an alias or hub
+    id (tunewise.models.resolve_base finds those). `base` is the base an adapter loads onto, or the base a
+    run's full model was tuned from; None where nothing says (a bare model folder, a base)."""
+
+    name: str
+    kind: Kind
+    path: Path | None
+    base: str | None = None
+    run: RunDir | None = None
+    task_type: TaskType = "causal-lm"
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.path is not None and (self.path / "adapter_config.json").is_file()
+
+    @property
+    def is_tuned(self) -> bool:
+        """Known to be a fine-tune: a run, an adapter, or a trained classifier's model folder."""
+        return self.kind in ("run", "adapter") or self.classifier
+
+    @property
+    def classifier(self) -> bool:
+        return self.task_type == "sequence-classification"
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run is not None else None
+
+    @property
+    def method(self) -> str | None:
+        """The run's method (lora, qlora, full); None outside a run directory."""
+        return self.run.config().method if self.run is not None else None
+
+    @property
+    def weights(self) -> Literal["adapter", "full"]:
+        """What loads: an adapter onto its base, or a whole model."""
+        return "adapter" if self.is_adapter else "full"
+
+    def model_source(self) -> str:
+        """What tunewise.models.load_base loads for a whole model: the folder, or the alias / hub id."""
+        return str(self.path) if self.path is not None else self.name
+
+
+def resolve_target(arg: str | os.PathLike, base: str | None = None) -> Target:
+    """Say what ARG is. `base` (e.g. --base) wins over the base a run or an adapter names.
+
+    An alias ('tiny') is the alias, as tunewise.models.resolve_base loads it, even where a folder of that name
+    exists; a name that is neither an existing path nor written like one ('./x', '/x', 'a/b/c') is a hub id; an
+    existing folder must be one of EXPECTED, else the error names what was expected."""
+    from tunewise.models import ALIASES, looks_like_path
+
+    name = str(arg)
+    p = Path(name).expanduser()
+    if name in ALIASES:
+        return Target(name, "alias", None)
+    if not p.exists():
+        if looks_like_path(name):
+            raise TunewiseError(f"'{name}' does not exist", f"give {EXPECTED}, a base alias or a hub id")
+        return Target(name, "hub", None)
+    if p.is_file():
+        if p.name == "config.json":  # a model folder's config, as `resolve_base` takes it
+            return _model_target(name, p.parent, base)
+        raise TunewiseError(f"'{p}' is a file", f"give {EXPECTED}")
+    if RunDir.holds_run(p):
+        return _run_target(name, RunDir(p), base)
+    if (p / "adapter_config.json").is_file():
+        return _adapter_target(name, p, base, None)
+    if (p / "config.json").is_file():
+        return _model_target(name, p, base)
+    if RunDir.started(p):
+        raise TunewiseError(f"'{p}' is a run directory without adapter/ or model/: the run saved no weights yet",
+                            f"let it finish (tunewise train --resume {p}), or give {EXPECTED}")
+    raise TunewiseError(f"'{p}' is neither {EXPECTED}", "point at what `tunewise train` wrote, or at a base folder")
+
+
+def resolve_tuned(arg: str | os.PathLike, base: str | None = None) -> Target:
+    """A target that holds tuned weights on disk: a run directory, an adapter folder or a model folder."""
+    target = resolve_target(arg, base)
+    if target.kind in ("alias", "hub"):
+        raise TunewiseError(f"'{arg}' is a base model ({target.kind}), not a local folder", f"give {EXPECTED}")
+    return target
+
+
+def _run_target(name: str, run: RunDir, base: str | None) -> Target:
+    cfg = run.config()
+    out = run.output
+    inner = _adapter_target(name, out, base or cfg.base, run) if (out / "adapter_config.json").is_file() else None
+    if inner is not None:
+        return Target(name, "run", inner.path, inner.base, run, cfg.task_type)
+    if not (out / "config.json").is_file():
+        raise TunewiseError(f"'{out}' holds neither adapter_config.json nor config.json",
+                            "the run's output is incomplete; train it again")
+    return Target(name, "run", out, base or cfg.base, run, cfg.task_type)
+
+
+def _adapter_target(name: str, p: Path, base: str | None, run: RunDir | None) -> Target:
+    """A PEFT adapter folder: its base (given, else the one it names), its weights checked for damage."""
+    config = _read_json(p / "adapter_config.json")
+    base = base or config.get("base_model_name_or_path")
+    if not base:
+        raise TunewiseError(f"adapter '{p}' does not name its base model", "pass the base explicitly (--base)")
+    if not any((p / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin")):
+        raise TunewiseError(f"adapter '{p}' has no weights (adapter_model.safetensors is missing)",
+                            "point at the complete folder train wrote")
+    if (p / "adapter_model.safetensors").is_file():
+        from tunewise.userfiles import check_weights_file
+
+        check_weights_file(p / "adapter_model.safetensors")
+    task: TaskType = "sequence-classification" if config.get("task_type") == "SEQ_CLS" else "causal-lm"
+    return Target(name, "adapter", p, str(base), run, task)
+
+
+def _model_target(name: str, p: Path, base: str | None) -> Target:
+    archs = _read_json(p / "config.json").get("architectures") or []
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in archs)
+    return Target(name, "model", p, base, None, "sequence-classification" if classifier else "causal-lm")
+
+
+def _read_json(path: Path) -> dict:
+    from tunewise.userfiles import read_json_file
+
+    data = read_json_file(path, path.name)
+    if not isinstance(data, dict):
+        raise TunewiseError(f"{path} is not a JSON object", f"restore {path.name} as the library wrote it")
+    return data
+
