@@ -105,7 +105,7 @@ def execute(step: Step, base: str, out: Path, root: Path) -> dict:
         result = _train_step(step, base, out, folder, root)
     elif isinstance(step, BaseEval):
         data, make = task_data(step.task, step.seed, 240, step.eval_size, out, base)
-        cmd = tw("eval", base, "--data", str(data), "--limit", str(step.eval_size), "--json",
+        cmd = tw("eval", base, "--data", str(data), "--limit", str(step.eval_size), "--batch-size", str(step.eval_size), "--json",
                  "--out", str(folder / "eval"))
         text, secs = sh(cmd)
         result = {"eval": _eval_fields(json.loads(text)), "wall_s": {"eval": secs},
@@ -123,7 +123,7 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dic
     train = tw("train", str(cfg_path), "--out", str(folder / "run"), "-q")
     _, t_train = sh(train)
     summary = json.loads((folder / "run" / "summary.json").read_text())
-    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--json")
+    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--batch-size", str(run.eval_size), "--json")
     text, t_eval = sh(ev)
     commands, wall = [shown(make, root), shown(train, root), shown(ev, root)], {"train": t_train, "eval": t_eval}
     result = {"summary": _summary_fields(summary), "eval": _eval_fields(json.loads(text)),
