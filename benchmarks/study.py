@@ -106,7 +106,10 @@ def run_plan(base: str, out: Path, dry_run: bool, minutes: float | None) -> dict
         atomic_write_json(out / "runs" / res["id"] / "result.json", res)
         results[res["id"]] = res
         print(f"     took {sum(res['wall_s'].values()):.0f} s (load {res['load_before']} -> {res['load_after']})")
-    print(f"left to run: ~{left / 3600:.1f} h on an idle machine ({os.cpu_count()} cores)")
+    loads = [r["load_before"] for r in results.values()]
+    rates = (f"at the rates of the {len(loads)} finished runs (load average {min(loads):.1f}-{max(loads):.1f} "
+             "when they started; an idle machine is faster)" if loads else "at guessed rates (no run finished yet)")
+    print(f"left to run: ~{left / 3600:.1f} h on {os.cpu_count()} cores, {rates}")
     return results
 
 
