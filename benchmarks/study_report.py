@@ -41,8 +41,8 @@ def header(base: str, r: Reader) -> str:
 
 Produced by `python benchmarks/study.py --base {base}` (the plan: `--dry-run`). {done} of {len(steps)} planned
 steps are finished ({hours:.1f} h of run time on 2 CPU cores, fp32, {load}; the machine was shared with other
-work for part of the time, so wall times and tokens/s are upper bounds of an idle machine's, while scores, losses
-and peak memory are not affected). Unfinished claims say "not measured yet"; running the same command again
+work for part of the time, so wall times are longer and tokens/s lower than an idle machine's, while scores,
+losses and peak memory are not affected). Unfinished claims say "not measured yet"; running the same command again
 continues where the study stopped.
 
 Budget of every run unless its row says otherwise: 240 training examples of a built-in task, 1 epoch, batch 8
