@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunewise.defaults import METHODS, default_lr
+from tunewise.defaults import METHODS, TINY_BASE, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 
@@ -27,11 +27,11 @@ GRADUATE_POINTS = 5.0  # a gap this large on reasoning: graduate to full fine-tu
 
 @dataclass
 class CompareSpec:
-    base: str = "tiny"
+    base: str = TINY_BASE
     task: str | None = "structured"  # a built-in task, or None with `data`
     data: str | None = None  # a folder with train/validation/test JSONL (+ meta.json), for user data
     task_kind: str | None = None  # representation | sql | reasoning | other (default: from the task)
-    methods: list[str] = field(default_factory=lambda: ["lora", "qlora", "full"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     out: str = "runs/compare"
     rank: int = 16
     epochs: float = 2.0
@@ -60,7 +60,7 @@ def check_spec(spec: CompareSpec) -> None:
     problems = []
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        problems.append(f"--methods: unknown {bad or 'empty list'}; choose from lora, qlora, full")
+        problems.append(f"--methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if (spec.task is None) == (spec.data is None):
         problems.append("give exactly one of --task (structured, classify, sql, math) or --data DIR")
     if spec.kind not in KINDS:
@@ -213,6 +213,11 @@ def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None
     }
 
 
+def method_lr(spec: CompareSpec, method: str, n_params: int, encoder: bool) -> tuple[float, str]:
+    """(lr, note): the one given with --lr, else the size default (tunewise.defaults, as train and advise)."""
+    return (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, encoder)
+
+
 def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     check_spec(spec)
     out = Path(spec.out)
@@ -225,7 +230,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     n_params = count_parameters(load_model(spec.base, task=task, num_labels=len(labels) if labels else None))
     rows, lr_notes = {}, {}
     for method in spec.methods:
-        lr, note = (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, bool(labels))
+        lr, note = method_lr(spec, method, n_params, bool(labels))
         lr_notes[method] = note
         t0 = time.time()
         summary = train_method(spec, method, data, out, lr, quiet, labels)

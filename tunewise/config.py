@@ -13,10 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, TINY_BASE, Method, lr_table
 from tunewise.errors import ConfigError
-
-Method = Literal["lora", "qlora", "full"]
 
 
 class _Strict(BaseModel):
@@ -99,8 +97,7 @@ class TrainConfig(_Strict):
     epochs: float = Field(3, gt=0, description="Passes over the data; the seed: <= 3.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
-                                                     "(tunewise/defaults.py: LoRA 3e-5 / full 1e-5 from 1B "
-                                                     "parameters, 1e-3 / 1e-4 below, 5e-3 / 1e-3 under 20M).")
+                                                     f"(tunewise/defaults.py: {lr_table()}).")
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -155,7 +152,7 @@ class PreserveConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    base: str = Field("tiny", description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
+    base: str = Field(TINY_BASE, description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
     method: Method = "lora"
     task_type: Literal["causal-lm", "sequence-classification"] = "causal-lm"
     num_labels: int | None = Field(None, gt=1, description="Classes, for sequence-classification.")

@@ -12,10 +12,10 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tunewise.defaults import TINY_BASE, Method
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, file_digest
 from tunewise.tasks.probes import default_probes
@@ -23,7 +23,7 @@ from tunewise.tasks.probes import default_probes
 
 class MethodSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    method: Literal["lora", "qlora", "full"]
+    method: Method
     r: int = Field(16, gt=0)
     lr: float | None = Field(None, gt=0)
 
@@ -34,7 +34,7 @@ class MethodSpec(BaseModel):
 
 class ContinualConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base: str = "tiny"
+    base: str = TINY_BASE
     tasks: list[str] = Field(min_length=2, description="Built-in task names or task folders, in training order.")
     methods: list[MethodSpec] = Field(min_length=1)
     epochs: float = Field(2, gt=0)
@@ -52,7 +52,7 @@ class ContinualConfig(BaseModel):
         """The probes given, else `lm` on the tiny base (its finest-grained one) and knowledge, kl elsewhere."""
         if self.probes is not None:
             return self.probes
-        return ["lm"] if self.base == "tiny" else default_probes(self.base)
+        return ["lm"] if self.base == TINY_BASE else default_probes(self.base)
 
 
 def load_continual_config(path: str | Path) -> ContinualConfig:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
+from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
 from tunewise.errors import TunewiseError
 
-FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
+FALLBACK = BY_MEMORY  # when the preferred method does not fit, move right along this chain
 
 
 class AdviseInputError(TunewiseError):
@@ -147,8 +147,8 @@ def capacity(inp: AdviseInput) -> tuple[float, str]:
 
 
 def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | None, data_size: int | None,
-                    rank_given: bool) -> dict[str, dict]:
-    """Each value with the reason for it."""
+                    rank_given: bool, encoder: bool = False) -> dict[str, dict]:
+    """Each value with the reason for it; `encoder`: the config trains a classifier head (its own lr band)."""
     hp: dict[str, dict] = {}
     if method != "full":
         r = rank if rank_given and rank else (32 if task in R.REASONING | {"code"} else 16)
@@ -166,9 +166,9 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                                 "attention: the original attention-only advice is outdated (~5x the adapter "
                                 "parameters, still tiny)", "evidence": ["raschka-2023", "seed"]}
         hp["dropout"] = {"value": LORA_DROPOUT, "reason": LORA_DROPOUT_WHY, "evidence": ["qlora-2023", "seed"]}
-    lr, why = default_lr(method, spec.total_params)
-    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params),
-                "source": lr_source(spec.total_params)}
+    lr, why = default_lr(method, spec.total_params, encoder)
+    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params, encoder),
+                "source": lr_source(spec.total_params, encoder)}
     large = data_size is not None and data_size > 50_000
     hp["epochs"] = {"value": 1 if large else 3,
                     "reason": "beyond 3 epochs returns diminish and multi-epoch training on a static set can "
@@ -298,7 +298,8 @@ def advise(inp: AdviseInput) -> Advice:
     if method == "qlora" and inp.time_bottleneck:
         warnings.append("QLoRA is the only method that fits, but training time is your bottleneck: it trains "
                         "~39% longer than LoRA. A larger card or a smaller model would avoid it.")
-    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None)
+    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None,
+                         _classifier(spec, task, data))
     chosen_plan = plans[method] if method else None
     data_out = _data_advice(data, inp.data_size)
     graduation = [
@@ -378,6 +379,11 @@ def _data_advice(data, size: int | None) -> dict | None:
     return out
 
 
+def _classifier(spec, task: str, data) -> bool:
+    """The written config trains a sequence classifier: an encoder base, a classification task, labelled data."""
+    return not spec.architecture.endswith("ForCausalLM") and task == "classification" and bool(data and data.labels)
+
+
 def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int, data, task: str) -> dict:
     """A RunConfig dict for `tunewise train` with the choices above (validated by the caller's test)."""
     from tunewise.models import ALIASES
@@ -391,7 +397,7 @@ def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int,
                            "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.grad_ckpt,
                            **({"distributed": "fsdp"} if plan.distributed == "fsdp" else {})},
                  "guards": {"overfit_loss": 0.2, "max_epochs": 3}}
-    if not spec.architecture.endswith("ForCausalLM") and task == "classification" and data and data.labels:
+    if _classifier(spec, task, data):
         cfg["task_type"] = "sequence-classification"
         cfg["num_labels"] = data.labels
     if method != "full":

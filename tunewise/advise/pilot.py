@@ -57,7 +57,7 @@ def check(spec: PilotSpec) -> list[str]:
         p.append(f"--eval: '{spec.eval}' does not exist")
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from lora, qlora, full")
+        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if spec.task_kind and spec.task_kind not in KIND_TASK:
         p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KIND_TASK)}")
     if not spec.budget_min > 0:
