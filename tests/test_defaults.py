@@ -60,3 +60,11 @@ def test_train_lr_help_is_written_from_the_table():
 
     assert lr_table() == "LoRA 3e-5 / full 1e-5 from 1B parameters, 1e-3 / 1e-4 below, 5e-3 / 1e-3 under 20M"
     assert lr_table() in TrainConfig.model_fields["lr"].description
+
+
+def test_config_error_given_one_string_lists_one_problem():
+    from tunewise.errors import ConfigError
+
+    e = ConfigError("lora.r: too wide", "run.yaml")
+    assert e.problems == ["lora.r: too wide"]
+    assert e.message == "run.yaml: 1 problem(s) in the config:\n  - lora.r: too wide"

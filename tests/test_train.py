@@ -124,10 +124,29 @@ def test_trainable_token_ids_from_strings_or_targets(micro_llama_dir, tmp_path):
     assert trainable_token_ids(as_cfg([]), tok, examples) == []
     assert trainable_token_ids(cfg_for(micro_llama_dir, data, "full", extra={"lora": {"trainable_tokens": "targets"}}),
                                tok, examples) == []
-    with pytest.raises(ConfigError, match="trainable_tokens"):
+    with pytest.raises(ConfigError) as e:
         trainable_token_ids(as_cfg("targets", task_type="sequence-classification", num_labels=2), tok, examples)
+    assert e.value.message == ("1 problem(s) in the config:\n  - lora.trainable_tokens: only for causal-lm runs (a "
+                               "classifier predicts labels, not tokens); remove lora.trainable_tokens")
     with pytest.raises(TunewiseError, match="trainable_tokens"):
         as_cfg("all")
+
+
+def test_lora_that_does_not_fit_the_model_is_one_problem_each(micro_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.errors import ConfigError
+    from tunewise.train.methods import check_lora_fits
+
+    model = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+    with pytest.raises(ConfigError) as e:
+        check_lora_fits(model, 8, ["q_proj", "qkv"])
+    assert e.value.problems == ["lora.target_modules: the model has no module named 'qkv'; its linear layers are "
+                                "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj (or use 'auto')"]
+    with pytest.raises(ConfigError) as e:
+        check_lora_fits(model, 100_000, "all-linear")
+    assert e.value.message == ("1 problem(s) in the config:\n  - lora.r: 100000 is wider than any layer of the model "
+                               "(widest 826); typical ranks are 8 to 64")  # the vocabulary
 
 
 def test_unknown_config_key_suggests_the_closest(tmp_path):
