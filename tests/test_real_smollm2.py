@@ -177,7 +177,7 @@ def test_knowledge_and_kl_probes_are_built_for_the_base(smollm2, lora_run, tmp_p
     after = run_probes(tuned, tok, ["knowledge", "kl"], 16, base="smollm2")
     assert after["kl"]["score"] > 0  # three steps at lr 1e-3 move the next-token distribution
     change = retention_change(before, after, 0.1)
-    assert set(change) == {"knowledge", "kl"} and change["kl"]["before"] == 0.0
+    assert set(change) == {"knowledge", "kl"} and change["kl"].before == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- merge, analyze

@@ -18,6 +18,7 @@ from pathlib import Path
 from tunewise.defaults import METHODS, TINY_BASE, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
+from tunewise.results import RetentionChange
 
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
 KINDS = ("representation", "sql", "reasoning", "other")
@@ -330,28 +331,16 @@ def number_text(value) -> str:
 
 def retention_words(retention: dict | None) -> dict[str, str]:
     """{probe: '12% worse'}: the sign of a relative change depends on whether higher is better, words do not."""
-    out = {}
-    for probe, c in (retention or {}).items():
-        rel = c.get("rel_change")
-        if rel is None:  # measured from zero (kl): the absolute change is the reading
-            if c.get("abs_change") is not None:
-                out[probe] = f"{c['abs_change']:+.3g} from 0"
-            continue
-        better = rel if c.get("higher_is_better", True) else -rel
-        out[probe] = "unchanged" if abs(better) < 0.005 else f"{abs(better):.0%} {'better' if better > 0 else 'worse'}"
-    return out
+    return {probe: RetentionChange.from_dict(c).words() for probe, c in (retention or {}).items()}
 
 
 def _worst_forgetting(rows: dict[str, dict], train_file: str = "train.jsonl") -> str | None:
     worst = None
     for method, row in rows.items():
         for probe, c in (row.get("retention") or {}).items():
-            rel = c.get("rel_change")
-            if rel is None:
-                continue
-            drop = -rel if c.get("higher_is_better", True) else rel
-            if worst is None or drop > worst[0]:
-                worst = (drop, method, probe)
+            worse_by = RetentionChange.from_dict(c).worse_by
+            if worse_by is not None and (worst is None or worse_by > worst[0]):
+                worst = (worse_by, method, probe)
     if worst and worst[0] > 0.05:
         from tunewise.data.mix import mix_config_line
 

@@ -249,23 +249,21 @@ def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, 
     if summary["final_eval_loss"] is not None and summary["final_train_loss"] is not None:
         summary["train_eval_gap"] = round(summary["final_eval_loss"] - summary["final_train_loss"], 4)
     if before is not None and after is not None:
-        from tunewise.evaluate.retention import retention_change
-
-        change = retention_change(before, after)
-        summary["retention"] = change
-        dropped = [name for name, c in change.items() if _dropped_too_far(c, cfg.preserve.max_drop)]
-        summary["retention_dropped"] = dropped
-        summary["retention_failed"] = bool(dropped) and cfg.preserve.action == "fail"
-        atomic_write_json(loop.run_dir / "retention.json", change)
+        summary.update(retention_summary(before, after, cfg.preserve))
+        atomic_write_json(loop.run_dir / "retention.json", summary["retention"])
     return summary
 
 
-def _dropped_too_far(change: dict, max_drop: float) -> bool:
-    rel = change.get("rel_change")
-    if rel is None:
-        return False
-    worse = -rel if change.get("higher_is_better", True) else rel
-    return worse > max_drop
+def retention_summary(before: dict, after: dict, preserve) -> dict:
+    """summary.json's retention, retention_dropped and retention_failed, from one decision per probe (each
+    change's `dropped`, at preserve.max_drop), so the per-probe flag and the list cannot disagree."""
+    from tunewise.evaluate.retention import retention_change
+    from tunewise.results import retention_dropped
+
+    change = retention_change(before, after, preserve.max_drop)
+    dropped = retention_dropped(change)
+    return {"retention": {name: c.as_dict() for name, c in change.items()}, "retention_dropped": dropped,
+            "retention_failed": bool(dropped) and preserve.action == "fail"}
 
 
 def _tail_mean(values: list[float], n: int = 10) -> float | None:
