@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import Field, model_validator
+
 from tunewise.defaults import METHODS, TINY_BASE, default_lr
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
+from tunewise.inputs import Strict
 from tunewise.results import RetentionChange
 
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning"}
@@ -26,31 +28,38 @@ WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
 GRADUATE_POINTS = 5.0  # a gap this large on reasoning: graduate to full fine-tuning
 
 
-@dataclass
-class CompareSpec:
-    base: str = TINY_BASE
-    task: str | None = "structured"  # a built-in task, or None with `data`
-    data: str | None = None  # a folder with train/validation/test JSONL (+ meta.json), for user data
-    task_kind: str | None = None  # representation | sql | reasoning | other (default: from the task)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    out: str = "runs/compare"
-    rank: int = 16
-    epochs: float = 2.0
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: dict[str, float] = field(default_factory=dict)  # per method; default from model size (see default_lr)
-    train_size: int = 400
-    eval_size: int = 60
-    max_seq_len: int = 160
-    probes: list[str] | None = None  # default: tasks.probes.default_probes(base)
-    seed: int = 0
-    analyze: bool = True
+class CompareSpec(Strict):
+    """What `tunewise compare` runs; the values' sense is checked by check_spec, with the flags' names."""
 
-    def __post_init__(self) -> None:
+    base: str = Field(TINY_BASE, description="Base model: 'tiny', a folder or a hub id.")
+    task: str | None = Field("structured", description="A built-in task, or None with `data`.")
+    data: str | None = Field(None, description="A folder with train/validation/test JSONL (+ meta.json), for "
+                                               "user data.")
+    task_kind: str | None = Field(None, description="representation | sql | reasoning | other (default: from "
+                                                    "the task).")
+    methods: list[str] = Field(default_factory=lambda: list(METHODS), description="Methods to train, in order.")
+    out: str = Field("runs/compare", description="Output folder; repeated runs reuse finished methods.")
+    rank: int = Field(16, description="LoRA / QLoRA rank.")
+    epochs: float = Field(2.0, description="Same budget for every method.")
+    max_steps: int | None = Field(None, description="Stop each method after this many steps (overrides epochs).")
+    batch_size: int = Field(16, description="Examples per optimizer step.")
+    lr: dict[str, float] = Field(default_factory=dict, description="Per-method lr; default by model size "
+                                                                   "(tunewise/defaults.py).")
+    train_size: int = Field(400, description="Training examples generated for a built-in task.")
+    eval_size: int = Field(60, description="Test examples scored per method.")
+    max_seq_len: int = Field(160, description="Longest example in tokens.")
+    probes: list[str] | None = Field(None, description="Retention probes; default: tasks.probes.default_probes("
+                                                       "base).")
+    seed: int = Field(0, description="Seed of the generated task and of training.")
+    analyze: bool = Field(True, description="Count intruder dimensions of each tuned model.")
+
+    @model_validator(mode="after")
+    def _default_probes(self) -> CompareSpec:
         if self.probes is None:
             from tunewise.tasks.probes import default_probes
 
             self.probes = default_probes(self.base)
+        return self
 
     @property
     def kind(self) -> str:
@@ -71,7 +80,7 @@ def check_spec(spec: CompareSpec) -> None:
     if spec.data and not (Path(spec.data) / "train.jsonl").is_file():
         problems.append(f"--data {spec.data}: expected train.jsonl (and validation.jsonl, test.jsonl) in it")
     if problems:
-        raise TunewiseError("; ".join(problems), "see tunewise compare --help")
+        raise ConfigError(problems, hint="see tunewise compare --help", what="the options")
 
 
 def prepare_data(spec: CompareSpec, out: Path) -> Path:
@@ -246,7 +255,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
     base_score = base_row["score"] if base_row else None
-    result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
+    result = {"spec": spec.model_dump(), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
               "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score, str(data / "train.jsonl")),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)
