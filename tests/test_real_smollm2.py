@@ -205,7 +205,7 @@ def test_analyze_lora_and_full_without_double_counting_the_embedding(lora_run, f
         # the analysis itself on two blocks (all 210 matrices take minutes on 2 cores)
         out = analyze("smollm2", str(run.run_dir), k=10, eps=(0.5,), spectrum=False,
                       modules=["layers.0.", "layers.29."])
-        assert len(out["matrices"]) == 14 and out["summary"]["total"]["0.5"] >= 0
+        assert len(out.matrices) == 14 and out.total[0.5] >= 0
 
 
 # ---------------------------------------------------------------------------------------------- serve

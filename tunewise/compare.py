@@ -192,12 +192,7 @@ def intruders_of(base: str, run_dir: Path) -> dict:
         return json.loads(cached.read_text())
     from tunewise.analysis.pipeline import analyze
 
-    result = analyze(base, str(run_dir), k=10, eps=(0.5,))
-    summary = result["summary"]
-    slim = {"total": summary["total"]["0.5"],
-            "per_layer": {layer: v["0.5"] for layer, v in summary["per_layer"].items()},
-            "per_module": {module: v["0.5"] for module, v in summary["per_module"].items()},
-            "spectrum": summary.get("spectrum"), "seconds": result["seconds"]}
+    slim = analyze(base, str(run_dir), k=10, eps=(0.5,)).slim(0.5)
     atomic_write_json(cached, slim)
     return slim
 

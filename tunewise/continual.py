@@ -124,7 +124,7 @@ def _intruders(base: str, model_dir: Path) -> int:
     """Intruders of the cumulative update (this stage's model against the original base)."""
     from tunewise.analysis.pipeline import analyze
 
-    return int(analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False)["summary"]["total"]["0.5"])
+    return analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False).total[0.5]
 
 
 def _probes(model_dir: Path, probes: list[str], base: str) -> dict:
