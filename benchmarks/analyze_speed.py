@@ -189,7 +189,7 @@ def lora_vs_full(base: str, task: str, steps: int, work: Path, eps: list[float])
         })
         result = train(cfg, work / label.replace(" ", "_").replace("=", ""), quiet=True)
         summ = analyze(base, str(result.run_dir), eps=eps, cache=SvdCache(work / "cache")).summary_dict()
-        print(f"| {label} | {result.summary.get('final_train_loss', float('nan')):.3f} | "
+        print(f"| {label} | {result.summary.final_train_loss or float('nan'):.3f} | "
               + " | ".join(str(summ["total"][str(e)]) for e in eps)
               + f" | {summ['matrices_with_intruders'].get('0.5', '-')} of {summ['matrices']} | "
               f"{summ['spectrum']['effective_rank_90_median']} | {summ['spectrum']['fro_rel_mean']:.4f} |",

@@ -54,3 +54,29 @@ def test_compare_slim_analysis_at_one_eps():
     assert _result(spectrum=False).slim(0.5) == {"total": 4, "per_layer": {"0": 2, "1": 0, "none": 2},
                                                  "per_module": {"q_proj": 1, "v_proj": 1, "lm_head": 2},
                                                  "spectrum": None, "seconds": 1.5}
+
+
+def _summary_fields() -> dict:
+    return {"method": "lora", "base": "tiny", "base_fingerprint": "abc", "status": "completed",
+            "trainable_params": 10, "total_params": 100, "steps": 4, "planned_steps": 4, "epochs": 1.333,
+            "lr": 0.005, "wall_time_s": 2.5, "train_time_s": 1.25, "tokens": 400, "tokens_per_s": 320.0,
+            "peak_rss_mb": 512.5, "peak_cuda_mb": None, "final_train_loss": 1.5, "final_eval_loss": None,
+            "eval_losses": [], "train_eval_gap": None, "guard_events": [], "overfit_marked": False,
+            "examples": {"used": 8}, "output": "runs/x/adapter", "world_size": 1}
+
+
+def test_train_summary_writes_only_the_fields_a_run_has_in_the_old_order():
+    from tunewise.results import TrainSummary
+
+    s = TrainSummary(**_summary_fields())
+    s.distributed, s.peak_rss_mb_per_rank = None, [512.5]
+    assert list(s.as_dict()) == [*_summary_fields(), "distributed", "peak_rss_mb_per_rank"]
+    s.best_step, s.best_eval_loss = None, None  # keep_best before any eval: written, as null
+    s.retention, s.retention_dropped, s.retention_failed = {}, [], False
+    s.ddp_ranks_identical = True
+    keys = list(s.as_dict())
+    assert keys[len(_summary_fields()):] == ["best_step", "best_eval_loss", "retention", "retention_dropped",
+                                             "retention_failed", "ddp_ranks_identical", "distributed",
+                                             "peak_rss_mb_per_rank"]
+    again = TrainSummary.from_dict(json.loads(json.dumps(s.as_dict() | {"later_key": 1})))
+    assert again.as_dict() == s.as_dict() | {"later_key": 1}  # a newer version's key survives a round trip

@@ -106,7 +106,7 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
         merge_adapter(stage / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
     scores = {name: _score(model_dir, d) for name, d in tasks.items()}
     result = {"stage": i + 1, "task": task, "model": str(model_dir), "scores": scores,
-              "train_loss": run.summary["final_train_loss"],
+              "train_loss": run.summary.final_train_loss,
               "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probe_names, cfg.base),
               "cache_key": key}
     atomic_write_json(done, result)

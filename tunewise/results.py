@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 
 @dataclass(frozen=True)
 class RetentionChange:
@@ -80,3 +82,53 @@ class RetentionChange:
 def retention_dropped(changes: dict[str, RetentionChange]) -> list[str]:
     """The probes that dropped, in order: summary.json's retention_dropped, the same flag as each change's."""
     return [name for name, c in changes.items() if c.dropped]
+
+
+class TrainSummary(BaseModel):
+    """What `tunewise train` reports (summary.json). Fields that only some runs have (keep_best, retention probes,
+    DDP) are left unset otherwise and then absent from the JSON, as they always were."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    method: str = Field(description="lora, qlora or full.")
+    base: str = Field(description="The base as the config names it.")
+    base_fingerprint: str = Field(description="Digest of the base's files (a reused run must match it).")
+    status: str = Field(description="completed, interrupted, stopped_by_guard or stopped_at_step.")
+    trainable_params: int = Field(description="Parameters the optimizer updated.")
+    total_params: int = Field(description="Parameters of the model.")
+    steps: int = Field(description="Optimizer steps taken.")
+    planned_steps: int = Field(description="Optimizer steps planned.")
+    epochs: float = Field(description="Planned passes over the data.")
+    lr: float = Field(description="Learning rate used (given or the size default).")
+    wall_time_s: float = Field(description="Seconds of the whole command, loading and probes included.")
+    train_time_s: float = Field(description="Seconds spent in training steps.")
+    tokens: int = Field(description="Tokens trained on.")
+    tokens_per_s: float = Field(description="tokens / train_time_s.")
+    peak_rss_mb: float = Field(description="Peak resident memory of the process, MiB.")
+    peak_cuda_mb: float | None = Field(description="Peak CUDA memory allocated, MiB (None without CUDA).")
+    final_train_loss: float | None = Field(description="Mean train loss of the last 10 steps.")
+    final_eval_loss: float | None = Field(description="The last eval loss (None without data.eval).")
+    eval_losses: list = Field(description="[step, eval loss] pairs.")
+    train_eval_gap: float | None = Field(description="final_eval_loss - final_train_loss.")
+    guard_events: list[dict[str, Any]] = Field(description="What the guards saw, in order.")
+    overfit_marked: bool = Field(description="The overfit guard fired.")
+    examples: dict[str, Any] = Field(description="Data statistics (used, truncated, dropped, sources).")
+    output: str = Field(description="The adapter or model folder written.")
+    world_size: int = Field(description="Training processes.")
+    best_step: int | None = Field(None, description="train.keep_best: the step of the lowest eval loss.")
+    best_eval_loss: float | None = Field(None, description="train.keep_best: the lowest eval loss.")
+    retention: dict[str, dict[str, Any]] | None = Field(None, description="Per probe: RetentionChange.as_dict().")
+    retention_dropped: list[str] | None = Field(None, description="The probes that dropped further than "
+                                                                  "preserve.max_drop.")
+    retention_failed: bool | None = Field(None, description="A probe dropped and preserve.action is fail.")
+    ddp_ranks_identical: bool | None = Field(None, description="DDP: every process ended with the same weights.")
+    distributed: str | None = Field(None, description="ddp or fsdp under torchrun, else None.")
+    peak_rss_mb_per_rank: list[float] | None = Field(None, description="Peak resident memory of each process.")
+
+    def as_dict(self) -> dict[str, Any]:
+        """summary.json's content: the fields this run has, in the order tunewise has always written them."""
+        return self.model_dump(exclude_unset=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSummary:
+        """Read back a summary.json (keys this version does not know are kept)."""
+        return cls.model_validate(data)

@@ -158,7 +158,7 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     for name in ("adapter", "model", "checkpoints"):  # the weights were only needed for the score
         shutil.rmtree(run_dir / name, ignore_errors=True)
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
-            "lr": lr, "steps": summary["steps"], "final_train_loss": summary["final_train_loss"],
+            "lr": lr, "steps": summary.steps, "final_train_loss": summary.final_train_loss,
             "seconds": round(time.time() - t0, 1), "eval_n": result.n}
 
 

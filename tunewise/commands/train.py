@@ -84,9 +84,9 @@ def register(app: typer.Typer) -> None:
             out = out or default_run_dir(cfg)
             claim_dir(out, "run", force=force, flag=flag)
             result = run_train(cfg, out, quiet=quiet)
-        if not result.summary:  # a non-zero DDP rank
+        if result.summary is None:  # a non-zero DDP rank
             return
-        s = result.summary
+        s = result.summary.as_dict()
         if as_json:
             typer.echo(json.dumps(s, indent=2))
         else:
