@@ -28,14 +28,24 @@ def test_every_field_of_every_input_has_a_description(model):
     assert missing == []
 
 
-def test_run_config_problems_are_listed_exactly(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text("base: tiny\ndata: {train: x.jsonl}\ntrain: {batch_size: many, learning_rate: 0.1}\n")
+@pytest.mark.parametrize("loader, text, problems", [
+    ("run", "base: tiny\ndata: {train: x.jsonl}\ntrain: {batch_size: many, learning_rate: 0.1}\n",
+     ["train.learning_rate: unknown key; did you mean 'train.lr'?",
+      "train.batch_size: expected a whole number (got 'many')"]),
+    ("continual", "tasks: [sql, math]\nmethods: [{method: lora, r: 0}]\nepochz: 3\n",
+     ["epochz: unknown key; did you mean 'epochs'?", "methods.0.r: Input should be greater than 0 (got 0)"]),
+    ("continual", "tasks: [sql, math]\nmethods: [{method: lora, rank: 8}]\n",
+     ["methods[0].rank: unknown key; did you mean 'methods[0].r'?"]),
+])
+def test_config_files_report_problems_the_same_way(tmp_path, loader, text, problems):
+    from tunewise.continual import load_continual_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
     with pytest.raises(ConfigError) as e:
-        load_config(path)
-    assert e.value.message == (f"{path}: 2 problem(s) in the config:\n"
-                               "  - train.learning_rate: unknown key; did you mean 'train.lr'?\n"
-                               "  - train.batch_size: expected a whole number (got 'many')")
+        {"run": load_config, "continual": load_continual_config}[loader](path)
+    assert e.value.message == f"{path}: {len(problems)} problem(s) in the config:" + "".join(
+        f"\n  - {p}" for p in problems)
 
 
 def test_a_config_that_is_not_a_mapping_is_one_problem():
@@ -61,21 +71,6 @@ def test_cli_help_config_prints_the_fields():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == help_text(RunConfig)
-
-
-def test_continual_config_speaks_the_same_way(tmp_path):
-    from tunewise.continual import load_continual_config
-
-    path = tmp_path / "c.yaml"
-    path.write_text("tasks: [sql, math]\nmethods: [{method: lora, r: 0}]\nepochz: 3\n")
-    with pytest.raises(ConfigError) as e:
-        load_continual_config(path)
-    assert e.value.message == (f"{path}: 2 problem(s) in the config:\n"
-                               "  - epochz: unknown key; did you mean 'epochs'?\n"
-                               "  - methods.0.r: Input should be greater than 0 (got 0)")
-    path.write_text("tasks: [sql, math]\nmethods: [{method: lora, rank: 8}]\n")
-    with pytest.raises(ConfigError, match=r"methods\[0\].rank: unknown key; did you mean 'methods\[0\].r'\?"):
-        load_continual_config(path)
 
 
 def test_compare_spec_problems_are_one_config_error():
