@@ -98,3 +98,9 @@ def test_advise_yaml_speaks_the_same_way(tmp_path):
     assert values == {"task": "sql", "priority": "accuracy"}
     assert problems == [f"{path}: modle: unknown key; did you mean 'model'?",
                         f"{path}: gpus: expected a whole number (got 'many')"]
+
+
+def test_a_long_wrong_value_is_shown_shortened():
+    with pytest.raises(ConfigError) as e:
+        validate_config({"data": {"train": "x.jsonl"}, "train": {"batch_size": "x" * 500}})
+    assert e.value.problems == [f"train.batch_size: expected a whole number (got '{'x' * 76}...)"]

@@ -79,7 +79,9 @@ def format_error(err: dict) -> str:
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
     if err.get("type") == "missing":
         return f"{loc}: required field is missing"
-    return f"{loc}: {TYPE_WORDS.get(err.get('type'), err['msg'])} (got {err['input']!r})"
+    shown = repr(err["input"])
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."  # one line, even for a whole section given wrongly
+    return f"{loc}: {TYPE_WORDS.get(err.get('type'), err['msg'])} (got {shown})"
 
 
 def problems_of(e: ValidationError) -> list[str]:
