@@ -68,3 +68,17 @@ def test_config_error_given_one_string_lists_one_problem():
     e = ConfigError("lora.r: too wide", "run.yaml")
     assert e.problems == ["lora.r: too wide"]
     assert e.message == "run.yaml: 1 problem(s) in the config:\n  - lora.r: too wide"
+
+
+def test_methods_and_base_aliases_have_one_owner():
+    from tunewise import models
+    from tunewise.advise import engine
+    from tunewise.config import RunConfig
+    from tunewise.defaults import ADAPTER_METHODS, BASE_ALIASES, BY_MEMORY, TINY_BASE
+    from tunewise.estimate import memory
+    from tunewise.train.methods import METHODS as STRATEGIES
+
+    assert sorted(BY_MEMORY) == sorted(METHODS) == sorted(STRATEGIES) and set(ADAPTER_METHODS) < set(METHODS)
+    assert memory.METHODS is BY_MEMORY and engine.FALLBACK is BY_MEMORY
+    assert models.ALIASES is BASE_ALIASES and TINY_BASE in BASE_ALIASES
+    assert RunConfig.model_fields["base"].default == TINY_BASE

@@ -1,5 +1,8 @@
 """Defaults that several commands share, each with the evidence behind it: one owner, so they cannot disagree.
 
+The methods (and the orders commands list them in), the bases known by a short name, LoRA dropout and the learning
+rates by model size live here; every other module imports them.
+
 Learning rates depend on the model's size. The seed's 3e-5 (LoRA) / 1e-5 (full) come from 7B-13B runs; on
 smaller models they barely move the weights in the few hundred steps a small job has:
 - tiny (< 20M parameters): a sweep on the shipped tiny base (structured task, 3 epochs of 300 examples) gave LoRA
