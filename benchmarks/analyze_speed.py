@@ -119,9 +119,9 @@ def ours(base: Path, tuned: Path, k: int, eps: float, cache) -> tuple[float, dic
 
     t0 = time.perf_counter()
     res = analyze(str(base), str(tuned), k=k, eps=[eps], cache=cache)
-    for m in res["matrices"]:
-        SIMS.setdefault(str(tuned), {})[("tunewise", m["name"])] = m["similarities"]
-    return time.perf_counter() - t0, {m["name"]: m["intruders"][str(eps)] for m in res["matrices"]}
+    for m in res.matrices:
+        SIMS.setdefault(str(tuned), {})[("tunewise", m.name)] = m.similarities
+    return time.perf_counter() - t0, {m.name: m.intruders[float(eps)] for m in res.matrices}
 
 
 def run_case(label: str, base: Path, work: Path, n: int, k: int, eps: float, repeats: int = 2) -> list[str]:
@@ -188,9 +188,8 @@ def lora_vs_full(base: str, task: str, steps: int, work: Path, eps: list[float])
             "train": {"max_steps": steps, "batch_size": 16, "warmup_ratio": 0.05, "seed": 0, **over["train"]},
         })
         result = train(cfg, work / label.replace(" ", "_").replace("=", ""), quiet=True)
-        res = analyze(base, str(result.run_dir), eps=eps, cache=SvdCache(work / "cache"))
-        summ = res["summary"]
-        print(f"| {label} | {result.summary.get('final_train_loss', float('nan')):.3f} | "
+        summ = analyze(base, str(result.run_dir), eps=eps, cache=SvdCache(work / "cache")).summary_dict()
+        print(f"| {label} | {result.summary.final_train_loss or float('nan'):.3f} | "
               + " | ".join(str(summ["total"][str(e)]) for e in eps)
               + f" | {summ['matrices_with_intruders'].get('0.5', '-')} of {summ['matrices']} | "
               f"{summ['spectrum']['effective_rank_90_median']} | {summ['spectrum']['fro_rel_mean']:.4f} |",

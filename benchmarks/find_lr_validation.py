@@ -44,7 +44,7 @@ def val_loss(args, data: Path, lr: float, out: Path) -> dict:
             import shutil
 
             shutil.rmtree(run_dir)
-        s = train(validate_config(config(args, data, args.method, lr)), run_dir, quiet=True).summary
+        s = train(validate_config(config(args, data, args.method, lr)), run_dir, quiet=True).summary.as_dict()
     return {"lr": lr, "val_loss": s["final_eval_loss"], "train_loss": s["final_train_loss"],
             "seconds": s["train_time_s"]}
 

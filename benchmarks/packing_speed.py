@@ -31,7 +31,7 @@ def run(base: str, data: Path, out: Path, steps: int, batch: int, seq: int, pack
                                                                     "packing": packing, "group_by_length": True},
                            "lora": {"r": 16}, "train": {"max_steps": steps, "batch_size": batch, "lr": 1e-3,
                                                         "seed": 0, "log_every": 1}})
-    return train(cfg, out, quiet=True).summary
+    return train(cfg, out, quiet=True).summary.as_dict()
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def run_task(name: str, args, root: Path) -> dict:
     })
     result = train(cfg, root / name / "run", quiet=True)
     tuned = evaluate(load_target(str(root / name / "run")), spec, batch_size=args.batch_size)
-    s = result.summary
+    s = result.summary.as_dict()
     return {"task": name, "scorer": spec.scorer_name, "metric": base.primary, "n_test": base.n,
             "base": base.metrics, "tuned": tuned.metrics, "steps": s["steps"], "epochs": s["epochs"],
             "train_time_s": s["train_time_s"], "trainable_params": s["trainable_params"],
@@ -80,7 +80,7 @@ def run_minilm(args, root: Path) -> dict:
     })
     result = train(cfg, root / "minilm-classify" / "run", quiet=True)
     tuned = evaluate(load_target(str(root / "minilm-classify" / "run")), spec, batch_size=32)
-    s = result.summary
+    s = result.summary.as_dict()
     return {"task": "classify (MiniLM, sequence classification)", "scorer": "classify", "metric": "accuracy",
             "n_test": base.n, "base": base.metrics, "tuned": tuned.metrics, "steps": s["steps"],
             "epochs": s["epochs"], "train_time_s": s["train_time_s"], "trainable_params": s["trainable_params"],

@@ -235,11 +235,11 @@ def test_full_model_folder_and_unchanged_matrices(micro_base, tmp_path):
         model.model.layers[1].mlp.up_proj.weight.add_(1e-3 * torch.randn_like(model.model.layers[1].mlp.up_proj.weight))
     model.save_pretrained(tmp_path / "full")
     res = analyze(str(micro_base), str(tmp_path / "full"), eps=[0.5])
-    assert res["kind"] == "full"
-    assert res["summary"]["matrices"] == 14  # 7 linear per layer, embeddings / head excluded
-    assert res["summary"]["total"]["0.5"] == 0
-    changed = [m for m in res["matrices"] if m["spectrum"]["fro_rel"] > 0]
-    assert [m["name"] for m in changed] == ["model.layers.1.mlp.up_proj"]
+    assert res.kind == "full"
+    assert len(res.matrices) == 14  # 7 linear per layer, embeddings / head excluded
+    assert res.total == {0.5: 0}
+    changed = [m for m in res.matrices if m.spectrum["fro_rel"] > 0]
+    assert [m.name for m in changed] == ["model.layers.1.mlp.up_proj"]
 
 
 def _planted_adapter(base_dir, out, module="model.layers.0.self_attn.q_proj"):
@@ -275,9 +275,9 @@ def test_analyze_and_mitigate_planted_adapter(micro_base, tmp_path):
 
     _planted_adapter(micro_base, tmp_path / "ad")
     res = analyze(str(micro_base), str(tmp_path / "ad"), eps=[0.5])
-    counts = {m["name"]: m["intruders"]["0.5"] for m in res["matrices"]}
+    counts = {m.name: m.intruders[0.5] for m in res.matrices}
     assert counts == {"model.layers.0.self_attn.q_proj": 1, "model.layers.1.self_attn.q_proj": 0}
-    assert res["summary"]["total"]["0.5"] == 1
+    assert res.total[0.5] == 1 and res.as_dict()["summary"]["total"] == {"0.5": 1}
     tw = open_tuned(str(micro_base), str(tmp_path / "ad"))
 
     # lambda = 1: a no-op, bit for bit
@@ -292,7 +292,7 @@ def test_analyze_and_mitigate_planted_adapter(micro_base, tmp_path):
     assert rep0["matrices_changed"] == 1 and 0 < rep0["max_rel_error"] < 0.5
     assert json.loads((tmp_path / "gone/mitigation.json").read_text())["lambda"] == 0.0
     res0 = analyze(str(micro_base), str(tmp_path / "gone"), eps=[0.5])
-    assert res0["summary"]["total"]["0.5"] == 0
+    assert res0.total[0.5] == 0
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(micro_base), str(tmp_path / "gone"))
     merged = model.merge_and_unload().state_dict()["model.layers.0.self_attn.q_proj.weight"]
     pair = next(p for p in tw.pairs() if p.name == "model.layers.0.self_attn.q_proj")

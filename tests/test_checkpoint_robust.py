@@ -19,7 +19,7 @@ def test_corrupted_latest_checkpoint_is_skipped_for_the_previous_one(micro_llama
     cfg = cfg_for(micro_llama_dir, data, "lora", max_steps=5, save_every=1, keep_last=2)
     whole = train(cfg, tmp_path / "a", quiet=True)
     part = train(cfg, tmp_path / "b", quiet=True, stop_at_step=3)
-    assert part.summary["status"] == "stopped_at_step"
+    assert part.summary.status == "stopped_at_step"
     ckpts = complete_checkpoints(tmp_path / "b" / "checkpoints")
     assert [c.name for c in ckpts] == ["step-0000002", "step-0000003"]
     assert all(damaged_file(c) is None for c in ckpts)
@@ -34,7 +34,7 @@ def test_corrupted_latest_checkpoint_is_skipped_for_the_previous_one(micro_llama
     resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
     err = capsys.readouterr().err
     assert "step-0000003" in err and "trainable.safetensors" in err and "skipping" in err
-    assert resumed.summary["status"] == "completed" and resumed.summary["steps"] == 5
+    assert resumed.summary.status == "completed" and resumed.summary.steps == 5
     # it continued from step 2, so the run is the uninterrupted one again
     a = [m["loss"] for m in metrics(whole.run_dir) if "loss" in m]
     b = [m["loss"] for m in metrics(resumed.run_dir) if "loss" in m]
@@ -88,7 +88,7 @@ def test_full_disk_while_saving_stops_the_run_and_keeps_the_previous_checkpoint(
     from tunewise.config import load_config
 
     res = train(load_config(cfg), run, resume=True, quiet=True)
-    assert res.summary["status"] == "completed" and res.summary["steps"] == 6
+    assert res.summary.status == "completed" and res.summary.steps == 6
     assert latest_checkpoint(run / "checkpoints") is not None
 
 

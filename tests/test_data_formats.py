@@ -308,7 +308,7 @@ def test_a_run_trains_on_a_mix_and_reports_its_sources(micro_llama_dir, tmp_path
         {"path": "a.jsonl", "weight": 0.8}, {"probe": "arithmetic", "weight": 0.2}]},
         "lora": {"r": 4}, "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3}})
     cfg.data.train[0].path = str(a)
-    summary = train(cfg, tmp_path / "run", quiet=True).summary
+    summary = train(cfg, tmp_path / "run", quiet=True).summary.as_dict()
     assert summary["status"] == "completed" and summary["examples"]["sources"] == {str(a): 20, "probe:arithmetic": 5}
 
 
@@ -386,7 +386,7 @@ def test_a_packed_run_trains(micro_llama_dir, tmp_path):
     cfg = validate_config({"base": str(micro_llama_dir), "data": {"train": str(a), "max_seq_len": 48,
                                                                   "packing": True},
                            "lora": {"r": 4}, "train": {"max_steps": 2, "batch_size": 2, "lr": 1e-3}})
-    summary = train(cfg, tmp_path / "run", quiet=True).summary
+    summary = train(cfg, tmp_path / "run", quiet=True).summary.as_dict()
     assert summary["status"] == "completed" and summary["examples"]["used"] == 24
     assert summary["tokens"] > 0 and summary["final_train_loss"] > 0
 
@@ -447,7 +447,7 @@ def test_a_classifier_trains_on_an_alpaca_file_with_a_validation_split(tmp_path)
                            "data": {"train": str(tmp_path / "saved"), "eval": str(tmp_path / "saved"),
                                     "max_seq_len": 16},
                            "lora": {"r": 4}, "train": {"max_steps": 1, "batch_size": 4, "lr": 1e-3}})
-    summary = train(cfg, tmp_path / "run", quiet=True).summary
+    summary = train(cfg, tmp_path / "run", quiet=True).summary.as_dict()
     assert summary["status"] == "completed" and summary["examples"]["used"] == 8
     assert summary["final_eval_loss"] is not None  # read from the folder's validation split
     assert json.loads((tmp_path / "run" / "adapter" / "labels.json").read_text()) == ["complaint", "praise"]

@@ -123,7 +123,7 @@ def test_one_token_rule_for_training_evaluation_and_serving(smollm2, task_dir):
 
 
 def test_lora_learns_at_the_size_default_lr(lora_run):
-    s = lora_run.summary
+    s = lora_run.summary.as_dict()
     assert s["status"] == "completed" and s["lr"] == 1e-3  # the < 1B default, not the seed's 7B 3e-5
     assert s["total_params"] == PARAMS + s["trainable_params"] and s["steps"] == 3  # the adapter on top
     assert (lora_run.run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -132,7 +132,7 @@ def test_lora_learns_at_the_size_default_lr(lora_run):
 def test_full_fine_tuning_saves_and_reloads_with_the_tie_intact(full_run):
     from transformers import AutoModelForCausalLM
 
-    s = full_run.summary
+    s = full_run.summary.as_dict()
     assert s["status"] == "completed" and s["lr"] == 1e-4 and s["trainable_params"] == PARAMS
     model = AutoModelForCausalLM.from_pretrained(full_run.run_dir / "model", local_files_only=True)
     assert _tied(model) and sum(p.numel() for p in model.parameters()) == PARAMS
@@ -140,7 +140,7 @@ def test_full_fine_tuning_saves_and_reloads_with_the_tie_intact(full_run):
 
 def test_qlora_steps(task_dir, tmp_path):
     res = _train("qlora", task_dir, tmp_path / "qlora", steps=1)
-    assert res.summary["status"] == "completed" and res.summary["final_train_loss"] > 0
+    assert res.summary.status == "completed" and res.summary.final_train_loss > 0
 
 
 def test_eval_scores_the_base_and_the_adapter_on_chat_records(smollm2, lora_run, task_dir):
@@ -177,7 +177,7 @@ def test_knowledge_and_kl_probes_are_built_for_the_base(smollm2, lora_run, tmp_p
     after = run_probes(tuned, tok, ["knowledge", "kl"], 16, base="smollm2")
     assert after["kl"]["score"] > 0  # three steps at lr 1e-3 move the next-token distribution
     change = retention_change(before, after, 0.1)
-    assert set(change) == {"knowledge", "kl"} and change["kl"]["before"] == 0.0
+    assert set(change) == {"knowledge", "kl"} and change["kl"].before == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- merge, analyze
@@ -205,7 +205,7 @@ def test_analyze_lora_and_full_without_double_counting_the_embedding(lora_run, f
         # the analysis itself on two blocks (all 210 matrices take minutes on 2 cores)
         out = analyze("smollm2", str(run.run_dir), k=10, eps=(0.5,), spectrum=False,
                       modules=["layers.0.", "layers.29."])
-        assert len(out["matrices"]) == 14 and out["summary"]["total"]["0.5"] >= 0
+        assert len(out.matrices) == 14 and out.total[0.5] >= 0
 
 
 # ---------------------------------------------------------------------------------------------- serve

@@ -23,26 +23,50 @@ def test_retention_change_hand_checked():
     c = retention_change(before, after)
     assert set(c) == {"arithmetic", "lm"}
     a = c["arithmetic"]
-    assert (a["before"], a["after"]) == (0.8, 0.6)
-    assert a["abs_change"] == pytest.approx(-0.2) and a["rel_change"] == pytest.approx(-0.25)
-    assert a["worse_by"] == pytest.approx(0.25) and a["dropped"] is True
+    assert (a.before, a.after) == (0.8, 0.6) and a.words() == "25% worse"
+    assert a.abs_change == pytest.approx(-0.2) and a.rel_change == pytest.approx(-0.25)
+    assert a.worse_by == pytest.approx(0.25) and a.dropped is True
     lm = c["lm"]  # the loss went down: better, not a drop
-    assert lm["abs_change"] == pytest.approx(-0.1) and lm["rel_change"] == pytest.approx(-0.05)
-    assert lm["worse_by"] == pytest.approx(-0.05) and lm["dropped"] is False
-    assert retention_change(before, after, max_drop=0.3)["arithmetic"]["dropped"] is False
+    assert lm.abs_change == pytest.approx(-0.1) and lm.rel_change == pytest.approx(-0.05)
+    assert lm.worse_by == pytest.approx(-0.05) and lm.dropped is False
+    assert retention_change(before, after, max_drop=0.3)["arithmetic"].dropped is False
     worse_loss = retention_change(before, {"lm": {"score": 2.2, "higher_is_better": False}})["lm"]
-    assert worse_loss["worse_by"] == pytest.approx(0.1) and worse_loss["dropped"] is True
-    json.dumps(c, allow_nan=False)  # plain JSON for summary.json
+    assert worse_loss.worse_by == pytest.approx(0.1) and worse_loss.dropped is True
+    json.dumps({name: x.as_dict() for name, x in c.items()}, allow_nan=False)  # plain JSON for summary.json
 
 
 def test_retention_change_from_zero_baseline():
     zero = {"p": {"metric": "accuracy", "score": 0.0, "higher_is_better": True}}
     up = retention_change(zero, {"p": {"score": 0.5}})["p"]
-    assert up["rel_change"] is None and up["dropped"] is False
+    assert up.rel_change is None and up.dropped is False
     same = retention_change(zero, {"p": {"score": 0.0}})["p"]
-    assert same["rel_change"] == 0.0 and same["dropped"] is False
+    assert same.rel_change == 0.0 and same.dropped is False
     loss0 = {"p": {"metric": "loss", "score": 0.0, "higher_is_better": False}}
-    assert retention_change(loss0, {"p": {"score": 0.1}})["p"]["dropped"] is True
+    assert retention_change(loss0, {"p": {"score": 0.1}})["p"].dropped is True
+
+
+def test_retention_flags_in_a_summary_cannot_disagree():
+    """train decides `dropped` once per probe: summary.json's per-probe flag and its retention_dropped list agree,
+    at preserve.max_drop, also for a probe with an absolute tolerance (kl) and one from a zero baseline."""
+    from tunewise.config import PreserveConfig
+    from tunewise.results import RetentionChange
+    from tunewise.train.run import retention_summary
+
+    before = {"arithmetic": {"metric": "accuracy", "score": 0.8, "higher_is_better": True},
+              "slight": {"metric": "accuracy", "score": 0.8, "higher_is_better": True},
+              "kl": {"metric": "kl", "score": 0.0, "higher_is_better": False, "abs_tolerance": 0.05},
+              "zero": {"metric": "accuracy", "score": 0.0, "higher_is_better": True},
+              "lm": {"metric": "loss", "score": 2.0, "higher_is_better": False}}
+    after = {"arithmetic": {"score": 0.6}, "slight": {"score": 0.78}, "kl": {"score": 0.2}, "zero": {"score": 0.0},
+             "lm": {"score": 2.5}}
+    for max_drop in (0.0, 0.02, 0.1, 0.3):
+        s = retention_summary(before, after, PreserveConfig(probes=list(before), max_drop=max_drop, action="fail"))
+        assert s["retention_dropped"] == [name for name, c in s["retention"].items() if c["dropped"]]
+        assert s["retention_failed"] is bool(s["retention_dropped"])
+    s = retention_summary(before, after, PreserveConfig(probes=list(before), max_drop=0.1))
+    assert s["retention_dropped"] == ["arithmetic", "kl", "lm"] and s["retention_failed"] is False
+    assert [RetentionChange.from_dict(c) for c in s["retention"].values()] == [
+        RetentionChange.measure(before[name], after[name], 0.1) for name in before]  # JSON reads back the same
 
 
 def test_probe_sets(tmp_path):
@@ -91,7 +115,7 @@ def test_run_probes_on_a_model(tmp_path, micro_llama_dir):
     assert abs(res["lm"]["score"] - math.log(len(tok))) < 1.0
     assert res[str(user)]["n"] == 3
     c = retention_change(res, res)
-    assert all(v["abs_change"] == 0 and not v["dropped"] for v in c.values())
+    assert all(v.abs_change == 0 and not v.dropped for v in c.values())
 
 
 def test_run_probes_refuses_a_classifier():

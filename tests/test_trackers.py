@@ -77,7 +77,7 @@ def _guard_steps(rows: list[dict], guard: str = "grad_norm") -> list[int]:
 
 def test_eval_every_and_keep_best_output_is_the_best_step(tracked):
     res, rows = tracked
-    s = res.summary
+    s = res.summary.as_dict()
     evals = _series(rows, "eval_loss")
     assert [step for step, _ in evals] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))  # none twice at the end
     assert [tuple(e) for e in s["eval_losses"]] == evals
@@ -106,7 +106,7 @@ def test_tensorboard_event_files_hold_the_metrics(tracked):
     text = {t: acc.Tensors(t)[-1].tensor_proto.string_val[0].decode() for t in ("config/text_summary",
                                                                                  "summary/text_summary")}
     assert "report_to:" in text["config/text_summary"] and "eval_every: 2" in text["config/text_summary"]
-    assert f'"best_step": {res.summary["best_step"]}' in text["summary/text_summary"]
+    assert f'"best_step": {res.summary.best_step}' in text["summary/text_summary"]
 
 
 def test_mlflow_file_store_holds_the_metrics(tracked):
@@ -122,10 +122,10 @@ def test_mlflow_file_store_holds_the_metrics(tracked):
         assert sorted(got) == _series(rows, key), name
     assert run.data.params["train.eval_every"] == "2" and run.data.params["method"] == "full"
     assert run.data.params["train.lr"] == "0.02"
-    assert run.data.metrics["summary/best_step"] == res.summary["best_step"]
+    assert run.data.metrics["summary/best_step"] == res.summary.best_step
     assert [m.step for m in client.get_metric_history(run_id, "guard/grad_norm")] == _guard_steps(rows)
     summary = json.loads(Path(client.download_artifacts(run_id, "summary.json")).read_text())
-    assert summary["guard_events"] == res.summary["guard_events"]
+    assert summary["guard_events"] == res.summary.guard_events
 
 
 def wandb_records(path: Path):
@@ -181,7 +181,7 @@ def test_wandb_offline_run_holds_the_metrics(tracked):
     assert [step for step, _ in history["guard/grad_norm"]] == _guard_steps(rows)
     train_cfg = config["train"]["value"] if "value" in config["train"] else config["train"]
     assert train_cfg["keep_best"] is True and train_cfg["report_to"] == ["tensorboard", "wandb", "mlflow"]
-    assert summary["best_step"] == res.summary["best_step"] and summary["status"] == "completed"
+    assert summary["best_step"] == res.summary.best_step and summary["status"] == "completed"
     assert exit_code == 0
 
 
@@ -243,14 +243,14 @@ def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llam
     changed = validate_config({**_cfg(micro_llama_dir, tmp_path, keep_best=True, report_to=["tensorboard", "mlflow"]),
                                "preserve": {"limit": 8}})
     res = train(changed, run, resume=True, quiet=True)
-    assert res.summary["status"] == "completed" and (run / "trackers.json").read_text() == ids
+    assert res.summary.status == "completed" and (run / "trackers.json").read_text() == ids
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     # step 4 ends an epoch: the resumed run does not take its eval again
     assert [step for step, _ in _series(rows, "eval_loss")] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
-    uninterrupted = tracked[0].summary
-    assert res.summary["best_step"] == uninterrupted["best_step"] < 7  # found before the last resume, and kept
-    assert res.summary["best_eval_loss"] == pytest.approx(uninterrupted["best_eval_loss"], abs=1e-6)
+    uninterrupted = tracked[0].summary.as_dict()
+    assert res.summary.best_step == uninterrupted["best_step"] < 7  # found before the last resume, and kept
+    assert res.summary.best_eval_loss == pytest.approx(uninterrupted["best_eval_loss"], abs=1e-6)
 
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()

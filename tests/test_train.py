@@ -53,7 +53,7 @@ def test_three_methods_train_and_outputs_load_in_plain_tools(method, micro_llama
 
     data = make_data(tmp_path)
     res = train(cfg_for(micro_llama_dir, data, method, max_steps=4), tmp_path / "run", quiet=True)
-    s = res.summary
+    s = res.summary.as_dict()
     assert s["status"] == "completed" and s["steps"] == 4
     assert all(k in s for k in ("tokens_per_s", "peak_rss_mb", "trainable_params", "total_params", "guard_events"))
     losses = [m["loss"] for m in metrics(res.run_dir) if "loss" in m]
@@ -91,9 +91,8 @@ def test_trainable_tokens_train_only_those_embedding_rows_and_load_in_plain_peft
     data = make_data(tmp_path)
     cfg = cfg_for(micro_llama_dir, data, max_steps=3, extra={"lora": {"r": 4, "trainable_tokens": ["="]}})
     res = train(cfg, tmp_path / "run", quiet=True)
-    plain = res.summary["trainable_params"]
-    assert plain == train(cfg_for(micro_llama_dir, data, max_steps=1), tmp_path / "plain", quiet=True).summary[
-        "trainable_params"] + len(ids) * 32  # one 32-wide row per token
+    plain = res.summary.trainable_params
+    assert plain == train(cfg_for(micro_llama_dir, data, max_steps=1), tmp_path / "plain", quiet=True).summary.trainable_params + len(ids) * 32  # one 32-wide row per token
 
     base = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
     before = base.get_input_embeddings().weight.detach().clone()
@@ -124,10 +123,29 @@ def test_trainable_token_ids_from_strings_or_targets(micro_llama_dir, tmp_path):
     assert trainable_token_ids(as_cfg([]), tok, examples) == []
     assert trainable_token_ids(cfg_for(micro_llama_dir, data, "full", extra={"lora": {"trainable_tokens": "targets"}}),
                                tok, examples) == []
-    with pytest.raises(ConfigError, match="trainable_tokens"):
+    with pytest.raises(ConfigError) as e:
         trainable_token_ids(as_cfg("targets", task_type="sequence-classification", num_labels=2), tok, examples)
+    assert e.value.message == ("1 problem(s) in the config:\n  - lora.trainable_tokens: only for causal-lm runs (a "
+                               "classifier predicts labels, not tokens); remove lora.trainable_tokens")
     with pytest.raises(TunewiseError, match="trainable_tokens"):
         as_cfg("all")
+
+
+def test_lora_that_does_not_fit_the_model_is_one_problem_each(micro_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.errors import ConfigError
+    from tunewise.train.methods import check_lora_fits
+
+    model = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
+    with pytest.raises(ConfigError) as e:
+        check_lora_fits(model, 8, ["q_proj", "qkv"])
+    assert e.value.problems == ["lora.target_modules: the model has no module named 'qkv'; its linear layers are "
+                                "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj (or use 'auto')"]
+    with pytest.raises(ConfigError) as e:
+        check_lora_fits(model, 100_000, "all-linear")
+    assert e.value.message == ("1 problem(s) in the config:\n  - lora.r: 100000 is wider than any layer of the model "
+                               "(widest 826); typical ranks are 8 to 64")  # the vocabulary
 
 
 def test_unknown_config_key_suggests_the_closest(tmp_path):
@@ -142,13 +160,13 @@ def test_config_warnings_epochs_and_lora_lr(micro_llama_dir, tmp_path):
     data = make_data(tmp_path, n=8)
     # A model under 20M parameters: the LoRA lr limit is 3x its size default of 5e-3 (tunewise.defaults).
     res = train(cfg_for(micro_llama_dir, data, epochs=4, lr=2e-2), tmp_path / "run", quiet=True)
-    guards = {e["guard"] for e in res.summary["guard_events"]}
+    guards = {e["guard"] for e in res.summary.guard_events}
     assert {"epochs", "lr"} <= guards
     res = train(cfg_for(micro_llama_dir, data, epochs=1, lr=5e-4), tmp_path / "ok", quiet=True)
-    assert "lr" not in {e["guard"] for e in res.summary["guard_events"]}
+    assert "lr" not in {e["guard"] for e in res.summary.guard_events}
     # max_steps that amount to more than 3 passes over the data warn too (8 examples, batch 2: 4 steps an epoch)
     res = train(cfg_for(micro_llama_dir, data, max_steps=14, batch_size=2, lr=1e-5), tmp_path / "steps", quiet=True)
-    assert [e["message"][:15] for e in res.summary["guard_events"] if e["guard"] == "epochs"] == ["3.5 epochs > 3:"]
+    assert [e["message"][:15] for e in res.summary.guard_events if e["guard"] == "epochs"] == ["3.5 epochs > 3:"]
 
 
 @pytest.mark.parametrize("action", ["warn", "stop", "reduce_lr"])
@@ -157,12 +175,12 @@ def test_overfit_guard_actions(action, micro_llama_dir, tmp_path):
     cfg = cfg_for(micro_llama_dir, data, "full", max_steps=60, lr=2e-2, scheduler="constant",
                   guards={"overfit_action": action, "smoothing": 3})
     res = train(cfg, tmp_path / "run", quiet=True)
-    overfit = [e for e in res.summary["guard_events"] if e["guard"] == "overfit"]
-    assert overfit, res.summary["final_train_loss"]
+    overfit = [e for e in res.summary.guard_events if e["guard"] == "overfit"]
+    assert overfit, res.summary.final_train_loss
     if action == "warn":
-        assert res.summary["status"] == "completed" and res.summary["overfit_marked"] and len(overfit) == 1
+        assert res.summary.status == "completed" and res.summary.overfit_marked and len(overfit) == 1
     elif action == "stop":
-        assert res.summary["status"] == "stopped_by_guard" and res.summary["steps"] < 60
+        assert res.summary.status == "stopped_by_guard" and res.summary.steps < 60
         assert latest_checkpoint(res.run_dir / "checkpoints") is not None
     else:
         lrs = [m["lr"] for m in metrics(res.run_dir) if "lr" in m]
@@ -185,7 +203,7 @@ def test_grad_norm_guard_in_a_real_run(micro_llama_dir, tmp_path):
     data = make_data(tmp_path, n=8)
     res = train(cfg_for(micro_llama_dir, data, max_steps=2, guards={"grad_norm_limit": 1e-6}), tmp_path / "r",
                 quiet=True)
-    assert any(e["guard"] == "grad_norm" for e in res.summary["guard_events"])
+    assert any(e["guard"] == "grad_norm" for e in res.summary.guard_events)
 
 
 def test_nan_loss_halts_without_writing_nonfinite_weights(micro_llama_dir, tmp_path):
@@ -217,11 +235,11 @@ def test_resume_is_exact(method, micro_llama_dir, tmp_path):
                   extra={"lora": {"r": 4, "dropout": 0.1}})  # dropout: the RNG state must resume too
     full = train(cfg, tmp_path / "a", quiet=True)
     part = train(cfg, tmp_path / "b", quiet=True, stop_at_step=3)
-    assert part.summary["status"] == "stopped_at_step"
+    assert part.summary.status == "stopped_at_step"
     resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
     a = [m["loss"] for m in metrics(full.run_dir) if "loss" in m]
     b = [m["loss"] for m in metrics(resumed.run_dir) if "loss" in m]
-    assert len(a) == len(b) == full.summary["steps"]
+    assert len(a) == len(b) == full.summary.steps
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-6
     name = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
     wa, wb = load_file(full.run_dir / name), load_file(resumed.run_dir / name)
@@ -259,7 +277,7 @@ def test_sigkill_while_saving_leaves_no_half_checkpoint(micro_llama_dir, tmp_pat
     assert ckpt is not None and ckpt.name == "step-0000002"  # the half-written step 3 is invisible
     assert load_file(ckpt / "trainable.safetensors")
     res = train(validate_config(__import__("yaml").safe_load(cfg.read_text())), run, resume=True, quiet=True)
-    assert res.summary["status"] == "completed" and res.summary["steps"] == 6
+    assert res.summary.status == "completed" and res.summary.steps == 6
 
 
 def test_sigterm_finishes_the_step_and_checkpoints(micro_llama_dir, tmp_path):
@@ -317,7 +335,7 @@ def test_learning_rate_defaults_follow_the_model_size(micro_llama_dir, tmp_path)
     assert default_lr("lora", 6_738_415_616)[0] == 3e-5 and default_lr("full", 6_738_415_616)[0] == 1e-5
     assert lora_lr_limit(6_738_415_616) == 1e-4 and lora_lr_limit(134_515_008) == 3e-3
     res = train(cfg_for(micro_llama_dir, make_data(tmp_path, n=8), max_steps=1, lr=None), tmp_path / "run", quiet=True)
-    assert res.summary["lr"] == 5e-3  # no lr given: the size default, recorded in the summary
+    assert res.summary.lr == 5e-3  # no lr given: the size default, recorded in the summary
 
 
 @pytest.mark.parametrize("wrap", ["plain", "peft"])

@@ -11,12 +11,15 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunewise.defaults import METHODS, default_lr
-from tunewise.errors import TunewiseError
+from pydantic import Field, model_validator
+
+from tunewise.defaults import METHODS, TINY_BASE, default_lr
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
+from tunewise.inputs import Strict
+from tunewise.results import RetentionChange
 from tunewise.rundir import RunDir
 
 TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning",
@@ -26,31 +29,38 @@ WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
 GRADUATE_POINTS = 5.0  # a gap this large on reasoning: graduate to full fine-tuning
 
 
-@dataclass
-class CompareSpec:
-    base: str = "tiny"
-    task: str | None = "structured"  # a built-in task, or None with `data`
-    data: str | None = None  # a folder with train/validation/test JSONL (+ meta.json), for user data
-    task_kind: str | None = None  # representation | sql | reasoning | other (default: from the task)
-    methods: list[str] = field(default_factory=lambda: ["lora", "qlora", "full"])
-    out: str = "runs/compare"
-    rank: int = 16
-    epochs: float = 2.0
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: dict[str, float] = field(default_factory=dict)  # per method; default from model size (see default_lr)
-    train_size: int = 400
-    eval_size: int = 60
-    max_seq_len: int = 160
-    probes: list[str] | None = None  # default: tasks.probes.default_probes(base)
-    seed: int = 0
-    analyze: bool = True
+class CompareSpec(Strict):
+    """What `tunewise compare` runs; the values' sense is checked by check_spec, with the flags' names."""
 
-    def __post_init__(self) -> None:
+    base: str = Field(TINY_BASE, description="Base model: 'tiny', a folder or a hub id.")
+    task: str | None = Field("structured", description="A built-in task, or None with `data`.")
+    data: str | None = Field(None, description="A folder with train/validation/test JSONL (+ meta.json), for "
+                                               "user data.")
+    task_kind: str | None = Field(None, description="representation | sql | reasoning | other (default: from "
+                                                    "the task).")
+    methods: list[str] = Field(default_factory=lambda: list(METHODS), description="Methods to train, in order.")
+    out: str = Field("runs/compare", description="Output folder; repeated runs reuse finished methods.")
+    rank: int = Field(16, description="LoRA / QLoRA rank.")
+    epochs: float = Field(2.0, description="Same budget for every method.")
+    max_steps: int | None = Field(None, description="Stop each method after this many steps (overrides epochs).")
+    batch_size: int = Field(16, description="Examples per optimizer step.")
+    lr: dict[str, float] = Field(default_factory=dict, description="Per-method lr; default by model size "
+                                                                   "(tunewise/defaults.py).")
+    train_size: int = Field(400, description="Training examples generated for a built-in task.")
+    eval_size: int = Field(60, description="Test examples scored per method.")
+    max_seq_len: int = Field(160, description="Longest example in tokens.")
+    probes: list[str] | None = Field(None, description="Retention probes; default: tasks.probes.default_probes("
+                                                       "base).")
+    seed: int = Field(0, description="Seed of the generated task and of training.")
+    analyze: bool = Field(True, description="Count intruder dimensions of each tuned model.")
+
+    @model_validator(mode="after")
+    def _default_probes(self) -> CompareSpec:
         if self.probes is None:
             from tunewise.tasks.probes import default_probes
 
             self.probes = default_probes(self.base)
+        return self
 
     @property
     def kind(self) -> str:
@@ -61,7 +71,7 @@ def check_spec(spec: CompareSpec) -> None:
     problems = []
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        problems.append(f"--methods: unknown {bad or 'empty list'}; choose from lora, qlora, full")
+        problems.append(f"--methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if (spec.task is None) == (spec.data is None):
         problems.append("give exactly one of --task (structured, classify, sql, math) or --data DIR")
     if spec.kind not in KINDS:
@@ -71,7 +81,7 @@ def check_spec(spec: CompareSpec) -> None:
     if spec.data and not (Path(spec.data) / "train.jsonl").is_file():
         problems.append(f"--data {spec.data}: expected train.jsonl (and validation.jsonl, test.jsonl) in it")
     if problems:
-        raise TunewiseError("; ".join(problems), "see tunewise compare --help")
+        raise ConfigError(problems, hint="see tunewise compare --help", what="the options")
 
 
 def prepare_data(spec: CompareSpec, out: Path) -> Path:
@@ -191,12 +201,7 @@ def intruders_of(base: str, run_dir: Path) -> dict:
         return json.loads(cached.read_text())
     from tunewise.analysis.pipeline import analyze
 
-    result = analyze(base, str(run_dir), k=10, eps=(0.5,))
-    summary = result["summary"]
-    slim = {"total": summary["total"]["0.5"],
-            "per_layer": {layer: v["0.5"] for layer, v in summary["per_layer"].items()},
-            "per_module": {module: v["0.5"] for module, v in summary["per_module"].items()},
-            "spectrum": summary.get("spectrum"), "seconds": result["seconds"]}
+    slim = analyze(base, str(run_dir), k=10, eps=(0.5,)).slim(0.5)
     atomic_write_json(cached, slim)
     return slim
 
@@ -217,6 +222,11 @@ def row_for(method: str, summary: dict, evaluation: dict, intruders: dict | None
     }
 
 
+def method_lr(spec: CompareSpec, method: str, n_params: int, encoder: bool) -> tuple[float, str]:
+    """(lr, note): the one given with --lr, else the size default (tunewise.defaults, as train and advise)."""
+    return (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, encoder)
+
+
 def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     check_spec(spec)
     out = Path(spec.out)
@@ -229,7 +239,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     n_params = count_parameters(load_model(spec.base, task=task, num_labels=len(labels) if labels else None))
     rows, lr_notes = {}, {}
     for method in spec.methods:
-        lr, note = (spec.lr[method], "given") if method in spec.lr else default_lr(method, n_params, bool(labels))
+        lr, note = method_lr(spec, method, n_params, bool(labels))
         lr_notes[method] = note
         t0 = time.time()
         summary = train_method(spec, method, data, out, lr, quiet, labels)
@@ -244,7 +254,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
     base_score = base_row["score"] if base_row else None
-    result = {"spec": asdict(spec), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
+    result = {"spec": spec.model_dump(), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
               "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score, str(data / "train.jsonl")),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)
@@ -330,28 +340,16 @@ def number_text(value) -> str:
 
 def retention_words(retention: dict | None) -> dict[str, str]:
     """{probe: '12% worse'}: the sign of a relative change depends on whether higher is better, words do not."""
-    out = {}
-    for probe, c in (retention or {}).items():
-        rel = c.get("rel_change")
-        if rel is None:  # measured from zero (kl): the absolute change is the reading
-            if c.get("abs_change") is not None:
-                out[probe] = f"{c['abs_change']:+.3g} from 0"
-            continue
-        better = rel if c.get("higher_is_better", True) else -rel
-        out[probe] = "unchanged" if abs(better) < 0.005 else f"{abs(better):.0%} {'better' if better > 0 else 'worse'}"
-    return out
+    return {probe: RetentionChange.from_dict(c).words() for probe, c in (retention or {}).items()}
 
 
 def _worst_forgetting(rows: dict[str, dict], train_file: str = "train.jsonl") -> str | None:
     worst = None
     for method, row in rows.items():
         for probe, c in (row.get("retention") or {}).items():
-            rel = c.get("rel_change")
-            if rel is None:
-                continue
-            drop = -rel if c.get("higher_is_better", True) else rel
-            if worst is None or drop > worst[0]:
-                worst = (drop, method, probe)
+            worse_by = RetentionChange.from_dict(c).worse_by
+            if worse_by is not None and (worst is None or worse_by > worst[0]):
+                worst = (worse_by, method, probe)
     if worst and worst[0] > 0.05:
         from tunewise.data.mix import mix_config_line
 

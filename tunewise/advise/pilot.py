@@ -57,7 +57,7 @@ def check(spec: PilotSpec) -> list[str]:
         p.append(f"--eval: '{spec.eval}' does not exist")
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from lora, qlora, full")
+        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if spec.task_kind and spec.task_kind not in KIND_TASK:
         p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KIND_TASK)}")
     if not spec.budget_min > 0:
@@ -158,7 +158,7 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
         shutil.rmtree(run_dir / name, ignore_errors=True)
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
-            "lr": lr, "steps": summary["steps"], "final_train_loss": summary["final_train_loss"],
+            "lr": lr, "steps": summary.steps, "final_train_loss": summary.final_train_loss,
             "seconds": round(time.time() - t0, 1), "eval_n": result.n}
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import typer
 
 PRIORITIES = {"accuracy": "accuracy_priority", "time": "time_bottleneck", "iteration": "fast_iteration"}
-YAML_KEYS = {"task", "model", "gpu_mem", "gpus", "device", "dataset", "data_size", "seq_len", "batch", "rank",
-             "continual", "multi_adapter", "accuracy_priority", "time_bottleneck", "long_term",
-             "quantized_inference", "fast_iteration", "priority"}
 
 
 def read_yaml(path: str) -> tuple[dict, list[str]]:
-    """Inputs from a YAML file (keys as the flags, with underscores); unknown keys are problems, not ignored."""
-    import difflib
+    """Inputs from a YAML file (keys as the flags, with underscores); unknown keys and values of the wrong type are
+    problems (tunewise.inputs' words, as for every config), not ignored; null is a key not given."""
+    from pydantic import ValidationError
 
+    from tunewise.advise import AdviseInput
     from tunewise.errors import TunewiseError
+    from tunewise.inputs import problems_of, unknown_keys
     from tunewise.userfiles import load_yaml
 
     try:
@@ -31,35 +31,16 @@ def read_yaml(path: str) -> tuple[dict, list[str]]:
     values = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in YAML_KEYS:
-            close = difflib.get_close_matches(str(key), sorted(YAML_KEYS), n=1)
-            problems.append(f"{path}: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-        elif (wrong := _wrong_type(name, value)) is not None:
-            problems.append(f"{path}: {name}: {wrong} (got {value!r:.60})")
+        if name == "priority" or value is None:
+            values[name] = value
+            continue
+        try:
+            AdviseInput.model_validate({name: value})
+        except ValidationError as e:
+            problems += [f"{path}: {p}" for p in unknown_keys({name: value}, AdviseInput) + problems_of(e)]
         else:
             values[name] = value
-    return values, problems
-
-
-def _wrong_type(name: str, value) -> str | None:
-    """What is wrong with a YAML value's type for advise input `name` (YAML gives any type; the engine wants
-    the flag's type), or None when it fits."""
-    import math
-    from dataclasses import fields
-
-    from tunewise.advise import AdviseInput
-
-    if name == "priority" or value is None:
-        return None
-    kind = {f.name: str(f.type) for f in fields(AdviseInput)}[name]
-    if "bool" in kind:
-        return None if isinstance(value, bool) else "expected true or false"
-    if "float" in kind:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else "expected a finite number"
-    if "int" in kind:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "expected a whole number"
-    return None if isinstance(value, str) else "expected text"
+    return {k: v for k, v in values.items() if v is not None}, problems
 
 
 def apply_priority(values: dict, priority: str | list | None, problems: list[str]) -> None:
@@ -175,6 +156,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
     ) -> None:
         """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
+        from pydantic import ValidationError
+
         from tunewise.advise import AdviseInput, AdviseInputError
         from tunewise.advise import advise as run_advise
         from tunewise.advise.rules import TASKS
@@ -224,8 +207,10 @@ def register(app: typer.Typer) -> None:
         values.setdefault("batch", 8)
         try:
             inp = AdviseInput(**values)
-        except TypeError as e:
-            raise AdviseInputError(problems + [str(e)]) from None
+        except ValidationError as e:
+            from tunewise.inputs import problems_of
+
+            raise AdviseInputError(problems + problems_of(e)) from None
         if problems:
             from tunewise.advise.engine import check
 

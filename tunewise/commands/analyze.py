@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         results = []
         for t in tuned:
             tw = open_tuned(base, t)
-            results.append(run_analysis(base, t, k=k, eps=eps_list, cache=cache, modules=mods, weights=tw))
+            results.append(run_analysis(base, t, k=k, eps=eps_list, cache=cache, modules=mods, weights=tw).as_dict())
         payload: dict = {"results": results}
         if plots is not None:
             from tunewise.analysis.plots import all_plots

@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from tunewise.defaults import METHODS
+
 
 def _parse_lr(text: str | None) -> dict[str, float]:
     from tunewise.errors import TunewiseError
@@ -73,7 +75,7 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option(None, help="Built-in task: structured, classify, sql, math."),
         data: str = typer.Option(None, help="Your data: a folder with train/validation/test JSONL (+ meta.json)."),
         task_kind: str = typer.Option(None, help="representation | sql | reasoning | other (default: from task)."),
-        methods: str = typer.Option("lora,qlora,full", help="Comma-separated subset of lora,qlora,full."),
+        methods: str = typer.Option(",".join(METHODS), help=f"Comma-separated subset of {','.join(METHODS)}."),
         out: str = typer.Option("runs/compare", help="Output folder; repeated runs reuse finished methods."),
         rank: int = typer.Option(16, help="LoRA rank (the seed: 16 or 32)."),
         epochs: float = typer.Option(2.0, help="Same budget for every method."),

@@ -31,17 +31,18 @@ def register(app: typer.Typer) -> None:
         from tunewise.advise.engine import AdviseInput, advise
         from tunewise.commands.compare import check_sizes, print_table
         from tunewise.compare import CompareSpec, run_compare
+        from tunewise.defaults import METHODS, TINY_BASE
         from tunewise.ownership import claim_dir
         from tunewise.report import write_report
         from tunewise.tasks import get_task
 
         get_task(task)
-        tiny = base == "tiny"
+        tiny = base == TINY_BASE
         out = out or ("runs/demo" if tiny else f"runs/demo-{Path(base).name}")
         train_size = train_size or (600 if tiny else 240)
         eval_size = eval_size or (40 if tiny else 30)
         epochs = epochs or (2.0 if tiny else 1.0)
-        method_list = [m.strip() for m in (methods or ("lora,qlora,full" if tiny else "lora,full")).split(",")]
+        method_list = [m.strip() for m in (methods or (",".join(METHODS) if tiny else "lora,full")).split(",")]
         check_sizes(epochs, None, 16, train_size, eval_size)
         claim_dir(out, "compare", task)  # the demo is a compare; same folder rule
         t0 = time.time()

@@ -6,12 +6,12 @@ import json
 
 import typer
 
-from tunewise.defaults import LORA_DROPOUT
+from tunewise.defaults import BY_MEMORY, LORA_DROPOUT
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
     if text.strip() in ("all", ""):
-        return ("full", "lora", "qlora")
+        return BY_MEMORY
     return tuple(m.strip().lower() for m in text.split(",") if m.strip())
 
 

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),
         lr_min: float = typer.Option(None, "--lr-min", help="With --find-lr: first lr (default size default / 1000)."),
         lr_max: float = typer.Option(None, "--lr-max", help="With --find-lr: last lr (default size default x 100)."),
+        help_config: bool = typer.Option(False, "--help-config", help="Print every config key with its type, "
+                                         "default and description, and exit."),
     ) -> None:
         """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
@@ -47,6 +49,12 @@ def register(app: typer.Typer) -> None:
         from tunewise.train import train as run_train
         from tunewise.train.resume import check_resumable, finished_summary
 
+        if help_config:
+            from tunewise.config import RunConfig
+            from tunewise.inputs import help_text
+
+            typer.echo(help_text(RunConfig))
+            return
         if find_lr or write:
             from tunewise.commands.find_lr import run_find_lr
 
@@ -77,9 +85,9 @@ def register(app: typer.Typer) -> None:
             out = out or default_run_dir(cfg)
             claim_dir(out, "run", force=force, flag=flag)
             result = run_train(cfg, out, quiet=quiet)
-        if not result.summary:  # a non-zero DDP rank
+        if result.summary is None:  # a non-zero DDP rank
             return
-        s = result.summary
+        s = result.summary.as_dict()
         if as_json:
             typer.echo(json.dumps(s, indent=2))
         else:

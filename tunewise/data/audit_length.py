@@ -57,9 +57,10 @@ def leading_text(tokenizer) -> str:
 
 def _fast_folder(name: str) -> Path | None:
     """The tokenizer folder when the fast path applies: a local folder with tokenizer.json and no chat template."""
+    from tunewise.defaults import TINY_BASE
     from tunewise.zoo import TINY_DIR
 
-    folder = TINY_DIR if name == "tiny" else Path(name).expanduser()
+    folder = TINY_DIR if name == TINY_BASE else Path(name).expanduser()
     if not ((folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()):
         return None
     if (folder / "chat_template.jinja").exists():

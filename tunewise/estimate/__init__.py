@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tunewise.defaults import LORA_DROPOUT
+from tunewise.defaults import METHODS as ORDER  # how messages list them
 from tunewise.errors import TunewiseError
 from tunewise.estimate.memory import (
     CUDA_OVERHEAD,
@@ -73,7 +74,7 @@ def validate_request(req: EstimateRequest) -> list[str]:
     p = []
     bad = [m for m in req.methods if m not in METHODS]
     if bad or not req.methods:
-        p.append(f"--method: unknown {', '.join(bad) or '(none)'}; use lora, qlora, full or all")
+        p.append(f"--method: unknown {', '.join(bad) or '(none)'}; use {', '.join(ORDER)} or all")
     if req.rank <= 0:
         p.append(f"--rank must be > 0 (got {req.rank}); typical values are 16 or 32")
     for name, value in (("--batch", req.batch), ("--seq-len", req.seq), ("--gpus", req.gpus),

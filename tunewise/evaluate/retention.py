@@ -14,6 +14,7 @@ from typing import Any
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.generation import greedy_generate
 from tunewise.evaluate.loglik import mean_token_loss
+from tunewise.results import RetentionChange
 from tunewise.tasks.probes import Probe, load_probe, parse_probe_list
 from tunewise.tasks.scorers import make_scorer
 
@@ -92,31 +93,7 @@ def _base_score_cache(model, name: str, limit: int, batch_size: int, base: str) 
 
 
 def retention_change(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
-                     max_drop: float = 0.0) -> dict[str, dict[str, Any]]:
-    """Per probe in both: before, after, abs_change (after - before), rel_change (abs / |before|), and
-    `dropped`: the skill got worse by more than `max_drop` (relative; 0 = any worsening).
-
-    `worse_by` is the relative change signed so that positive always means worse (a loss going up, an
-    accuracy going down), which is what a threshold on forgetting compares against. From a zero baseline the
-    relative change is undefined (None) and any worsening counts as dropped.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for name, b in before.items():
-        if name not in after:
-            continue
-        x, y = float(b["score"]), float(after[name]["score"])
-        higher = bool(b.get("higher_is_better", True))
-        abs_change = y - x
-        worse_abs = -abs_change if higher else abs_change
-        # Relative to a zero baseline is undefined: rel_change is None, and any worsening counts as a drop. A
-        # probe measured from zero by nature (kl: drift in nats) carries its own absolute tolerance instead.
-        rel = abs_change / abs(x) if x != 0 else (0.0 if abs_change == 0 else None)
-        worse_by = None if rel is None else (-rel if higher else rel)
-        tolerance = float(b.get("abs_tolerance") or 0.0)
-        if tolerance:
-            dropped = worse_abs > tolerance
-        else:
-            dropped = worse_abs > 0 if worse_by is None else worse_by > max_drop
-        out[name] = {"metric": b.get("metric"), "higher_is_better": higher, "before": x, "after": y,
-                     "abs_change": abs_change, "rel_change": rel, "worse_by": worse_by, "dropped": dropped}
-    return out
+                     max_drop: float = 0.0) -> dict[str, RetentionChange]:
+    """Per probe in both, what changed and whether it `dropped` (worse by more than `max_drop`, relative; 0 = any
+    worsening): see tunewise.results.RetentionChange, the one place that decides it."""
+    return {name: RetentionChange.measure(b, after[name], max_drop) for name, b in before.items() if name in after}

@@ -465,4 +465,5 @@ def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = N
         before = run_probes(bmodel, btok, probes, limit, batch_size, base_name, is_base=True)
         del bmodel
     tuned = run_probes(loaded.model, loaded.tokenizer, probes, limit, batch_size, base_name)
-    return {"base": before, "tuned": tuned, "change": retention_change(before, tuned), "base_name": base_name}
+    change = {name: c.as_dict() for name, c in retention_change(before, tuned).items()}  # JSON: eval writes it
+    return {"base": before, "tuned": tuned, "change": change, "base_name": base_name}

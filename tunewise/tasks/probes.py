@@ -33,7 +33,9 @@ KL_TOLERANCE = 0.05  # nats per token of drift from the base that retention does
 
 
 def default_probes(base: str) -> list[str]:
-    return list(TINY_PROBES if base == "tiny" else MODEL_AGNOSTIC_PROBES)
+    from tunewise.defaults import TINY_BASE
+
+    return list(TINY_PROBES if base == TINY_BASE else MODEL_AGNOSTIC_PROBES)
 
 
 @dataclass(frozen=True)

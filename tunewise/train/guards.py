@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from tunewise.config import RunConfig
+from tunewise.defaults import ADAPTER_METHODS
 
 
 @dataclass
@@ -33,7 +34,7 @@ def config_warnings(cfg: RunConfig, lr: float, epochs: float) -> list[GuardEvent
                                  "diminish beyond 3 epochs and multi-epoch training on a static dataset can degrade "
                                  "the model; watch the eval loss"))
     limit = cfg.guards.lora_lr_limit
-    if cfg.method in ("lora", "qlora") and limit is not None and lr > limit:
+    if cfg.method in ADAPTER_METHODS and limit is not None and lr > limit:
         events.append(GuardEvent(0, "lr", f"LoRA learning rate {lr:g} > {limit:g}: 1e-4 was unstable in "
                                  "Anyscale's Llama-2 runs and 3e-5 stabilised them (smaller models take larger "
                                  "rates: the limit is 3x the size default below 1B parameters); lower it if the "

@@ -15,6 +15,7 @@ from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
+from tunewise.results import TrainSummary
 from tunewise.rundir import CONFIG, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
@@ -25,7 +26,7 @@ from tunewise.train.methods import get_method, trainable_token_ids
 @dataclass
 class TrainResult:
     run_dir: Path
-    summary: dict
+    summary: TrainSummary | None  # None on a DDP process other than the main one
     exit_code: int = 0
 
 
@@ -161,16 +162,16 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
         summary = _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
         if identical is not None:
-            summary["ddp_ranks_identical"] = identical
-        summary["distributed"] = cfg.train.distributed if ctx.enabled else None
-        summary["peak_rss_mb_per_rank"] = [round(x, 1) for x in rss_per_rank]
-        atomic_write_json(run_dir / "summary.json", summary)
+            summary.ddp_ranks_identical = identical
+        summary.distributed = cfg.train.distributed if ctx.enabled else None
+        summary.peak_rss_mb_per_rank = [round(x, 1) for x in rss_per_rank]
+        atomic_write_json(run_dir / "summary.json", summary.as_dict())
         _plot_losses(run_dir)
-        loop.trackers.finish(summary)
+        loop.trackers.finish(summary.as_dict())
     ctx.barrier()
     distributed.shutdown(ctx)
-    exit_code = 1 if summary and summary.get("retention_failed") else 0
-    return TrainResult(run_dir, summary or {}, exit_code)
+    exit_code = 1 if summary is not None and summary.retention_failed else 0
+    return TrainResult(run_dir, summary, exit_code)
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
@@ -226,48 +227,44 @@ def _save_outputs(method, model, tokenizer, run_dir: Path, labels: list[str] | N
     replace_dir(tmp, final)
 
 
-def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, after, wall: float) -> dict:
-    total = count_parameters(distributed.unwrap(loop.model))
-    events = [e.as_dict() for e in warnings + result.events]
-    summary = {
-        "method": cfg.method, "base": cfg.base, "base_fingerprint": base_fingerprint(cfg.base),
-        "status": result.status,
-        "trainable_params": sum(p.numel() for p in loop.params), "total_params": total,
-        "steps": loop.state.step, "planned_steps": loop.plan.total_steps, "epochs": round(loop.plan.epochs, 3),
-        "lr": cfg.lr, "wall_time_s": round(wall, 2), "train_time_s": round(result.train_seconds, 2),
-        "tokens": loop.state.tokens,
-        "tokens_per_s": round(loop.state.tokens / max(result.train_seconds, 1e-9), 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-        "final_train_loss": _tail_mean(result.train_losses),
-        "final_eval_loss": result.eval_losses[-1][1] if result.eval_losses else None,
-        "eval_losses": result.eval_losses,
-        "train_eval_gap": None, "guard_events": events,
-        "overfit_marked": loop.guards.overfit_fired, "examples": data.stats.as_dict(),
-        "output": str(loop.run_dir / loop.method.output_name), "world_size": loop.ctx.world,
-    }
+def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, after,
+             wall: float) -> TrainSummary:
+    final_train = _tail_mean(result.train_losses)
+    final_eval = result.eval_losses[-1][1] if result.eval_losses else None
+    summary = TrainSummary(
+        method=cfg.method, base=cfg.base, base_fingerprint=base_fingerprint(cfg.base), status=result.status,
+        trainable_params=sum(p.numel() for p in loop.params),
+        total_params=count_parameters(distributed.unwrap(loop.model)),
+        steps=loop.state.step, planned_steps=loop.plan.total_steps, epochs=round(loop.plan.epochs, 3),
+        lr=cfg.lr, wall_time_s=round(wall, 2), train_time_s=round(result.train_seconds, 2),
+        tokens=loop.state.tokens, tokens_per_s=round(loop.state.tokens / max(result.train_seconds, 1e-9), 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        final_train_loss=final_train, final_eval_loss=final_eval, eval_losses=result.eval_losses,
+        train_eval_gap=round(final_eval - final_train, 4) if final_eval is not None and final_train is not None
+        else None,
+        guard_events=[e.as_dict() for e in warnings + result.events], overfit_marked=loop.guards.overfit_fired,
+        examples=data.stats.as_dict(), output=str(loop.run_dir / loop.method.output_name),
+        world_size=loop.ctx.world)
     if loop.best is not None:
-        summary["best_step"], summary["best_eval_loss"] = loop.best.step, loop.best.loss
-    if summary["final_eval_loss"] is not None and summary["final_train_loss"] is not None:
-        summary["train_eval_gap"] = round(summary["final_eval_loss"] - summary["final_train_loss"], 4)
+        summary.best_step, summary.best_eval_loss = loop.best.step, loop.best.loss
     if before is not None and after is not None:
-        from tunewise.evaluate.retention import retention_change
-
-        change = retention_change(before, after)
-        summary["retention"] = change
-        dropped = [name for name, c in change.items() if _dropped_too_far(c, cfg.preserve.max_drop)]
-        summary["retention_dropped"] = dropped
-        summary["retention_failed"] = bool(dropped) and cfg.preserve.action == "fail"
-        atomic_write_json(loop.run_dir / "retention.json", change)
+        for key, value in retention_summary(before, after, cfg.preserve).items():
+            setattr(summary, key, value)
+        atomic_write_json(loop.run_dir / "retention.json", summary.retention)
     return summary
 
 
-def _dropped_too_far(change: dict, max_drop: float) -> bool:
-    rel = change.get("rel_change")
-    if rel is None:
-        return False
-    worse = -rel if change.get("higher_is_better", True) else rel
-    return worse > max_drop
+def retention_summary(before: dict, after: dict, preserve) -> dict:
+    """summary.json's retention, retention_dropped and retention_failed, from one decision per probe (each
+    change's `dropped`, at preserve.max_drop), so the per-probe flag and the list cannot disagree."""
+    from tunewise.evaluate.retention import retention_change
+    from tunewise.results import retention_dropped
+
+    change = retention_change(before, after, preserve.max_drop)
+    dropped = retention_dropped(change)
+    return {"retention": {name: c.as_dict() for name, c in change.items()}, "retention_dropped": dropped,
+            "retention_failed": bool(dropped) and preserve.action == "fail"}
 
 
 def _tail_mean(values: list[float], n: int = 10) -> float | None:
