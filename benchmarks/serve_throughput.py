@@ -159,10 +159,11 @@ def main() -> None:
 
     from peft import PeftModel
 
+    from tunewise.adapters import BaseInfo
     from tunewise.models import load_base
     from tunewise.serve.batching import Engine, GenJob, left_pad, wrap_base
     from tunewise.serve.fingerprint import FINGERPRINT_WORDS, learned
-    from tunewise.serve.registry import BaseInfo, Registry
+    from tunewise.serve.registry import Registry
 
     base = pick_base(args.base)
     # Adapters are cached per base (training them is not what is measured).

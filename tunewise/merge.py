@@ -98,8 +98,8 @@ def _is_qlora(ref) -> bool:
 
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
+    from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter
     from tunewise.models import resolve_base
-    from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
 
     info = BaseInfo.from_model(model, base, resolve_base(base).path)
     try:

@@ -16,6 +16,7 @@ import torch
 
 from tunewise.device import policy
 from tunewise.errors import TunewiseError
+from tunewise.hf import quiet_transformers
 from tunewise.zoo import TINY_DIR
 
 ALIASES = {"tiny": "shipped tiny base (tunewise/zoo/tiny)",
@@ -274,11 +275,3 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
         quant_state = getattr(p, "quant_state", None)  # bitsandbytes Params4bit packs two weights per byte
         total += int(torch.Size(quant_state.shape).numel()) if quant_state is not None else p.numel()
     return total
-
-
-def quiet_transformers() -> None:
-    """Our own progress bars say what matters; silence transformers' per-load and per-save bars."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()

@@ -107,9 +107,9 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
+        from tunewise.adapters import AdapterRefused
         from tunewise.errors import TunewiseError
         from tunewise.serve.app import build_server, create_app
-        from tunewise.serve.registry import AdapterRefused
         from tunewise.serve.security import Limits
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -98,7 +98,7 @@ def _print_summary(s: dict, run_dir: Path) -> None:
         typer.echo(f"best eval loss {s['best_eval_loss']:.6g} at step {s['best_step']}: saved as {s['output']}")
     for e in s["guard_events"]:
         typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
-    from tunewise.compare import retention_words
+    from tunewise.report.text import retention_words
 
     words = retention_words(s.get("retention"))
     for name, c in (s.get("retention") or {}).items():

@@ -7,10 +7,10 @@ import html
 import json
 from pathlib import Path
 
-from tunewise.compare import number_text, retention_words
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
+from tunewise.report.text import number_text, retention_words
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;

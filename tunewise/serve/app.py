@@ -24,12 +24,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tunewise.adapters import AdapterRefused, BaseInfo
 from tunewise.data.formats import prompt_ids
 from tunewise.models import ALIASES
 from tunewise.serve import protocol
 from tunewise.serve.batching import Delta, Engine, GenJob, GenResult, wrap_base
 from tunewise.serve.protocol import ChatMessage, ChatRequest, CompletionRequest, Refused
-from tunewise.serve.registry import AdapterRefused, BaseInfo, Registry, validate_name
+from tunewise.serve.registry import Registry, validate_name
 from tunewise.serve.sampling import SamplingParams
 from tunewise.serve.security import ERROR_TYPES, Guard, Limits, error_body
 
