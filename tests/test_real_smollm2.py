@@ -101,7 +101,7 @@ def test_estimate_counts_the_tied_matrix_once_and_matches_peft(smollm2):
 def test_one_token_rule_for_training_evaluation_and_serving(smollm2, task_dir):
     from tunewise.data.formats import Record, encode_record, prompt_ids
     from tunewise.evaluate.runner import read_items
-    from tunewise.serve.app import ChatMessage, chat_messages
+    from tunewise.serve.routes import ChatMessage, chat_messages
 
     _, tok = smollm2
     record = json.loads((task_dir / "test.jsonl").read_text().splitlines()[0])
