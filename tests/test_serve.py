@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from fingerprint_adapters import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
 
 from tunewise.adapters import AdapterRefused
 from tunewise.serve.batching import left_pad, safe_length, stop_cut
-from tunewise.serve.fingerprint import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
 from tunewise.serve.registry import AdapterCache, validate_name
 
 KEY = "test-key-123"
@@ -149,7 +149,7 @@ def test_openai_client_lists_models_and_answers_like_offline(server, offline):
 def test_chat_stream_and_prompt_lists(server, offline):
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.models import load_tuned
-    from tunewise.serve.app import ChatMessage, chat_messages
+    from tunewise.serve.routes import ChatMessage, chat_messages
 
     srv, url = server
     c = client(url)
