@@ -124,7 +124,6 @@ def create_app(server: Server, limits: Limits | None = None) -> FastAPI:
     """The FastAPI app for `server`: the routes of routes.py, errors in OpenAI's shape, behind `security.Guard`."""
     limits = limits or Limits()
     app = FastAPI(title="tunewise serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.server = server
     app.state.context = Context(server, limits)
     add_error_handlers(app)
     app.include_router(router)
