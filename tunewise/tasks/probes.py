@@ -7,6 +7,9 @@
     kl          next-token KL divergence from the base on generic instructions (any model; evaluate/base_probes.py)
     PATH.jsonl  the user's own probe set: {"prompt","completion"} records are scored by normalised match of a
                 greedy generation (accuracy); {"text"} records by mean token loss
+
+Here are the probes that need no model to build; `tunewise.evaluate.base_probes.load_probe` builds any of them
+by name, running the base for knowledge and kl.
 """
 
 from __future__ import annotations
