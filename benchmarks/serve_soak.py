@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the fingerprint adapters are a test helper (tests/fingerprint_adapters.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def rss_bytes() -> int:
@@ -40,9 +42,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import httpx
+    from fingerprint_adapters import fingerprint_of, make_fingerprint_adapter
 
     from tunewise.serve.app import BackgroundServer, build_server, create_app
-    from tunewise.serve.fingerprint import fingerprint_of, make_fingerprint_adapter
     from tunewise.serve.security import Limits
     from tunewise.zoo import TINY_DIR
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the fingerprint adapters are a test helper (tests/fingerprint_adapters.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch  # noqa: E402
 
@@ -59,9 +61,10 @@ def percentile(xs: list[float], q: float) -> float:
 def learned_adapters(base: str, folder: Path, words: list[str]) -> None:
     """Train (or reuse) one fingerprint adapter per word on both prompts, and make sure the base learned it:
     greedy answers ' Word Word' to each prompt. Retrain harder (more steps, another seed) if not."""
+    from fingerprint_adapters import learned, make_fingerprint_adapter
+
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.models import load_tuned
-    from tunewise.serve.fingerprint import learned, make_fingerprint_adapter
 
     for w in words:
         out = folder / w.lower()
@@ -157,12 +160,13 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16, help="the engine's running-batch size")
     args = ap.parse_args()
 
+    from fingerprint_adapters import FINGERPRINT_WORDS, learned
     from peft import PeftModel
 
+    from tunewise.adapters import BaseInfo
     from tunewise.models import load_base
     from tunewise.serve.batching import Engine, GenJob, left_pad, wrap_base
-    from tunewise.serve.fingerprint import FINGERPRINT_WORDS, learned
-    from tunewise.serve.registry import BaseInfo, Registry
+    from tunewise.serve.registry import Registry
 
     base = pick_base(args.base)
     # Adapters are cached per base (training them is not what is measured).

@@ -39,7 +39,7 @@ def compare(task: str, base: str, out: Path, a, methods: str) -> dict:
 def table(results: dict) -> str:
     lines = ["| task (kind) | method | metric | score | trainable | peak RSS MB | train s | eval loss | intruders | retention |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    from tunewise.compare import retention_words
+    from tunewise.report.text import retention_words
 
     for task, res in results.items():
         if "error" in res:

@@ -25,7 +25,7 @@ except ImportError:  # Python 3.10: the TOML parser pip vendors
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tunewise"
 # Modules that belong to an extra and import its packages at module level.
-EXTRA_MODULES = {"tunewise.serve.app": "serve"}
+EXTRA_MODULES = {f"tunewise.serve.{m}": "serve" for m in ("app", "errors", "routes", "streaming")}
 # Modules that belong to an extra: they may import its packages (at module level or inside a function).
 EXTRA_SCOPES = {"serve": ("tunewise.serve", "tunewise.commands.serve"), "tracking": ("tunewise.train.trackers",)}
 # Core dependencies no module imports by name, and why they are still needed.

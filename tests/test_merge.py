@@ -68,8 +68,8 @@ def test_merge_adapters_the_server_refuses(kind, micro_base, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter
     from tunewise.merge import merge_adapter
-    from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
 
     torch.manual_seed(2)
     m = AutoModelForCausalLM.from_pretrained(micro_base, dtype=torch.float32)

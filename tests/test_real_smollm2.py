@@ -101,7 +101,7 @@ def test_estimate_counts_the_tied_matrix_once_and_matches_peft(smollm2):
 def test_one_token_rule_for_training_evaluation_and_serving(smollm2, task_dir):
     from tunewise.data.formats import Record, encode_record, prompt_ids
     from tunewise.evaluate.runner import read_items
-    from tunewise.serve.app import ChatMessage, chat_messages
+    from tunewise.serve.routes import ChatMessage, chat_messages
 
     _, tok = smollm2
     record = json.loads((task_dir / "test.jsonl").read_text().splitlines()[0])
@@ -159,9 +159,10 @@ def test_eval_scores_the_base_and_the_adapter_on_chat_records(smollm2, lora_run,
 
 
 def test_knowledge_and_kl_probes_are_built_for_the_base(smollm2, lora_run, tmp_path, monkeypatch):
+    from tunewise.data import knowledge_items
+    from tunewise.evaluate import base_probes
     from tunewise.evaluate.retention import retention_change, run_probes
     from tunewise.models import load_tuned
-    from tunewise.tasks import base_probes, knowledge_items
 
     monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
     # a slice of the shipped table keeps the test short; the probe itself asks the whole table

@@ -8,9 +8,10 @@ import math
 import pytest
 
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.base_probes import load_probe
 from tunewise.evaluate.loglik import mean_token_loss
 from tunewise.evaluate.retention import retention_change, run_probes
-from tunewise.tasks.probes import arithmetic_probe, load_probe, parse_probe_list
+from tunewise.tasks.probes import arithmetic_probe, parse_probe_list
 from tunewise.zoo.corpus import heldout_documents
 
 

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.metrics import accuracy, macro_f1, prf, set_counts
+from tunewise.tasks.metrics import accuracy, macro_f1, prf, set_counts
 from tunewise.tasks.scorers import (
     ClassifyScorer,
     JsonScorer,

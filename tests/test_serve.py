@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from fingerprint_adapters import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
 
+from tunewise.adapters import AdapterRefused
 from tunewise.serve.batching import left_pad, safe_length, stop_cut
-from tunewise.serve.fingerprint import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
-from tunewise.serve.registry import AdapterCache, AdapterRefused, validate_name
+from tunewise.serve.registry import AdapterCache, validate_name
 
 KEY = "test-key-123"
 PROMPTS = [FINGERPRINT_PROMPT, "Hello. ID:"]
@@ -148,7 +149,7 @@ def test_openai_client_lists_models_and_answers_like_offline(server, offline):
 def test_chat_stream_and_prompt_lists(server, offline):
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.models import load_tuned
-    from tunewise.serve.app import ChatMessage, chat_messages
+    from tunewise.serve.routes import ChatMessage, chat_messages
 
     srv, url = server
     c = client(url)
@@ -360,8 +361,8 @@ def test_stop_cut_safe_length_and_left_pad():
 
 
 def test_check_adapter_rank_and_module_mismatch(tiny_base_dir, registry, tmp_path):
+    from tunewise.adapters import BaseInfo, check_adapter
     from tunewise.models import load_base
-    from tunewise.serve.registry import BaseInfo, check_adapter
 
     model, _ = load_base(str(tiny_base_dir), dtype="fp32", device="cpu")
     info = BaseInfo.from_model(model, "tiny", tiny_base_dir)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tunewise.serve.fingerprint import fingerprint_of, make_fingerprint_adapter
+from fingerprint_adapters import fingerprint_of, make_fingerprint_adapter
 
 KEY = "load-key"
 WORDS = {"oslo": "Oslo", "lima": "Lima", "porto": "Porto", "kyoto": "Kyoto"}

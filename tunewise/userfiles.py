@@ -130,3 +130,8 @@ def check_output(path: str | Path, flag: str, kind: str = "dir") -> Path:
     if not os.access(target, os.W_OK) or (target.is_dir() and not os.access(target, os.X_OK)):
         raise TunewiseError(f"{flag} '{path}': '{target}' is not writable", f"choose a writable place for {flag}")
     return path
+
+
+def looks_like_path(name: str) -> bool:
+    """Existing paths, and names written as paths ('./x', '/x', '~/x', 'a/b/c'); 'org/name' is a hub id."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1

@@ -235,6 +235,47 @@ def choose(preferred: str, plans: dict[str, Plan]) -> str | None:
 
 def advise(inp: AdviseInput) -> Advice:
     """The whole recommendation; raises AdviseInputError listing every input problem together."""
+    spec, data = _read_model_and_data(inp)
+    task = canonical_task(inp.task) or inp.task
+    automatic: list[str] = []
+    facts = R.Facts(task, inp.continual, inp.multi_adapter, inp.accuracy_priority, inp.time_bottleneck,
+                    inp.long_term, inp.quantized_inference, inp.fast_iteration)
+    fired = R.fired(facts)
+    scores = R.scores(facts)
+    pref = R.preferred(facts)
+
+    n_data = data.records if data else inp.data_size
+    seq = inp.seq_len or _seq_from_data(spec, data, automatic)
+    cap, where = capacity(inp)
+    if inp.gpu_mem is None:
+        automatic.append(f"no --gpu-mem: planning for {where}")
+    rank_for_plan = inp.rank or (32 if task in R.REASONING | {"code"} else 16)
+    plans = {m: plan_method(spec, m, inp, rank_for_plan, seq, cap) for m in FALLBACK}
+    method = choose(pref, plans)
+
+    chosen = method or pref
+    reasons, counter = _reasons(fired, chosen, pref, where)
+    warnings: list[str] = []
+    max_pos = getattr(spec.config, "max_position_embeddings", None)
+    if inp.seq_len and isinstance(max_pos, int) and inp.seq_len > max_pos:
+        warnings.append(f"WARNING: --seq-len {inp.seq_len} is beyond the model's context of {max_pos} tokens; "
+                        "the plan is for sequences it cannot take (training truncates to data.max_seq_len)")
+    decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
+    warnings += _method_warnings(method, inp, task)
+    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None,
+                         _classifier(spec, task, data))
+    chosen_plan = plans[method] if method else None
+    data_out = _data_advice(data, inp.data_size)
+    config = _config(spec, inp, method, hp, chosen_plan, seq, data, task) if method else None
+    if config is not None and data is None:
+        automatic.append("data.train in the written config is a placeholder (train.jsonl): point it at your data")
+    return Advice(inputs=_inputs_dict(inp, task), method=method, preferred=pref, scores=scores, reasons=reasons,
+                  counter_reasons=counter, warnings=warnings, plans=plans, decision=decision, hyperparameters=hp,
+                  data=data_out, graduation=_graduation(chosen), config=config, automatic=automatic)
+
+
+def _read_model_and_data(inp: AdviseInput):
+    """The model's spec and the dataset's facts; every problem with the inputs raised together."""
     from tunewise.estimate import load_spec
 
     problems = check(inp)
@@ -255,24 +296,12 @@ def advise(inp: AdviseInput) -> Advice:
     if problems:
         raise AdviseInputError(problems)
     assert spec is not None and inp.task
-    task = canonical_task(inp.task) or inp.task
-    automatic: list[str] = []
-    facts = R.Facts(task, inp.continual, inp.multi_adapter, inp.accuracy_priority, inp.time_bottleneck,
-                    inp.long_term, inp.quantized_inference, inp.fast_iteration)
-    fired = R.fired(facts)
-    scores = R.scores(facts)
-    pref = R.preferred(facts)
+    return spec, data
 
-    n_data = data.records if data else inp.data_size
-    seq = inp.seq_len or _seq_from_data(spec, data, automatic)
-    cap, where = capacity(inp)
-    if inp.gpu_mem is None:
-        automatic.append(f"no --gpu-mem: planning for {where}")
-    rank_for_plan = inp.rank or (32 if task in R.REASONING | {"code"} else 16)
-    plans = {m: plan_method(spec, m, inp, rank_for_plan, seq, cap) for m in FALLBACK}
-    method = choose(pref, plans)
 
-    chosen = method or pref
+def _reasons(fired: list[R.Rule], chosen: str, pref: str, where: str) -> tuple[list[dict], list[dict]]:
+    """The fired rules for the chosen method (and, when memory moved the choice, for the preferred one), and
+    those against it or for another method."""
     reasons = [_rule_entry(r, chosen) for r in fired if r.votes.get(chosen, 0) > 0]
     if chosen != pref:
         # the rules' verdict still stands (an adapter method for this job); memory moved it along the chain
@@ -288,12 +317,11 @@ def advise(inp: AdviseInput) -> Advice:
                  "evidence": cite(r.evidence)}
                 for r in fired for m, w in r.votes.items()
                 if m not in (chosen, pref) and w > 0 and r.id != "start-with-lora"]
-    warnings: list[str] = []
-    max_pos = getattr(spec.config, "max_position_embeddings", None)
-    if inp.seq_len and isinstance(max_pos, int) and inp.seq_len > max_pos:
-        warnings.append(f"WARNING: --seq-len {inp.seq_len} is beyond the model's context of {max_pos} tokens; "
-                        "the plan is for sequences it cannot take (training truncates to data.max_seq_len)")
-    decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
+    return reasons, counter
+
+
+def _method_warnings(method: str | None, inp: AdviseInput, task: str) -> list[str]:
+    warnings = []
     if method is not None and method != "full" and inp.continual:
         warnings.append("WARNING: a continual pipeline with LoRA: intruder dimensions accumulate with every "
                         "sequential fine-tune and degrade earlier tasks faster than full fine-tuning. Measure "
@@ -305,11 +333,11 @@ def advise(inp: AdviseInput) -> Advice:
     if method == "qlora" and inp.time_bottleneck:
         warnings.append("QLoRA is the only method that fits, but training time is your bottleneck: it trains "
                         "~39% longer than LoRA. A larger card or a smaller model would avoid it.")
-    hp = hyperparameters(spec, method or pref, task, facts, inp.rank, n_data, inp.rank is not None,
-                         _classifier(spec, task, data))
-    chosen_plan = plans[method] if method else None
-    data_out = _data_advice(data, inp.data_size)
-    graduation = [
+    return warnings
+
+
+def _graduation(chosen: str) -> list[str]:
+    return [
         f"Start with {dict(lora='LoRA', qlora='QLoRA', full='full fine-tuning')[chosen]} using the settings above"
         + (" (the seed: start with LoRA; here the rules point to full fine-tuning)." if chosen == "full" else "."),
         "Run `tunewise compare` (LoRA vs full, or several ranks) on a held-out set, with retention probes for the "
@@ -319,12 +347,6 @@ def advise(inp: AdviseInput) -> Advice:
         "Keep LoRA wherever it matched: you save the compute and know which capabilities needed the full "
         "treatment.",
     ]
-    config = _config(spec, inp, method, hp, chosen_plan, seq, data, task) if method else None
-    if config is not None and data is None:
-        automatic.append("data.train in the written config is a placeholder (train.jsonl): point it at your data")
-    return Advice(inputs=_inputs_dict(inp, task), method=method, preferred=pref, scores=scores, reasons=reasons,
-                  counter_reasons=counter, warnings=warnings, plans=plans, decision=decision, hyperparameters=hp,
-                  data=data_out, graduation=graduation, config=config, automatic=automatic)
 
 
 def _inputs_dict(inp: AdviseInput, task: str) -> dict:

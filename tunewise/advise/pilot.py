@@ -194,11 +194,9 @@ def point_cost(runs: list[dict], step_s: dict[str, float], method: str, n: int, 
 
 
 def run_pilot(spec: PilotSpec, log=print) -> dict:
-    from tunewise.advise.curves import binomial_sigma, fit_curve
     from tunewise.advise.engine import AdviseInput, advise
-    from tunewise.advise.pilot_verdict import Prediction, decide
+    from tunewise.advise.pilot_verdict import decide
     from tunewise.evaluate.runner import evaluate, load_target
-    from tunewise.train.find_lr import range_test, write_result
 
     problems = check(spec)
     if problems:
@@ -222,6 +220,34 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     clock.say(f"untuned base: {base_eval.primary} {base_score:.3f}")
 
     pool_file = _write_jsonl(out / "data" / "train-pool.jsonl", pool)
+    lrs, lr_notes, step_s = _learning_rates(spec, clock, pool_file, out)
+    runs, skipped = _measure(spec, clock, pool, lrs, step_s, es, out, eval_s)
+    n_full = len(pool)
+    preds, curves = _predict(spec, runs, n_full, advice)
+    rule_reasons = [r["reason"] for r in advice.reasons if r.get("weight", 0) > 0][:2]
+    verdict = decide(preds, advice.preferred, rule_reasons, base_score)
+    result = {"spec": asdict(spec), "task": task, "scorer": es.scorer_name, "metric": base_eval.primary,
+              "full_size": n_full, "validation": str(valid), "validation_n": len(es.items),
+              "base_score": base_score, "lr": lrs, "lr_notes": lr_notes, "runs": runs, "curves": curves,
+              "predictions": {m: asdict(p) for m, p in preds.items()}, "skipped": skipped,
+              "rules": {"preferred": advice.preferred, "scores": advice.scores, "reasons": rule_reasons,
+                        "memory": {m: {"fits": p.fits, "gib": round(p.total_gb, 2)} for m, p in advice.plans.items()}},
+              "verdict": verdict.as_dict(), "seconds": round(clock.used(), 1), "budget_s": clock.limit}
+    if verdict.recommendation:
+        result["config"] = str(_write_recommendation(spec, verdict, lrs, lr_notes, out))
+    atomic_write_json(out / "pilot.json", result)
+    from tunewise.advise.pilot_report import write_html
+
+    result["html"] = str(write_html(result, out))
+    clock.say(f"done: {verdict.recommendation} ({verdict.evidence})")
+    return result
+
+
+def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -> tuple[dict, dict, dict]:
+    """(lr, how it was chosen, seconds per optimizer step) per method: a range test while the budget allows,
+    else the size default."""
+    from tunewise.train.find_lr import range_test, write_result
+
     lrs, lr_notes = {}, {}
     step_s: dict[str, float] = {}  # seconds per optimizer step (with the model load), from the range tests
     share = FIND_LR_SHARE * clock.limit / len(spec.methods)
@@ -244,7 +270,12 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
             why = "--find-lr-steps 0" if not spec.find_lr_steps else "no time left for the range test"
             lr_notes[m] = f"size default {lrs[m]:g} ({why}; evidence: {lr_source(_n_params(spec.base))})"
             clock.say(f"{m}: {lr_notes[m]}")
+    return lrs, lr_notes, step_s
 
+
+def _measure(spec: PilotSpec, clock: Clock, pool: list, lrs: dict, step_s: dict, es, out: Path,
+             eval_s: float) -> tuple[list[dict], list[str]]:
+    """Train and score each method on growing slices while the budget lasts: (runs, what was skipped)."""
     n_full = len(pool)
     # explicit points are capped at the data (and then deduplicated); else the first slice is 1/8, 16 to 64
     sizes = sorted({min(n, n_full) for n in spec.points}) if spec.points else [max(min(16, n_full),
@@ -280,6 +311,13 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
         k += 1
         if skipped and not spec.points:
             break
+    return runs, skipped
+
+
+def _predict(spec: PilotSpec, runs: list[dict], n_full: int, advice) -> tuple[dict, dict]:
+    """Per method with a measured point: the learning curve's prediction at the full data, and the curve."""
+    from tunewise.advise.curves import binomial_sigma, fit_curve
+    from tunewise.advise.pilot_verdict import Prediction
 
     preds, curves = {}, {}
     for m in spec.methods:
@@ -293,30 +331,18 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
         preds[m] = Prediction(m, fit.predict(n_full), lo, hi, max(r["score"] for r in pts),
                               plan.total_gb if plan else None, plan.fits if plan else True)
         curves[m] = fit.as_dict(at=n_full)
-    rule_reasons = [r["reason"] for r in advice.reasons if r.get("weight", 0) > 0][:2]
-    verdict = decide(preds, advice.preferred, rule_reasons, base_score)
-    result = {"spec": asdict(spec), "task": task, "scorer": es.scorer_name, "metric": base_eval.primary,
-              "full_size": n_full, "validation": str(valid), "validation_n": len(es.items),
-              "base_score": base_score, "lr": lrs, "lr_notes": lr_notes, "runs": runs, "curves": curves,
-              "predictions": {m: asdict(p) for m, p in preds.items()}, "skipped": skipped,
-              "rules": {"preferred": advice.preferred, "scores": advice.scores, "reasons": rule_reasons,
-                        "memory": {m: {"fits": p.fits, "gib": round(p.total_gb, 2)} for m, p in advice.plans.items()}},
-              "verdict": verdict.as_dict(), "seconds": round(clock.used(), 1), "budget_s": clock.limit}
-    if verdict.recommendation:
-        rec = verdict.recommendation
-        cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
-        from tunewise.config import dump_config
+    return preds, curves
 
-        text = (f"# tunewise advise --pilot: {rec} ({verdict.evidence} evidence); lr: "
-                f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
-        atomic_write_text(out / "recommended.yaml", text)
-        result["config"] = str(out / "recommended.yaml")
-    atomic_write_json(out / "pilot.json", result)
-    from tunewise.advise.pilot_report import write_html
 
-    result["html"] = str(write_html(result, out))
-    clock.say(f"done: {verdict.recommendation} ({verdict.evidence})")
-    return result
+def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, out: Path) -> Path:
+    """recommended.yaml: the recommended method's train config on the whole data, with the measured lr."""
+    from tunewise.config import dump_config
+
+    rec = verdict.recommendation
+    cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
+    text = (f"# tunewise advise --pilot: {rec} ({verdict.evidence} evidence); lr: "
+            f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
+    return atomic_write_text(out / "recommended.yaml", text)
 
 
 def _refuse_encoder(base: str) -> None:

@@ -105,132 +105,158 @@ def render(advice) -> None:
         con.print(f"[dim]  decided automatically: {d}[/dim]")
 
 
+def advise(
+    task: str = typer.Option(None, "--task", "-t", help="classification, structured, style, domain, sql, code, "
+                             "math, logic or open-ended."),
+    model: str = typer.Option(None, "--model", "-m", help="Preset (llama-2-7b, ...), 'tiny', a folder, a "
+                              "config.json or a hub id."),
+    gpu_mem: float = typer.Option(None, "--gpu-mem", help="GiB per GPU (omit on a CPU-only machine to plan for "
+                                  "its RAM)."),
+    gpus: int = typer.Option(None, "--gpus", help="Number of GPUs (default 1)."),
+    dataset: str = typer.Option(None, "--dataset", help="Training file (JSONL/JSON/CSV/Parquet)."),
+    data_size: int = typer.Option(None, "--data-size", help="Number of examples, if no file is given."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length; default from the dataset, else 512."),
+    batch: int = typer.Option(None, "--batch", help="Micro-batch size to plan for (default 8)."),
+    rank: int = typer.Option(None, "--rank", help="Force a LoRA rank."),
+    priority: str = typer.Option(None, "--priority", help="accuracy, time and/or iteration (comma list)."),
+    continual: bool = typer.Option(None, "--continual", help="A continual / sequential adaptation pipeline."),
+    multi_adapter: bool = typer.Option(None, "--multi-adapter", help="Several adapters swapped at runtime."),
+    long_term: bool = typer.Option(None, "--long-term", help="Train once for long-term deployment."),
+    quantized_inference: bool = typer.Option(None, "--quantized-inference",
+                                             help="Quantised inference is planned anyway."),
+    device: str = typer.Option(None, "--device", help="cuda (plan GPUs) or cpu (plan this machine)."),
+    from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
+    pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: short LoRA and full "
+                               "trainings on growing slices of --data, scored on --eval, a learning curve per "
+                               "method predicting the score at the full data; the measurement beats the rule "
+                               "table when it separates the methods. Writes OUT/pilot.{json,html}, "
+                               "recommended.yaml (lr from the range test)."),
+    base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
+    data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
+    eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
+                                  "--data); its folder's meta.json names the scorer."),
+    task_kind: str = typer.Option(None, "--task-kind", help="--pilot: representation | sql | reasoning | other "
+                                  "(which rules apply; default from --task or the data's meta.json)."),
+    budget: float = typer.Option(5.0, "--budget", help="--pilot: minutes for the whole pilot."),
+    pilot_methods: str = typer.Option("lora,full", "--pilot-methods", help="--pilot: methods to measure "
+                                      "(add qlora to measure it too)."),
+    points: str = typer.Option(None, "--points", help="--pilot: slice sizes, e.g. 32,64,128 (default: planned "
+                               "from the budget, 3 points)."),
+    pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", help="--pilot: epochs over each slice."),
+    eval_size: int = typer.Option(40, "--eval-size", help="--pilot: validation examples scored per point."),
+    find_lr_steps: int = typer.Option(30, "--find-lr-steps", help="--pilot: range-test steps per method "
+                                      "(0: size-default lr)."),
+    scorer: str = typer.Option(None, "--scorer", help="--pilot: scorer when the data has no meta.json "
+                               "(default exact)."),
+    out: str = typer.Option("runs/pilot", "--out", help="--pilot: output folder."),
+    force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
+) -> None:
+    """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
+    if pilot:
+        from tunewise.commands.pilot import run_pilot_cli
+
+        run_pilot_cli(base or model, data or dataset, eval_file, task, task_kind, budget, pilot_methods, points,
+                      pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
+        return
+    _refuse_pilot_flags(base, data, eval_file, task_kind, points)
+    flags = dict(task=task, model=model, gpu_mem=gpu_mem, gpus=gpus, dataset=dataset, data_size=data_size,
+                 seq_len=seq_len, batch=batch, rank=rank, continual=continual, multi_adapter=multi_adapter,
+                 long_term=long_term, quantized_inference=quantized_inference, device=device)
+    _rule_advice(flags, priority, from_file, write_config, as_json)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def advise(
-        task: str = typer.Option(None, "--task", "-t", help="classification, structured, style, domain, sql, code, "
-                                 "math, logic or open-ended."),
-        model: str = typer.Option(None, "--model", "-m", help="Preset (llama-2-7b, ...), 'tiny', a folder, a "
-                                  "config.json or a hub id."),
-        gpu_mem: float = typer.Option(None, "--gpu-mem", help="GiB per GPU (omit on a CPU-only machine to plan for "
-                                      "its RAM)."),
-        gpus: int = typer.Option(None, "--gpus", help="Number of GPUs (default 1)."),
-        dataset: str = typer.Option(None, "--dataset", help="Training file (JSONL/JSON/CSV/Parquet)."),
-        data_size: int = typer.Option(None, "--data-size", help="Number of examples, if no file is given."),
-        seq_len: int = typer.Option(None, "--seq-len", help="Sequence length; default from the dataset, else 512."),
-        batch: int = typer.Option(None, "--batch", help="Micro-batch size to plan for (default 8)."),
-        rank: int = typer.Option(None, "--rank", help="Force a LoRA rank."),
-        priority: str = typer.Option(None, "--priority", help="accuracy, time and/or iteration (comma list)."),
-        continual: bool = typer.Option(None, "--continual", help="A continual / sequential adaptation pipeline."),
-        multi_adapter: bool = typer.Option(None, "--multi-adapter", help="Several adapters swapped at runtime."),
-        long_term: bool = typer.Option(None, "--long-term", help="Train once for long-term deployment."),
-        quantized_inference: bool = typer.Option(None, "--quantized-inference",
-                                                 help="Quantised inference is planned anyway."),
-        device: str = typer.Option(None, "--device", help="cuda (plan GPUs) or cpu (plan this machine)."),
-        from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
-        pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: short LoRA and full "
-                                   "trainings on growing slices of --data, scored on --eval, a learning curve per "
-                                   "method predicting the score at the full data; the measurement beats the rule "
-                                   "table when it separates the methods. Writes OUT/pilot.{json,html}, "
-                                   "recommended.yaml (lr from the range test)."),
-        base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
-        data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
-        eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
-                                      "--data); its folder's meta.json names the scorer."),
-        task_kind: str = typer.Option(None, "--task-kind", help="--pilot: representation | sql | reasoning | other "
-                                      "(which rules apply; default from --task or the data's meta.json)."),
-        budget: float = typer.Option(5.0, "--budget", help="--pilot: minutes for the whole pilot."),
-        pilot_methods: str = typer.Option("lora,full", "--pilot-methods", help="--pilot: methods to measure "
-                                          "(add qlora to measure it too)."),
-        points: str = typer.Option(None, "--points", help="--pilot: slice sizes, e.g. 32,64,128 (default: planned "
-                                   "from the budget, 3 points)."),
-        pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", help="--pilot: epochs over each slice."),
-        eval_size: int = typer.Option(40, "--eval-size", help="--pilot: validation examples scored per point."),
-        find_lr_steps: int = typer.Option(30, "--find-lr-steps", help="--pilot: range-test steps per method "
-                                          "(0: size-default lr)."),
-        scorer: str = typer.Option(None, "--scorer", help="--pilot: scorer when the data has no meta.json "
-                                   "(default exact)."),
-        out: str = typer.Option("runs/pilot", "--out", help="--pilot: output folder."),
-        force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
-    ) -> None:
-        """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
-        from pydantic import ValidationError
+    app.command()(advise)
 
-        from tunewise.advise import AdviseInput, AdviseInputError
-        from tunewise.advise import advise as run_advise
-        from tunewise.advise.rules import TASKS
 
-        if pilot:
-            from tunewise.commands.pilot import run_pilot_cli
+def _refuse_pilot_flags(base, data, eval_file, task_kind, points) -> None:
+    pilot_only = [f for f, v in (("--base", base), ("--data", data), ("--eval", eval_file),
+                                 ("--task-kind", task_kind), ("--points", points)) if v is not None]
+    if pilot_only:
+        from tunewise.errors import TunewiseError
 
-            run_pilot_cli(base or model, data or dataset, eval_file, task, task_kind, budget, pilot_methods, points,
-                          pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
-            return
-        pilot_only = [f for f, v in (("--base", base), ("--data", data), ("--eval", eval_file),
-                                     ("--task-kind", task_kind), ("--points", points)) if v is not None]
-        if pilot_only:
-            from tunewise.errors import TunewiseError
+        raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
+                            "add --pilot to measure, or use --model / --dataset for the rule-based advice")
 
-            raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
-                                "add --pilot to measure, or use --model / --dataset for the rule-based advice")
+
+def _rule_advice(flags: dict, priority: str | None, from_file: str | None, write_config: str | None,
+                 as_json: bool) -> None:
+    """The advice from the rule table; exit 1 when no method fits."""
+    from tunewise.advise import advise as run_advise
+
+    if write_config:
+        from tunewise.userfiles import check_output
+
+        check_output(write_config, "--write-config", "file")  # before the advice, not after
+    result = run_advise(_advise_input(flags, priority, from_file, sys.stdin.isatty() and not as_json))
+    if write_config:
+        _write_config(result, write_config)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        render(result)
         if write_config:
-            from tunewise.userfiles import check_output
+            typer.echo(f"\nwrote {write_config}: tunewise train {write_config}")
+    if result.method is None:
+        raise typer.Exit(1)
 
-            check_output(write_config, "--write-config", "file")  # before the advice, not after
-        values, problems = read_yaml(from_file) if from_file else ({}, [])
-        apply_priority(values, values.pop("priority", None), problems)
-        flags = {"task": task, "model": model, "gpu_mem": gpu_mem, "gpus": gpus, "dataset": dataset,
-                 "data_size": data_size, "seq_len": seq_len, "batch": batch, "rank": rank, "continual": continual,
-                 "multi_adapter": multi_adapter, "long_term": long_term, "quantized_inference": quantized_inference,
-                 "device": device}
-        values.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
-        apply_priority(values, priority, problems)
-        if sys.stdin.isatty() and not as_json:
-            if not values.get("task"):
-                values["task"] = typer.prompt(f"Task ({', '.join(TASKS)})")
-            if not values.get("model"):
-                values["model"] = typer.prompt("Model (preset, 'tiny', folder or hub id)", default="llama-2-7b")
-            if values.get("gpu_mem") is None and values.get("device") != "cpu":
-                answer = typer.prompt("GiB per GPU (empty: plan for this machine)", default="", show_default=False)
-                if answer.strip():
-                    try:
-                        values["gpu_mem"] = float(answer)
-                    except ValueError:
-                        problems.append(f"gpu_mem: '{answer}' is not a number of GiB")
-        if values.get("gpu_mem") is None and "device" not in values:
-            import torch
 
-            values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        values.setdefault("gpus", 1)
-        values.setdefault("batch", 8)
-        try:
-            inp = AdviseInput(**values)
-        except ValidationError as e:
-            from tunewise.inputs import problems_of
+def _advise_input(flags: dict, priority: str | None, from_file: str | None, interactive: bool):
+    """The inputs: --from's file, then the flags over it, then what an interactive user is asked for."""
+    from pydantic import ValidationError
 
-            raise AdviseInputError(problems + problems_of(e)) from None
-        if problems:
-            from tunewise.advise.engine import check
+    from tunewise.advise import AdviseInput, AdviseInputError
 
-            raise AdviseInputError(problems + check(inp))
-        result = run_advise(inp)
-        if write_config:
-            if result.config is None:
-                from tunewise.errors import TunewiseError
+    values, problems = read_yaml(from_file) if from_file else ({}, [])
+    apply_priority(values, values.pop("priority", None), problems)
+    values.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
+    apply_priority(values, priority, problems)
+    if interactive:
+        _ask_missing(values, problems)
+    if values.get("gpu_mem") is None and "device" not in values:
+        import torch
 
-                raise TunewiseError(f"no config written: {result.decision}", "change the model or the hardware")
-            from tunewise.config import dump_config, validate_config
-            from tunewise.fileio import atomic_write_text
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    values.setdefault("gpus", 1)
+    values.setdefault("batch", 8)
+    try:
+        inp = AdviseInput(**values)
+    except ValidationError as e:
+        from tunewise.inputs import problems_of
 
-            cfg = validate_config(result.config, "advise")  # what train will load, checked before writing
-            atomic_write_text(Path(write_config), dump_config(cfg))
-        if as_json:
-            typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
-        else:
-            render(result)
-            if write_config:
-                typer.echo(f"\nwrote {write_config}: tunewise train {write_config}")
-        if result.method is None:
-            raise typer.Exit(1)
+        raise AdviseInputError(problems + problems_of(e)) from None
+    if problems:
+        from tunewise.advise.engine import check
+
+        raise AdviseInputError(problems + check(inp))
+    return inp
+
+
+def _ask_missing(values: dict, problems: list[str]) -> None:
+    from tunewise.advise.rules import TASKS
+
+    if not values.get("task"):
+        values["task"] = typer.prompt(f"Task ({', '.join(TASKS)})")
+    if not values.get("model"):
+        values["model"] = typer.prompt("Model (preset, 'tiny', folder or hub id)", default="llama-2-7b")
+    if values.get("gpu_mem") is None and values.get("device") != "cpu":
+        answer = typer.prompt("GiB per GPU (empty: plan for this machine)", default="", show_default=False)
+        if answer.strip():
+            try:
+                values["gpu_mem"] = float(answer)
+            except ValueError:
+                problems.append(f"gpu_mem: '{answer}' is not a number of GiB")
+
+
+def _write_config(result, path: str) -> None:
+    """The advised `tunewise train` config, checked as train will load it before it is written."""
+    from tunewise.config import dump_config, validate_config
+    from tunewise.errors import TunewiseError
+    from tunewise.fileio import atomic_write_text
+
+    if result.config is None:
+        raise TunewiseError(f"no config written: {result.decision}", "change the model or the hardware")
+    cfg = validate_config(result.config, "advise")  # what train will load, checked before writing
+    atomic_write_text(Path(path), dump_config(cfg))

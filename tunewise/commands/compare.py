@@ -42,7 +42,7 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tunewise.compare import number_text, retention_words
+    from tunewise.report.text import number_text, retention_words
 
     metric = next(iter(result["rows"].values()))["metric"]
     cols = [("score", metric or "score"), ("trainable_params", "trainable"), ("output_size_mb", "out MB"),

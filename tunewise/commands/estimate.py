@@ -20,7 +20,7 @@ def render(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tunewise.estimate.memory import GB, MB
+    from tunewise.estimate.memory import MB
 
     d = result.as_dict()
     con = Console()
@@ -43,9 +43,24 @@ def render(result) -> None:
     con.print("trainable: " + ", ".join(f"{k} {v:,} ({pct[k]:.3f}%)" for k, v in d["trainable"].items()
                                         if k in result.breakdowns or k == "full"))
     con.print(f"adapter file (adapter_model.safetensors, fp32): {d['adapter_file_bytes'] / MB:,.1f} MiB")
-    unit = "GiB" if s["device"] == "cuda" else "MiB"
+    con.print(_memory_table(result, s["device"]))
+    notes = sorted({n for b in result.breakdowns.values() for n in b.notes})
+    for n in notes:
+        con.print(f"  note: {n}")
+    if s["device"] == "cuda":
+        con.print(_fits_table(d["fits"], next(iter(result.breakdowns))))
+    if d["anchors"]:
+        con.print(_anchors_table(d["anchors"]))
+
+
+def _memory_table(result, device: str):
+    from rich.table import Table
+
+    from tunewise.estimate.memory import GB, MB
+
+    unit = "GiB" if device == "cuda" else "MiB"
     scale = GB if unit == "GiB" else MB
-    mt = Table(title=f"peak memory ({'per GPU' if s['device'] == 'cuda' else 'process peak RSS'}, {unit})")
+    mt = Table(title=f"peak memory ({'per GPU' if device == 'cuda' else 'process peak RSS'}, {unit})")
     mt.add_column("term")
     methods = list(result.breakdowns)
     for meth in methods:
@@ -57,29 +72,34 @@ def render(result) -> None:
         mt.add_row(term, *[f"{b.terms[term] / scale:,.2f}" if term in b.terms else "-"
                            for b in result.breakdowns.values()])
     mt.add_row("[bold]total[/bold]", *[f"[bold]{b.total / scale:,.2f}[/bold]" for b in result.breakdowns.values()])
-    con.print(mt)
-    notes = sorted({n for b in result.breakdowns.values() for n in b.notes})
-    for n in notes:
-        con.print(f"  note: {n}")
-    if s["device"] == "cuda":
-        ft = Table(title="fits on one card (yes / tight = last 5% / no)")
-        ft.add_column("method")
-        for size in d["fits"][methods[0]]:
-            ft.add_column(size, justify="center")
-        for meth, row in d["fits"].items():
-            ft.add_row(meth, *row.values())
-        con.print(ft)
-    if d["anchors"]:
-        at = Table(title="published anchors for this model (our estimate for the same setup)")
-        for col in ("setup", "published", "estimate", "ratio", "source"):
-            at.add_column(col)
-        for a in d["anchors"]:
-            if a["ratio"] is None:
-                at.add_row(a["label"], a["published"], a["estimate"], "-", a["source"])
-            else:
-                at.add_row(a["label"], f"{a['published_gb']:.2f} GB", f"{a['estimate_gb']:.2f} GiB",
-                           f"{a['ratio']:.2f}", a["source"])
-        con.print(at)
+    return mt
+
+
+def _fits_table(fits: dict, first_method: str):
+    from rich.table import Table
+
+    ft = Table(title="fits on one card (yes / tight = last 5% / no)")
+    ft.add_column("method")
+    for size in fits[first_method]:
+        ft.add_column(size, justify="center")
+    for meth, row in fits.items():
+        ft.add_row(meth, *row.values())
+    return ft
+
+
+def _anchors_table(anchors: list[dict]):
+    from rich.table import Table
+
+    at = Table(title="published anchors for this model (our estimate for the same setup)")
+    for col in ("setup", "published", "estimate", "ratio", "source"):
+        at.add_column(col)
+    for a in anchors:
+        if a["ratio"] is None:
+            at.add_row(a["label"], a["published"], a["estimate"], "-", a["source"])
+        else:
+            at.add_row(a["label"], f"{a['published_gb']:.2f} GB", f"{a['estimate_gb']:.2f} GiB",
+                       f"{a['ratio']:.2f}", a["source"])
+    return at
 
 
 def register(app: typer.Typer) -> None:

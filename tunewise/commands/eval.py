@@ -13,95 +13,107 @@ def _split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def eval_cmd(
+    target: str = typer.Argument(..., help="A run directory, a PEFT adapter folder, a model folder, or a base "
+                                           "('tiny', 'minilm', a hub id)."),
+    data: str = typer.Option(None, "--data", "-d", help="Task directory (tunewise tasks make), or test data "
+                                                        "in any training format: a file, a save_to_disk folder "
+                                                        "or a dataset id."),
+    task: str = typer.Option(None, "--task", "-t", help="Built-in task: generates its test split (with "
+                                                        "--data: score that file the way this task is scored)."),
+    split: str = typer.Option("test", "--split", help="Split of a task directory or a dataset."),
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
+    scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "
+                                                      "(default: the task's, else exact)."),
+    db: str = typer.Option(None, "--db", help="SQLite file for the sql scorer (read-only)."),
+    schema: str = typer.Option(None, "--schema", help="JSON schema file for the json scorer."),
+    labels: str = typer.Option(None, "--labels", help="Comma-separated labels (classify / --mode loglik)."),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable; default: the task's, "
+                                                        "else newline)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget."),
+    mode: str = typer.Option("generate", "--mode", help="generate (greedy) or loglik (pick the most "
+                                                        "likely of the choices / labels)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    preserve: str = typer.Option(None, "--preserve", help="Retention probes, e.g. arithmetic,lm or a JSONL "
+                                                          "path: base vs tuned."),
+    probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),
+    base: str = typer.Option(None, "--base", help="The base model (when the run does not record it)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write results.json and predictions.jsonl here "
+                                                       "(default for a run directory: RUN/eval/NAME)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
+    from tunewise.evaluate.runner import apply_overrides, evaluate, load_target
+    from tunewise.evaluate.runner import preserve as run_preserve
+    from tunewise.tasks.probes import parse_probe_list
+
+    _check_flags(mode, out, {"--limit": limit, "--probe-limit": probe_limit, "--max-new-tokens": max_new_tokens,
+                             "--batch-size": batch_size})
+    probes = parse_probe_list(preserve)
+    from tunewise.rundir import RunDir
+
+    run_dir = Path(target) if RunDir.started(target) else None
+    if run_dir is not None:
+        _note_unfinished(run_dir)
+    spec = _test_data(target, base, data, task, run_dir, split, limit, seed, probes)
+    if spec is not None:
+        spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
+        spec.scorer()  # fail early on a missing database or schema, before loading the model
+    loaded = load_target(target, base, spec.labels if spec else None, device)
+    result = evaluate(loaded, spec, mode, batch_size) if spec else None
+    retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
+    if result is not None:
+        result.retention = retention
+    out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
+    written = _write(out_dir, result, retention) if out_dir else []
+    if as_json:
+        typer.echo(json.dumps(_payload(target, result, retention, written), indent=2, default=str))
+        return
+    _print(result, retention, written)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_cmd(
-        target: str = typer.Argument(..., help="A run directory, a PEFT adapter folder, a model folder, or a base "
-                                               "('tiny', 'minilm', a hub id)."),
-        data: str = typer.Option(None, "--data", "-d", help="Task directory (tunewise tasks make), or test data "
-                                                            "in any training format: a file, a save_to_disk folder "
-                                                            "or a dataset id."),
-        task: str = typer.Option(None, "--task", "-t", help="Built-in task: generates its test split (with "
-                                                            "--data: score that file the way this task is scored)."),
-        split: str = typer.Option("test", "--split", help="Split of a task directory or a dataset."),
-        limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
-        seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
-        scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "
-                                                          "(default: the task's, else exact)."),
-        db: str = typer.Option(None, "--db", help="SQLite file for the sql scorer (read-only)."),
-        schema: str = typer.Option(None, "--schema", help="JSON schema file for the json scorer."),
-        labels: str = typer.Option(None, "--labels", help="Comma-separated labels (classify / --mode loglik)."),
-        stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable; default: the task's, "
-                                                            "else newline)."),
-        max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget."),
-        mode: str = typer.Option("generate", "--mode", help="generate (greedy) or loglik (pick the most "
-                                                            "likely of the choices / labels)."),
-        batch_size: int = typer.Option(16, "--batch-size", min=1),
-        preserve: str = typer.Option(None, "--preserve", help="Retention probes, e.g. arithmetic,lm or a JSONL "
-                                                              "path: base vs tuned."),
-        probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),
-        base: str = typer.Option(None, "--base", help="The base model (when the run does not record it)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Write results.json and predictions.jsonl here "
-                                                           "(default for a run directory: RUN/eval/NAME)."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    ) -> None:
-        """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
-        from tunewise.errors import TunewiseError
-        from tunewise.evaluate.runner import (
-            apply_overrides,
-            evaluate,
-            load_target,
-            resolve_data,
-            task_format_of,
-        )
-        from tunewise.evaluate.runner import preserve as run_preserve
-        from tunewise.tasks.probes import parse_probe_list
+    app.command("eval")(eval_cmd)
 
-        if mode not in ("generate", "loglik"):
-            raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
-        from tunewise.userfiles import check_count
 
-        for flag, n in (("--limit", limit), ("--probe-limit", probe_limit), ("--max-new-tokens", max_new_tokens),
-                        ("--batch-size", batch_size)):
-            check_count(n, flag, minimum=1)  # a --task split of 10^20 examples would be generated first
-        probes = parse_probe_list(preserve)
-        if out is not None:
-            from tunewise.userfiles import check_output
+def _check_flags(mode: str, out: Path | None, counts: dict[str, int | None]) -> None:
+    """Every flag a user can get wrong, checked before a model is loaded."""
+    from tunewise.errors import TunewiseError
+    from tunewise.userfiles import check_count, check_output
 
-            check_output(out, "--out", "dir")  # before the model is loaded and scored
-        from tunewise.rundir import RunDir
+    if mode not in ("generate", "loglik"):
+        raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
+    for flag, n in counts.items():
+        check_count(n, flag, minimum=1)  # a --task split of 10^20 examples would be generated first
+    if out is not None:
+        check_output(out, "--out", "dir")  # before the model is loaded and scored
 
-        run_dir = Path(target) if RunDir.started(target) else None
-        if run_dir is not None:
-            _note_unfinished(run_dir)
-        spec = None
-        if data or task or not probes or run_dir is not None:
-            try:
-                fmt = task_format_of(target, base) if task and not data else "prompt_completion"
-                spec = resolve_data(data, task, run_dir, split, limit, seed, task_format=fmt)
-            except TunewiseError:
-                if data or task or not probes:
-                    raise
-                # --preserve alone on a run whose training data is not a task directory: probes only
-        if spec is not None:
-            spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
-            spec.scorer()  # fail early on a missing database or schema, before loading the model
-        loaded = load_target(target, base, spec.labels if spec else None, device)
-        result = evaluate(loaded, spec, mode, batch_size) if spec else None
-        retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
-        if result is not None:
-            result.retention = retention
-        out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
-        written = _write(out_dir, result, retention) if out_dir else []
-        payload = result.summary() if result else {"target": target}
-        if retention is not None:
-            payload["retention"] = retention
-        payload["written"] = [str(p) for p in written]
-        if as_json:
-            typer.echo(json.dumps(payload, indent=2, default=str))
-            return
-        _print(result, retention, written)
+
+def _test_data(target: str, base: str | None, data: str | None, task: str | None, run_dir: Path | None,
+               split: str, limit: int | None, seed: int, probes: list[str]):
+    """What to score the target on: --data, --task or the run's own test split; None for probes alone."""
+    from tunewise.errors import TunewiseError
+    from tunewise.evaluate.runner import resolve_data, task_format_of
+
+    if not (data or task or not probes or run_dir is not None):
+        return None
+    try:
+        fmt = task_format_of(target, base) if task and not data else "prompt_completion"
+        return resolve_data(data, task, run_dir, split, limit, seed, task_format=fmt)
+    except TunewiseError:
+        if data or task or not probes:
+            raise
+        return None  # --preserve alone on a run whose training data is not a task directory: probes only
+
+
+def _payload(target: str, result, retention, written: list[Path]) -> dict:
+    payload = result.summary() if result else {"target": target}
+    if retention is not None:
+        payload["retention"] = retention
+    payload["written"] = [str(p) for p in written]
+    return payload
 
 
 def _note_unfinished(run_dir: Path) -> None:

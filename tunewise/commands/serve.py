@@ -69,78 +69,94 @@ def graceful_server(config):
     return Graceful(config)
 
 
+def serve(
+    base: str = typer.Option("tiny", "--base", help="Base model: 'tiny', a model folder or a hub id."),
+    adapters: Path | None = typer.Option(None, "--adapters", help="Registry folder: one sub-folder per "
+                                         "adapter; the folder name is the model id clients ask for."),
+    adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of one more adapter (repeatable); "
+                                      "PATH may be a run directory."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback only by default."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port (1-65535)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="TUNEWISE_API_KEY",
+                                       help="Require 'Authorization: Bearer KEY' on every route but /health."),
+    max_loaded: int = typer.Option(8, "--max-loaded", min=1, help="Adapters kept in memory (LRU)."),
+    pin: list[str] = typer.Option([], "--pin", help="Adapter to keep loaded, never evicted (repeatable)."),
+    allow_runtime_paths: bool = typer.Option(False, "--allow-runtime-paths",
+                                             help="Let POST /admin/adapters/load take a filesystem path."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
+    max_context: int | None = typer.Option(None, "--max-context", min=1,
+                                           help="Prompt + max_tokens limit (default: the base's)."),
+    max_concurrent: int = typer.Option(64, "--max-concurrent", min=1, help="Requests in flight before 429."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Rows per forward pass."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
+    dtype: str | None = typer.Option(None, help="fp32, bf16, fp16 (default: the device policy)."),
+    grace_period: int = typer.Option(30, "--grace-period", min=0,
+                                     help="Seconds SIGTERM waits for in-flight requests before cancelling them."),
+) -> None:
+    """Serve BASE and its LoRA adapters with OpenAI-compatible /v1/completions and /v1/chat/completions.
+
+    The request's `model` names an adapter or the base; requests for different adapters share one forward
+    pass. Adapters are checked against the base before loading (base, modules, rank, dtype, safetensors).
+    SIGTERM stops accepting connections, finishes in-flight requests (up to --grace-period) and exits 0.
+    """
+    import logging
+
+    from tunewise.errors import TunewiseError
+    from tunewise.serve.security import Limits
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    specs = parse_adapter_specs(adapter)
+    if adapters is not None and not adapters.is_dir():
+        raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
+                            "sub-folder per adapter")
+    if host not in LOOPBACK and not api_key:
+        typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
+                    fg="yellow", err=True)
+    sock = bind(host, port)  # first: a taken port is said before minutes of model loading
+    server = _load(sock, base, adapters, specs, max_loaded=max_loaded, pins=pin,
+                   allow_runtime_paths=allow_runtime_paths, device=device, dtype=dtype, max_batch=max_batch,
+                   batch_wait_ms=batch_wait_ms)
+    limits = Limits(api_key=api_key or os.environ.get("TUNEWISE_API_KEY") or None,
+                    max_body_bytes=max_body_bytes, max_concurrent=max_concurrent, max_tokens=max_tokens,
+                    max_context=max_context)
+    _run(server, limits, sock, host, port, grace_period)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def serve(
-        base: str = typer.Option("tiny", "--base", help="Base model: 'tiny', a model folder or a hub id."),
-        adapters: Path | None = typer.Option(None, "--adapters", help="Registry folder: one sub-folder per "
-                                             "adapter; the folder name is the model id clients ask for."),
-        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of one more adapter (repeatable); "
-                                          "PATH may be a run directory."),
-        host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback only by default."),
-        port: int = typer.Option(8000, min=1, max=65535, help="Port (1-65535)."),
-        api_key: str | None = typer.Option(None, "--api-key", envvar="TUNEWISE_API_KEY",
-                                           help="Require 'Authorization: Bearer KEY' on every route but /health."),
-        max_loaded: int = typer.Option(8, "--max-loaded", min=1, help="Adapters kept in memory (LRU)."),
-        pin: list[str] = typer.Option([], "--pin", help="Adapter to keep loaded, never evicted (repeatable)."),
-        allow_runtime_paths: bool = typer.Option(False, "--allow-runtime-paths",
-                                                 help="Let POST /admin/adapters/load take a filesystem path."),
-        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
-        max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
-        max_context: int | None = typer.Option(None, "--max-context", min=1,
-                                               help="Prompt + max_tokens limit (default: the base's)."),
-        max_concurrent: int = typer.Option(64, "--max-concurrent", min=1, help="Requests in flight before 429."),
-        max_batch: int = typer.Option(16, "--max-batch", min=1, help="Rows per forward pass."),
-        batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill."),
-        device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
-        dtype: str | None = typer.Option(None, help="fp32, bf16, fp16 (default: the device policy)."),
-        grace_period: int = typer.Option(30, "--grace-period", min=0,
-                                         help="Seconds SIGTERM waits for in-flight requests before cancelling them."),
-    ) -> None:
-        """Serve BASE and its LoRA adapters with OpenAI-compatible /v1/completions and /v1/chat/completions.
+    app.command()(serve)
 
-        The request's `model` names an adapter or the base; requests for different adapters share one forward
-        pass. Adapters are checked against the base before loading (base, modules, rank, dtype, safetensors).
-        SIGTERM stops accepting connections, finishes in-flight requests (up to --grace-period) and exits 0.
-        """
-        import logging
 
-        import uvicorn
+def _load(sock, base: str, adapters: Path | None, specs: dict[str, Path], **options):
+    """The loaded server; an adapter refused at start closes the socket and ends the command."""
+    from tunewise.adapters import AdapterRefused
+    from tunewise.errors import TunewiseError
+    from tunewise.serve.app import build_server
 
-        from tunewise.errors import TunewiseError
-        from tunewise.serve.app import build_server, create_app
-        from tunewise.serve.registry import AdapterRefused
-        from tunewise.serve.security import Limits
+    try:
+        return build_server(base, adapters, specs, **options)
+    except AdapterRefused as e:
+        sock.close()
+        raise TunewiseError(e.reason, "fix or remove that adapter") from e
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        specs = parse_adapter_specs(adapter)
-        if adapters is not None and not adapters.is_dir():
-            raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
-                                "sub-folder per adapter")
-        if host not in LOOPBACK and not api_key:
-            typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
-                        fg="yellow", err=True)
-        sock = bind(host, port)  # first: a taken port is said before minutes of model loading
-        try:
-            server = build_server(base, adapters, specs, max_loaded=max_loaded, pins=pin,
-                                  allow_runtime_paths=allow_runtime_paths, device=device, dtype=dtype,
-                                  max_batch=max_batch, batch_wait_ms=batch_wait_ms)
-        except AdapterRefused as e:
-            sock.close()
-            raise TunewiseError(e.reason, "fix or remove that adapter") from e
-        limits = Limits(api_key=api_key or os.environ.get("TUNEWISE_API_KEY") or None,
-                        max_body_bytes=max_body_bytes, max_concurrent=max_concurrent, max_tokens=max_tokens,
-                        max_context=max_context)
-        names = sorted(server.registry.entries())
-        typer.echo(f"serving base '{server.base_name}' with {len(names)} adapter(s): {', '.join(names) or '-'}")
-        for name, reason in server.registry.refused.items():
-            typer.secho(f"refused adapter '{name}': {reason}", fg="yellow", err=True)
-        typer.echo(f"listening on http://{host}:{port}/v1 (api key {'required' if limits.api_key else 'off'})")
-        try:
-            config = uvicorn.Config(create_app(server, limits), log_level="warning",
-                                    timeout_graceful_shutdown=grace_period)
-            graceful_server(config).run(sockets=[sock])
-        finally:
-            server.close()
-            sock.close()
-        typer.echo("stopped")
+
+def _run(server, limits, sock, host: str, port: int, grace_period: int) -> None:
+    """Say what is served, then serve until SIGTERM / SIGINT."""
+    import uvicorn
+
+    from tunewise.serve.app import create_app
+
+    names = sorted(server.registry.entries())
+    typer.echo(f"serving base '{server.base_name}' with {len(names)} adapter(s): {', '.join(names) or '-'}")
+    for name, reason in server.registry.refused.items():
+        typer.secho(f"refused adapter '{name}': {reason}", fg="yellow", err=True)
+    typer.echo(f"listening on http://{host}:{port}/v1 (api key {'required' if limits.api_key else 'off'})")
+    try:
+        config = uvicorn.Config(create_app(server, limits), log_level="warning",
+                                timeout_graceful_shutdown=grace_period)
+        graceful_server(config).run(sockets=[sock])
+    finally:
+        server.close()
+        sock.close()
+    typer.echo("stopped")

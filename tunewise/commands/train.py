@@ -8,94 +8,117 @@ from pathlib import Path
 import typer
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def train(
-        config: Path = typer.Argument(None, help="Run config (YAML). Optional with --resume."),
-        set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lora.r=32 (repeatable)."),
-        out: Path = typer.Option(None, "--out", help="Run directory (default: output_dir or runs/<method>-<time>)."),
-        resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
-        as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
-        force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
-                                   "create (files named like a run's, e.g. config.yaml, are replaced)."),
-        find_lr: bool = typer.Option(False, "--find-lr", help="Learning-rate range test instead of training: the lr "
-                                     "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
-                                     "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
-                                     "lowest smoothed loss (EMA, bias-corrected) before divergence (loss > 4x the "
-                                     "best), divided by 10."),
-        write: bool = typer.Option(False, "--write", help="With --find-lr: put the suggested lr into CONFIG "
-                                   "(train.lr; the rest of the file is kept as written)."),
-        find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),
-        lr_min: float = typer.Option(None, "--lr-min", help="With --find-lr: first lr (default size default / 1000)."),
-        lr_max: float = typer.Option(None, "--lr-max", help="With --find-lr: last lr (default size default x 100)."),
-        help_config: bool = typer.Option(False, "--help-config", help="Print every config key with its type, "
-                                         "default and description, and exit."),
-    ) -> None:
-        """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
+def train(
+    config: Path = typer.Argument(None, help="Run config (YAML). Optional with --resume."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lora.r=32 (repeatable)."),
+    out: Path = typer.Option(None, "--out", help="Run directory (default: output_dir or runs/<method>-<time>)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
+                               "create (files named like a run's, e.g. config.yaml, are replaced)."),
+    find_lr: bool = typer.Option(False, "--find-lr", help="Learning-rate range test instead of training: the lr "
+                                 "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
+                                 "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
+                                 "lowest smoothed loss (EMA, bias-corrected) before divergence (loss > 4x the "
+                                 "best), divided by 10."),
+    write: bool = typer.Option(False, "--write", help="With --find-lr: put the suggested lr into CONFIG "
+                               "(train.lr; the rest of the file is kept as written)."),
+    find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),
+    lr_min: float = typer.Option(None, "--lr-min", help="With --find-lr: first lr (default size default / 1000)."),
+    lr_max: float = typer.Option(None, "--lr-max", help="With --find-lr: last lr (default size default x 100)."),
+    help_config: bool = typer.Option(False, "--help-config", help="Print every config key with its type, "
+                                     "default and description, and exit."),
+) -> None:
+    """Train per a YAML config: LoRA (default), QLoRA or full fine-tuning, with the framework's guardrails.
 
-        Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
-        best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
-        With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
-        (suggestion: lowest smoothed loss before divergence / 10; --write puts it into CONFIG).
-        Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
-        Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
-        3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
-        """
-        from tunewise.config import load_config
-        from tunewise.errors import TunewiseError
-        from tunewise.ownership import claim_dir
-        from tunewise.rundir import RunDir
-        from tunewise.train import train as run_train
-        from tunewise.train.resume import check_resumable, finished_summary
+    Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
+    best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
+    With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
+    (suggestion: lowest smoothed loss before divergence / 10; --write puts it into CONFIG).
+    Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
+    Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
+    3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
+    """
+    from tunewise.errors import TunewiseError
 
-        if help_config:
-            from tunewise.config import RunConfig
-            from tunewise.inputs import help_text
+    if help_config:
+        from tunewise.config import RunConfig
+        from tunewise.inputs import help_text
 
-            typer.echo(help_text(RunConfig))
-            return
-        if find_lr or write:
-            from tunewise.commands.find_lr import run_find_lr
+        typer.echo(help_text(RunConfig))
+        return
+    if find_lr or write:
+        from tunewise.commands.find_lr import run_find_lr
 
-            if resume is not None:
-                raise TunewiseError("--find-lr and --resume both given", "the range test starts from the base; "
-                                    "drop --resume")
-            run_find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
-            return
         if resume is not None:
-            if out is not None:
-                raise TunewiseError("--out and --resume both given", f"--resume continues in {resume}; drop --out")
-            check_resumable(resume)
-            done = finished_summary(resume)
-            if done is not None:  # nothing to continue: say so and leave every file as it is
-                typer.echo(f"run {resume} is complete ({done.get('steps')} steps, final train loss "
-                           f"{done.get('final_train_loss')}); nothing to resume")
-                return
-            cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
-            check_resumable(resume, cfg)
-            result = run_train(cfg, resume, resume=True, quiet=quiet)
-        else:
-            if config is None:
-                raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
-            cfg = load_config(config, set_)
-            from tunewise.train.run import default_run_dir
-
-            flag = "--out" if out is not None else "output_dir"
-            out = out or default_run_dir(cfg)
-            claim_dir(out, "run", force=force, flag=flag)
-            result = run_train(cfg, out, quiet=quiet)
-        if result.summary is None:  # a non-zero DDP rank
+            raise TunewiseError("--find-lr and --resume both given", "the range test starts from the base; "
+                                "drop --resume")
+        run_find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
+        return
+    if resume is not None:
+        if out is not None:
+            raise TunewiseError("--out and --resume both given", f"--resume continues in {resume}; drop --out")
+        result = _resume(config, set_, resume, quiet)
+        if result is None:
             return
-        s = result.summary.as_dict()
-        if as_json:
-            typer.echo(json.dumps(s, indent=2))
-        else:
-            _print_summary(s, result.run_dir)
-        if s.get("status") == "interrupted":
-            raise typer.Exit(130)  # stopped by Ctrl-C / SIGTERM: not "done", though the checkpoint is safe
-        if result.exit_code:
-            raise typer.Exit(result.exit_code)
+    else:
+        result = _start(config, set_, out, force, quiet)
+    _finish(result, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+
+
+def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool):
+    """Continue a run from its last checkpoint; None (and a line saying so) when it already finished."""
+    from tunewise.config import load_config
+    from tunewise.train import train as run_train
+    from tunewise.train.resume import check_resumable, finished_summary
+
+    check_resumable(resume)
+    done = finished_summary(resume)
+    if done is not None:  # nothing to continue: say so and leave every file as it is
+        typer.echo(f"run {resume} is complete ({done.get('steps')} steps, final train loss "
+                   f"{done.get('final_train_loss')}); nothing to resume")
+        return None
+    from tunewise.rundir import RunDir
+
+    cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
+    check_resumable(resume, cfg)
+    return run_train(cfg, resume, resume=True, quiet=quiet)
+
+
+def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, quiet: bool):
+    from tunewise.config import load_config
+    from tunewise.errors import TunewiseError
+    from tunewise.ownership import claim_dir
+    from tunewise.train import train as run_train
+    from tunewise.train.run import default_run_dir
+
+    if config is None:
+        raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
+    cfg = load_config(config, set_)
+    flag = "--out" if out is not None else "output_dir"
+    out = out or default_run_dir(cfg)
+    claim_dir(out, "run", force=force, flag=flag)
+    return run_train(cfg, out, quiet=quiet)
+
+
+def _finish(result, as_json: bool) -> None:
+    """Print the summary; the exit code says how the run ended."""
+    if result.summary is None:  # a non-zero DDP rank
+        return
+    s = result.summary.as_dict()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+    else:
+        _print_summary(s, result.run_dir)
+    if s.get("status") == "interrupted":
+        raise typer.Exit(130)  # stopped by Ctrl-C / SIGTERM: not "done", though the checkpoint is safe
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def _print_summary(s: dict, run_dir: Path) -> None:
@@ -107,7 +130,7 @@ def _print_summary(s: dict, run_dir: Path) -> None:
         typer.echo(f"best eval loss {s['best_eval_loss']:.6g} at step {s['best_step']}: saved as {s['output']}")
     for e in s["guard_events"]:
         typer.echo(f"  [guard:{e['guard']}] step {e['step']}: {e['message']}")
-    from tunewise.compare import retention_words
+    from tunewise.report.text import retention_words
 
     words = retention_words(s.get("retention"))
     for name, c in (s.get("retention") or {}).items():

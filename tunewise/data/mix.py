@@ -89,8 +89,7 @@ def probe_records(name: str, n: int) -> list[Record]:
 
         return [Record({"text": t}, i + 1) for i, t in enumerate(heldout_documents(n, TRAIN_LM_SEED))]
     if name == "knowledge":
-        from tunewise.tasks.base_probes import knowledge_messages
-        from tunewise.tasks.knowledge_items import KNOWLEDGE_ITEMS
+        from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS, knowledge_messages
 
         order = list(range(len(KNOWLEDGE_ITEMS)))
         random.Random(TRAIN_KNOWLEDGE_SEED).shuffle(order)  # categories mixed, whatever n

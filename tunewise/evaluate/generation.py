@@ -9,15 +9,11 @@ from tunewise.data.formats import prompt_ids
 
 @torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
-                    stop: list[str] | None = None, batch_size: int = 16,
-                    adapter_names: list[str] | None = None) -> list[str]:
+                    stop: list[str] | None = None, batch_size: int = 16) -> list[str]:
     """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS).
 
     A prompt is plain text or a list of chat messages; both become tokens by the trainer's rule
     (`formats.prompt_ids`), so a model is asked exactly as it was trained.
-
-    `adapter_names` (one per prompt) routes each row through its own LoRA adapter in one batch (PEFT
-    mixed-adapter inference; "__base__" = no adapter).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -28,12 +24,8 @@ def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max
         for i in range(0, len(prompts), batch_size):
             chunk = prompts[i: i + batch_size]
             enc = tokenizer.pad({"input_ids": [prompt_ids(p, tokenizer) for p in chunk]}, return_tensors="pt").to(device)
-            kwargs = {}
-            if adapter_names is not None:
-                kwargs["adapter_names"] = adapter_names[i: i + batch_size]
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                 **kwargs)
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             outputs.extend(cut_at_stop(t, stop) for t in tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.base_probes import load_probe
 from tunewise.evaluate.generation import greedy_generate
 from tunewise.evaluate.loglik import mean_token_loss
 from tunewise.results import RetentionChange
-from tunewise.tasks.probes import Probe, load_probe, parse_probe_list
+from tunewise.tasks.probes import Probe, parse_probe_list
 from tunewise.tasks.scorers import make_scorer
 
 
@@ -28,7 +29,7 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
     if probe.kind == "loss":
         score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, batch_size // 2))
     elif probe.kind == "kl":
-        from tunewise.tasks.base_probes import kl_score
+        from tunewise.evaluate.base_probes import kl_score
 
         score = kl_score(model, probe.kl_reference)
     else:

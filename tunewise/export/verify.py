@@ -46,7 +46,7 @@ class ModelCheck:
 def _load(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunewise.models import quiet_transformers
+    from tunewise.hf import quiet_transformers
 
     quiet_transformers()
     try:

@@ -7,10 +7,10 @@ import html
 import json
 from pathlib import Path
 
-from tunewise.compare import number_text, retention_words
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
+from tunewise.report.text import number_text, retention_words
 from tunewise.rundir import RunDir
 
 CSS = """
@@ -30,7 +30,13 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+class Markup(str):
+    """A cell already written as HTML (escaped where it holds text), put in a table as it is."""
+
+
 def _fmt(value) -> str:
+    if isinstance(value, Markup):
+        return value
     if isinstance(value, dict):
         return html.escape(", ".join(f"{k}: {v}" for k, v in value.items()) or "none")
     if value is None or isinstance(value, (int, float)):
@@ -97,10 +103,29 @@ def _per_layer(run_dir: Path) -> dict:
     return json.loads(f.read_text()).get("per_layer", {}) if f.is_file() else {}
 
 
+def _citation(c) -> str:
+    """One cited source: its title (the finding as a tooltip), linked when it has a web address."""
+    if not isinstance(c, dict):  # a bare evidence id
+        return html.escape(str(c))
+    text = html.escape(str(c.get("source") or c.get("id") or ""))
+    tip = f' title="{html.escape(str(c["finding"]))}"' if c.get("finding") else ""
+    url = str(c.get("url") or "")
+    if url.startswith(("https://", "http://")):
+        return f'<a href="{html.escape(url)}"{tip}>{text}</a>'
+    return f"<span{tip}>{text}</span>" if tip else text
+
+
+def citations(evidence) -> Markup:
+    """The evidence column: each cited source, one per line."""
+    items = evidence if isinstance(evidence, (list, tuple)) else [evidence] if evidence else []
+    return Markup("<br>".join(_citation(c) for c in items))
+
+
 def _advice_html(advice: dict | None) -> list[str]:
     if not advice or "error" in advice:
         return []
-    reasons = [[r.get("rule", ""), r.get("reason", ""), r.get("evidence", "")] for r in advice.get("reasons", [])]
+    reasons = [[r.get("rule", ""), r.get("reason", ""), citations(r.get("evidence"))]
+               for r in advice.get("reasons", [])]
     out = ["<h2>The advice that led here</h2>", f"<p>{html.escape(str(advice.get('decision', '')))}</p>"]
     if reasons:
         out.append(_table(["rule", "reason", "evidence"], reasons))

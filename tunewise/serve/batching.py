@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunewise.adapters import AdapterRefused, check_adapter
 from tunewise.serve import kv
-from tunewise.serve.registry import AdapterCache, AdapterRefused, Registry, check_adapter
+from tunewise.serve.registry import AdapterCache, Registry
 from tunewise.serve.rowlora import RowLoRA, covers
 from tunewise.serve.sampling import SamplingParams, TokenChoice, choose, make_generator
 

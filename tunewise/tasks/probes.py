@@ -3,10 +3,13 @@
     arithmetic  short calculations the tiny base learned in pre-training ('23 + 45 =' -> ' 68'), generated
                 from a seed disjoint from the build's documents; exact number, accuracy (higher is better)
     lm          mean token loss on held-out documents of the base's own corpus (lower is better)
-    knowledge   factual questions the base answered correctly, asked as chat (any model; base_probes.py)
-    kl          next-token KL divergence from the base on generic instructions (any model; base_probes.py)
+    knowledge   factual questions the base answered correctly, asked as chat (any model; evaluate/base_probes.py)
+    kl          next-token KL divergence from the base on generic instructions (any model; evaluate/base_probes.py)
     PATH.jsonl  the user's own probe set: {"prompt","completion"} records are scored by normalised match of a
                 greedy generation (accuracy); {"text"} records by mean token loss
+
+Here are the probes that need no model to build; `tunewise.evaluate.base_probes.load_probe` builds any of them
+by name, running the base for knowledge and kl.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Probe:
     scorer: str = "normalized"
     stop: list[str] = field(default_factory=lambda: ["\n"])
     max_new_tokens: int = 8
-    kl_reference: object = None  # base_probes.KlReference, for kind "kl"
+    kl_reference: object = None  # evaluate.base_probes.KlReference, for kind "kl"
     abs_tolerance: float = 0.0  # worsening from a zero baseline that does not count as a drop
 
 
@@ -105,34 +108,6 @@ def user_probe(path: Path, limit: int) -> Probe:
     if texts:
         return Probe(name, "loss", "loss", False, texts=texts)
     return Probe(name, "generate", "accuracy", True, prompts, refs, max_new_tokens=32)
-
-
-def load_probe(name: str, limit: int, base: str | None = None, base_model=None, base_tokenizer=None) -> Probe:
-    """A probe by name; `knowledge` and `kl` are built for `base` (from base_model when the caller runs it)."""
-    if name == "arithmetic":
-        return arithmetic_probe(limit)
-    if name == "lm":
-        return lm_probe(limit)
-    if name in MODEL_AGNOSTIC_PROBES:
-        if base is None:
-            raise TunewiseError(f"the '{name}' probe is built for a base model, and none was named",
-                                "give the base (--base, or the run's config)")
-        from tunewise.tasks import base_probes as bp
-
-        if name == "kl":
-            return Probe("kl", "kl", "kl", False, kl_reference=bp.kl_reference(base, base_model, base_tokenizer),
-                         abs_tolerance=KL_TOLERANCE)
-        items = bp.knowledge_items(base, base_model, base_tokenizer)[:limit]
-        if not items:
-            raise TunewiseError(f"the base '{base}' answered none of the knowledge questions, so there is nothing "
-                                "to retain", "drop the knowledge probe for this base")
-        return Probe("knowledge", "generate", "accuracy", True, [bp.knowledge_messages(q) for q, _ in items],
-                     [a for _, a in items], scorer="contains", max_new_tokens=bp.KNOWLEDGE_MAX_NEW_TOKENS)
-    p = Path(name).expanduser()
-    if p.is_file():
-        return user_probe(p, limit)
-    raise TunewiseError(f"unknown probe '{name}'",
-                        f"use {', '.join(BUILTIN_PROBES)} or the path of a JSONL probe set")
 
 
 def parse_probe_list(text: str | list[str] | None) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.metrics import accuracy, macro_f1, prf, set_counts
+from tunewise.tasks.metrics import accuracy, macro_f1, prf, set_counts
 
 
 @dataclass

@@ -95,16 +95,8 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
             break
         for g in optimizer.param_groups:
             g["lr"] = lr * g["base_lr"] / lo  # keeps per-group ratios (LoRA+)
-        micro = [next(batches) for _ in range(cfg.train.grad_accum)]
-        norm = target_count([train_set[j] for rows in micro for j in rows], classification)
-        total = 0.0
-        for rows in micro:
-            batch = {n: t.to(device) for n, t in collate([train_set[j] for j in rows], tokenizer.pad_token_id,
-                                                           classification).items()}
-            loss_sum = summed_loss(model, batch, classification)
-            (loss_sum / norm).backward()
-            total += float(loss_sum.detach())
-        loss = total / norm
+        loss = _accumulate(model, [next(batches) for _ in range(cfg.train.grad_accum)], train_set,
+                           tokenizer.pad_token_id, classification, device)
         losses.append(loss if math.isfinite(loss) else math.inf)
         if log:
             log(i + 1, len(lrs), lr, loss)
@@ -120,6 +112,25 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     finite = [x for x in losses if math.isfinite(x)]
     smoothed = ema_smooth(finite, BETA) + [math.inf] * (len(losses) - len(finite))
     result = RangeTest(cfg.method, cfg.base, ran, losses, smoothed, None, size_lr, time.time() - t0)
+    _suggest_into(result, steps, cut, divisor)
+    return result
+
+
+def _accumulate(model, micro: list, train_set, pad_id: int, classification: bool, device) -> float:
+    """Forward and backward over one optimizer step's micro-batches; the mean loss per target."""
+    norm = target_count([train_set[j] for rows in micro for j in rows], classification)
+    total = 0.0
+    for rows in micro:
+        batch = {n: t.to(device) for n, t in collate([train_set[j] for j in rows], pad_id, classification).items()}
+        loss_sum = summed_loss(model, batch, classification)
+        (loss_sum / norm).backward()
+        total += float(loss_sum.detach())
+    return total / norm
+
+
+def _suggest_into(result: RangeTest, steps: int, cut: bool, divisor: float) -> None:
+    """The suggestion from the ramp run, or why there is none, and what to know about it."""
+    ran, losses = result.lrs, result.losses
     try:
         result.suggestion = suggest(ran, losses, divisor=divisor)
     except RangeTestError as e:
@@ -134,7 +145,6 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     elif s and s.diverged_at is None and s.min_loss_index >= len(ran) - 3:
         result.notes.append(f"the loss was still falling at the end of the ramp (lr {ran[-1]:g}): raise --lr-max "
                             "to find its minimum; the suggestion may be too low")
-    return result
 
 
 def _batches(train_set, cfg: RunConfig):

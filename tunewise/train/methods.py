@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from safetensors.torch import save_file
 
 from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
@@ -185,7 +184,3 @@ METHODS: dict[str, type] = {"lora": LoraMethod, "qlora": QLoraMethod, "full": Fu
 
 def get_method(name: str) -> Method:
     return METHODS[name]()
-
-
-def save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))

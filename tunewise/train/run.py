@@ -101,29 +101,14 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint."""
     t_start = time.time()
     method = get_method(cfg.method)
-    device_type = "cuda" if cfg.train.device.startswith("cuda") or (
-        cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
-    ctx = distributed.init_from_env(device_type)
-    sharded = ctx.enabled and cfg.train.distributed == "fsdp"
-    if sharded:
-        fsdp.check_supported(cfg)
-    if ctx.enabled and device_type == "cuda":
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": f"cuda:{ctx.local_rank}"})})
+    cfg, ctx, sharded = _init_processes(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     if ctx.is_main:
         trackers.require(cfg.train.report_to)  # a missing library is named before the model loads
         _prepare_run_dir(run_dir, cfg, resume)
     ctx.barrier()
 
-    torch.manual_seed(cfg.train.seed)
-    tokenizer = load_tokenizer(cfg.base)
-    data = load_data(cfg, tokenizer)
-    model = method.load(cfg)
-    check_tokenizer_fits(model, tokenizer, cfg.base)
-    cfg = cfg.with_size_defaults(count_parameters(model))
-    if data.labels:
-        model.config.id2label = dict(enumerate(data.labels))
-        model.config.label2id = {name: i for i, name in enumerate(data.labels)}
+    cfg, tokenizer, data, model = _load_model_and_data(cfg, method)
     before = _retention(cfg, model, tokenizer, is_base=True) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
@@ -154,13 +139,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     rss_per_rank = distributed.gather_floats(ctx, peak_rss_mb())
     summary = None
     if ctx.is_main:
-        model = distributed.unwrap(loop.model)
-        if loop.best is not None and loop.best.step is not None:  # keep_best: the output is the best step's
-            method.load_trainable_state(model, loop.best.weights())
-        if result.status != "stopped_at_step":
-            _save_outputs(method, model, tokenizer, run_dir, data.labels, gathered)
-        after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
-        summary = _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
+        summary = _finish_main(cfg, method, loop, result, data, tokenizer, run_dir, gathered, warnings, before,
+                               t_start)
         if identical is not None:
             summary.ddp_ranks_identical = identical
         summary.distributed = cfg.train.distributed if ctx.enabled else None
@@ -172,6 +152,45 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     distributed.shutdown(ctx)
     exit_code = 1 if summary is not None and summary.retention_failed else 0
     return TrainResult(run_dir, summary, exit_code)
+
+
+def _load_model_and_data(cfg: RunConfig, method):
+    """(cfg with the size defaults for this model, tokenizer, data, the loaded base, labels named)."""
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.base)
+    data = load_data(cfg, tokenizer)
+    model = method.load(cfg)
+    check_tokenizer_fits(model, tokenizer, cfg.base)
+    cfg = cfg.with_size_defaults(count_parameters(model))
+    if data.labels:
+        model.config.id2label = dict(enumerate(data.labels))
+        model.config.label2id = {name: i for i, name in enumerate(data.labels)}
+    return cfg, tokenizer, data, model
+
+
+def _init_processes(cfg: RunConfig):
+    """(cfg with this rank's device, the distributed context, whether parameters are sharded with FSDP)."""
+    device_type = "cuda" if cfg.train.device.startswith("cuda") or (
+        cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
+    ctx = distributed.init_from_env(device_type)
+    sharded = ctx.enabled and cfg.train.distributed == "fsdp"
+    if sharded:
+        fsdp.check_supported(cfg)
+    if ctx.enabled and device_type == "cuda":
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": f"cuda:{ctx.local_rank}"})})
+    return cfg, ctx, sharded
+
+
+def _finish_main(cfg: RunConfig, method, loop, result, data, tokenizer, run_dir: Path, gathered, warnings,
+                 before, t_start: float) -> dict:
+    """On the main process: the output (the best step's with keep_best) saved, retention after, the summary."""
+    model = distributed.unwrap(loop.model)
+    if loop.best is not None and loop.best.step is not None:  # keep_best: the output is the best step's
+        method.load_trainable_state(model, loop.best.weights())
+    if result.status != "stopped_at_step":
+        _save_outputs(method, model, tokenizer, run_dir, data.labels, gathered)
+    after = _retention(cfg, model, tokenizer, is_base=False) if before is not None and result.status != "stopped_at_step" else None
+    return _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:

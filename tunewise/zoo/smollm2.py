@@ -113,7 +113,7 @@ def convert(gguf: Path, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from tunewise.fileio import atomic_write_json
-    from tunewise.models import quiet_transformers
+    from tunewise.hf import quiet_transformers
 
     quiet_transformers()
     started = time.time()

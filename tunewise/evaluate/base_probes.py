@@ -1,10 +1,12 @@
 """Retention probes built for a particular base, so they mean something on any model:
 
-    knowledge  short factual questions (tunewise/tasks/knowledge_items.py) asked as chat messages; only the items
+    knowledge  short factual questions (tunewise/data/knowledge_items.py) asked as chat messages; only the items
                the base answers correctly are kept, so the score is the share of what the base knew that the
                tuned model still knows (1.0 for the base by construction)
     kl         mean next-token KL divergence from the base to the model over generic instructions and the base's
                own greedy answers to them: drift in nats per token, 0 for the base
+
+`load_probe` builds any probe by name: these two for a base, the others from tunewise.tasks.probes.
 
 Each is built once per base (its weights' fingerprint) and kept in the tunewise cache, so "before" and "after"
 are measured on the same items even across processes. Building needs the base model; when the caller is not
@@ -18,6 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from tunewise.data.knowledge_items import knowledge_messages
+from tunewise.errors import TunewiseError
+from tunewise.tasks.probes import (
+    BUILTIN_PROBES,
+    KL_TOLERANCE,
+    MODEL_AGNOSTIC_PROBES,
+    Probe,
+    arithmetic_probe,
+    lm_probe,
+    user_probe,
+)
 
 KNOWLEDGE_MAX_NEW_TOKENS = 16
 KNOWLEDGE_KEEP = 128  # known items to find; more than any probe limit, far cheaper than asking all of them
@@ -62,13 +76,9 @@ def _base_model(base: str, model, tokenizer):
     return load_base(base)
 
 
-def knowledge_messages(question: str) -> list[dict]:
-    return [{"role": "user", "content": f"{question} Answer in a few words."}]
-
-
 def knowledge_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -> list[tuple[str, str]]:
     """(question, answer) pairs the base answers correctly, built once per base and cached."""
-    from tunewise.tasks.knowledge_items import KNOWLEDGE_ITEMS
+    from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS
 
     cache = _cache_file("knowledge", base, ".json")
     if cache.is_file():
@@ -167,3 +177,29 @@ def kl_score(model, ref: KlReference) -> float:
     finally:
         model.train(was_training)
     return round(total / max(count, 1), 6)  # micro-nats of float noise would read as drift from a zero base
+
+
+def load_probe(name: str, limit: int, base: str | None = None, base_model=None, base_tokenizer=None) -> Probe:
+    """A probe by name; `knowledge` and `kl` are built for `base` (from base_model when the caller runs it)."""
+    if name == "arithmetic":
+        return arithmetic_probe(limit)
+    if name == "lm":
+        return lm_probe(limit)
+    if name in MODEL_AGNOSTIC_PROBES:
+        if base is None:
+            raise TunewiseError(f"the '{name}' probe is built for a base model, and none was named",
+                                "give the base (--base, or the run's config)")
+        if name == "kl":
+            return Probe("kl", "kl", "kl", False, kl_reference=kl_reference(base, base_model, base_tokenizer),
+                         abs_tolerance=KL_TOLERANCE)
+        items = knowledge_items(base, base_model, base_tokenizer)[:limit]
+        if not items:
+            raise TunewiseError(f"the base '{base}' answered none of the knowledge questions, so there is nothing "
+                                "to retain", "drop the knowledge probe for this base")
+        return Probe("knowledge", "generate", "accuracy", True, [knowledge_messages(q) for q, _ in items],
+                     [a for _, a in items], scorer="contains", max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS)
+    p = Path(name).expanduser()
+    if p.is_file():
+        return user_probe(p, limit)
+    raise TunewiseError(f"unknown probe '{name}'",
+                        f"use {', '.join(BUILTIN_PROBES)} or the path of a JSONL probe set")

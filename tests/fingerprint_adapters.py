@@ -1,7 +1,8 @@
 """Fingerprint adapters: LoRA adapters trained (plain PEFT, a few seconds) to answer one prompt with one word.
 
-Used by the serving tests and benchmark to tell which adapter produced an answer: adapter A continues
-"ID:" with " Oslo", B with " Lima", and so on, so a wrong-adapter answer is visible in the text.
+Used by the serving tests and benchmarks to tell which adapter produced an answer: adapter A continues
+"ID:" with " Oslo", B with " Lima", and so on, so a wrong-adapter answer is visible in the text. A test helper,
+not part of the package: tests import it from their own folder, benchmarks put tests/ on sys.path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Short factual questions for the `knowledge` retention probe: (category, question, answer).
+"""Short factual questions for the `knowledge` retention probe, and for `{probe: knowledge}` training sources that
+rehearse them: (category, question, answer).
 
 Asked through the model's chat template; an answer counts when the reference appears in the model's reply
 (normalised: case, punctuation). Answers are one or two words so that matching is unambiguous.
@@ -6,6 +7,12 @@ Asked through the model's chat template; an answer counts when the reference app
 Chemical symbols that are also common English words or pronouns (He, Be, As, In, At, No, Am, I, S, Re) are
 left out, so that a reply cannot match them by accident; numeric answers are written as digits.
 """
+
+
+def knowledge_messages(question: str) -> list[dict]:
+    """A question as it is asked: the probe and the rehearsal records must ask it the same way."""
+    return [{"role": "user", "content": f"{question} Answer in a few words."}]
+
 
 KNOWLEDGE_ITEMS: tuple[tuple[str, str, str], ...] = (
     # capital: country -> capital city (countries with one undisputed capital only)
