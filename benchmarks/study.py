@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study_exec import NotReady, execute, resolve  # noqa: E402
+from study_exec import NotReady, execute, resolve, sweep_loss_of  # noqa: E402
 from study_plan import BaseEval, ContinualRun, Run, Step, plan, run_id  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,34 +82,54 @@ def describe(step: Step) -> str:
     return f"continual {' -> '.join(step.tasks)}, LoRA r16 and full, lrs from the sweep, seed {step.seed}"
 
 
-def run_plan(base: str, out: Path, dry_run: bool, minutes: float | None) -> dict[str, dict]:
-    results, t0, left = load_results(out), time.time(), 0.0
-    for i, (claims, step) in enumerate(plan(), 1):
-        try:
-            step = resolve(step, results)
-        except NotReady:
-            pass  # unresolved (waits for the sweep): estimated as planned
-        done = finished(step, results) if "sweep" not in json.dumps(asdict(step)) else None
+def status(step: Step, results: dict[str, dict]) -> tuple[Step, dict | None, bool]:
+    """(the step with its lr resolved where the sweep allows, its finished result or None, whether it can run)."""
+    try:
+        step = resolve(step, results)
+    except NotReady:
+        return step, None, False  # waits for the sweep
+    return step, finished(step, results), True
+
+
+def next_step(results: dict[str, dict]) -> Step | None:
+    """The first unfinished step that can run, in plan order (the plan grows while the sweep extends itself)."""
+    for _, step in plan(sweep_loss_of(results)):
+        step, done, ready = status(step, results)
+        if ready and done is None:
+            return step
+    return None
+
+
+def print_plan(results: dict[str, dict]) -> None:
+    left = 0.0
+    for i, (claims, step) in enumerate(plan(sweep_loss_of(results)), 1):
+        step, done, _ = status(step, results)
         head = f"[{i:2d}] claims {','.join(map(str, claims)):<12} {describe(step)}"
         if done is not None:
-            print(f"{head}: done ({sum(done['wall_s'].values()):.0f} s)", flush=True)
+            print(f"{head}: done ({sum(done['wall_s'].values()):.0f} s)")
             continue
         est = estimate_s(step, results)
-        if dry_run or "sweep" in json.dumps(asdict(step)) or (minutes and time.time() - t0 > 60 * minutes):
-            left += est
-            print(f"{head}: to run (~{est / 60:.0f} min)", flush=True)
-            continue
-        print(f"{head}: running (~{est / 60:.0f} min) ...", flush=True)
-        res = execute(step, base, out, out.resolve().parents[1])
-        from tunewise.fileio import atomic_write_json
-
-        atomic_write_json(out / "runs" / res["id"] / "result.json", res)
-        results[res["id"]] = res
-        print(f"     took {sum(res['wall_s'].values()):.0f} s (load {res['load_before']} -> {res['load_after']})")
+        left += est
+        print(f"{head}: to run (~{est / 60:.0f} min)")
     loads = [r["load_before"] for r in results.values()]
     rates = (f"at the rates of the {len(loads)} finished runs (load average {min(loads):.1f}-{max(loads):.1f} "
              "when they started; an idle machine is faster)" if loads else "at guessed rates (no run finished yet)")
-    print(f"left to run: ~{left / 3600:.1f} h on {os.cpu_count()} cores, {rates}")
+    print(f"left to run: ~{left / 3600:.1f} h on {os.cpu_count()} cores, {rates}", flush=True)
+
+
+def run_plan(base: str, out: Path, minutes: float | None) -> dict[str, dict]:
+    """Run the missing steps one by one (finished ones are never run again); stop starting new ones after
+    `minutes`."""
+    from tunewise.fileio import atomic_write_json
+
+    results, t0 = load_results(out), time.time()
+    while (step := next_step(results)) is not None and not (minutes and time.time() - t0 > 60 * minutes):
+        print(f"running: {describe(step)} (~{estimate_s(step, results) / 60:.0f} min) ...", flush=True)
+        res = execute(step, base, out, out.resolve().parents[1])
+        atomic_write_json(out / "runs" / res["id"] / "result.json", res)
+        results[res["id"]] = res
+        print(f"     took {sum(res['wall_s'].values()):.0f} s (load {res['load_before']} -> {res['load_after']})",
+              flush=True)
     return results
 
 
@@ -122,7 +142,8 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="only write STUDY.md from the finished runs")
     a = p.parse_args()
     out = a.out or ROOT / "runs" / f"study-{a.base}"
-    results = load_results(out) if a.report else run_plan(a.base, out, a.dry_run, a.minutes)
+    results = load_results(out) if a.report or a.dry_run else run_plan(a.base, out, a.minutes)
+    print_plan(results)
     if not a.dry_run:
         from study_report import write_study
 

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from study_exec import NotReady, resolve
+from study_exec import NotReady, resolve, sweep_loss_of
 from study_plan import (
     CAPACITY_RANKS,
     CAPACITY_SIZES,
@@ -23,6 +23,7 @@ from study_plan import (
     Run,
     Step,
     run_id,
+    sweep_grid,
 )
 
 PENDING = ("not measured yet", "-")
@@ -228,7 +229,8 @@ def claim5_details(r: Reader) -> str:
 
 
 def intruder_runs(r: Reader) -> list[tuple[str, dict]]:
-    steps = [(f"{m} lr {lr:g} ({SWEEP_TASK})", Run(SWEEP_TASK, m, lr)) for m, lrs in SWEEP_LRS.items() for lr in lrs]
+    steps = [(f"{m} lr {lr:g} ({SWEEP_TASK})", Run(SWEEP_TASK, m, lr)) for m in SWEEP_LRS
+             for lr in sweep_grid(m, sweep_loss_of(r.results))]
     steps += [(f"lora r{rank} ({SWEEP_TASK})", Run(SWEEP_TASK, "lora", r=rank)) for rank in (8, 32, 64)]
     steps += [(f"lora r16 alpha 32 ({SWEEP_TASK})", Run(SWEEP_TASK, "lora", alpha=32))]
     steps += [(f"{m} ({t})", Run(t, m)) for t in HEADLINE_TASKS if t != SWEEP_TASK for m in ("lora", "full")]
@@ -356,8 +358,8 @@ def sweep_table(r: Reader) -> tuple[str, dict[str, float]]:
     lines = ["| method | lr | final eval loss | slot F1 | knowledge kept | kl | intruders (eps 0.5) |",
              "|---|---|---|---|---|---|---|"]
     best: dict[str, float] = {}
-    for method, lrs in SWEEP_LRS.items():
-        rows = [(lr, r.result_of(Run(SWEEP_TASK, method, lr))) for lr in lrs]
+    for method in SWEEP_LRS:
+        rows = [(lr, r.result_of(Run(SWEEP_TASK, method, lr))) for lr in sweep_grid(method, sweep_loss_of(r.results))]
         for lr, res in rows:
             if res is None:
                 lines.append(f"| {method} | {lr:g} | not run yet | | | | |")

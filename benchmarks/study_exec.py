@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
-from study_plan import SWEEP_LRS, SWEEP_TASK, BaseEval, ContinualRun, Run, Step, run_id
+from study_plan import SWEEP_TASK, BaseEval, ContinualRun, LossOf, Run, Step, run_id, sweep_grid
 
 from tunewise.fileio import atomic_write_json
 from tunewise.tasks.probes import default_probes
@@ -63,16 +63,23 @@ def task_data(task: str, seed: int, train_size: int, eval_size: int, out: Path, 
     return folder, cmd
 
 
+def sweep_loss_of(results: dict[str, dict]) -> LossOf:
+    """(method, lr) -> the final validation loss of that sweep run, None while it has not run."""
+    def loss_of(method: str, lr: float) -> float | None:
+        res = results.get(run_id(Run(SWEEP_TASK, method, lr)))
+        return None if res is None else res["summary"]["final_eval_loss"]
+    return loss_of
+
+
 def best_lr(method: str, results: dict[str, dict]) -> float:
     """The sweep's lr with the lowest final validation loss for this method (QLoRA uses LoRA's sweep)."""
     method = "lora" if method == "qlora" else method
-    losses = {}
-    for lr in SWEEP_LRS[method]:
-        res = results.get(run_id(Run(SWEEP_TASK, method, lr)))
-        if res is None:
-            raise NotReady(f"the {method} lr sweep is not finished")
-        losses[lr] = res["summary"]["final_eval_loss"]
-    return min(losses, key=lambda lr: losses[lr])
+    loss_of = sweep_loss_of(results)
+    grid = sweep_grid(method, loss_of)
+    losses = {lr: loss_of(method, lr) for lr in grid}
+    if None in losses.values():
+        raise NotReady(f"the {method} lr sweep is not finished")
+    return min(grid, key=lambda lr: losses[lr])
 
 
 def resolve(step: Step, results: dict[str, dict]) -> Step:

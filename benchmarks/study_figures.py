@@ -9,7 +9,8 @@ import statistics
 from pathlib import Path
 
 from study_claims import Reader, capacity_scores, learn_forget_rows
-from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, Run
+from study_exec import sweep_loss_of
+from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, Run, sweep_grid
 
 from tunewise.fileio import atomic_save_figure
 
@@ -25,8 +26,9 @@ def _plt():
 
 
 def sweep_figure(r: Reader, path: Path) -> bool:
+    grids = {m: sweep_grid(m, sweep_loss_of(r.results)) for m in SWEEP_LRS}
     points = {m: [(lr, res["summary"]["final_eval_loss"]) for lr in lrs
-                  if (res := r.result_of(Run(SWEEP_TASK, m, lr))) is not None] for m, lrs in SWEEP_LRS.items()}
+                  if (res := r.result_of(Run(SWEEP_TASK, m, lr))) is not None] for m, lrs in grids.items()}
     if not any(points.values()):
         return False
     plt = _plt()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 SWEEP_TASK = "structured"
 SWEEP_LRS = {"lora": (3e-4, 1e-3, 3e-3), "full": (3e-5, 1e-4, 3e-4)}  # LoRA ~10x full (Schulman et al.)
+SWEEP_EXTENSIONS = 2  # values a sweep may add on each side while its best lr sits on the grid's edge
 HEADLINE_TASKS = ("structured", "classify", "sql", "math", "math-hard")
 SEEDS = (0, 1)
 CONTINUAL_TASKS = ("structured", "sql", "math")
@@ -94,14 +96,39 @@ def run_id(step: Step) -> str:
     return f"{step.label}-{digest}"
 
 
-def sweep_runs() -> list[Run]:
-    return [Run(SWEEP_TASK, m, lr) for m, lrs in SWEEP_LRS.items() for lr in lrs]
+LossOf = Callable[[str, float], "float | None"]  # (method, lr) -> the sweep run's final validation loss, if run
 
 
-def plan() -> list[tuple[tuple[int, ...], Step]]:
-    """(claims answered, step) in execution order: the lr sweep first (every later run uses its result), then the
-    headline comparison at seed 0, the single-factor variations, the sequence, the second seed, capacity."""
-    steps: list[tuple[tuple[int, ...], Step]] = [((9, 6), r) for r in sweep_runs()]
+def ladder_step(lr: float, up: bool) -> float:
+    """The next value of the 1-3-10 ladder above (or below) lr: 3e-3 -> 1e-2 -> 3e-2; 3e-5 -> 1e-5 -> 3e-6."""
+    ones = f"{lr:.0e}".startswith("1")
+    factor = (3 if ones else 10 / 3) if up else (3 / 10 if ones else 1 / 3)
+    return float(f"{lr * factor:.0e}")
+
+
+def sweep_grid(method: str, loss_of: LossOf | None = None) -> list[float]:
+    """The method's learning rates: SWEEP_LRS, extended along the ladder (at most SWEEP_EXTENSIONS values each
+    way) while the lowest validation loss sits on the grid's edge, so the pick is a minimum, not a boundary."""
+    grid, added = list(SWEEP_LRS[method]), {True: 0, False: 0}
+    while loss_of is not None:
+        losses = {lr: loss_of(method, lr) for lr in grid}
+        if None in losses.values():
+            break
+        best = min(grid, key=lambda lr: losses[lr])
+        up = best == grid[-1]
+        if best not in (grid[0], grid[-1]) or added[up] == SWEEP_EXTENSIONS:
+            break
+        added[up] += 1
+        grid = grid + [ladder_step(grid[-1], True)] if up else [ladder_step(grid[0], False)] + grid
+    return grid
+
+
+def plan(loss_of: LossOf | None = None) -> list[tuple[tuple[int, ...], Step]]:
+    """(claims answered, step) in execution order: the lr sweep first (every later run uses its result; given
+    the sweep's losses so far, extended where its best sits on an edge), then the headline comparison at seed 0,
+    the single-factor variations, the sequence, the second seed, capacity."""
+    steps: list[tuple[tuple[int, ...], Step]] = [((9, 6), Run(SWEEP_TASK, m, lr)) for m in SWEEP_LRS
+                                                 for lr in sweep_grid(m, loss_of)]
     for seed in SEEDS:
         for task in HEADLINE_TASKS:
             steps.append(((1, 2, 3), BaseEval(task, seed)))
