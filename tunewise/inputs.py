@@ -14,7 +14,6 @@ from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import PydanticUndefined
 
 from tunewise.errors import ConfigError
 
@@ -136,7 +135,7 @@ def field_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str,
         if sub is not None and f.annotation is sub:  # a section: its own fields, dotted
             rows.extend(field_rows(sub, f"{prefix}{name}."))
             continue
-        required = f.default is PydanticUndefined and f.default_factory is None
+        required = f.is_required()
         default = None if required else repr(f.get_default(call_default_factory=True))
         rows.append((f"{prefix}{name}", _type_name(f.annotation), default, f.description or ""))
         if sub is not None:  # e.g. data.train: a path or a list of sources; the source's own fields follow
