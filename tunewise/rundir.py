@@ -6,6 +6,8 @@
             checkpoints/    step-N/ folders while it trains (resume)
             adapter/        the output of LoRA / QLoRA (a PEFT adapter folder) ...
             model/          ... or of full fine-tuning (a model folder)
+            retention_before.json, retention.json   the probes' scores before training, and the change
+            best/           the best checkpoint by eval loss (train.keep_best)
             loss.png, eval/, analysis.json
 
 `RunDir(path).config()` is the typed config (read with tunewise.config's loader, so a damaged or hand-edited
@@ -28,6 +30,9 @@ OUTPUTS = ("adapter", "model")  # the output folder's name: a PEFT adapter, or a
 ANALYSIS = "analysis.json"
 LOSS_PLOT = "loss.png"
 EVAL = "eval"
+RETENTION_BEFORE = "retention_before.json"
+RETENTION = "retention.json"
+BEST = "best"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,18 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def retention_before_path(self) -> Path:
+        return self.path / RETENTION_BEFORE
+
+    @property
+    def retention_path(self) -> Path:
+        return self.path / RETENTION
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / BEST
 
     @property
     def analysis_path(self) -> Path:

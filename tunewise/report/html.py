@@ -11,7 +11,7 @@ from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
 from tunewise.report.text import number_text, retention_words
-from tunewise.rundir import RunDir
+from tunewise.rundir import SUMMARY, RunDir
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -165,7 +165,7 @@ def write_report(path: str | Path) -> Path:
     if not d.is_dir():
         raise TunewiseError(f"'{d}' {'is a file, not a directory' if d.exists() else 'does not exist'}",
                             "point at a directory written by tunewise compare or tunewise train")
-    for name, render in (("compare.json", compare_html), ("summary.json", lambda s, d: run_html(s, d, d))):
+    for name, render in (("compare.json", compare_html), (SUMMARY, lambda s, d: run_html(s, d, d))):
         if not (d / name).is_file():
             continue
         try:

@@ -136,7 +136,7 @@ class Loop:
         self.signal_received: str | None = None
         self.metrics_path = RunDir(run_dir).metrics_path
         self.trackers = Trackers()  # run.py opens the ones train.report_to asks for
-        self.best = BestKeeper(run_dir / "best") if cfg.train.keep_best else None
+        self.best = BestKeeper(RunDir(run_dir).best_dir) if cfg.train.keep_best else None
         self.sharded = fsdp.is_sharded(model)  # every rank takes part in saves, evals and the final gather
 
     # -------------------------------------------------------------------------------- checkpoints

@@ -16,7 +16,7 @@ from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
 from tunewise.results import TrainSummary
-from tunewise.rundir import CONFIG, RunDir
+from tunewise.rundir import CONFIG, LOSS_PLOT, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
@@ -119,9 +119,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     warnings = config_warnings(cfg, cfg.lr, loop.plan.epochs)
     if resume:
         loop.resume()
-        before = _load_json(run_dir / "retention_before.json")
+        before = _load_json(RunDir(run_dir).retention_before_path)
     elif ctx.is_main and before is not None:
-        atomic_write_json(run_dir / "retention_before.json", before)
+        atomic_write_json(RunDir(run_dir).retention_before_path, before)
     loop.trackers = trackers.open_trackers(cfg.train.report_to, run_dir, ctx.is_main,
                                            loop.state.step if resume else None)
     loop.trackers.config(cfg.model_dump(mode="json"))
@@ -145,7 +145,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
             summary.ddp_ranks_identical = identical
         summary.distributed = cfg.train.distributed if ctx.enabled else None
         summary.peak_rss_mb_per_rank = [round(x, 1) for x in rss_per_rank]
-        atomic_write_json(run_dir / "summary.json", summary.as_dict())
+        atomic_write_json(RunDir(run_dir).summary_path, summary.as_dict())
         _plot_losses(run_dir)
         loop.trackers.finish(summary.as_dict())
     ctx.barrier()
@@ -263,14 +263,14 @@ def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, 
         train_eval_gap=round(final_eval - final_train, 4) if final_eval is not None and final_train is not None
         else None,
         guard_events=[e.as_dict() for e in warnings + result.events], overfit_marked=loop.guards.overfit_fired,
-        examples=data.stats.as_dict(), output=str(loop.run_dir / loop.method.output_name),
+        examples=data.stats.as_dict(), output=str(RunDir(loop.run_dir).output_for(loop.method.output_name)),
         world_size=loop.ctx.world)
     if loop.best is not None:
         summary.best_step, summary.best_eval_loss = loop.best.step, loop.best.loss
     if before is not None and after is not None:
         for key, value in retention_summary(before, after, cfg.preserve).items():
             setattr(summary, key, value)
-        atomic_write_json(loop.run_dir / "retention.json", summary.retention)
+        atomic_write_json(RunDir(loop.run_dir).retention_path, summary.retention)
     return summary
 
 
@@ -313,4 +313,4 @@ def _plot_losses(run_dir: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
-    atomic_save_figure(fig, run_dir / "loss.png")
+    atomic_save_figure(fig, RunDir(run_dir).path / LOSS_PLOT)
