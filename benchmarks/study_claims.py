@@ -105,13 +105,13 @@ class Claim:
 
 
 def gap_table(r: Reader, tasks: tuple[str, ...]) -> str:
-    lines = ["| task | untuned | LoRA | full | LoRA / full | full - LoRA |", "|---|---|---|---|---|---|"]
+    lines = ["| task | seeds | untuned | LoRA | full | LoRA / full | full - LoRA |", "|---|---|---|---|---|---|---|"]
     for task in tasks:
         lo, fu = r.scores(task, "lora"), r.scores(task, "full")
         base = [s for s in (r.base_score(task, seed) for seed in SEEDS) if s is not None]
         ratio = mean(lo) / mean(fu) if lo and fu and mean(fu) else None
         gap = mean(fu) - mean(lo) if lo and fu else None
-        lines.append(f"| {task} | {pm(base)} | {pm(lo)} | {pm(fu)} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+        lines.append(f"| {task} | {min(len(lo), len(fu))} | {pm(base)} | {pm(lo)} | {pm(fu)} | {'-' if ratio is None else f'{ratio:.2f}'} | "
                      f"{points(gap)} |")
     return "\n".join(lines)
 
@@ -378,7 +378,8 @@ def claim9(r: Reader) -> tuple[str, str]:
     if len(best) < 2:
         return PENDING
     ratio = best["lora"] / best["full"]
-    text = f"best lr by validation loss: LoRA {best['lora']:g}, full {best['full']:g} (ratio {ratio:g})"
+    text = (f"best lr by validation loss: LoRA {best['lora']:g}, full {best['full']:g} (ratio {ratio:g}, on a "
+            "1-3-10 grid, so 10 and 30 are its neighbouring values)")
     # rule: Schulman et al.'s ~10x holds for a ratio in [3, 30]; the seed's 3e-5 start for LoRA does not hold when
     # LoRA's best is 10x it or more
     schulman = 3 <= ratio <= 30
