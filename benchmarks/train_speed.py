@@ -34,49 +34,7 @@ import torch
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-HF_SCRIPT = r"""
-import json, resource, sys, time
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-from tunewise.data.formats import Example, load_examples
-from tunewise.train.batches import collate
-
-base, data, out, steps, batch, lr, seq, r, dropout = sys.argv[1:10]
-steps, batch, lr, seq, r, dropout = int(steps), int(batch), float(lr), int(seq), int(r), float(dropout)
-torch.manual_seed(0)
-tok = AutoTokenizer.from_pretrained(base)
-model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, lora_dropout=dropout, task_type="CAUSAL_LM",
-                                         target_modules=sys.argv[10].split(",")))
-examples, _ = load_examples(data, tok, max_seq_len=seq)
-rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
-
-class Rows(torch.utils.data.Dataset):
-    def __len__(self): return len(rows)
-    def __getitem__(self, i): return rows[i]
-
-def collator(items):
-    return collate([Example(it["input_ids"], it["labels"], 0) for it in items], tok.pad_token_id)
-
-class Counting(Trainer):
-    tokens = 0
-    def training_step(self, model, inputs, *args, **kwargs):
-        Counting.tokens += int(inputs["attention_mask"].sum())
-        return super().training_step(model, inputs, *args, **kwargs)
-
-args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
-                         lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0, logging_steps=1,
-                         save_strategy="no", report_to=[], seed=0, use_cpu=True, dataloader_num_workers=0,
-                         remove_unused_columns=False, disable_tqdm=True)
-trainer = Counting(model=model, args=args, train_dataset=Rows(), data_collator=collator)
-t0 = time.time()
-trainer.train()
-seconds = time.time() - t0
-print("RESULT " + json.dumps({"train_time_s": seconds, "tokens": Counting.tokens, "tokens_per_s": Counting.tokens / seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
-"""
+HF_TRAINER = Path(__file__).resolve().with_name("hf_trainer_lora.py")  # the plain PEFT + Trainer baseline
 
 
 def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
@@ -153,9 +111,10 @@ def main() -> None:
                 runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
                 total = runs[method]["total_params"]
         if "trainer" not in skip:
-            runs["trainer"] = run_json([sys.executable, "-c", HF_SCRIPT, base_dir, str(data), str(tmp / "hf"),
-                                        str(a.steps), str(a.batch), str(a.lr["lora"]), str(a.seq_len),
-                                        str(a.rank), str(a.dropout), ",".join(TARGETS)], env)
+            runs["trainer"] = run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
+                                        "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
+                                        "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
+                                        "--targets", ",".join(TARGETS)], env)
     peak = max(peak_before, matmul_peak_gflops())
     print(f"{a.base}: {total or 0:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
           f"seq <= {a.seq_len}, LoRA r {a.rank} on all linear layers, dropout {a.dropout:g}")

@@ -18,43 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HF_SCRIPT = r"""
-import json, resource, sys, time
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-from tunewise.data.formats import load_examples
-from tunewise.train.batches import collate
-
-base, data, out, epochs, batch, lr = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-torch.manual_seed(0)
-tok = AutoTokenizer.from_pretrained(base)
-model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-examples, stats = load_examples(data, tok, max_seq_len=160)
-rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
-
-class Rows(torch.utils.data.Dataset):
-    def __len__(self): return len(rows)
-    def __getitem__(self, i): return rows[i]
-
-def collator(items):
-    from tunewise.data.formats import Example
-    return collate([Example(it["input_ids"], it["labels"], 0) for it in items], tok.pad_token_id)
-
-args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, num_train_epochs=epochs, learning_rate=lr,
-                         lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0, logging_steps=1,
-                         save_strategy="no", report_to=[], seed=0, use_cpu=True, dataloader_num_workers=0,
-                         remove_unused_columns=False, disable_tqdm=True)
-trainer = Trainer(model=model, args=args, train_dataset=Rows(), data_collator=collator)
-t0 = time.time()
-trainer.train()
-seconds = time.time() - t0
-tokens = sum(len(r["input_ids"]) for r in rows) * epochs
-print(json.dumps({"train_time_s": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+HF_TRAINER = Path(__file__).resolve().with_name("hf_trainer_lora.py")  # the plain PEFT + Trainer baseline
 
 
 def run(cmd: list[str], env: dict) -> str:
@@ -110,9 +74,9 @@ def main() -> None:
         ours_runs, hf_runs = [], []
         for i in range(a.repeats):
             ours_runs.append(tunewise_run(str(TINY_DIR), data, tmp / f"tw{i}", "lora", a.epochs, 16, 1e-3, env))
-            hf_runs.append(json.loads(run([sys.executable, "-c", HF_SCRIPT, str(TINY_DIR), str(data),
-                                           str(tmp / f"hf{i}"), str(a.epochs), "16", "1e-3"], env)
-                                      .strip().splitlines()[-1]))
+            out = run([sys.executable, str(HF_TRAINER), str(TINY_DIR), str(data), str(tmp / f"hf{i}"),
+                       "--epochs", str(a.epochs), "--batch", "16", "--lr", "1e-3"], env)
+            hf_runs.append(json.loads(next(x for x in reversed(out.splitlines()) if x.startswith("RESULT "))[7:]))
         ours = max(ours_runs, key=lambda r: r["tokens_per_s"])
         hf = max(hf_runs, key=lambda r: r["tokens_per_s"])
         print(f"LoRA on the tiny base, {a.examples} examples x {a.epochs:g} epoch(s), best of {a.repeats}:")
