@@ -205,9 +205,10 @@ def claim5(r: Reader) -> tuple[str, str]:
     pairs = []
     for task in HEADLINE_TASKS:
         lo, fu = r.result_of(Run(task, "lora")), r.result_of(Run(task, "full"))
-        if lo is None or fu is None:
+        kl = (r.retention(lo, "kl"), r.retention(fu, "kl")) if lo is not None and fu is not None else (None,)
+        if None in kl:
             return PENDING
-        pairs.append((lo["eval"]["score"] <= fu["eval"]["score"], r.retention(lo, "kl") <= r.retention(fu, "kl")))
+        pairs.append((lo["eval"]["score"] <= fu["eval"]["score"], kl[0] <= kl[1]))
     learns_less, forgets_less = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
     both = sum(a and b for a, b in pairs)
     text = (f"LoRA scored at most full's on {learns_less} of {len(pairs)} tasks and drifted less by kl on "

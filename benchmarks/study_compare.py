@@ -21,8 +21,9 @@ from tunewise.fileio import atomic_write_json
 
 def compare_dict(r: Reader, base: str, task: str, out: Path) -> dict | None:
     results = {m: r.result_of(Run(task, m)) for m in ("lora", "full")}
-    if None in results.values():
-        return None
+    if None in results.values() or not all((out / "runs" / res["id"] / "run" / "summary.json").is_file()
+                                           for res in results.values()):
+        return None  # not run yet, or its run folder was removed: the tables still stand on result.json
     rows = {}
     for method, res in results.items():
         run_dir = out / "runs" / res["id"] / "run"

@@ -1,0 +1,77 @@
+"""The smollm2 study's machinery (benchmarks/study*.py) on synthetic results: the lr sweep extends itself off a
+grid edge, later runs wait for it, and the same results write the same STUDY.md bytes (issue 15)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from study_exec import NotReady, best_lr, resolve  # noqa: E402
+from study_plan import SWEEP_TASK, Run, ladder_step, plan, run_id, sweep_grid  # noqa: E402
+
+
+def test_ladder_steps_along_1_3_10():
+    assert [ladder_step(x, True) for x in (3e-3, 1e-2, 3e-4)] == [1e-2, 3e-2, 1e-3]
+    assert [ladder_step(x, False) for x in (3e-5, 1e-5, 3e-4)] == [1e-5, 3e-6, 1e-4]
+
+
+def test_sweep_extends_while_its_best_is_on_an_edge_and_no_further():
+    losses = {3e-4: 0.5, 1e-3: 0.2, 3e-3: 0.1}
+    assert sweep_grid("lora", lambda m, lr: losses.get(lr)) == [3e-4, 1e-3, 3e-3, 1e-2]
+    losses[1e-2] = 0.3  # the minimum is inside now: no more runs
+    assert sweep_grid("lora", lambda m, lr: losses.get(lr)) == [3e-4, 1e-3, 3e-3, 1e-2]
+    falling = {lr: lr for lr in (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4)}  # always best at the bottom
+    # two extensions down, then it stops
+    assert sweep_grid("full", lambda m, lr: falling.get(lr)) == [3e-6, 1e-5, 3e-5, 1e-4, 3e-4]
+    assert sweep_grid("lora") == [3e-4, 1e-3, 3e-3]  # without results: the planned grid
+
+
+def _train_result(run: Run, loss: float, score: float) -> dict:
+    return {"id": run_id(run), "step": asdict(run), "load_before": 1.0, "load_after": 1.0,
+            "summary": {"final_eval_loss": loss, "peak_rss_mb": 1000.0, "train_time_s": 10.0, "steps": 30,
+                        "tokens": 3000, "eval_losses": [[30, loss]], "retention": None},
+            "eval": {"score": score, "primary": "slot_f1", "metrics": {}, "n": 40}, "train_losses": [[1, 1.0]],
+            "wall_s": {"train": 10.0, "eval": 1.0}, "commands": ["tunewise train x.yaml"]}
+
+
+def _sweep_results(lora_best: float = 1e-3) -> dict:
+    results = {}
+    for method, grid in (("lora", [3e-4, 1e-3, 3e-3]), ("full", [3e-5, 1e-4, 3e-4])):
+        best = lora_best if method == "lora" else 1e-4
+        for lr in grid:
+            run = Run(SWEEP_TASK, method, lr)
+            results[run_id(run)] = _train_result(run, abs(lr - best) / best + 0.1, 0.5)
+    return results
+
+
+def test_later_runs_wait_for_the_sweep_and_take_its_best():
+    results = _sweep_results()
+    assert best_lr("lora", results) == 1e-3 and best_lr("qlora", results) == 1e-3
+    assert resolve(Run("sql", "full"), results).lr == 1e-4
+    del results[run_id(Run(SWEEP_TASK, "full", 3e-4))]
+    with pytest.raises(NotReady):
+        resolve(Run("sql", "full"), results)
+
+
+def test_the_same_results_write_the_same_study(tmp_path, monkeypatch):
+    from study_report import write_study
+
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(BENCHMARKS / "study_tiny.md", tmp_path / "benchmarks" / "study_tiny.md")
+    results = _sweep_results()
+    headline = [Run(t, m, lr) for t in ("structured", "sql") for m, lr in (("lora", 1e-3), ("full", 1e-4))]
+    results |= {run_id(r): _train_result(r, 0.1, 0.8 if r.method == "full" else 0.7) for r in headline}
+    first = write_study("smollm2", results, tmp_path, tmp_path / "runs").read_bytes()
+    assert write_study("smollm2", results, tmp_path, tmp_path / "runs").read_bytes() == first
+    text = first.decode()
+    assert "| 9 | Learning rate" in text and "LoRA 0.001, full 0.0001 (ratio 10" in text
+    assert "| 4 | QLoRA trades memory for time | -33% memory, +39% time (GPU) | not measured yet | - |" in text
+    assert "\n# Small-scale reference" in text and "## The tiny base: a small study" in text
+    assert len(plan()) > 40  # the full plan is listed even when little of it ran
