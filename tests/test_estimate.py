@@ -197,6 +197,23 @@ def test_activations_scale_with_batch_and_sequence(llama7b):
     assert acts(2, 1024) == pytest.approx(2 * acts(2, 512))
 
 
+def test_logits_scale_with_the_share_of_target_tokens(llama7b):
+    """The trainer projects to the vocabulary only at positions with a label (train/loop.summed_loss), so the
+    logits term is the target share of the all-positions term; weights, optimizer and activations do not move (the
+    framework overhead, a share of the activations, follows the logits down)."""
+    def terms(share):
+        req = EstimateRequest(model="llama-2-7b", methods=("lora",), batch=2, seq=512, target_share=share)
+        return run_estimate(req, spec=llama7b).breakdowns["lora"].terms
+
+    every, part = terms(1.0), terms(0.25)
+    assert part["logits"] == pytest.approx(0.25 * every["logits"])
+    moving = {"logits", "framework overhead"}
+    assert {k: v for k, v in part.items() if k not in moving} == {k: v for k, v in every.items() if k not in moving}
+    assert part["framework overhead"] < every["framework overhead"]
+    with pytest.raises(EstimateInputError, match=r"--target-share must be in \(0, 1\] \(got 0\)"):
+        run_estimate(EstimateRequest(model="llama-2-7b", target_share=0), spec=llama7b)
+
+
 def test_anchor_printed_for_matching_preset(llama7b):
     res = run_estimate(EstimateRequest(model="llama-2-7b"), spec=llama7b)
     qlora = [a for a in res.anchors if a["method"] == "qlora"][0]

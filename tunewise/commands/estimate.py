@@ -123,6 +123,9 @@ def register(app: typer.Typer) -> None:
         lora_dropout: float = typer.Option(LORA_DROPOUT, "--lora-dropout",
                                            help="LoRA dropout (p > 0 keeps extra activations)."),
         grad_accum: int = typer.Option(1, "--grad-accum"),
+        target_share: float = typer.Option(1.0, "--target-share", help="Share of tokens that are loss targets "
+                                           "(completion tokens); logits are computed only there. 1 = every "
+                                           "token, the upper bound."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:
         """Exact parameter counts (no weights loaded) and peak memory for full / LoRA / QLoRA, with the fits table."""
@@ -130,7 +133,8 @@ def register(app: typer.Typer) -> None:
 
         req = EstimateRequest(model=model, methods=parse_methods(method), rank=rank, targets=targets, batch=batch,
                               seq=seq_len, grad_ckpt=grad_ckpt, dtype=dtype, optimizer=optimizer,
-                              device=device.lower(), gpus=gpus, distributed=distributed.lower(), lora_dropout=lora_dropout, grad_accum=grad_accum)
+                              device=device.lower(), gpus=gpus, distributed=distributed.lower(), lora_dropout=lora_dropout, grad_accum=grad_accum,
+                              target_share=target_share)
         result = run_estimate(req)
         if as_json:
             typer.echo(json.dumps(result.as_dict(), indent=2))

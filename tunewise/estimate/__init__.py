@@ -63,6 +63,7 @@ class EstimateRequest:
     distributed: str = "ddp"  # train.distributed: ddp replicates, fsdp shards (full and lora)
     lora_dropout: float = LORA_DROPOUT
     grad_accum: int = 1
+    target_share: float = 1.0  # share of positions that are loss targets (logits are computed only there)
 
     @property
     def compute_dtype(self) -> str:
@@ -91,6 +92,9 @@ def validate_request(req: EstimateRequest) -> list[str]:
         p.append(f"--device: unknown '{req.device}'; use cuda or cpu")
     if not 0 <= req.lora_dropout < 1:
         p.append(f"--lora-dropout must be in [0, 1) (got {req.lora_dropout})")
+    if not 0 < req.target_share <= 1:
+        p.append(f"--target-share must be in (0, 1] (got {req.target_share}): the share of tokens that are loss "
+                 "targets, e.g. 0.4 for completions that are 40% of each example")
     return p
 
 
@@ -173,7 +177,8 @@ class EstimateResult:
             "setup": {"rank": r.rank, "targets": self.targets, "batch": r.batch, "seq": r.seq,
                       "grad_ckpt": r.grad_ckpt, "dtype": r.compute_dtype, "optimizer": r.optimizer,
                       "device": r.device, "gpus": r.gpus,
-                      "distributed": r.distributed if r.gpus > 1 else None, "lora_dropout": r.lora_dropout},
+                      "distributed": r.distributed if r.gpus > 1 else None, "lora_dropout": r.lora_dropout,
+                      "target_share": r.target_share},
             "modules": {n: {"count": g.count, "shape": [g.d_out, g.d_in], "params": g.params,
                             "lora_params": g.lora_params(r.rank) if n in self.targets else 0,
                             "targeted": n in self.targets} for n, g in s.linear.items()},
@@ -197,7 +202,7 @@ def _overhead(req: EstimateRequest, method: str):
 def breakdown_for(spec: ModelSpec, req: EstimateRequest, method: str, targets: list[str]) -> Breakdown:
     setup = Setup(method=method, batch=req.batch, seq=req.seq, grad_ckpt=req.grad_ckpt, dtype=req.compute_dtype,
                   optimizer=req.optimizer, grad_accum=req.grad_accum, lora_dropout=req.lora_dropout,
-                  device=req.device, gpus=req.gpus, distributed=req.distributed)
+                  device=req.device, gpus=req.gpus, distributed=req.distributed, target_share=req.target_share)
     return estimate(shape_of(spec), counts_for(spec, req.rank, targets), setup, _overhead(req, method))
 
 

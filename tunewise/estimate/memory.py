@@ -52,6 +52,10 @@ class Setup:
     device: str = "cuda"  # "cuda" (allocator peak + CUDA context) or "cpu" (process peak RSS)
     gpus: int = 1  # training processes (one per GPU); what each holds depends on `distributed`
     distributed: str = "ddp"  # with gpus > 1: "ddp" replicates everything, "fsdp" shards weights/grads/optimizer
+    # Share of positions whose next token is a loss target: the trainer projects to the vocabulary only there
+    # (train/loop.summed_loss), so completion-only data with long prompts holds far fewer logits. 1 = every
+    # position, the upper bound when the data is not known.
+    target_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def activation_bytes(shape: Shape, setup: Setup, counts: Counts) -> dict[str, fl
         layers = shape.layers * per_layer
     # logits (b, s, V) in the compute dtype, the fp32 copy the loss upcasts to, log-softmax, and the two
     # gradients of the same size alive at the start of backward: ~4 fp32 copies (+1 in bf16)
-    logits = tokens * shape.vocab * (4 * 4 + (act_bytes if act_bytes != 4 else 0))
+    logits = tokens * setup.target_share * shape.vocab * (4 * 4 + (act_bytes if act_bytes != 4 else 0))
     return {"activations": layers, "logits": logits}
 
 
