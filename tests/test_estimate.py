@@ -214,6 +214,13 @@ def test_logits_scale_with_the_share_of_target_tokens(llama7b):
         run_estimate(EstimateRequest(model="llama-2-7b", target_share=0), spec=llama7b)
 
 
+def test_a_sequence_beyond_the_context_is_warned_about(llama7b):
+    assert run_estimate(EstimateRequest(model="llama-2-7b", seq=4096), spec=llama7b).warnings == []
+    warned = run_estimate(EstimateRequest(model="llama-2-7b", seq=8192), spec=llama7b).as_dict()["warnings"]
+    assert warned == ["--seq-len 8192 is beyond the model's context of 4096 tokens: training truncates to "
+                      "data.max_seq_len, so plan with --seq-len 4096 or less"]
+
+
 def test_anchor_printed_for_matching_preset(llama7b):
     res = run_estimate(EstimateRequest(model="llama-2-7b"), spec=llama7b)
     qlora = [a for a in res.anchors if a["method"] == "qlora"][0]

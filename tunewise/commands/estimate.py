@@ -47,6 +47,8 @@ def render(result) -> None:
     notes = sorted({n for b in result.breakdowns.values() for n in b.notes})
     for n in notes:
         con.print(f"  note: {n}")
+    for w in d["warnings"]:
+        con.print(f"[yellow]WARNING: {w}[/yellow]")
     if s["device"] == "cuda":
         con.print(_fits_table(d["fits"], next(iter(result.breakdowns))))
     if d["anchors"]:

@@ -164,6 +164,15 @@ class EstimateResult:
         n = sum(self.lora_per_type.values())
         return {"full": self.spec.total_params, "lora": n, "qlora": n}
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the figures a plan for something that cannot run as asked."""
+        max_pos = getattr(self.spec.config, "max_position_embeddings", None)
+        if isinstance(max_pos, int) and self.request.seq > max_pos:
+            return [f"--seq-len {self.request.seq} is beyond the model's context of {max_pos} tokens: training "
+                    f"truncates to data.max_seq_len, so plan with --seq-len {max_pos} or less"]
+        return []
+
     def fits_table(self, sizes: tuple[int, ...] = GPU_SIZES_GB) -> dict[str, dict[int, str]]:
         return {m: {s: fits(b, s) for s in sizes} for m, b in self.breakdowns.items()}
 
@@ -188,6 +197,7 @@ class EstimateResult:
             "memory": {m: b.as_dict() for m, b in self.breakdowns.items()},
             "fits": {m: {f"{k}GB": v for k, v in t.items()} for m, t in self.fits_table().items()},
             "anchors": self.anchors,
+            "warnings": self.warnings,
         }
 
 
