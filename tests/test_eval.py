@@ -223,6 +223,21 @@ def test_cli_eval_task_json_and_files(tmp_path, micro_llama_dir):
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["n"] == 4
 
 
+def test_cli_eval_warns_when_prompts_do_not_fit_the_context(tmp_path, micro_llama_dir):
+    from tunewise.cli import app
+
+    test = tmp_path / "test.jsonl"
+    rows = [{"prompt": "2 + 2 =", "completion": " 4"}, {"prompt": "word " * 300 + "=", "completion": " 1"}]
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    said = res.output + (res.stderr or "")
+    assert "WARNING: 1 of 2 prompts plus --max-new-tokens 4 exceed the model's context of 256 tokens " \
+           "(the first is record 2)" in " ".join(said.split())
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--limit", "1"])
+    assert "exceed the model's context" not in res.output + (res.stderr or "")
+
+
 def test_cli_eval_bad_database_is_one_clear_error(tmp_path, micro_llama_dir):
     from tunewise.cli import app
 

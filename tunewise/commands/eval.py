@@ -62,6 +62,7 @@ def eval_cmd(
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
         spec.scorer()  # fail early on a missing database or schema, before loading the model
     loaded = load_target(target, base, spec.labels if spec else None, device)
+    _note_context(loaded, spec, mode)
     result = evaluate(loaded, spec, mode, batch_size) if spec else None
     retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
     if result is not None:
@@ -114,6 +115,14 @@ def _payload(target: str, result, retention, written: list[Path]) -> dict:
         payload["retention"] = retention
     payload["written"] = [str(p) for p in written]
     return payload
+
+
+def _note_context(loaded, spec, mode: str) -> None:
+    from tunewise.evaluate.runner import context_overflow
+
+    note = context_overflow(loaded, spec, mode) if spec is not None else None
+    if note:
+        typer.secho(f"WARNING: {note}", fg="yellow", err=True)
 
 
 def _note_unfinished(run_dir: Path) -> None:

@@ -388,6 +388,23 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
     return [by_index.get(it.index) for it in spec.items]
 
 
+def context_overflow(loaded: Loaded, spec: EvalSpec, mode: str = "generate") -> str | None:
+    """A note when some prompts, with the generation budget, do not fit the model's context: positions past
+    it are ones the model never saw (garbage or an error), so their scores say little."""
+    max_pos = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    if loaded.kind == "classifier" or mode != "generate" or not isinstance(max_pos, int):
+        return None
+    from tunewise.data.formats import prompt_ids
+
+    usable = [it for it in spec.items if it.error is None]
+    over = [it.index for it in usable if len(prompt_ids(it.prompt, loaded.tokenizer)) + spec.max_new_tokens > max_pos]
+    if not over:
+        return None
+    return (f"{len(over)} of {len(usable)} prompts plus --max-new-tokens {spec.max_new_tokens} exceed the model's "
+            f"context of {max_pos} tokens (the first is record {over[0] + 1}); their predictions run past what the "
+            "model was trained on: shorten them or lower --max-new-tokens")
+
+
 def classify_batch(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[str]:
     """Argmax class names of a sequence classifier (config.id2label, or the run's labels.json)."""
     import torch
