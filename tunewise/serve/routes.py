@@ -174,7 +174,7 @@ async def model(model_id: str, ctx: Ctx):
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, ctx: Ctx):
+async def completions(req: CompletionRequest, ctx: Ctx, request: Request):
     server = ctx.server
     logprobs, bias = checked(server, req, "completions")
     adapter = resolve_model(server, req.model)
@@ -192,13 +192,13 @@ async def completions(req: CompletionRequest, ctx: Ctx):
         return await stream_jobs(
             server.engine, jobs, lambda i, d, _first: protocol.completion_choice(i, d, logprobs, text_of), head,
             bool(req.stream_options and req.stream_options.include_usage))
-    results = await run_jobs(server.engine, jobs)
+    results = await run_jobs(server.engine, jobs, request.is_disconnected)
     return {**head, "choices": [protocol.completion_choice(i, r, logprobs, text_of)
                                 for i, r in enumerate(results)], "usage": protocol.usage(results)}
 
 
 @router.post("/v1/chat/completions")
-async def chat(req: ChatRequest, ctx: Ctx):
+async def chat(req: ChatRequest, ctx: Ctx, request: Request):
     server = ctx.server
     logprobs, bias = checked(server, req, "chat")
     adapter = resolve_model(server, req.model)
@@ -214,7 +214,7 @@ async def chat(req: ChatRequest, ctx: Ctx):
         return await stream_jobs(
             server.engine, jobs, lambda i, d, first: protocol.chat_delta_choice(i, d, logprobs, text_of, first),
             head, bool(req.stream_options and req.stream_options.include_usage))
-    results = await run_jobs(server.engine, jobs)
+    results = await run_jobs(server.engine, jobs, request.is_disconnected)
     return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
             "choices": [protocol.chat_choice(i, r, logprobs, text_of) for i, r in enumerate(results)],
             "usage": protocol.usage(results)}

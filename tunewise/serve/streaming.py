@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,9 +22,20 @@ from tunewise.serve.security import error_body
 log = logging.getLogger("tunewise.serve")
 
 
-async def run_jobs(engine: Engine, jobs: list[GenJob]) -> list[GenResult]:
+GONE_POLL_S = 0.25  # how often a waiting non-streamed request asks whether its client is still there
+
+
+async def run_jobs(engine: Engine, jobs: list[GenJob],
+                   client_gone: Callable[[], Awaitable[bool]] | None = None) -> list[GenResult]:
+    """Every job's result. With `client_gone` (Starlette's request.is_disconnected), a client that hangs up
+    while it waits frees its rows at the engine's next step instead of having them generated to the end."""
     try:
-        return list(await asyncio.gather(*(asyncio.wrap_future(engine.submit(j)) for j in jobs)))
+        waiting = asyncio.gather(*(asyncio.wrap_future(engine.submit(j)) for j in jobs))
+        while client_gone is not None and not waiting.done():
+            await asyncio.wait({waiting}, timeout=GONE_POLL_S)
+            if not waiting.done() and await client_gone():
+                raise ApiError(499, "the client closed the request before its answer was ready", "client_closed")
+        return list(await waiting)
     except AdapterRefused as e:
         raise ApiError.from_refusal(e) from e
     finally:  # the client went away (or another choice failed): free the rest at the next step
