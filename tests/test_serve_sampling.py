@@ -247,6 +247,20 @@ def test_streams_arrive_token_by_token(server):
     assert texts == {ch.index: ch.text for ch in whole2.choices}
 
 
+def assert_row_freed(srv, url: str, before: dict) -> None:
+    """The 480-token request left unfinished: its row freed, counted as cancelled, and the server still answers."""
+    for _ in range(1200):  # a hang guard: the row leaves at the step after the server notices
+        if srv.engine.running == 0:
+            break
+        time.sleep(0.05)
+    after = srv.engine.describe()
+    assert after["running"] == 0
+    assert after["cancelled"] == before["cancelled"] + 1  # it left unfinished (480 tokens were never made)
+    assert after["steps"] - before["steps"] < 480
+    r = client(url).completions.create(model="oslo", prompt="ID:", max_tokens=2, temperature=0)
+    assert r.choices[0].text.strip().startswith("Oslo")
+
+
 def test_a_client_that_disconnects_frees_its_row(server):
     srv, url = server
     before = srv.engine.describe()
@@ -260,16 +274,7 @@ def test_a_client_that_disconnects_frees_its_row(server):
                 received += len(json.loads(line[6:])["choices"][0]["text"])
                 if received >= 10:
                     break  # leave mid-stream: closing the response closes the connection
-    for _ in range(1200):  # a hang guard: the row leaves at the step after the server notices
-        if srv.engine.running == 0:
-            break
-        time.sleep(0.05)
-    after = srv.engine.describe()
-    assert after["running"] == 0
-    assert after["cancelled"] == before["cancelled"] + 1  # it left unfinished (480 tokens were never made)
-    assert after["steps"] - before["steps"] < 480
-    r = client(url).completions.create(model="oslo", prompt="ID:", max_tokens=2, temperature=0)
-    assert r.choices[0].text.strip().startswith("Oslo")
+    assert_row_freed(srv, url, before)
 
 
 def test_a_client_that_hangs_up_on_a_plain_request_frees_its_row(server):
@@ -279,16 +284,7 @@ def test_a_client_that_hangs_up_on_a_plain_request_frees_its_row(server):
     body = {"model": "oslo", "prompt": "ID:", "max_tokens": 480, "logit_bias": NO_EOS}
     with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(120, read=1.0)) as h:
         h.post(f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
-    for _ in range(1200):  # a hang guard: the row leaves at the step after the server notices
-        if srv.engine.running == 0:
-            break
-        time.sleep(0.05)
-    after = srv.engine.describe()
-    assert after["running"] == 0
-    assert after["cancelled"] == before["cancelled"] + 1  # it left unfinished (480 tokens were never made)
-    assert after["steps"] - before["steps"] < 480
-    r = client(url).completions.create(model="oslo", prompt="ID:", max_tokens=2, temperature=0)
-    assert r.choices[0].text.strip().startswith("Oslo")
+    assert_row_freed(srv, url, before)
 
 
 # ------------------------------------------------------------------------------------------ chat template
