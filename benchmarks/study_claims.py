@@ -126,6 +126,13 @@ def gap_of(r: Reader, task: str) -> float | None:
     return mean(fu) - mean(lo) if lo and fu else None
 
 
+def provisional(r: Reader, tasks: tuple[str, ...], holds: str) -> str:
+    """The verdict, marked provisional while some of its tasks have fewer seeds than planned: with 40 test
+    examples one answer is 2.5 points, so one seed cannot separate a few points from noise."""
+    seeds = min(min(len(r.scores(t, "lora")), len(r.scores(t, "full"))) for t in tasks)
+    return holds if seeds >= len(SEEDS) else f"{holds} (provisional: {seeds} of {len(SEEDS)} seeds)"
+
+
 def claim1(r: Reader) -> tuple[str, str]:
     ratios = {t: ratio_of(r, t) for t in ("structured", "classify")}
     if None in ratios.values():
@@ -133,7 +140,7 @@ def claim1(r: Reader) -> tuple[str, str]:
     text = ", ".join(f"{t} LoRA at {v:.0%} of full" for t, v in ratios.items())
     # rule: "almost" = LoRA at >= 95% of full's score (the seed: 95 vs 97 = 98%)
     held = sum(v >= 0.95 for v in ratios.values())
-    return text, {2: "yes", 1: "partly (one of two tasks)", 0: "no"}[held]
+    return text, provisional(r, ("structured", "classify"), {2: "yes", 1: "partly (one of two tasks)", 0: "no"}[held])
 
 
 def claim2(r: Reader) -> tuple[str, str]:
@@ -141,7 +148,8 @@ def claim2(r: Reader) -> tuple[str, str]:
     if ratio is None:
         return PENDING
     # rule: "about equal" = within 2 points or LoRA at >= 95% of full
-    return f"LoRA at {ratio:.0%} of full ({points(-gap)} for LoRA)", "yes" if abs(gap) <= 0.02 or ratio >= 0.95 else "no"
+    holds = "yes" if abs(gap) <= 0.02 or ratio >= 0.95 else "no"
+    return f"LoRA at {ratio:.0%} of full ({points(-gap)} for LoRA)", provisional(r, ("sql",), holds)
 
 
 def claim3(r: Reader) -> tuple[str, str]:
@@ -154,7 +162,7 @@ def claim3(r: Reader) -> tuple[str, str]:
     # rule: "clearly trails" = full ahead by >= 5 points (compare's graduate threshold) and by more than on any
     # representation task
     bites = [t for t, g in gaps.items() if g >= 0.05 and g > max(rep)]
-    return text, f"yes, on {', '.join(bites)}" if bites else "no"
+    return text, provisional(r, ("math", "math-hard"), f"yes, on {', '.join(bites)}" if bites else "no")
 
 
 def tasks_details(tasks: tuple[str, ...]) -> Callable[[Reader], str]:
