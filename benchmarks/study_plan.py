@@ -126,7 +126,8 @@ def sweep_grid(method: str, loss_of: LossOf | None = None) -> list[float]:
 def plan(loss_of: LossOf | None = None) -> list[tuple[tuple[int, ...], Step]]:
     """(claims answered, step) in execution order: the lr sweep first (every later run uses its result; given
     the sweep's losses so far, extended where its best sits on an edge), then the headline comparison at seed 0,
-    the single-factor variations, the sequence, the second seed, capacity."""
+    the single-factor variations, the second seed (so claims 1-3 stop being provisional early), the epochs, the
+    sequence, capacity."""
     steps: list[tuple[tuple[int, ...], Step]] = [((9, 6), Run(SWEEP_TASK, m, lr)) for m in SWEEP_LRS
                                                  for lr in sweep_grid(m, loss_of)]
     for seed in SEEDS:
@@ -137,10 +138,10 @@ def plan(loss_of: LossOf | None = None) -> list[tuple[tuple[int, ...], Step]]:
         if seed == 0:
             steps += [((4,), Run(SWEEP_TASK, "qlora")),
                       ((5, 6), Run(SWEEP_TASK, "lora", r=8)), ((5, 6), Run(SWEEP_TASK, "lora", r=64)),
-                      ((6, 8), Run(SWEEP_TASK, "lora", alpha=32)), ((8,), Run(SWEEP_TASK, "lora", r=32)),
-                      ((7,), ContinualRun()),
-                      ((8,), Run(SWEEP_TASK, "lora", epochs=3, eval_every=10)),
-                      ((8,), Run(SWEEP_TASK, "full", epochs=3, eval_every=10))]
+                      ((6, 8), Run(SWEEP_TASK, "lora", alpha=32)), ((8,), Run(SWEEP_TASK, "lora", r=32))]
+    steps += [((8,), Run(SWEEP_TASK, "lora", epochs=3, eval_every=10)),
+              ((8,), Run(SWEEP_TASK, "full", epochs=3, eval_every=10)),
+              ((7,), ContinualRun())]
     for n in CAPACITY_SIZES:  # at the headline size these are the headline runs (probes and all): reused
         lean = {} if n == 240 else {"retention": False, "analyze": False}
         steps += [((10,), Run(SWEEP_TASK, "lora", r=r, train_size=n, **lean)) for r in CAPACITY_RANKS]
