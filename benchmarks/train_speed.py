@@ -16,7 +16,7 @@ MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tok
     python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128]
 
 The last line reads: lora/full tokens/s R1; lora/Trainer R2; lora MFU M1; full MFU M2; lora/full memory R3;
-qlora/lora memory R4.
+qlora/lora memory R4; fused/PEFT-forward lora tokens/s R5 (tunewise LoRA with and without lora.fused).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ def run_json(cmd: list[str], env: dict) -> dict:
     return json.loads(marked[-1][len("RESULT "):] if marked else r.stdout[r.stdout.index("{"):])
 
 
-def tunewise_run(base: str, data: Path, out: Path, method: str, a, env: dict) -> dict:
+def tunewise_run(base: str, data: Path, out: Path, method: str, a, env: dict, fused: bool = True) -> dict:
     cfg = out.with_suffix(".yaml")
     cfg.write_text(f"base: {base}\nmethod: {method}\ndata: {{train: {data}, max_seq_len: {a.seq_len}}}\n"
-                   f"lora: {{r: {a.rank}, alpha: {a.rank}, dropout: {a.dropout}}}\n"
+                   f"lora: {{r: {a.rank}, alpha: {a.rank}, dropout: {a.dropout}, fused: {str(fused).lower()}}}\n"
                    f"train: {{max_steps: {a.steps}, batch_size: {a.batch}, lr: {a.lr[method]}}}\n")
     return run_json([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(out), "-q", "--json"], env)
 
@@ -86,7 +86,8 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--examples", type=int, default=400)
-    p.add_argument("--skip", default="", help="comma list of trainers to leave out: lora,full,qlora,trainer")
+    p.add_argument("--skip", default="", help="comma list of trainers to leave out: lora,lora-peft,full,qlora,trainer "
+                                              "(lora-peft = tunewise LoRA with lora.fused false: PEFT's own forward)")
     a = p.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     from tunewise.defaults import default_lr
@@ -110,6 +111,8 @@ def main() -> None:
             if method not in skip:
                 runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
                 total = runs[method]["total_params"]
+        if "lora-peft" not in skip:
+            runs["lora-peft"] = tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False)
         if "trainer" not in skip:
             runs["trainer"] = run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
                                         "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
@@ -125,7 +128,7 @@ def main() -> None:
         adapter = r["trainable_params"] if name != "full" else 0
         flops_per_token = 6 * n_mm if name == "full" else 4 * n_mm + 6 * adapter
         mfu[name] = r["tokens_per_s"] * flops_per_token / (peak * 1e9)
-        print(f"  {name:8s}: {r['tokens_per_s']:8.1f} tokens/s, MFU {100 * mfu[name]:5.1f}%, "
+        print(f"  {name:9s}: {r['tokens_per_s']:8.1f} tokens/s, MFU {100 * mfu[name]:5.1f}%, "
               f"peak RSS {r['peak_rss_mb']:7.0f} MB, {r['train_time_s']:6.1f} s")
 
     def ratio(x: str, y: str, key: str) -> str:
@@ -137,7 +140,8 @@ def main() -> None:
     print(f"lora/full tokens/s {ratio('lora', 'full', 'tokens_per_s')}; "
           f"lora/Trainer {ratio('lora', 'trainer', 'tokens_per_s')}; lora MFU {pct('lora')}; "
           f"full MFU {pct('full')}; lora/full memory {ratio('lora', 'full', 'peak_rss_mb')}; "
-          f"qlora/lora memory {ratio('qlora', 'lora', 'peak_rss_mb')}")
+          f"qlora/lora memory {ratio('qlora', 'lora', 'peak_rss_mb')}; "
+          f"fused/PEFT-forward lora tokens/s {ratio('lora', 'lora-peft', 'tokens_per_s')}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class LoraMethod:
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        return get_peft_model(model, self.peft_config(model, cfg, token_ids))
+        return _fuse(get_peft_model(model, self.peft_config(model, cfg, token_ids)), cfg)
 
     def param_groups(self, model: torch.nn.Module, cfg: RunConfig, lr: float) -> list[dict]:
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -120,6 +120,15 @@ class LoraMethod:
 
     def save(self, model: torch.nn.Module, out: Path) -> None:
         model.save_pretrained(str(out), safe_serialization=True)
+
+
+def _fuse(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    """PEFT's LoRA layers through tunewise's fused function (`lora.fused`); QLoRA's 4-bit layers keep PEFT's."""
+    if cfg.lora.fused:
+        from tunewise.train import fused_lora
+
+        fused_lora.install(model)
+    return model
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""LoRA linear layers in one autograd function: the same maths as PEFT's forward, fewer passes over activations.
+
+PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as five separate ops, each writing a new
+(tokens x out) tensor: the rank-r product, the scale, the add, and in backward their mirror images plus an add of
+the two input gradients. On a CPU those passes are memory-bound and, on a 576-wide model, cost about as much as the
+frozen base's weight gradients that LoRA saves (profile: benchmarks/RESULTS.md, issue 20). Here the low-rank term
+is accumulated into the base output in place (one `addmm_`), the scale is applied to the small rank-r tensors, and
+the LoRA part of the input gradient is accumulated into the base part in place. Only the input and the rank-r
+activation are kept for backward, as PEFT keeps them.
+
+`install(model)` swaps the forward of every PEFT `lora.Linear` whose call it can compute exactly (one active
+vanilla adapter, no dropout, a plain fp32/bf16 nn.Linear base, no LoRA bias); any other call falls back to PEFT's
+own forward, so adapters, merging and saving are untouched.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    """y = x W^T + bias + scaling * (x A^T) B^T, with x of any leading shape."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float):
+        flat = x.reshape(-1, x.shape[-1])
+        low = flat @ lora_a.t()  # (tokens, r)
+        out = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
+        out.addmm_(low, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(flat, low, weight, lora_a, lora_b)
+        ctx.scaling = scaling
+        ctx.x_shape = x.shape
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, low, weight, lora_a, lora_b = ctx.saved_tensors
+        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        g_low = (g @ lora_b).mul_(ctx.scaling)  # (tokens, r): the gradient reaching x A^T
+        grad_x = grad_w = grad_bias = grad_a = grad_b = None
+        if need_x:
+            grad_x = g @ weight
+            grad_x.addmm_(g_low, lora_a)
+            grad_x = grad_x.reshape(ctx.x_shape)
+        if need_w:
+            grad_w = g.t() @ flat
+        if need_bias:
+            grad_bias = g.sum(0)
+        if need_a:
+            grad_a = g_low.t() @ flat
+        if need_b:
+            grad_b = (g.t() @ low).mul_(ctx.scaling)
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
+    """The layer's output through LoraLinearFunction, or None when this call needs PEFT's general path."""
+    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+        return None
+    name = layer.active_adapters[0]
+    if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
+        return None
+    base, lora_a, lora_b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
+    if type(base) is not torch.nn.Linear or not isinstance(layer.lora_dropout[name], torch.nn.Identity):
+        return None
+    if lora_a.bias is not None or lora_b.bias is not None:
+        return None
+    if not (x.dtype == base.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype):
+        return None
+    return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight,
+                                    float(layer.scaling[name]))
+
+
+def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    out = None if args or kwargs else fused_call(self, x)
+    return out if out is not None else type(self).forward(self, x, *args, **kwargs)
+
+
+def install(model: torch.nn.Module) -> int:
+    """Route every PEFT lora.Linear of `model` through the fused function where it applies; the number routed."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    count = 0
+    for module in model.modules():
+        if type(module) is LoraLinear:
+            module.forward = types.MethodType(_forward, module)
+            count += 1
+    return count
