@@ -37,8 +37,11 @@ def model(tiny_base_dir, tmp_path_factory):
     return m
 
 
-def test_row_lora_equals_peft_mixed_batches(model):
+@pytest.mark.parametrize("shape", ["prefill", "one token per row"])
+def test_row_lora_equals_peft_mixed_batches(model, shape):
     rows = [[5, 9, 14, 3], [7, 7], [11, 4, 8], [2, 6, 5, 9, 1], [3]]
+    if shape == "one token per row":  # a decoding step's shape: the side-by-side path, no gather
+        rows = [r[:1] for r in rows]
     adapters = ["r2", None, "r8", "pat", "r2"]
     ids, mask = left_pad(rows, pad_id=1)
     with torch.no_grad():

@@ -7,8 +7,15 @@ stacked once per module, transposed, into (slots, in, R) and (slots, R, out) ten
 rank R; slot 0 is all zeros (a base row). A forward gathers each row's pair and adds (x @ A_row^T) @ B_row^T with
 two `torch.bmm`s. Inside `routing` a PEFT layer's forward is replaced by base layer + that delta (PEFT's own
 forward would add nothing: the active adapter is the engine's inert placeholder), which also skips PEFT's
-per-call checks; outside it, PEFT's forward runs as usual. The gathered pairs are kept while the batch's rows stay the same (most
-decoding steps), so a step costs each adapted module one bmm and one baddbmm.
+per-call checks; outside it, PEFT's forward runs as usual.
+
+A decoding step (one token per row) does not gather: continuous batching changes the batch's rows every few steps
+(a request joins, another leaves, a prefill runs between two steps), and re-gathering each row's pair then copied
+more weight bytes per step than the base reads. Instead every loaded adapter's A's sit side by side in one
+(in, slots x R) matrix and the B's in one (slots x R, out) matrix: x @ A_all gives every adapter's rank-R product
+for every row, a 0/1 mask per batch composition (shared by all modules of the same R) keeps each row's own slot,
+and one in-place addmm adds the B side. For one token per row that is a few KB of FLOPs more and no copies; a
+prefill (many tokens per row) keeps the gathered bmm, whose FLOPs do not grow with the number of loaded adapters.
 
 Covered: plain linear LoRA (any rank, alpha, rslora, rank / alpha patterns). Anything else (embedding LoRA,
 `modules_to_save`, LoRA bias, DoRA or other variants, quantized layers) is not, and the engine sends steps with such
@@ -61,11 +68,13 @@ class RowLoRA:
         self._rows_key: tuple[int, ...] | None = None
         self._rows_tensor: torch.Tensor | None = None
         self._gathered: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}  # (B, in, R), (B, R, out)
+        self.side_by_side: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}  # (in, S*R), (S*R, out)
+        self._masks: dict[int, torch.Tensor] = {}  # R -> (B, S*R) 0/1: row i keeps its own slot's R columns
 
     def rebuild(self, adapters: list[str]) -> None:
         """Restack after a load or an eviction; `adapters` are the loaded ones this class covers."""
         self.slot = {a: i + 1 for i, a in enumerate(adapters)}
-        self.stacks, self._gathered, self._rows_key = {}, {}, None
+        self.stacks, self.side_by_side, self._gathered, self._masks, self._rows_key = {}, {}, {}, {}, None
         for _, m in _lora_layers(self.model):
             present = [a for a in adapters if a in m.lora_A]
             if not present:
@@ -79,6 +88,9 @@ class RowLoRA:
                 a_stack[self.slot[a], :, :r] = m.lora_A[a].weight.T
                 b_stack[self.slot[a], :r] = (m.lora_B[a].weight * m.scaling[a]).T
             self.stacks[m] = (a_stack, b_stack)
+            slots = len(adapters)
+            self.side_by_side[m] = (a_stack[1:].permute(1, 0, 2).reshape(m.in_features, slots * rank).contiguous(),
+                                    b_stack[1:].reshape(slots * rank, m.out_features).contiguous())
         for _, m in _lora_layers(self.model):
             if m not in self._patched:
                 self._patch(m)
@@ -89,7 +101,7 @@ class RowLoRA:
         slots = tuple(self.slot[a] if a is not None else 0 for a in adapters)
         if slots != self._rows_key:  # the batch's rows changed: gather again
             device = next(iter(self.stacks.values()))[0].device if self.stacks else "cpu"
-            self._rows_key, self._gathered = slots, {}
+            self._rows_key, self._gathered, self._masks = slots, {}, {}
             self._rows_tensor = torch.tensor(slots, dtype=torch.long, device=device) if any(slots) else None
         self._rows, self._routing = self._rows_tensor, True
         try:
@@ -108,6 +120,8 @@ class RowLoRA:
             rows = self._rows
             if rows is None or module not in self.stacks:
                 return out
+            if x.dim() == 3 and x.shape[1] == 1 and out.dtype == x.dtype:  # a decoding step: no gather
+                return self._add_side_by_side(module, x, out)
             pair = self._gathered.get(module)
             if pair is None:
                 a_stack, b_stack = self.stacks[module]
@@ -120,3 +134,20 @@ class RowLoRA:
 
         module.forward = forward
         self._patched.add(module)
+
+    def _mask(self, rank: int) -> torch.Tensor:
+        """(B, S*rank) 0/1: column block s (rank wide) is on for the rows routed to slot s + 1."""
+        mask = self._masks.get(rank)
+        if mask is None:
+            rows = self._rows
+            block = torch.arange(1, len(self.slot) + 1, device=rows.device).repeat_interleave(rank)
+            mask = self._masks[rank] = (rows[:, None] == block[None, :]).to(
+                next(iter(self.side_by_side.values()))[0].dtype)
+        return mask
+
+    def _add_side_by_side(self, module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out += each row's own (x A^T) B^T for one token per row, from the side-by-side matrices."""
+        a_all, b_all = self.side_by_side[module]
+        rows, width = x.shape[0], out.shape[-1]
+        low = (x.reshape(rows, -1) @ a_all).mul_(self._mask(a_all.shape[1] // len(self.slot)))
+        return out.view(rows, width).addmm_(low, b_all).view(rows, 1, width)
