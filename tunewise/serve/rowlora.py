@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 
 def _lora_layers(model) -> Iterator[tuple[str, torch.nn.Module]]:
@@ -112,11 +113,13 @@ class RowLoRA:
     def _patch(self, module) -> None:
         """Give `module` (a PEFT LoRA layer) a forward that applies per-row LoRA while routing."""
         peft_forward, base = module.forward, module.get_base_layer()
+        plain = type(base) is torch.nn.Linear and not base._forward_hooks and not base._forward_pre_hooks
 
         def forward(x, *args, **kwargs):
             if not self._routing:
                 return peft_forward(x, *args, **kwargs)
-            out = base(x, *args, **kwargs)
+            # a plain nn.Linear base is called as the function (no module call: this runs 200+ times a step)
+            out = F.linear(x, base.weight, base.bias) if plain and not args and not kwargs else base(x, *args, **kwargs)
             rows = self._rows
             if rows is None or module not in self.stacks:
                 return out
