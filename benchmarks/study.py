@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study_exec import NotReady, execute, resolve, sweep_loss_of  # noqa: E402
+from study_exec import NotReady, execute, phase_seconds, resolve, run_seconds, sweep_loss_of  # noqa: E402
 from study_plan import BaseEval, ContinualRun, Run, Step, plan, run_id  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def finished(step: Step, results: dict[str, dict]) -> dict | None:
 
 def measured(results: dict[str, dict], phase: str, per, match) -> float | None:
     """Mean seconds per unit of a phase over finished runs that `match` (None when there are none)."""
-    rates = [r["wall_s"][phase] / per(r["step"]) for r in results.values()
+    rates = [phase_seconds(r)[phase] / per(r["step"]) for r in results.values()
              if r["step"].get("kind") == "train" and phase in r["wall_s"] and match(r["step"])]
     return sum(rates) / len(rates) if rates else None
 
@@ -106,7 +106,7 @@ def print_plan(results: dict[str, dict]) -> None:
         step, done, _ = status(step, results)
         head = f"[{i:2d}] claims {','.join(map(str, claims)):<12} {describe(step)}"
         if done is not None:
-            print(f"{head}: done ({sum(done['wall_s'].values()):.0f} s)")
+            print(f"{head}: done ({run_seconds(done):.0f} s)")
             continue
         est = estimate_s(step, results)
         left += est
@@ -128,7 +128,7 @@ def run_plan(base: str, out: Path, minutes: float | None) -> dict[str, dict]:
         res = execute(step, base, out, out.resolve().parents[1])
         atomic_write_json(out / "runs" / res["id"] / "result.json", res)
         results[res["id"]] = res
-        print(f"     took {sum(res['wall_s'].values()):.0f} s (load {res['load_before']} -> {res['load_after']})",
+        print(f"     took {run_seconds(res):.0f} s (load {res['load_before']} -> {res['load_after']})",
               flush=True)
     return results
 

@@ -183,3 +183,14 @@ def _analysis_fields(an: dict) -> dict:
 def _train_losses(path: Path) -> list[list[float]]:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [[r["step"], round(r["loss"], 5)] for r in rows if "loss" in r]
+
+
+def phase_seconds(result: dict) -> dict[str, float]:
+    """A finished run's wall seconds per phase, less any time it spent stopped (SIGSTOP) while the machine was lent
+    to another measurement; such a run records that time as "paused_s" {phase: seconds} in its result.json."""
+    paused = result.get("paused_s", {})
+    return {k: v - paused.get(k, 0.0) for k, v in result["wall_s"].items()}
+
+
+def run_seconds(result: dict) -> float:
+    return sum(phase_seconds(result).values())

@@ -12,6 +12,7 @@ from pathlib import Path
 from study_advice import advice_section
 from study_claims import CLAIMS, Reader
 from study_compare import write_compare_reports
+from study_exec import run_seconds
 from study_figures import draw_figures
 from study_plan import plan
 
@@ -34,7 +35,7 @@ def header(base: str, r: Reader) -> str:
     steps = plan()
     finished = [res for _, _, res in finished_steps(r)]
     done = sum(1 for _, s in steps if r.result_of(s) is not None)
-    hours = sum(sum(res["wall_s"].values()) for res in finished) / 3600
+    hours = sum(run_seconds(res) for res in finished) / 3600
     loads = [res["load_before"] for res in finished]
     load = f"load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts" if loads else "no runs yet"
     return f"""# The seed's claims, measured on `{base}`
@@ -73,8 +74,12 @@ def runs_table(r: Reader) -> str:
         untuned = r.base_score(step.task, step.seed)
         intr = "/".join(str(v) for v in res["analysis"]["total"].values()) if "analysis" in res else "-"
         lines.append(f"| `{res['id']}` | {','.join(map(str, claims))} | {step.seed} | {budget} | "
-                     f"{sum(res['wall_s'].values()):.0f} | {s['peak_rss_mb']:,.0f} | {fmt(ev['score'])} ({ev['primary']}) | "
+                     f"{run_seconds(res):.0f}{' *' if res.get('paused_s') else ''} | {s['peak_rss_mb']:,.0f} | {fmt(ev['score'])} ({ev['primary']}) | "
                      f"{fmt(untuned)} | {r.retention_text(res)} | {intr} |")
+    if any(res.get("paused_s") for _, _, res in finished_steps(r)):
+        lines.append("\n\\* stopped (SIGSTOP) for part of its run while the machine measured training or serving "
+                     "speed for another issue; the wall time shown leaves that pause out (`paused_s` in its "
+                     "result.json).")
     return "\n".join(lines)
 
 
