@@ -123,7 +123,8 @@ class RowLoRA:
             rows = self._rows
             if rows is None or module not in self.stacks:
                 return out
-            if x.dim() == 3 and x.shape[1] == 1 and out.dtype == x.dtype:  # a decoding step: no gather
+            if x.dim() == 3 and x.shape[1] == 1 and out.dtype == x.dtype == self.stacks[module][0].dtype:
+                # a decoding step (one token per row), adapters in the model's dtype: no gather
                 return self._add_side_by_side(module, x, out)
             pair = self._gathered.get(module)
             if pair is None:
