@@ -7,10 +7,9 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from test_train import cfg_for, make_data, metrics
 
 from tunewise.train.fused_lora import LoraLinearFunction, fused_call, install
-
-from test_train import cfg_for, make_data, metrics
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -105,3 +105,8 @@ def lora_lr_limit(n_params: int) -> float:
     """Above this a LoRA lr is flagged: the seed's 1e-4 for large models, 3x the size default below 1B."""
     lrs = _LR[size_band(n_params)][0]
     return max(1e-4, 3 * lrs["lora"])
+
+# `tunewise merge`'s default check: fp32 rounding of W + s * B A against PEFT's unmerged forward is ~1e-5 on the tiny
+# base and 1.2e-4 on SmolLM2-135M (30 layers, logits up to ~35) for a correct merge; a wrong scale or a missing
+# module moves logits by 1e-2 or more.
+MERGE_TOLERANCE = 1e-3

@@ -2,7 +2,7 @@
 
 LoRA: W' = W + (alpha / r) * B @ A on the fp32 base (PEFT's merge_and_unload); the written folder is reloaded
 with from_pretrained and its logits are compared to the adapter model's on probe prompts (max abs diff must be
-within the tolerance, 1e-4 by default, or nothing is written).
+within the tolerance, 1e-3 by default (MERGE_TOLERANCE), or nothing is written).
 
 QLoRA: the adapter was trained against the NF4-quantised base, so it is merged into the de-quantised weights
 dequant(NF4(W)) rather than the original W. The reference is the adapter on the 4-bit model; the difference is
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tunewise.defaults import MERGE_TOLERANCE
 from tunewise.errors import TunewiseError
 
 PROBES = [
@@ -100,7 +101,7 @@ def _check(ref, model, base: str) -> None:
                             "safetensors") from e
 
 
-def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None, tolerance: float = 1e-4,
+def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None, tolerance: float = MERGE_TOLERANCE,
                   qlora: bool | None = None, probes: list[str] | None = None, force: bool = False,
                   dtype: str | None = None) -> MergeResult:
     """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out` in `dtype` (fp32, bf16,
