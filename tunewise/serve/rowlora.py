@@ -139,19 +139,18 @@ class RowLoRA:
         module.forward = forward
         self._patched.add(module)
 
-    def _mask(self, rank: int) -> torch.Tensor:
+    def _mask(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
         """(B, S*rank) 0/1: column block s (rank wide) is on for the rows routed to slot s + 1."""
         mask = self._masks.get(rank)
         if mask is None:
             rows = self._rows
             block = torch.arange(1, len(self.slot) + 1, device=rows.device).repeat_interleave(rank)
-            mask = self._masks[rank] = (rows[:, None] == block[None, :]).to(
-                next(iter(self.side_by_side.values()))[0].dtype)
+            mask = self._masks[rank] = (rows[:, None] == block[None, :]).to(dtype)
         return mask
 
     def _add_side_by_side(self, module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out += each row's own (x A^T) B^T for one token per row, from the side-by-side matrices."""
         a_all, b_all = self.side_by_side[module]
         rows, width = x.shape[0], out.shape[-1]
-        low = (x.reshape(rows, -1) @ a_all).mul_(self._mask(a_all.shape[1] // len(self.slot)))
+        low = (x.reshape(rows, -1) @ a_all).mul_(self._mask(a_all.shape[1] // len(self.slot), a_all.dtype))
         return out.view(rows, width).addmm_(low, b_all).view(rows, 1, width)
