@@ -77,9 +77,11 @@ class LoraConfig(Strict):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: lr of B = ratio x lr of A (e.g. 16).")
     init: Literal["default", "pissa", "gaussian"] = Field("default", description="Adapter initialisation.")
-    fused: bool = Field(True, description="Compute each adapted linear layer in one fused autograd function (the "
-                                          "same maths as PEFT's forward with fewer passes over the activations; "
-                                          "tunewise/train/fused_lora.py); false = PEFT's own forward.")
+    fused: bool = Field(True, description="Compute each adapted linear layer, and each gated MLP whose three "
+                                          "projections are adapted, in one fused autograd function (the same maths "
+                                          "as PEFT's forward with fewer passes over the activations and half the "
+                                          "MLP's saved activations; tunewise/train/fused_lora.py, fused_mlp.py); "
+                                          "false = PEFT's own forward.")
     trainable_tokens: list[str] | Literal["targets"] = Field(
         default_factory=list,
         description="Also train the embedding rows of these strings' tokens (PEFT trainable tokens), or of every "

@@ -56,8 +56,9 @@ class LoraLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
 
 
-def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
-    """The layer's output through LoraLinearFunction, or None when this call needs PEFT's general path."""
+def lora_parts(layer, x: torch.Tensor) -> tuple | None:
+    """(weight, bias, lora_A, lora_B, scaling) of a PEFT lora.Linear whose call on `x` the fused maths computes
+    exactly, or None when the call needs PEFT's general path."""
     if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
         return None
     name = layer.active_adapters[0]
@@ -70,8 +71,13 @@ def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
         return None
     if not (x.dtype == base.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype):
         return None
-    return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight,
-                                    float(layer.scaling[name]))
+    return base.weight, base.bias, lora_a.weight, lora_b.weight, float(layer.scaling[name])
+
+
+def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
+    """The layer's output through LoraLinearFunction, or None when this call needs PEFT's general path."""
+    parts = lora_parts(layer, x)
+    return None if parts is None else LoraLinearFunction.apply(x, *parts)
 
 
 def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

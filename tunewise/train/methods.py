@@ -123,11 +123,13 @@ class LoraMethod:
 
 
 def _fuse(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
-    """PEFT's LoRA layers through tunewise's fused function (`lora.fused`); QLoRA's 4-bit layers keep PEFT's."""
+    """PEFT's LoRA layers, and the gated MLPs built of them, through tunewise's fused functions (`lora.fused`);
+    QLoRA's 4-bit layers keep PEFT's."""
     if cfg.lora.fused:
-        from tunewise.train import fused_lora
+        from tunewise.train import fused_lora, fused_mlp
 
         fused_lora.install(model)
+        fused_mlp.install(model)
     return model
 
 
