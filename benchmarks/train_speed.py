@@ -104,13 +104,11 @@ def main() -> None:
         make_task("structured", tmp / "data", {"train": a.examples, "validation": 0, "test": 0}, seed=0,
                   fmt=task_format_for(a.base))
         data = tmp / "data" / "train.jsonl"
-        total = None
         a.lr = {m: default_lr(m, n_params)[0] for m in ("lora", "qlora", "full")}
         runs: dict[str, dict] = {}
         for method in ("lora", "full", "qlora"):
             if method not in skip:
                 runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
-                total = runs[method]["total_params"]
         if "lora-peft" not in skip:
             runs["lora-peft"] = tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False)
         if "trainer" not in skip:
@@ -119,7 +117,7 @@ def main() -> None:
                                         "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
                                         "--targets", ",".join(TARGETS)], env)
     peak = max(peak_before, matmul_peak_gflops())
-    print(f"{a.base}: {total or 0:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
+    print(f"{a.base}: {n_params:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
           f"seq <= {a.seq_len}, LoRA r {a.rank} on all linear layers, dropout {a.dropout:g}")
     print(f"fp32 matmul peak (2048^3, all threads): {peak:.0f} GFLOP/s; load average at start "
           f"{load[0]:.2f}, at end {os.getloadavg()[0]:.2f}")
