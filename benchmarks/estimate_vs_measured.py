@@ -25,7 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("lora", "qlora", "full")
-BATCH, SEQ, RANK, DROPOUT = 8, 256, 16, 0.05
+BATCH, SEQ, RANK = 8, 256, 16
+DROPOUT = 0.0  # tunewise's default (LoRA then runs through the fused layers and MLP); --lora-dropout changes it
 
 
 def build_llama(out: Path, tokenizer_dir: Path, **shape) -> Path:
@@ -103,13 +104,17 @@ def fit_and_validate(rows: list[dict]) -> dict:
 
 
 def main() -> None:
+    global DROPOUT
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", default=None, help="the tiny base folder (default: the shipped one)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--models", default="micro,tiny,llama-50m")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--lora-dropout", type=float, default=DROPOUT,
+                    help="LoRA dropout (0 = the default: the fused LoRA layers and MLP; > 0 takes PEFT's forward)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
+    DROPOUT = args.lora_dropout
     from tunewise.zoo import TINY_DIR
 
     tiny = Path(args.tiny or TINY_DIR)

@@ -108,16 +108,22 @@ def test_nf4_double_quant_is_4127_bits():
     assert round(NF4_BITS_PER_PARAM, 3) == 4.127
 
 
-def _saved_bytes_per_layer_token(method: str, dropout: float) -> float:
-    """Bytes autograd keeps per token per decoder layer, measured with saved-tensor hooks (2 vs 4 layers)."""
+def _saved_bytes_per_layer_token(method: str, dropout: float, fused: bool) -> float:
+    """Bytes autograd keeps per token per decoder layer, measured with saved-tensor hooks (2 vs 4 layers), through
+    PEFT's forward or, with `fused`, through the trainer's fused LoRA layers and MLP."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
+
+    from tunewise.train import fused_lora, fused_mlp
 
     def saved(layers: int) -> int:
         torch.manual_seed(0)
         model = LlamaForCausalLM(_micro_config(layers=layers))
         if method == "lora":
             model = get_peft_model(model, LoraConfig(r=4, lora_dropout=dropout, target_modules=ALL7))
+            if fused:
+                fused_lora.install(model)
+                fused_mlp.install(model)
         model.train()
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         seen: dict[int, int] = {}
@@ -136,11 +142,12 @@ def _saved_bytes_per_layer_token(method: str, dropout: float) -> float:
     return (saved(4) - saved(2)) / 2 / 64
 
 
-@pytest.mark.parametrize("method,dropout", [("full", 0.0), ("lora", 0.0), ("lora", 0.05)])
-def test_activation_formula_matches_what_autograd_saves(method, dropout):
+@pytest.mark.parametrize("method,dropout,fused", [("full", 0.0, True), ("lora", 0.0, True), ("lora", 0.0, False),
+                                                  ("lora", 0.05, True)])
+def test_activation_formula_matches_what_autograd_saves(method, dropout, fused):
     spec = count(_micro_config(), "micro")
-    predicted = layer_activation_elems(shape_of(spec), method, counts_for(spec, 4, ALL7), dropout) * 4
-    measured = _saved_bytes_per_layer_token(method, dropout)
+    predicted = layer_activation_elems(shape_of(spec), method, counts_for(spec, 4, ALL7), dropout, fused) * 4
+    measured = _saved_bytes_per_layer_token(method, dropout, fused)
     assert abs(predicted / measured - 1) < 0.10, (predicted, measured)
 
 

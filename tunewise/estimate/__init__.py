@@ -122,7 +122,8 @@ def counts_for(spec: ModelSpec, rank: int, targets: list[str]) -> Counts:
     return Counts(total=spec.total_params, quantisable=spec.linear_params, trainable_lora=sum(per_type.values()),
                   adapted_per_layer=per_layer, adapted_inputs_per_layer=inputs, rank=rank,
                   largest_linear=max((g.d_in * g.d_out for g in spec.linear.values()), default=0),
-                  per_layer=layer_params)
+                  per_layer=layer_params,
+                  gated_mlp_adapted={"gate_proj", "up_proj", "down_proj"} <= set(layer_targets))
 
 
 # ---------------------------------------------------------------------------------------------- anchors

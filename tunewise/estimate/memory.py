@@ -49,6 +49,7 @@ class Setup:
     optimizer: str = "adamw"  # or "adamw8bit"
     grad_accum: int = 1
     lora_dropout: float = LORA_DROPOUT
+    fused: bool = True  # tunewise's `lora.fused` (its default): the fused LoRA MLP keeps less for backward
     device: str = "cuda"  # "cuda" (allocator peak + CUDA context) or "cpu" (process peak RSS)
     gpus: int = 1  # training processes (one per GPU); what each holds depends on `distributed`
     distributed: str = "ddp"  # with gpus > 1: "ddp" replicates everything, "fsdp" shards weights/grads/optimizer
@@ -70,6 +71,7 @@ class Counts:
     rank: int
     largest_linear: int  # biggest single linear weight (dequantised one at a time under QLoRA)
     per_layer: int = 0  # parameters of one decoder layer (an FSDP unit); the rest sits in the root unit
+    gated_mlp_adapted: bool = False  # gate, up and down all carry adapters (tunewise then fuses the MLP)
 
 
 @dataclass
@@ -92,7 +94,8 @@ class Breakdown:
 # ---------------------------------------------------------------------------------------------- activations
 
 
-def layer_activation_elems(shape: Shape, method: str, counts: Counts, lora_dropout: float) -> float:
+def layer_activation_elems(shape: Shape, method: str, counts: Counts, lora_dropout: float,
+                           fused: bool = True) -> float:
     """Elements autograd keeps per token for one decoder layer.
 
     Full fine-tuning: the attention and MLP norms keep their input, normalised value and output (3h each, the
@@ -100,11 +103,15 @@ def layer_activation_elems(shape: Shape, method: str, counts: Counts, lora_dropo
     gate, SiLU(gate), up and their product (4 * intermediate): 8h + 2kv + 4i.
     LoRA / QLoRA: frozen weights need no saved inputs for a weight gradient, so the norm's normalised value is
     not kept (-h per norm), while each adapter keeps its r-wide lora_A output and, with dropout, a dropped copy.
+    tunewise's fused LoRA MLP (`lora.fused`, LoRA without dropout on gate, up and down; train/fused_mlp.py) keeps
+    gate and up only and recomputes the other two in backward: 2i instead of 4i.
     """
     h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
     if method == "full":
         return 8 * h + 2 * kv + 4 * i + shape.heads + 2
-    elems = 6 * h + 2 * kv + 4 * i + counts.adapted_per_layer * counts.rank + shape.heads + 2
+    mlp_fused = fused and method == "lora" and lora_dropout == 0 and counts.gated_mlp_adapted
+    elems = (6 * h + 2 * kv + (2 if mlp_fused else 4) * i + counts.adapted_per_layer * counts.rank
+             + shape.heads + 2)
     if lora_dropout > 0:
         elems += LORA_DROPOUT_ELEMS_PER_INPUT * counts.adapted_inputs_per_layer
     return elems
@@ -114,7 +121,8 @@ def activation_bytes(shape: Shape, setup: Setup, counts: Counts) -> dict[str, fl
     """Activations of one micro-batch: decoder layers (or checkpoints + one recomputed layer) and the logits."""
     tokens = setup.batch * setup.seq
     act_bytes = DTYPE_BYTES[setup.dtype]
-    per_layer = layer_activation_elems(shape, setup.method, counts, setup.lora_dropout) * act_bytes * tokens
+    per_layer = (layer_activation_elems(shape, setup.method, counts, setup.lora_dropout, setup.fused)
+                 * act_bytes * tokens)
     if setup.grad_ckpt:
         # only each layer's input is kept; backward recomputes one layer at a time
         layers = shape.layers * shape.hidden * act_bytes * tokens + per_layer
