@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 import yaml
@@ -101,7 +102,21 @@ def test_a_loss_that_never_falls_gives_no_suggestion():
         suggest(lrs, [5.0, 5.0, math.inf] + [math.inf] * 27)
 
 
-# ---------------------------------------------------------------------------------------------- the YAML edit
+# The raw losses of a LoRA ramp the pilot ran on the tiny base's sql data (8-row batches, lr 5e-6 .. 0.15): one
+# batch's loss differs from the next by more than anything the lr does
+SQL_NOISE = [0.91, 2.99, 0.0, 0.77, 1.03, 0.0, 1.15, 3.24, 2.4, 3.21, 0.89, 1.78, 3.05, 0.0, 2.43, 0.76, 0.57, 1.63,
+             1.97, 0.72, 3.42, 2.86, 0.76, 2.63, 3.35, 4.68, 10.07]
+
+
+def test_a_minimum_inside_the_batch_noise_gives_no_suggestion():
+    lrs = exp_schedule(5e-6, 0.15, len(SQL_NOISE))
+    with pytest.raises(RangeTestError, match="batch-to-batch noise"):
+        suggest(lrs, SQL_NOISE)
+    # noise on a curve that falls by much more than it: a suggestion, near the true minimum (1e-2)
+    rng = random.Random(0)
+    lrs = exp_schedule(1e-6, 1.0, 40)
+    s = suggest(lrs, [x + rng.gauss(0, 0.5) for x in _valley(lrs)])
+    assert 1e-3 < s.min_loss_lr < 1e-1
 
 
 def test_set_in_text_keeps_comments_and_order():

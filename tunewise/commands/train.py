@@ -21,7 +21,8 @@ def train(
                                  "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
                                  "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
                                  "lowest smoothed loss (EMA, bias-corrected) before divergence (loss > 4x the "
-                                 "best), divided by 10."),
+                                 "best), divided by 10; none when that minimum lies within the batch-to-batch "
+                                 "noise of the ramp's start."),
     write: bool = typer.Option(False, "--write", help="With --find-lr: put the suggested lr into CONFIG "
                                "(train.lr; the rest of the file is kept as written)."),
     find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),

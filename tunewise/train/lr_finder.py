@@ -10,17 +10,25 @@ The rule tunewise uses (documented in the README and `tunewise train --help`):
      the loss stops falling). The steepest-descent point is reported too, but it is not the rule: over a short
      ramp of noisy batches its position moves with single batches (on the tiny base it sat 3-5x below the best lr
      of a sweep in one pair of ramps, 100-400x below in another), while the minimum of the smoothed curve is stable.
+  5. no suggestion when that minimum is not clearly below the ramp's starting level: less than MIN_DROP_NOISE times
+     the start's batch-to-batch noise (as it remains after smoothing). Then the curve is noise and callers fall
+     back to the size default.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 
 DIVERGE_FACTOR = 4.0  # smoothed loss above 4x the best so far = diverged (fastai's rule)
 BETA = 0.8  # EMA weight; a short ramp (tens of steps) needs a shorter memory than fastai's 0.98 over 100 steps
 DIVISOR = 10.0  # suggestion = lowest-loss lr / DIVISOR (see the module docstring)
 SKIP_START = 2  # the first points' bias-corrected average rests on one or two losses: too noisy for a slope
+# The lowest smoothed loss must sit this many noise units (start_level) below the ramp's starting level: the measured
+# ramps that trained (tiny base and smollm2, structured) sat 3.7-28 units below, the noise-only ones (tiny base, sql
+# and math, 8-row batches; benchmarks/RESULTS.md) 0.4-1.7.
+MIN_DROP_NOISE = 2.5
 
 
 class RangeTestError(ValueError):
@@ -58,6 +66,19 @@ def divergence_index(raw: list[float], smoothed: list[float], factor: float = DI
             return i
         best = min(best, s)
     return None
+
+
+def start_level(losses: list[float], beta: float = BETA) -> tuple[float, float]:
+    """(level, noise) of a ramp's start: the median loss of its first third, where the lr is still small, and the
+    batch-to-batch noise of those losses as it remains after the EMA. The noise comes from differences of
+    neighbouring losses (MAD scaled to a standard deviation, / sqrt 2), so a steady fall is not mistaken for noise;
+    the EMA divides a white noise's std by sqrt((1 + beta) / (1 - beta)). On short ramps of small batches one
+    batch's loss can differ from the next by more than the whole effect of the lr (tiny base, sql: 0.0, then 3.2)."""
+    head = losses[: max(4, len(losses) // 3)]
+    diffs = [b - a for a, b in zip(head, head[1:], strict=False)]
+    centre = statistics.median(diffs)
+    spread = 1.4826 * statistics.median(abs(d - centre) for d in diffs) / math.sqrt(2)
+    return statistics.median(head), spread * math.sqrt((1 - beta) / (1 + beta))
 
 
 @dataclass
@@ -107,6 +128,13 @@ def suggest(lrs: list[float], losses: list[float], beta: float = BETA, divisor: 
     if best_i is None or low == skip_start:
         raise RangeTestError("the smoothed loss never fell over the ramp "
                              f"({lrs[0]:g} .. {lrs[end - 1]:g}); raise lr_max or check the data")
+    level, noise = start_level(finite[:end], beta)
+    if level - smoothed[low] <= MIN_DROP_NOISE * noise:
+        raise RangeTestError(
+            f"the loss did not fall beyond its batch-to-batch noise: it starts at {level:.3g} (noise of the smoothed "
+            f"curve {noise:.2g}) and its lowest smoothed value is {smoothed[low]:.3g} at lr {lrs[low]:g}; the "
+            "minimum of such a curve is one lucky batch, not a learning rate. Use the size default, or run the "
+            "test with more steps or a larger batch")
     return Suggestion(lr=lrs[low] / divisor, steepest_lr=lrs[best_i], steepest_index=best_i,
                       min_loss_lr=lrs[low], min_loss_index=low, diverged_at=div,
                       diverged_lr=lrs[div] if div is not None else None, slope=best_slope, divisor=divisor,
