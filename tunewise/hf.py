@@ -1,6 +1,19 @@
-"""Settings tunewise applies to the Hugging Face libraries, below every module that loads a model (models, zoo)."""
+"""Settings tunewise applies to the Hugging Face libraries, and what it reads from their configs, below every module
+that loads or plans for a model (models, zoo, estimate, advise, evaluate, serve)."""
 
 from __future__ import annotations
+
+# The names transformers' config families give the number of positions a model was built for.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(config) -> int | None:
+    """How many positions the model was built for, or None when its config does not say."""
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def quiet_transformers() -> None:

@@ -13,6 +13,7 @@ from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
 from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
 from tunewise.errors import ConfigError, TunewiseError
+from tunewise.hf import context_length
 from tunewise.inputs import Strict
 
 FALLBACK = BY_MEMORY  # when the preferred method does not fit, move right along this chain
@@ -256,8 +257,8 @@ def advise(inp: AdviseInput) -> Advice:
     chosen = method or pref
     reasons, counter = _reasons(fired, chosen, pref, where)
     warnings: list[str] = []
-    max_pos = getattr(spec.config, "max_position_embeddings", None)
-    if inp.seq_len and isinstance(max_pos, int) and inp.seq_len > max_pos:
+    max_pos = context_length(spec.config)
+    if inp.seq_len and max_pos is not None and inp.seq_len > max_pos:
         warnings.append(f"WARNING: --seq-len {inp.seq_len} is beyond the model's context of {max_pos} tokens; "
                         "the plan is for sequences it cannot take (training truncates to data.max_seq_len)")
     decision = _decision_text(pref, method, plans, where, spec, inp, seq, cap, warnings)
@@ -377,7 +378,7 @@ def _decision_text(pref: str, method: str | None, plans: dict[str, Plan], where:
 
 
 def _seq_from_data(spec, data, automatic: list[str]) -> int:
-    max_pos = int(getattr(spec.config, "max_position_embeddings", 4096) or 4096)
+    max_pos = context_length(spec.config) or 4096
     if not data or not data.lengths_chars:
         seq = min(512, max_pos)
         automatic.append(f"sequence length {seq} (no dataset to measure; give --seq-len)")

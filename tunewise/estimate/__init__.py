@@ -33,6 +33,7 @@ from tunewise.estimate.params import (
     preset_names,
     resolve_targets,
 )
+from tunewise.hf import context_length
 
 __all__ = ["EstimateRequest", "EstimateResult", "EstimateInputError", "run_estimate", "load_spec", "shape_of",
            "counts_for", "lora_matrix_params", "preset_names", "validate_request", "METHODS", "GPU_SIZES_GB"]
@@ -168,8 +169,8 @@ class EstimateResult:
     @property
     def warnings(self) -> list[str]:
         """What makes the figures a plan for something that cannot run as asked."""
-        max_pos = getattr(self.spec.config, "max_position_embeddings", None)
-        if isinstance(max_pos, int) and self.request.seq > max_pos:
+        max_pos = context_length(self.spec.config)
+        if max_pos is not None and self.request.seq > max_pos:
             return [f"--seq-len {self.request.seq} is beyond the model's context of {max_pos} tokens: training "
                     f"truncates to data.max_seq_len, so plan with --seq-len {max_pos} or less"]
         return []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from tunewise.data.formats import prompt_ids
+from tunewise.hf import context_length
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -36,8 +37,7 @@ def coarse_kl(ref_top_ids: torch.Tensor, ref_top_logp: torch.Tensor, logits: tor
 
 
 def _max_len(model, tokenizer) -> int:
-    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return int(n or tokenizer.model_max_length or 512)
+    return int(context_length(getattr(model, "config", None)) or tokenizer.model_max_length or 512)
 
 
 @torch.no_grad()

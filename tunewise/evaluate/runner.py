@@ -391,8 +391,10 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
 def context_overflow(loaded: Loaded, spec: EvalSpec, mode: str = "generate") -> str | None:
     """A note when some prompts, with the generation budget, do not fit the model's context: positions past
     it are ones the model never saw (garbage or an error), so their scores say little."""
-    max_pos = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
-    if loaded.kind == "classifier" or mode != "generate" or not isinstance(max_pos, int):
+    from tunewise.hf import context_length
+
+    max_pos = context_length(getattr(loaded.model, "config", None))
+    if loaded.kind == "classifier" or mode != "generate" or max_pos is None:
         return None
     from tunewise.data.formats import prompt_ids
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tunewise.adapters import BaseInfo
+from tunewise.hf import context_length
 from tunewise.serve.batching import Engine, wrap_base
 from tunewise.serve.errors import add_error_handlers
 from tunewise.serve.registry import Registry
@@ -89,7 +90,7 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
     if preload:  # fill free slots up front so the first requests do not pay for loading
         for name in list(registry.entries())[: max(0, max_loaded - len(pins or []))]:
             engine.load(name).result()
-    max_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    max_ctx = context_length(model.config) or 2048
     return Server(engine, registry, tokenizer, info.name, max_ctx, int(time.time()),
                   default_sampling(getattr(model, "generation_config", None)), int(model.config.vocab_size))
 
