@@ -110,11 +110,11 @@ def test_nf4_double_quant_is_4127_bits():
 
 def _saved_bytes_per_layer_token(method: str, dropout: float, fused: bool) -> float:
     """Bytes autograd keeps per token per decoder layer, measured with saved-tensor hooks (2 vs 4 layers), through
-    PEFT's forward or, with `fused`, through the trainer's fused LoRA layers and MLP."""
+    PEFT's forward or, with `fused`, through the trainer's fused LoRA layers and MLP and rebuilt norm outputs."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    from tunewise.train import fused_lora, fused_mlp
+    from tunewise.train import fused_lora, fused_mlp, norm_source
 
     def saved(layers: int) -> int:
         torch.manual_seed(0)
@@ -124,6 +124,7 @@ def _saved_bytes_per_layer_token(method: str, dropout: float, fused: bool) -> fl
             if fused:
                 fused_lora.install(model)
                 fused_mlp.install(model)
+                norm_source.install(model)
         model.train()
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         seen: dict[int, int] = {}

@@ -80,8 +80,9 @@ class LoraConfig(Strict):
     fused: bool = Field(True, description="Compute each adapted linear layer, and each gated MLP whose three "
                                           "projections are adapted, in one fused autograd function (the same maths "
                                           "as PEFT's forward with fewer passes over the activations and half the "
-                                          "MLP's saved activations; tunewise/train/fused_lora.py, fused_mlp.py); "
-                                          "false = PEFT's own forward.")
+                                          "MLP's saved activations), with frozen norm outputs rebuilt in backward "
+                                          "instead of kept (tunewise/train/fused_lora.py, fused_mlp.py, "
+                                          "norm_source.py); false = PEFT's own forward.")
     trainable_tokens: list[str] | Literal["targets"] = Field(
         default_factory=list,
         description="Also train the embedding rows of these strings' tokens (PEFT trainable tokens), or of every "

@@ -103,15 +103,17 @@ def layer_activation_elems(shape: Shape, method: str, counts: Counts, lora_dropo
     gate, SiLU(gate), up and their product (4 * intermediate): 8h + 2kv + 4i.
     LoRA / QLoRA: frozen weights need no saved inputs for a weight gradient, so the norm's normalised value is
     not kept (-h per norm), while each adapter keeps its r-wide lora_A output and, with dropout, a dropped copy.
-    tunewise's fused LoRA MLP (`lora.fused`, LoRA without dropout on gate, up and down; train/fused_mlp.py) keeps
-    gate and up only and recomputes the other two in backward: 2i instead of 4i.
+    tunewise's fused LoRA path (`lora.fused`, LoRA without dropout): the MLP, when gate, up and down are all
+    adapted, keeps gate and up only and recomputes the other two in backward (2i instead of 4i; train/fused_mlp.py),
+    and the two norms' outputs are rebuilt in backward instead of kept (-2h; train/norm_source.py).
     """
     h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
     if method == "full":
         return 8 * h + 2 * kv + 4 * i + shape.heads + 2
-    mlp_fused = fused and method == "lora" and lora_dropout == 0 and counts.gated_mlp_adapted
-    elems = (6 * h + 2 * kv + (2 if mlp_fused else 4) * i + counts.adapted_per_layer * counts.rank
-             + shape.heads + 2)
+    fused_path = fused and method == "lora" and lora_dropout == 0
+    mlp_fused = fused_path and counts.gated_mlp_adapted
+    elems = ((4 if fused_path else 6) * h + 2 * kv + (2 if mlp_fused else 4) * i
+             + counts.adapted_per_layer * counts.rank + shape.heads + 2)
     if lora_dropout > 0:
         elems += LORA_DROPOUT_ELEMS_PER_INPUT * counts.adapted_inputs_per_layer
     return elems

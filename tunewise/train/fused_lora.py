@@ -19,25 +19,30 @@ import types
 
 import torch
 
+from tunewise.train.norm_source import source_of
+
 
 class LoraLinearFunction(torch.autograd.Function):
-    """y = x W^T + bias + scaling * (x A^T) B^T, with x of any leading shape."""
+    """y = x W^T + bias + scaling * (x A^T) B^T, with x of any leading shape. With a `source` (x is a frozen norm's
+    output, norm_source.py), x is rebuilt in backward instead of kept."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float):
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, source=None):
         flat = x.reshape(-1, x.shape[-1])
         low = flat @ lora_a.t()  # (tokens, r)
         out = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
         out.addmm_(low, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(flat, low, weight, lora_a, lora_b)
-        ctx.scaling = scaling
+        ctx.save_for_backward(None if source is not None else flat, low, weight, lora_a, lora_b)
+        ctx.scaling, ctx.source = scaling, source
         ctx.x_shape = x.shape
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_out):
         flat, low, weight, lora_a, lora_b = ctx.saved_tensors
-        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
+        if ctx.source is not None:
+            flat = ctx.source.rebuild().reshape(-1, ctx.x_shape[-1])
+        need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
         g = grad_out.reshape(-1, grad_out.shape[-1])
         g_low = (g @ lora_b).mul_(ctx.scaling)  # (tokens, r): the gradient reaching x A^T
         grad_x = grad_w = grad_bias = grad_a = grad_b = None
@@ -53,7 +58,7 @@ class LoraLinearFunction(torch.autograd.Function):
             grad_a = g_low.t() @ flat
         if need_b:
             grad_b = (g.t() @ low).mul_(ctx.scaling)
-        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, *[None] * (len(ctx.needs_input_grad) - 5)
 
 
 def lora_parts(layer, x: torch.Tensor) -> tuple | None:
@@ -77,7 +82,7 @@ def lora_parts(layer, x: torch.Tensor) -> tuple | None:
 def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
     """The layer's output through LoraLinearFunction, or None when this call needs PEFT's general path."""
     parts = lora_parts(layer, x)
-    return None if parts is None else LoraLinearFunction.apply(x, *parts)
+    return None if parts is None else LoraLinearFunction.apply(x, *parts, source_of(x))
 
 
 def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tunewise.train.fused_lora import lora_parts
+from tunewise.train.norm_source import source_of
 
 
 def _project(flat, weight, bias):
@@ -34,11 +35,12 @@ def _project(flat, weight, bias):
 class LoraSwiGLUFunction(torch.autograd.Function):
     """y = down(silu(gate(x)) * up(x)) with each projection `x W^T + b + s (x A^T) B^T`, x of any leading shape.
 
-    Arguments: x, then (weight, bias, lora_A, lora_B) for gate, up and down, then the three scalings as a tuple.
+    Arguments: x, then (weight, bias, lora_A, lora_B) for gate, up and down, then the three scalings as a tuple, and
+    x's NormSource when x is a frozen norm's output (norm_source.py: rebuilt in backward instead of kept).
     """
 
     @staticmethod
-    def forward(ctx, x, wg, bg, ag, bbg, wu, bu, au, bbu, wd, bd, ad, bbd, scalings):
+    def forward(ctx, x, wg, bg, ag, bbg, wu, bu, au, bbu, wd, bd, ad, bbd, scalings, source=None):
         sg, su, sd = scalings
         rank_g = ag.shape[0]
         flat = x.reshape(-1, x.shape[-1])
@@ -48,14 +50,17 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         prod = F.silu(gate).mul_(up)
         low_d = prod @ ad.t()
         out = _project(prod, wd, bd).addmm_(low_d, bbd.t(), alpha=sd)
-        ctx.save_for_backward(flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu, wd, ad, bbd)
-        ctx.scalings, ctx.x_shape = scalings, x.shape
+        ctx.save_for_backward(None if source is not None else flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu,
+                              wd, ad, bbd)
+        ctx.scalings, ctx.x_shape, ctx.source = scalings, x.shape, source
         ctx.has_bias = (bg is not None, bu is not None, bd is not None)
         return out.reshape(*x.shape[:-1], wd.shape[0])
 
     @staticmethod
     def backward(ctx, grad_out):
         flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu, wd, ad, bbd = ctx.saved_tensors
+        if ctx.source is not None:
+            flat = ctx.source.rebuild().reshape(-1, ctx.x_shape[-1])
         sg, su, sd = ctx.scalings
         need = ctx.needs_input_grad
         rank_g = ag.shape[0]
@@ -106,7 +111,7 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         if need[0]:
             grad_x = (g_gate @ wg).addmm_(g_up, wu).addmm_(g_low_gu, torch.cat([ag, au]))
             grads[0] = grad_x.reshape(ctx.x_shape)
-        return (*grads, None)
+        return (*grads, *[None] * (len(ctx.needs_input_grad) - 14))
 
 
 # The one forward this function reproduces (Llama, Mistral, Qwen2/3, SmolLM and their copies in transformers).
@@ -140,7 +145,8 @@ def fused_mlp_call(mlp, x: torch.Tensor) -> torch.Tensor | None:
     if any(p is None for p in parts):
         return None
     (wg, bg, ag, bbg, s_g), (wu, bu, au, bbu, s_u), (wd, bd, ad, bbd, s_d) = parts
-    return LoraSwiGLUFunction.apply(x, wg, bg, ag, bbg, wu, bu, au, bbu, wd, bd, ad, bbd, (s_g, s_u, s_d))
+    return LoraSwiGLUFunction.apply(x, wg, bg, ag, bbg, wu, bu, au, bbu, wd, bd, ad, bbd, (s_g, s_u, s_d),
+                                    source_of(x))
 
 
 def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

@@ -126,10 +126,11 @@ def _fuse(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
     """PEFT's LoRA layers, and the gated MLPs built of them, through tunewise's fused functions (`lora.fused`);
     QLoRA's 4-bit layers keep PEFT's."""
     if cfg.lora.fused:
-        from tunewise.train import fused_lora, fused_mlp
+        from tunewise.train import fused_lora, fused_mlp, norm_source
 
         fused_lora.install(model)
         fused_mlp.install(model)
+        norm_source.install(model)
     return model
 
 
