@@ -228,3 +228,12 @@ def test_cli_find_lr_with_resume_is_refused(tmp_path):
     config.write_text("data: {train: x.jsonl}\n")
     res = CliRunner().invoke(app, ["train", str(config), "--find-lr", "--resume", str(tmp_path)])
     assert res.exit_code != 0 and "--resume" in str(res.exception)
+
+
+def test_a_ramp_that_cannot_reach_its_minimum_in_time_stops_early(monkeypatch):
+    """At 10 s per step, 40 steps and a 200 s limit, step 3 already shows that step 32 (80%) comes too late."""
+    from tunewise.train import find_lr
+
+    monkeypatch.setattr(find_lr.time, "time", lambda: 130.0)  # setup 100 s, then 3 steps of 10 s
+    assert find_lr._cannot_reach_minimum(0.0, 100.0, 3, 40, 200.0)  # 130 + 29 x 10 > 200
+    assert not find_lr._cannot_reach_minimum(0.0, 100.0, 3, 40, 500.0)  # 130 + 290 <= 500

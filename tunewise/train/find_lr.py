@@ -89,8 +89,9 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     losses: list[float] = []
     best = math.inf
     cut = False
+    loop_start = time.time()
     for i, lr in enumerate(lrs):
-        if max_seconds is not None and i >= 3 and time.time() - t0 > max_seconds:
+        if max_seconds is not None and i >= 3 and _cannot_reach_minimum(t0, loop_start, i, steps, max_seconds):
             cut = True
             break
         for g in optimizer.param_groups:
@@ -116,6 +117,19 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     return result
 
 
+# Where a ramp's minimum lies, as a share of its steps: 73-85% in the measured ramps (benchmarks/RESULTS.md); a ramp
+# cut before this point almost always ends with the loss still falling, and gives no suggestion.
+MINIMUM_SHARE = 0.8
+
+
+def _cannot_reach_minimum(t0: float, loop_start: float, done: int, steps: int, max_seconds: float) -> bool:
+    """Whether the time limit is past, or will be before the ramp reaches MINIMUM_SHARE of its steps at the pace of
+    the steps so far: then stopping now gives the caller that time back (the pilot trains with it)."""
+    now = time.time()
+    per_step = (now - loop_start) / done
+    return now - t0 + max(0, math.ceil(MINIMUM_SHARE * steps) - done) * per_step > max_seconds
+
+
 def _accumulate(model, micro: list, train_set, pad_id: int, classification: bool, device) -> float:
     """Forward and backward over one optimizer step's micro-batches; the mean loss per target."""
     norm = target_count([train_set[j] for rows in micro for j in rows], classification)
@@ -138,8 +152,8 @@ def _suggest_into(result: RangeTest, steps: int, cut: bool, divisor: float) -> N
     s = result.suggestion
     if cut and (s is None or (s.diverged_at is None and s.min_loss_index >= len(ran) - 3)):
         result.suggestion = None  # the minimum was not reached: a suggestion from half a curve would be too low
-        result.error = (f"the time limit cut the ramp at step {len(ran)} of {steps} (lr {ran[-1]:g}) while the loss "
-                        "was still falling")
+        result.error = (f"the time limit cut the ramp at step {len(ran)} of {steps} (lr {ran[-1]:g}), before the "
+                        "loss's minimum (it would not have reached its last steps in time at the pace of the first)")
     elif cut:
         result.notes.append(f"the time limit cut the ramp at step {len(ran)} of {steps}, after the loss's minimum")
     elif s and s.diverged_at is None and s.min_loss_index >= len(ran) - 3:
