@@ -130,7 +130,8 @@ def _fuse(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
 
         fused_lora.install(model)
         fused_mlp.install(model)
-        norm_source.install(model)
+        if not cfg.train.gradient_checkpointing:  # checkpointing drops what norm_source saves, and would keep inputs
+            norm_source.install(model)
     return model
 
 
