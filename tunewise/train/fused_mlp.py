@@ -84,12 +84,10 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         del prod
         g_prod = (g_out @ wd).addmm_(g_low_d, ad)
 
-        # the product and SiLU: d/dg silu(g) = sigmoid(g) * (1 + g * (1 - sigmoid(g)))
+        # the product, then SiLU through aten's own backward kernel (one pass, the op autograd would have used)
         g_up = g_prod * silu
         del silu
-        sig = torch.sigmoid(gate)
-        g_gate = g_prod.mul_(up).mul_(torch.rsub(sig, 1).mul_(gate).add_(1).mul_(sig))
-        del sig
+        g_gate = torch.ops.aten.silu_backward(g_prod.mul_(up), gate)
 
         # gate and up
         g_low_gu = torch.cat([(g_gate @ bbg).mul_(sg), (g_up @ bbu).mul_(su)], dim=1)
