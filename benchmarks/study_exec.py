@@ -139,9 +139,10 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dic
         an = tw("analyze", base, str(folder / "run"), "--eps", "0.3,0.5,0.7", "--json")
         text, wall["analyze"] = sh(an)
         commands.append(shown(an, root))
-        result["analysis"] = _analysis_fields(json.loads(text))
+        analysis = json.loads(text)
+        result["analysis"] = _analysis_fields(analysis)
         # compare's slim analysis.json beside the run, so `tunewise report` draws the intruders per layer
-        a = json.loads(text)["results"][0]["summary"]
+        a = analysis["results"][0]["summary"]
         atomic_write_json(folder / "run" / "analysis.json",
                           {"total": a["total"]["0.5"], "per_layer": {k: v["0.5"] for k, v in a["per_layer"].items()},
                            "per_module": {k: v["0.5"] for k, v in a["per_module"].items()}})
