@@ -53,7 +53,6 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         ctx.save_for_backward(None if source is not None else flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu,
                               wd, ad, bbd)
         ctx.scalings, ctx.x_shape, ctx.source = scalings, x.shape, source
-        ctx.has_bias = (bg is not None, bu is not None, bd is not None)
         return out.reshape(*x.shape[:-1], wd.shape[0])
 
     @staticmethod
