@@ -88,3 +88,18 @@ def test_base_fingerprint_sees_a_base_replaced_in_place(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(weights)
     assert base_fingerprint(tmp_path) != first
     assert base_fingerprint("org/some-model") != base_fingerprint("org/other-model")  # a hub id: by name
+
+
+def test_a_bug_has_its_own_exit_code_and_keeps_its_traceback(monkeypatch, capsys):
+    """Exit 1 means "finished, failed as you asked"; a bug in tunewise must not look like that (nor like bad input)."""
+    from tunewise import cli
+
+    def broken(args=None):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["doctor"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == cli.EXIT_INTERNAL == 70
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "internal error" in err

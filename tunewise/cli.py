@@ -7,10 +7,13 @@ dependencies only when they run.
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
 from tunewise.errors import TunewiseError
+
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in tunewise, not bad input (2) nor a requested failure (1)
 
 app = typer.Typer(
     name="tunewise",
@@ -79,10 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 -- only input errors are turned into a line; bugs re-raise below
+    except Exception as e:  # noqa: BLE001 -- input errors become a line; a bug keeps its traceback
         line = _input_error(e)
         if line is None or os.environ.get("TUNEWISE_DEBUG"):
-            raise
+            traceback.print_exc()
+        if line is None:  # not the input: its own exit code, so a script can tell it from 1 ("failed as asked")
+            typer.secho("error: an internal error in tunewise, not in your input (traceback above); please report "
+                        "it", fg="red", err=True)
+            sys.exit(EXIT_INTERNAL)
         typer.secho(f"error: {line}", fg="red", err=True)
         typer.secho("  what to do: check the file or path named; TUNEWISE_DEBUG=1 shows where it was read", err=True)
         sys.exit(2)
