@@ -36,10 +36,12 @@ def train(
     Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
     best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
     With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
-    (suggestion: lowest smoothed loss before divergence / 10; --write puts it into CONFIG).
+    (suggestion: lowest smoothed loss before divergence / 10, none inside the batch noise; --write puts it into
+    CONFIG).
     Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
     Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
-    3 the loss or gradient became NaN/Inf (nothing non-finite was written), 130 interrupted (checkpoint saved).
+    3 the loss or gradient became NaN/Inf (nothing non-finite was written), 4 a checkpoint could not be written
+    (the earlier ones are intact), 70 an internal error (a bug; traceback printed), 130 interrupted (checkpoint saved).
     """
     from tunewise.errors import TunewiseError
 
