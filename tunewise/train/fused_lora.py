@@ -19,7 +19,12 @@ import types
 
 import torch
 
-from tunewise.train.norm_source import source_of
+from tunewise.train.norm_source import kept_input, source_of
+
+
+def project(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """flat W^T + bias, as one addmm when there is a bias."""
+    return torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -30,7 +35,7 @@ class LoraLinearFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, source=None):
         flat = x.reshape(-1, x.shape[-1])
         low = flat @ lora_a.t()  # (tokens, r)
-        out = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
+        out = project(flat, weight, bias)
         out.addmm_(low, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(None if source is not None else flat, low, weight, lora_a, lora_b)
         ctx.scaling, ctx.source = scaling, source
@@ -40,8 +45,7 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         flat, low, weight, lora_a, lora_b = ctx.saved_tensors
-        if ctx.source is not None:
-            flat = ctx.source.rebuild().reshape(-1, ctx.x_shape[-1])
+        flat = kept_input(flat, ctx.source, ctx.x_shape)
         need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
         g = grad_out.reshape(-1, grad_out.shape[-1])
         g_low = (g @ lora_b).mul_(ctx.scaling)  # (tokens, r): the gradient reaching x A^T

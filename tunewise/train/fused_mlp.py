@@ -24,12 +24,8 @@ import types
 import torch
 import torch.nn.functional as F
 
-from tunewise.train.fused_lora import lora_parts
-from tunewise.train.norm_source import source_of
-
-
-def _project(flat, weight, bias):
-    return torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
+from tunewise.train.fused_lora import lora_parts, project
+from tunewise.train.norm_source import kept_input, source_of
 
 
 class LoraSwiGLUFunction(torch.autograd.Function):
@@ -45,11 +41,11 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         rank_g = ag.shape[0]
         flat = x.reshape(-1, x.shape[-1])
         low_gu = flat @ torch.cat([ag, au]).t()  # (tokens, r_gate + r_up): one read of x for both A's
-        gate = _project(flat, wg, bg).addmm_(low_gu[:, :rank_g], bbg.t(), alpha=sg)
-        up = _project(flat, wu, bu).addmm_(low_gu[:, rank_g:], bbu.t(), alpha=su)
+        gate = project(flat, wg, bg).addmm_(low_gu[:, :rank_g], bbg.t(), alpha=sg)
+        up = project(flat, wu, bu).addmm_(low_gu[:, rank_g:], bbu.t(), alpha=su)
         prod = F.silu(gate).mul_(up)
         low_d = prod @ ad.t()
-        out = _project(prod, wd, bd).addmm_(low_d, bbd.t(), alpha=sd)
+        out = project(prod, wd, bd).addmm_(low_d, bbd.t(), alpha=sd)
         ctx.save_for_backward(None if source is not None else flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu,
                               wd, ad, bbd)
         ctx.scalings, ctx.x_shape, ctx.source = scalings, x.shape, source
@@ -58,8 +54,7 @@ class LoraSwiGLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu, wd, ad, bbd = ctx.saved_tensors
-        if ctx.source is not None:
-            flat = ctx.source.rebuild().reshape(-1, ctx.x_shape[-1])
+        flat = kept_input(flat, ctx.source, ctx.x_shape)
         sg, su, sd = ctx.scalings
         need = ctx.needs_input_grad
         rank_g = ag.shape[0]

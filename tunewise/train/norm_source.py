@@ -41,6 +41,11 @@ def source_of(x: torch.Tensor) -> NormSource | None:
     return source if source is not None and source.shape == x.shape else None
 
 
+def kept_input(saved: torch.Tensor | None, source: NormSource | None, x_shape: torch.Size) -> torch.Tensor:
+    """A fused function's input as (tokens x features) in backward: the saved tensor, or the rebuilt norm output."""
+    return saved if source is None else source.rebuild().reshape(-1, x_shape[-1])
+
+
 def _tag(module: torch.nn.Module, args: tuple, output):
     if (torch.is_grad_enabled() and isinstance(output, torch.Tensor) and args
             and isinstance(args[0], torch.Tensor) and not any(p.requires_grad for p in module.parameters())):
