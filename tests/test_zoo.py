@@ -40,11 +40,18 @@ def test_loads_offline_both_ways():
 
 def test_build_is_deterministic(tmp_path):
     threads = 2  # as the shipped base is built: two threads must still give the same bytes
-    a = build(tmp_path / "a", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
-    b = build(tmp_path / "b", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
-    c = build(tmp_path / "c", steps=3, docs=400, seed=1, batch=4, seq_len=32, lr=2e-3, threads=threads)
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the caller's own setting, which the build must put back
+    try:
+        a = build(tmp_path / "a", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
+        b = build(tmp_path / "b", steps=3, docs=400, seed=0, batch=4, seq_len=32, lr=2e-3, threads=threads)
+        c = build(tmp_path / "c", steps=3, docs=400, seed=1, batch=4, seq_len=32, lr=2e-3, threads=threads)
+        after = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(caller_threads)
     assert a["sha256"] == b["sha256"]
     assert a["sha256"]["model.safetensors"] != c["sha256"]["model.safetensors"]
+    assert after == (1, False)  # neither deterministic mode nor the thread count outlives the build
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import json
 import math
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -106,9 +107,26 @@ def pretrain(model, stream: torch.Tensor, steps: int, batch: int, seq_len: int, 
     return losses
 
 
-def build(out: Path, steps: int, docs: int, seed: int, batch: int, seq_len: int, lr: float, threads: int) -> dict:
+@contextmanager
+def deterministic_torch(threads: int):
+    """The build's torch settings, put back afterwards, so an in-process caller (the tests) keeps its own: a left-on
+    deterministic mode or thread count would change every later computation in that process."""
+    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(deterministic_before)
+
+
+def build(out: Path, steps: int, docs: int, seed: int, batch: int, seq_len: int, lr: float, threads: int) -> dict:
+    with deterministic_torch(threads):
+        return _build(out, steps, docs, seed, batch, seq_len, lr, threads)
+
+
+def _build(out: Path, steps: int, docs: int, seed: int, batch: int, seq_len: int, lr: float, threads: int) -> dict:
     t0 = time.time()
     texts = list(documents(docs, seed))
     tokenizer = train_tokenizer(texts, MODEL_SHAPE["vocab_size"])
