@@ -306,7 +306,7 @@ def claim7_details(r: Reader) -> str:
         for task, row, intr in zip(c["tasks"], v["matrix"], v["intruders"], strict=True):
             lines.append(f"| {task} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {intr} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\nFigure: `study_figures/continual.png`."
 
 
 # ------------------------------------------------------------------------------------------ claim 8: defaults

@@ -1,4 +1,5 @@
-"""The study's figures (PNG beside STUDY.md): the lr sweep, learn vs forget, loss curves over 3 epochs, capacity.
+"""The study's figures (PNG beside STUDY.md): the lr sweep, learn vs forget, sequential fine-tuning, loss curves over
+3 epochs, capacity.
 
 A figure whose runs are not finished is not drawn (and not listed); the same results draw the same bytes.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from study_claims import Reader, capacity_scores, learn_forget_rows
 from study_exec import sweep_loss_of
-from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, Run, sweep_grid
+from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, ContinualRun, Run, sweep_grid
 
 from tunewise.fileio import atomic_save_figure
 
@@ -62,6 +63,32 @@ def learn_forget_figure(r: Reader, path: Path) -> bool:
     return True
 
 
+def continual_figure(r: Reader, path: Path) -> bool:
+    """One panel per method: each task's score after each stage (a line that falls after its own stage is
+    forgetting), and the intruders of the accumulated update per stage."""
+    res = r.result_of(ContinualRun())
+    if res is None:
+        return False
+    c = res["continual"]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(c["methods"]) + 1, figsize=(4 * (len(c["methods"]) + 1), 3.5))
+    stages = range(1, len(c["tasks"]) + 1)
+    for ax, (method, v) in zip(axes, c["methods"].items(), strict=False):
+        for j, task in enumerate(c["tasks"]):
+            ax.plot(stages, [row[j] for row in v["matrix"]], marker="o", color=f"C{j}", label=task)
+        ax.set(xticks=list(stages), xticklabels=c["tasks"], xlabel="after training on", ylabel="score",
+               ylim=(-0.05, 1.05), title=method)
+        ax.legend(fontsize=7)
+    for i, (method, v) in enumerate(c["methods"].items()):
+        axes[-1].plot(stages, v["intruders"], marker="o", color=f"C{i}", label=method)
+    axes[-1].set(xticks=list(stages), xticklabels=c["tasks"], xlabel="after training on",
+                 ylabel="intruders (eps 0.5)", title="intruder dimensions")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("sequential fine-tuning: " + " -> ".join(c["tasks"]))
+    atomic_save_figure(fig, path)
+    return True
+
+
 def loss_curve_figure(r: Reader, path: Path) -> bool:
     runs = {m: r.result_of(Run(SWEEP_TASK, m, epochs=3, eval_every=10)) for m in ("lora", "full")}
     if not any(runs.values()):
@@ -102,7 +129,7 @@ def capacity_figure(r: Reader, path: Path) -> bool:
     return True
 
 
-FIGURES = {"sweep.png": sweep_figure, "learn_forget.png": learn_forget_figure,
+FIGURES = {"sweep.png": sweep_figure, "learn_forget.png": learn_forget_figure, "continual.png": continual_figure,
            "loss_curves.png": loss_curve_figure, "capacity.png": capacity_figure}
 
 
