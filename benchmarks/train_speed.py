@@ -13,7 +13,12 @@ Model FLOPs per token (the usual definition, independent of how a trainer implem
 MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tokens of the trained batches, so the
 "logits only at target positions" saving shows up as a higher MFU, not as fewer counted FLOPs.
 
-    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128]
+    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128] [--repeats 3]
+
+With --repeats N the trainers run in N rounds (every trainer once per round, in the same order), and every figure
+is the median over the rounds, with the rounds' range beside it: on this 2-core machine the same trainer moved by
+10-30% between idle runs, more than the margins the ratios are judged by. The ratios are also given per round
+(both sides measured minutes apart), whose spread says how far one run can be trusted.
 
 The last line reads: lora/full tokens/s R1; lora/Trainer R2; lora MFU M1; full MFU M2; lora/full memory R3;
 qlora/lora memory R4; fused/PEFT-forward lora tokens/s R5 (tunewise LoRA with and without lora.fused).
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,6 +83,41 @@ def tunewise_run(base: str, data: Path, out: Path, method: str, a, env: dict, fu
     return run_json([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(out), "-q", "--json"], env)
 
 
+def one_round(a, base_dir: str, data: Path, tmp: Path, env: dict, skip: set[str]) -> dict[str, dict]:
+    """Every trainer not skipped, once, in a fixed order; their --json results by name."""
+    tmp.mkdir()
+    runs: dict[str, dict] = {}
+    for method in ("lora", "full", "qlora"):
+        if method not in skip:
+            runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
+    if "lora-peft" not in skip:
+        runs["lora-peft"] = tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False)
+    if "trainer" not in skip:
+        runs["trainer"] = run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
+                                    "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
+                                    "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
+                                    "--targets", ",".join(TARGETS)], env)
+    return runs
+
+
+def median_runs(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per trainer: the median of each figure over the rounds, and its (min, max) under "<key>_range"."""
+    out: dict[str, dict] = {}
+    for name in rounds[0]:
+        row = {"trainable_params": rounds[0][name]["trainable_params"]}
+        for key in ("tokens_per_s", "peak_rss_mb", "train_time_s"):
+            values = [r[name][key] for r in rounds]
+            row[key], row[f"{key}_range"] = statistics.median(values), (min(values), max(values))
+        out[name] = row
+    return out
+
+
+def spread(row: dict, key: str, fmt: str, repeats: int) -> str:
+    """" [min-max]" of a median figure over the rounds; nothing for a single round."""
+    low, high = row[f"{key}_range"]
+    return f" [{low:{fmt}}-{high:{fmt}}]" if repeats > 1 else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="tiny", help="tiny, smollm2 or a model folder")
@@ -86,6 +127,7 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--examples", type=int, default=400)
+    p.add_argument("--repeats", type=int, default=1, help="rounds of every trainer; figures are medians over them")
     p.add_argument("--skip", default="", help="comma list of trainers to leave out: lora,lora-peft,full,qlora,trainer "
                                               "(lora-peft = tunewise LoRA with lora.fused false: PEFT's own forward)")
     a = p.parse_args()
@@ -105,20 +147,12 @@ def main() -> None:
                   fmt=task_format_for(a.base))
         data = tmp / "data" / "train.jsonl"
         a.lr = {m: default_lr(m, n_params)[0] for m in ("lora", "qlora", "full")}
-        runs: dict[str, dict] = {}
-        for method in ("lora", "full", "qlora"):
-            if method not in skip:
-                runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
-        if "lora-peft" not in skip:
-            runs["lora-peft"] = tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False)
-        if "trainer" not in skip:
-            runs["trainer"] = run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
-                                        "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
-                                        "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
-                                        "--targets", ",".join(TARGETS)], env)
+        rounds = [one_round(a, base_dir, data, tmp / f"round{i}", env, skip) for i in range(a.repeats)]
     peak = max(peak_before, matmul_peak_gflops())
+    runs = median_runs(rounds)
     print(f"{a.base}: {n_params:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
-          f"seq <= {a.seq_len}, LoRA r {a.rank} on all linear layers, dropout {a.dropout:g}")
+          f"seq <= {a.seq_len}, LoRA r {a.rank} on all linear layers, dropout {a.dropout:g}; "
+          f"{a.repeats} round(s), medians" + (" [min-max]" if a.repeats > 1 else ""))
     print(f"fp32 matmul peak (2048^3, all threads): {peak:.0f} GFLOP/s; load average at start "
           f"{load[0]:.2f}, at end {os.getloadavg()[0]:.2f}")
     mfu = {}
@@ -126,8 +160,15 @@ def main() -> None:
         adapter = r["trainable_params"] if name != "full" else 0
         flops_per_token = 6 * n_mm if name == "full" else 4 * n_mm + 6 * adapter
         mfu[name] = r["tokens_per_s"] * flops_per_token / (peak * 1e9)
-        print(f"  {name:9s}: {r['tokens_per_s']:8.1f} tokens/s, MFU {100 * mfu[name]:5.1f}%, "
-              f"peak RSS {r['peak_rss_mb']:7.0f} MB, {r['train_time_s']:6.1f} s")
+        print(f"  {name:9s}: {r['tokens_per_s']:8.1f}{spread(r, 'tokens_per_s', '.1f', a.repeats)} tokens/s, "
+              f"MFU {100 * mfu[name]:5.1f}%, peak RSS {r['peak_rss_mb']:7.0f}{spread(r, 'peak_rss_mb', '.0f', a.repeats)}"
+              f" MB, {r['train_time_s']:6.1f} s")
+    if a.repeats > 1:
+        for x, y, key in (("lora", "full", "tokens_per_s"), ("lora", "trainer", "tokens_per_s"),
+                          ("lora", "full", "peak_rss_mb")):
+            if x in runs and y in runs:
+                per = ", ".join(f"{r[x][key] / r[y][key]:.2f}" for r in rounds)
+                print(f"  {x}/{y} {key} per round: {per}")
 
     def ratio(x: str, y: str, key: str) -> str:
         return f"{runs[x][key] / runs[y][key]:.2f}" if x in runs and y in runs else "n/a"
