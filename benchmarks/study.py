@@ -40,7 +40,8 @@ def load_results(out: Path) -> dict[str, dict]:
 
 def finished(step: Step, results: dict[str, dict]) -> dict | None:
     res = results.get(run_id(step))
-    return res if res is not None and res["step"] == asdict(step) else None
+    # compared as result.json stores it: a tuple field (the continual's tasks) comes back from JSON as a list
+    return res if res is not None and res["step"] == json.loads(json.dumps(asdict(step))) else None
 
 
 def measured(results: dict[str, dict], phase: str, per, match) -> float | None:

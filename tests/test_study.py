@@ -75,3 +75,19 @@ def test_the_same_results_write_the_same_study(tmp_path, monkeypatch):
     assert "| 4 | QLoRA trades memory for time | -33% memory, +39% time (GPU) | not measured yet | - |" in text
     assert "\n# Small-scale reference" in text and "## The tiny base: a small study" in text
     assert len(plan()) > 40  # the full plan is listed even when little of it ran
+
+
+def test_every_kind_of_finished_step_is_reused_after_its_result_is_read_back(tmp_path):
+    """result.json stores tuples as lists: a finished continual run (tasks is a tuple) must still count as finished,
+    or re-running the finished study would train it again."""
+    import json
+
+    from study import finished, load_results
+    from study_plan import BaseEval, ContinualRun
+
+    results = _sweep_results()
+    for step in (resolve(ContinualRun(), results), resolve(Run("sql", "full"), results), BaseEval("sql", 0)):
+        folder = tmp_path / "runs" / run_id(step)
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"id": run_id(step), "step": asdict(step)}))
+        assert finished(step, load_results(tmp_path)) is not None, step
