@@ -81,8 +81,10 @@ def continual_figure(r: Reader, path: Path) -> bool:
         ax.legend(fontsize=7)
     for i, (method, v) in enumerate(c["methods"].items()):
         axes[-1].plot(stages, v["intruders"], marker="o", color=f"C{i}", label=method)
-    axes[-1].set(xticks=list(stages), xticklabels=c["tasks"], xlabel="after training on",
+    top = max(max(v["intruders"]) for v in c["methods"].values())
+    axes[-1].set(xticks=list(stages), xticklabels=c["tasks"], xlabel="after training on", ylim=(-0.5, max(top, 4) + 0.5),
                  ylabel="intruders (eps 0.5)", title="intruder dimensions")
+    axes[-1].yaxis.get_major_locator().set_params(integer=True)
     axes[-1].legend(fontsize=7)
     fig.suptitle("sequential fine-tuning: " + " -> ".join(c["tasks"]))
     atomic_save_figure(fig, path)
@@ -124,6 +126,7 @@ def capacity_figure(r: Reader, path: Path) -> bool:
     ax.set(xscale="log", xticks=list(CAPACITY_SIZES), xlabel="training examples (1 epoch, batch 8)",
            ylabel="slot F1", title="capacity")
     ax.set_xticklabels([str(n) for n in CAPACITY_SIZES])
+    ax.minorticks_off()  # the log axis' minor labels (2x10^2 ...) would overprint the sizes
     ax.legend(fontsize=8)
     atomic_save_figure(fig, path)
     return True
