@@ -309,10 +309,10 @@ def claim7_details(r: Reader) -> str:
             lines.append(f"| {task} | " + " | ".join(f"{x:.3f}" for x in row) +
                          f" | {'-' if kept is None else f'{kept:.0%}'} | {'-' if kl is None else f'{kl:.3f}'} | {intr} |")
         lines.append("")
-    return "\n".join(lines) + ("\nAverage forgetting (Chaudhry et al.): for every task but the last, its best score "
-                               "from its own stage to the one before last, minus its score after the last stage. Intruders and retention are those of the "
-                               "accumulated update (each stage's model against the untuned base). Figure: "
-                               "`study_figures/continual.png`.")
+    return "\n".join(lines) + (
+        "\nAverage forgetting (Chaudhry et al.): for every task but the last, its best score from its own stage to "
+        "the one before last, minus its score after the last stage. Intruders and retention are those of the "
+        "accumulated update (each stage's model against the untuned base). Figure: `study_figures/continual.png`.")
 
 
 # ------------------------------------------------------------------------------------------ claim 8: defaults
