@@ -13,9 +13,10 @@ Model FLOPs per token (the usual definition, independent of how a trainer implem
 MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tokens of the trained batches, so the
 "logits only at target positions" saving shows up as a higher MFU, not as fewer counted FLOPs.
 
-    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128] [--repeats 3]
+    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128] [--repeats 3 [--rotate]]
 
-With --repeats N the trainers run in N rounds (every trainer once per round, in the same order), and every figure
+With --repeats N the trainers run in N rounds (every trainer once per round, in the same order, or with --rotate
+starting one trainer later each round), and every figure
 is the median over the rounds, with the rounds' range beside it: on this 2-core machine the same trainer moved by
 10-30% between idle runs, more than the margins the ratios are judged by. The ratios are also given per round
 (both sides measured minutes apart), whose spread says how far one run can be trusted.
@@ -83,21 +84,23 @@ def tunewise_run(base: str, data: Path, out: Path, method: str, a, env: dict, fu
     return run_json([sys.executable, "-m", "tunewise", "train", str(cfg), "--out", str(out), "-q", "--json"], env)
 
 
-def one_round(a, base_dir: str, data: Path, tmp: Path, env: dict, skip: set[str]) -> dict[str, dict]:
-    """Every trainer not skipped, once, in a fixed order; their --json results by name."""
+def one_round(a, base_dir: str, data: Path, tmp: Path, env: dict, skip: set[str], start: int = 0) -> dict[str, dict]:
+    """Every trainer not skipped, once, in the fixed order rotated to begin at the `start`-th; their --json results
+    by name (in the order they ran)."""
     tmp.mkdir()
-    runs: dict[str, dict] = {}
-    for method in ("lora", "full", "qlora"):
-        if method not in skip:
-            runs[method] = tunewise_run(a.base, data, tmp / method, method, a, env)
-    if "lora-peft" not in skip:
-        runs["lora-peft"] = tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False)
-    if "trainer" not in skip:
-        runs["trainer"] = run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
-                                    "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
-                                    "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
-                                    "--targets", ",".join(TARGETS)], env)
-    return runs
+    trainers = {
+        "lora": lambda: tunewise_run(a.base, data, tmp / "lora", "lora", a, env),
+        "full": lambda: tunewise_run(a.base, data, tmp / "full", "full", a, env),
+        "qlora": lambda: tunewise_run(a.base, data, tmp / "qlora", "qlora", a, env),
+        "lora-peft": lambda: tunewise_run(a.base, data, tmp / "lora-peft", "lora", a, env, fused=False),
+        "trainer": lambda: run_json([sys.executable, str(HF_TRAINER), base_dir, str(data), str(tmp / "hf"),
+                                     "--max-steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr["lora"]),
+                                     "--seq-len", str(a.seq_len), "--rank", str(a.rank), "--dropout", str(a.dropout),
+                                     "--targets", ",".join(TARGETS)], env),
+    }
+    order = [name for name in trainers if name not in skip]
+    order = order[start % len(order):] + order[:start % len(order)]
+    return {name: trainers[name]() for name in order}
 
 
 def median_runs(rounds: list[dict[str, dict]]) -> dict[str, dict]:
@@ -128,6 +131,8 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--examples", type=int, default=400)
     p.add_argument("--repeats", type=int, default=1, help="rounds of every trainer; figures are medians over them")
+    p.add_argument("--rotate", action="store_true", help="start each round one trainer later in the order, so that "
+                                                          "no trainer always runs first")
     p.add_argument("--skip", default="", help="comma list of trainers to leave out: lora,lora-peft,full,qlora,trainer "
                                               "(lora-peft = tunewise LoRA with lora.fused false: PEFT's own forward)")
     a = p.parse_args()
@@ -147,7 +152,8 @@ def main() -> None:
                   fmt=task_format_for(a.base))
         data = tmp / "data" / "train.jsonl"
         a.lr = {m: default_lr(m, n_params)[0] for m in ("lora", "qlora", "full")}
-        rounds = [one_round(a, base_dir, data, tmp / f"round{i}", env, skip) for i in range(a.repeats)]
+        rounds = [one_round(a, base_dir, data, tmp / f"round{i}", env, skip, start=i if a.rotate else 0)
+                  for i in range(a.repeats)]
     peak = max(peak_before, matmul_peak_gflops())
     runs = median_runs(rounds)
     print(f"{a.base}: {n_params:,} parameters, N (matmul weights) {n_mm:,}; {a.steps} steps, batch {a.batch}, "
@@ -164,6 +170,9 @@ def main() -> None:
               f"MFU {100 * mfu[name]:5.1f}%, peak RSS {r['peak_rss_mb']:7.0f}{spread(r, 'peak_rss_mb', '.0f', a.repeats)}"
               f" MB, {r['train_time_s']:6.1f} s")
     if a.repeats > 1:
+        for i, r in enumerate(rounds):
+            print(f"  round {i + 1}: " + ", ".join(f"{name} {run['tokens_per_s']:.0f}" for name, run in r.items())
+                  + " tokens/s")
         for x, y, key in (("lora", "full", "tokens_per_s"), ("lora", "trainer", "tokens_per_s"),
                           ("lora", "full", "peak_rss_mb")):
             if x in runs and y in runs:

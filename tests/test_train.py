@@ -376,3 +376,54 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(wrap, micro_l
         assert torch.allclose(grads_sel[name], grads_all[name], atol=1e-6), name
     del model._tunewise_keeps_logits
     assert _projects_selected_positions(model)  # a transformers 5 Llama, under PEFT or not, takes the mask
+
+
+def test_right_padded_causal_batch_trains_without_its_mask_and_keeps_less():
+    """A right-padded causal LM batch goes in without its attention mask (causal attention already hides the padding
+    after each real token): same loss and gradients, and SDPA keeps grouped key/value heads unrepeated."""
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunewise.data.formats import IGNORE
+    from tunewise.train.loop import summed_loss
+    from tunewise.train.packing import forward_inputs
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg)
+    model.config._attn_implementation = "sdpa"
+    ids = torch.randint(1, 64, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 10:] = 0
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    labels[:, :3] = IGNORE
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    assert "attention_mask" not in forward_inputs(model, batch, causal_lm=True)
+    left = {**batch, "attention_mask": mask.flip(1)}  # padding first: the mask is needed
+    assert torch.equal(forward_inputs(model, left, causal_lm=True)["attention_mask"], left["attention_mask"])
+    assert "attention_mask" in forward_inputs(model, batch, causal_lm=False)  # e.g. a classifier
+
+    def run(masked: bool):
+        model.zero_grad()
+        kept = []
+        hooks = (lambda t: kept.append(t.numel()) or t, lambda t: t)
+        with torch.autograd.graph.saved_tensors_hooks(*hooks):
+            if masked:  # the model's own forward with the mask, as before
+                out = model(input_ids=ids, attention_mask=mask, logits_to_keep=F.pad(labels[:, 1:] != IGNORE, (0, 1)))
+                loss = F.cross_entropy(out.logits.reshape(-1, 64), labels[:, 1:][labels[:, 1:] != IGNORE],
+                                       reduction="sum")
+            else:
+                loss = summed_loss(model, batch, classification=False)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(kept)
+
+    loss_masked, grads_masked, kept_masked = run(True)
+    loss_plain, grads_plain, kept_plain = run(False)
+    assert torch.allclose(loss_plain, loss_masked, atol=1e-5, rtol=1e-6)
+    for name, g in grads_masked.items():
+        assert torch.allclose(grads_plain[name], g, atol=1e-6), name
+    # per layer: key and value at 1 head instead of 4 (3 x 8 dims x 36 tokens x 2 saved less), less the mask
+    assert kept_masked - kept_plain >= 2 * 2 * 3 * 8 * 36

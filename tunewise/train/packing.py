@@ -72,10 +72,17 @@ def packed_collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": allowed[:, None], "labels": labels, "position_ids": positions}
 
 
-def forward_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs for a batch: a packed batch's mask in the form the attention takes."""
+def forward_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                   causal_lm: bool = False) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs for a batch: a packed batch's mask in the form the attention takes, and no mask
+    for a right-padded causal LM batch (`causal_lm`: the model attends causally and padding is never a target)."""
     mask = batch["attention_mask"]
     if mask.dim() != 4:
+        if causal_lm and is_right_padded(mask):
+            # Causal attention already hides the padding after each real token. Without a mask SDPA runs its causal
+            # kernel and keeps grouped key/value heads unrepeated: on SmolLM2 (9 query, 3 kv heads) that is 2 x 384
+            # fewer floats per token and layer kept for backward, and no masked blocks computed.
+            return {"input_ids": batch["input_ids"]}
         return {"input_ids": batch["input_ids"], "attention_mask": mask}
     impl = getattr(getattr(getattr(model, "module", model), "config", None), "_attn_implementation", None) or "sdpa"
     out = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
@@ -86,3 +93,8 @@ def forward_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> di
         mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
             ~mask, torch.finfo(torch.float32).min)
     return {**out, "attention_mask": mask}
+
+
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """Whether every row of a (batch, seq) 0/1 mask is ones then zeros (no real token after a padded one)."""
+    return bool(torch.equal(mask.cumprod(dim=1), mask))
