@@ -35,6 +35,7 @@ from tunewise.train.checkpoint import (
     save_checkpoint,
     usable_checkpoint,
 )
+from tunewise.train.cross_entropy import summed_cross_entropy
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
 from tunewise.train.packing import forward_inputs
@@ -60,7 +61,7 @@ def lr_factor(step: int, total: int, warmup_ratio: float, kind: str) -> float:
 
 def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classification: bool) -> torch.Tensor:
     """Sum (not mean) of the cross-entropy terms of a micro-batch; the caller divides by the global count."""
-    inputs = forward_inputs(model, batch)  # a packed batch's mask and position ids (packing.py)
+    inputs = forward_inputs(model, batch, causal_lm=not classification)  # packed or right-padded (packing.py)
     if classification:
         return F.cross_entropy(model(**inputs).logits.float(), batch["labels"], reduction="sum")
     # Position p predicts token p+1, so p needs a logit only when token p+1 is a target.
@@ -69,13 +70,11 @@ def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classifi
         # Only the target positions go through the output projection and the cross-entropy: with a 49k vocabulary
         # that projection is ~20% of a small model's FLOPs, and completion-only loss needs no logits on prompts.
         keep = F.pad(targets != IGNORE, (0, 1), value=False)  # (batch, seq) bool
-        out = model(**inputs, logits_to_keep=keep)
-        return F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), targets[keep[:, :-1]],
-                               reduction="sum")
-    out = model(**inputs)
-    logits = out.logits.float()
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (batch*(seq-1), vocab)
-    return F.cross_entropy(shift_logits, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        logits = model(**inputs, logits_to_keep=keep).logits
+        return summed_cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[keep[:, :-1]])
+    logits = model(**inputs).logits
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (batch*(seq-1), vocab)
+    return summed_cross_entropy(shift_logits, targets.reshape(-1), ignore_index=IGNORE)
 
 
 def _projects_selected_positions(model: torch.nn.Module) -> bool:

@@ -1,0 +1,73 @@
+"""The lean summed cross-entropy (tunewise/train/cross_entropy.py) equals F.cross_entropy and keeps one tensor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunewise.train.cross_entropy import summed_cross_entropy
+
+
+def _logits_from_a_projection(rows=7, vocab=50, dtype=torch.float64):
+    torch.manual_seed(0)
+    hidden = torch.randn(rows, 6, dtype=dtype, requires_grad=True)
+    weight = torch.randn(vocab, 6, dtype=dtype, requires_grad=True)
+    return hidden, weight
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+def test_loss_and_gradients_equal_torch_cross_entropy(ignore):
+    hidden, weight = _logits_from_a_projection()
+    targets = torch.randint(0, 50, (7,))
+    if ignore:
+        targets[[1, 4]] = -100
+
+    def run(fn):
+        hidden.grad = weight.grad = None
+        loss = fn(hidden @ weight.t(), targets)
+        (loss / 3).backward()  # a scaled loss, as the loop divides by the global target count
+        return loss.detach(), hidden.grad.clone(), weight.grad.clone()
+
+    ours = run(lambda lg, t: summed_cross_entropy(lg, t, ignore_index=-100 if ignore else None))
+    ref = run(lambda lg, t: F.cross_entropy(lg, t, ignore_index=-100, reduction="sum"))
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_a_projection_output_becomes_its_own_gradient_and_nothing_else_is_overwritten():
+    hidden, weight = _logits_from_a_projection(dtype=torch.float32)
+    targets = torch.randint(0, 50, (7,))
+    logits = hidden @ weight.t()
+    seen = {}
+    logits.register_hook(lambda g: seen.update(ptr=g.data_ptr()))
+    ptr = logits.data_ptr()
+    summed_cross_entropy(logits, targets).backward()
+    assert seen["ptr"] == ptr  # the gradient lives in the logits' own storage: no second vocab-sized tensor
+
+    # an output that its producer keeps for backward (tanh keeps its result) is left intact, and still exact
+    hidden.grad = weight.grad = None
+    capped = torch.tanh(hidden @ weight.t())
+    before = capped.detach().clone()
+    summed_cross_entropy(capped, targets).backward()
+    assert torch.equal(capped.detach(), before)
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    F.cross_entropy(torch.tanh(hidden @ weight.t()), targets, reduction="sum").backward()
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-5) and torch.allclose(grads[1], weight.grad, atol=1e-5)
+
+
+def test_logits_outside_autograd_are_left_intact():
+    logits = torch.randn(4, 9)
+    before = logits.clone()
+    loss = summed_cross_entropy(logits, torch.tensor([0, 3, 8, 2]))
+    assert torch.equal(logits, before)
+    assert torch.allclose(loss, F.cross_entropy(before, torch.tensor([0, 3, 8, 2]), reduction="sum"))
+
+
+def test_a_second_backward_is_refused_not_silently_wrong():
+    hidden, weight = _logits_from_a_projection()
+    loss = summed_cross_entropy(hidden @ weight.t(), torch.randint(0, 50, (7,)))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()
