@@ -130,9 +130,9 @@ def activation_bytes(shape: Shape, setup: Setup, counts: Counts) -> dict[str, fl
         layers = shape.layers * shape.hidden * act_bytes * tokens + per_layer
     else:
         layers = shape.layers * per_layer
-    # logits (b, s, V) in the compute dtype, the fp32 copy the loss upcasts to, log-softmax, and the two
-    # gradients of the same size alive at the start of backward: ~4 fp32 copies (+1 in bf16)
-    logits = tokens * setup.target_share * shape.vocab * (4 * 4 + (act_bytes if act_bytes != 4 else 0))
+    # logits at the target positions in fp32, which the loss turns into their own gradient in place
+    # (train/cross_entropy.py), plus in bf16 the model's own logits and their gradient in that dtype
+    logits = tokens * setup.target_share * shape.vocab * (4 + (act_bytes if act_bytes != 4 else 0))
     return {"activations": layers, "logits": logits}
 
 
