@@ -45,6 +45,15 @@ def test_a_projection_output_becomes_its_own_gradient_and_nothing_else_is_overwr
     summed_cross_entropy(logits, targets).backward()
     assert seen["ptr"] == ptr  # the gradient lives in the logits' own storage: no second vocab-sized tensor
 
+    # the all-logits path: a (batch, seq, vocab) matmul output, its last position sliced off and flattened (a copy
+    # that reshape takes) is overwritten too, not copied once more
+    rows = torch.randn(2, 4, 6, requires_grad=True)
+    shifted = (rows @ weight.t())[:, :-1].reshape(-1, 50)
+    shifted.register_hook(lambda g: seen.update(shifted=g.data_ptr()))
+    ptr = shifted.data_ptr()
+    summed_cross_entropy(shifted, targets[:6]).backward()
+    assert seen["shifted"] == ptr
+
     # an output that its producer keeps for backward (tanh keeps its result) is left intact, and still exact
     hidden.grad = weight.grad = None
     capped = torch.tanh(hidden @ weight.t())

@@ -12,25 +12,28 @@ from __future__ import annotations
 
 import torch
 
-# autograd nodes that keep their inputs, never their output: a tensor they produced can be overwritten
-_OUTPUT_NOT_KEPT = {"MmBackward0", "AddmmBackward0", "ToCopyBackward0"}
+# autograd nodes that keep their inputs, never their output: a tensor they produced can be overwritten. An unsafe
+# view is aten's own alias of a tensor it just made (a 3-D matmul's output, the copy `reshape` takes of a slice).
+_OUTPUT_NOT_KEPT = {"MmBackward0", "AddmmBackward0", "ToCopyBackward0", "UnsafeViewBackward0"}
 
 
 class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, keep_rows: torch.Tensor | None, in_place: bool):
         grad = logits if in_place else logits.clone()
-        target_logit = grad.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)
+        index = targets.clamp(min=0)[:, None]  # ignored rows point at column 0, then are zeroed
+        target_logit = grad.gather(1, index).squeeze(1)
         row_max = grad.amax(dim=1, keepdim=True)
         grad.sub_(row_max).exp_()  # exp(x - max), in place: no second vocab-sized tensor
         row_sum = grad.sum(dim=1, keepdim=True)
         grad.div_(row_sum)  # softmax
         lse = (row_max + row_sum.log()).squeeze(1)
         terms = lse - target_logit
-        grad.scatter_add_(1, targets.clamp(min=0)[:, None], torch.full_like(target_logit, -1.0)[:, None])
+        grad.scatter_add_(1, index, torch.full_like(target_logit, -1.0)[:, None])
         if keep_rows is not None:
-            terms = terms.masked_fill(~keep_rows, 0.0)
-            grad.masked_fill_(~keep_rows[:, None], 0.0)
+            ignored = ~keep_rows
+            terms = terms.masked_fill(ignored, 0.0)
+            grad.masked_fill_(ignored[:, None], 0.0)
         ctx.save_for_backward(grad)
         ctx.spent = False
         return terms.sum()
