@@ -22,6 +22,12 @@ SIGNATURE = {"run": (rundir.CONFIG, rundir.METRICS), "task": ("meta.json", "trai
              "compare": ("compare.json", "configs"), "pilot": ("pilot.json", "data")}
 
 
+def _is_marker(name: str) -> bool:
+    """The marker, or the temporary file another process is writing it through (torchrun's ranks all claim the
+    same --out; one may see the other's half-written marker)."""
+    return name == MARKER or (name.startswith(f"{MARKER}.") and name.endswith(".tmp"))
+
+
 def read_marker(folder: Path) -> dict | None:
     path = folder / MARKER
     try:
@@ -43,7 +49,7 @@ def claim_dir(folder: str | Path, kind: str, purpose: str | None = None, *, forc
     (the caller replaces what it writes; other files are left alone)."""
     folder = check_output(folder, flag, "dir")
     marker = {"kind": kind, "for": purpose}
-    if folder.is_dir() and any(p.name != MARKER for p in folder.iterdir()) and not force:
+    if folder.is_dir() and any(not _is_marker(p.name) for p in folder.iterdir()) and not force:
         found = read_marker(folder)
         if found is None and all((folder / name).exists() for name in SIGNATURE[kind]):
             found = {"kind": kind, "for": None}  # written by an older tunewise; its purpose is unknown
