@@ -80,3 +80,39 @@ def test_a_second_backward_is_refused_not_silently_wrong():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         loss.backward()
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_projected_loss_equals_projection_then_cross_entropy_chunk_by_chunk(weight_grad):
+    from tunewise.train.cross_entropy import summed_projected_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 37, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 6, dtype=torch.float64, requires_grad=weight_grad)
+    targets = torch.randint(0, 50, (74,))
+
+    def run(fn):
+        hidden.grad = weight.grad = None
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.shape) or t, lambda t: t):
+            loss = fn()
+        (loss / 3).backward()
+        return loss.detach(), hidden.grad.clone(), weight.grad.clone() if weight_grad else None, kept
+
+    # chunks of 10 rows: 8 chunks, the last one short
+    ours = run(lambda: summed_projected_cross_entropy(hidden, weight, targets, chunk_bytes=4 * 50 * 10))
+    ref = run(lambda: F.cross_entropy((hidden @ weight.t()).reshape(-1, 50), targets, reduction="sum"))
+    for a, b in zip(ours[:3], ref[:3]):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-12, rtol=1e-12)
+    # nothing of the vocabulary's size per row is kept for backward: only the gradients of hidden (and weight)
+    assert all(shape[-1] != 50 or shape == weight.shape for shape in ours[3])
+
+
+def test_projected_loss_outside_autograd_computes_no_weight_gradient():
+    from tunewise.train.cross_entropy import summed_projected_cross_entropy
+
+    hidden, weight = torch.randn(5, 6), torch.randn(50, 6, requires_grad=True)
+    targets = torch.randint(0, 50, (5,))
+    with torch.no_grad():
+        loss = summed_projected_cross_entropy(hidden, weight, targets)
+    assert torch.allclose(loss, F.cross_entropy(hidden @ weight.detach().t(), targets, reduction="sum"))

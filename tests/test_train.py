@@ -345,7 +345,7 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(wrap, micro_l
     from transformers import AutoModelForCausalLM
 
     from tunewise.data.formats import IGNORE
-    from tunewise.train.loop import _projects_selected_positions, summed_loss
+    from tunewise.train.loop import _plain_output_projection, _projects_selected_positions, summed_loss
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(micro_llama_dir)
@@ -361,19 +361,24 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(wrap, micro_l
     mask[2, 10:] = 0
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    def loss_and_grads(selected: bool):
+    def loss_and_grads(selected: bool, fused: bool = True):
         model.zero_grad()
         model._tunewise_keeps_logits = selected
+        if not fused:
+            model._tunewise_plain_head = (None,)  # as for an adapter on the head: logits, then the loss
         loss = summed_loss(model, batch, classification=False)
         loss.backward()
+        del model._tunewise_plain_head
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    loss_sel, grads_sel = loss_and_grads(True)
+    assert _plain_output_projection(model) is not None  # the chunked projection + loss path is taken
     loss_all, grads_all = loss_and_grads(False)
-    assert torch.allclose(loss_sel, loss_all, atol=1e-5, rtol=1e-6)
-    assert grads_sel.keys() == grads_all.keys() and grads_sel
-    for name in grads_all:
-        assert torch.allclose(grads_sel[name], grads_all[name], atol=1e-6), name
+    for fused in (True, False):
+        loss_sel, grads_sel = loss_and_grads(True, fused)
+        assert torch.allclose(loss_sel, loss_all, atol=1e-5, rtol=1e-6)
+        assert grads_sel.keys() == grads_all.keys() and grads_sel
+        for name in grads_all:
+            assert torch.allclose(grads_sel[name], grads_all[name], atol=1e-6), name
     del model._tunewise_keeps_logits
     assert _projects_selected_positions(model)  # a transformers 5 Llama, under PEFT or not, takes the mask
 

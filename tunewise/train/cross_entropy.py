@@ -1,4 +1,5 @@
-"""Summed cross-entropy over a (rows x vocab) logits tensor that keeps one vocab-sized tensor instead of three.
+"""Summed cross-entropy over a (rows x vocab) logits tensor that keeps one vocab-sized tensor instead of three, and
+one that also runs the output projection, chunk by chunk, so that the full logits never exist.
 
 `F.cross_entropy` keeps its log-softmax output for backward, and backward then allocates two more tensors of that size
 (the gradient of the log-softmax, then of the logits) while every activation of the model is still alive: on a 49k
@@ -17,23 +18,29 @@ import torch
 _OUTPUT_NOT_KEPT = {"MmBackward0", "AddmmBackward0", "ToCopyBackward0", "UnsafeViewBackward0"}
 
 
+def _to_gradient_(logits: torch.Tensor, targets: torch.Tensor, keep_rows: torch.Tensor | None) -> torch.Tensor:
+    """Overwrite fp32 `logits` (rows, vocab) with d(summed loss)/d(logits) = softmax - one-hot target, and return
+    the per-row loss terms (0 on ignored rows). No second vocab-sized tensor is made."""
+    index = targets.clamp(min=0)[:, None]  # ignored rows point at column 0, then are zeroed
+    target_logit = logits.gather(1, index).squeeze(1)
+    row_max = logits.amax(dim=1, keepdim=True)
+    logits.sub_(row_max).exp_()  # exp(x - max), in place
+    row_sum = logits.sum(dim=1, keepdim=True)
+    logits.div_(row_sum)  # softmax
+    terms = (row_max + row_sum.log()).squeeze(1) - target_logit
+    logits.scatter_add_(1, index, torch.full_like(target_logit, -1.0)[:, None])
+    if keep_rows is not None:
+        ignored = ~keep_rows
+        terms = terms.masked_fill(ignored, 0.0)
+        logits.masked_fill_(ignored[:, None], 0.0)
+    return terms
+
+
 class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, keep_rows: torch.Tensor | None, in_place: bool):
         grad = logits if in_place else logits.clone()
-        index = targets.clamp(min=0)[:, None]  # ignored rows point at column 0, then are zeroed
-        target_logit = grad.gather(1, index).squeeze(1)
-        row_max = grad.amax(dim=1, keepdim=True)
-        grad.sub_(row_max).exp_()  # exp(x - max), in place: no second vocab-sized tensor
-        row_sum = grad.sum(dim=1, keepdim=True)
-        grad.div_(row_sum)  # softmax
-        lse = (row_max + row_sum.log()).squeeze(1)
-        terms = lse - target_logit
-        grad.scatter_add_(1, index, torch.full_like(target_logit, -1.0)[:, None])
-        if keep_rows is not None:
-            ignored = ~keep_rows
-            terms = terms.masked_fill(ignored, 0.0)
-            grad.masked_fill_(ignored[:, None], 0.0)
+        terms = _to_gradient_(grad, targets, keep_rows)
         ctx.save_for_backward(grad)
         ctx.spent = False
         return terms.sum()
@@ -60,3 +67,49 @@ def _may_overwrite(logits: torch.Tensor) -> bool:
     if not logits.requires_grad:
         return False  # a caller's tensor outside autograd (e.g. evaluation): leave it intact
     return logits._base is None and type(logits.grad_fn).__name__ in _OUTPUT_NOT_KEPT
+
+
+# Rows of logits computed at a time by summed_projected_cross_entropy: ~16 MB of fp32 logits per chunk.
+CHUNK_BYTES = 16 * 2**20
+
+
+class _SummedProjectedCrossEntropy(torch.autograd.Function):
+    """Output projection and cross-entropy in one: forward computes the gradients of hidden (and weight) chunk by
+    chunk, so no more than one chunk of logits exists at a time; backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int):
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        compute = torch.promote_types(weight.dtype, torch.float32)  # bf16 / fp16 logits go to fp32
+        total = hidden.new_zeros((), dtype=compute)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start:start + chunk_rows]
+            logits = (h @ weight.t()).to(compute)
+            total += _to_gradient_(logits, targets[start:start + chunk_rows], None).sum()
+            g = logits.to(weight.dtype)  # what autograd would hand the projection after a dtype cast
+            torch.mm(g, weight, out=grad_hidden[start:start + chunk_rows])
+            if grad_weight is not None:
+                grad_weight.addmm_(g.t(), h)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.spent = False
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if ctx.spent:
+            raise RuntimeError("summed_projected_cross_entropy's backward scales its kept gradients in place: it "
+                               "runs once (no retain_graph)")
+        ctx.spent = True
+        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_loss = grad_loss.to(grad_hidden.dtype)
+        return grad_hidden.mul_(grad_loss), None if grad_weight is None else grad_weight.mul_(grad_loss), None, None
+
+
+def summed_projected_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                   chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """summed_cross_entropy(hidden @ weight.T, targets) for hidden (..., dim), weight (vocab, dim), targets (rows,)
+    with no ignored rows, without ever holding all the logits: on a 49k vocabulary the logits of 500 target tokens
+    are ~100 MB, the largest tensor alive at the start of a small model's backward."""
+    rows = max(1, chunk_bytes // (4 * weight.shape[0]))
+    return _SummedProjectedCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets, rows)

@@ -35,7 +35,7 @@ from tunewise.train.checkpoint import (
     save_checkpoint,
     usable_checkpoint,
 )
-from tunewise.train.cross_entropy import summed_cross_entropy
+from tunewise.train.cross_entropy import summed_cross_entropy, summed_projected_cross_entropy
 from tunewise.train.guards import GuardEvent, Guards
 from tunewise.train.methods import Method
 from tunewise.train.packing import forward_inputs
@@ -70,6 +70,10 @@ def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classifi
         # Only the target positions go through the output projection and the cross-entropy: with a 49k vocabulary
         # that projection is ~20% of a small model's FLOPs, and completion-only loss needs no logits on prompts.
         keep = F.pad(targets != IGNORE, (0, 1), value=False)  # (batch, seq) bool
+        head = _plain_output_projection(model) if torch.is_grad_enabled() else None
+        if head is not None:  # the projection and the loss together, chunk by chunk: the logits never all exist
+            with _head_returns_loss(head, targets[keep[:, :-1]]):
+                return model(**inputs, logits_to_keep=keep).logits
         logits = model(**inputs, logits_to_keep=keep).logits
         return summed_cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[keep[:, :-1]])
     logits = model(**inputs).logits
@@ -77,13 +81,38 @@ def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], classifi
     return summed_cross_entropy(shift_logits, targets.reshape(-1), ignore_index=IGNORE)
 
 
+def _plain_output_projection(model: torch.nn.Module) -> torch.nn.Linear | None:
+    """The causal LM's output projection when it is a bias-free nn.Linear (not wrapped by an adapter), else None."""
+    cached = getattr(model, "_tunewise_plain_head", None)
+    if cached is None:
+        inner = _unwrap(model)
+        head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+        cached = (head if type(head) is torch.nn.Linear and head.bias is None else None,)
+        model._tunewise_plain_head = cached  # in a tuple: a module attribute would become a submodule
+    return cached[0]
+
+
+@contextlib.contextmanager
+def _head_returns_loss(head: torch.nn.Linear, targets: torch.Tensor):
+    """For one forward, the output projection returns the summed cross-entropy at `targets` instead of logits. It
+    stays the module's own call, so DDP / FSDP hooks see the weight used where they expect it."""
+    head.forward = lambda hidden: summed_projected_cross_entropy(hidden, head.weight, targets)
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", model)  # DDP
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
+
+
 def _projects_selected_positions(model: torch.nn.Module) -> bool:
     """Whether the causal LM under any DDP / PEFT wrapper takes a boolean `logits_to_keep` (transformers >= 5)."""
     cached = getattr(model, "_tunewise_keeps_logits", None)
     if cached is None:
-        inner = getattr(model, "module", model)  # DDP
-        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
-        cached = "logits_to_keep" in inspect.signature(inner.forward).parameters
+        cached = "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
         model._tunewise_keeps_logits = cached
     return cached
 
