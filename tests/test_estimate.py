@@ -205,19 +205,25 @@ def test_activations_scale_with_batch_and_sequence(llama7b):
     assert acts(2, 1024) == pytest.approx(2 * acts(2, 512))
 
 
-def test_logits_scale_with_the_share_of_target_tokens(llama7b):
-    """The trainer projects to the vocabulary only at positions with a label (train/loop.summed_loss), so the
-    logits term is the target share of the all-positions term; weights, optimizer and activations do not move (the
-    framework overhead, a share of the activations, follows the logits down)."""
-    def terms(share):
-        req = EstimateRequest(model="llama-2-7b", methods=("lora",), batch=2, seq=512, target_share=share)
+def test_logits_scale_with_the_share_of_target_tokens_up_to_one_chunk(llama7b):
+    """The trainer projects to the vocabulary only at positions with a label, one chunk of rows at a time
+    (train/loop.summed_loss, train/cross_entropy.py): below a chunk the logits term is the target share of the
+    all-positions term, beyond it the term stays at one chunk; weights, optimizer and activations do not move (the
+    framework overhead, a share of the activations, follows the logits)."""
+    from tunewise.defaults import LOSS_CHUNK_BYTES
+
+    def terms(share, batch=1, seq=128):
+        req = EstimateRequest(model="llama-2-7b", methods=("lora",), batch=batch, seq=seq, target_share=share)
         return run_estimate(req, spec=llama7b).breakdowns["lora"].terms
 
-    every, part = terms(1.0), terms(0.25)
+    every, part = terms(1.0), terms(0.25)  # 128 and 32 target rows, under one chunk of a 32k vocabulary
     assert part["logits"] == pytest.approx(0.25 * every["logits"])
     moving = {"logits", "framework overhead"}
     assert {k: v for k, v in part.items() if k not in moving} == {k: v for k, v in every.items() if k not in moving}
     assert part["framework overhead"] < every["framework overhead"]
+    chunk_rows = LOSS_CHUNK_BYTES // (4 * 32000)
+    long = terms(1.0, batch=2, seq=512)  # 1,024 target rows: still one chunk of logits at a time
+    assert long["logits"] == pytest.approx(chunk_rows * 32000 * (4 + 2))  # fp32 chunk + its bf16 copy
     with pytest.raises(EstimateInputError, match=r"--target-share must be in \(0, 1\] \(got 0\)"):
         run_estimate(EstimateRequest(model="llama-2-7b", target_share=0), spec=llama7b)
 

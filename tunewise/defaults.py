@@ -37,6 +37,9 @@ LORA_DROPOUT = 0.0
 LORA_DROPOUT_WHY = ("0 costs nothing; p > 0 keeps a dropped copy of every adapted layer's input for backward (on "
                     "SmolLM2-135M more memory than full fine-tuning's optimizer state). Raise to 0.05-0.1 (QLoRA's "
                     "values) if a small dataset overfits")
+# fp32 logits the training loss computes at a time (train/cross_entropy.py): the projection to the vocabulary and
+# the cross-entropy run chunk by chunk, so a step never holds all its target positions' logits.
+LOSS_CHUNK_BYTES = 16 * 2**20
 TINY_MODEL = 20_000_000
 SMALL_MODEL = 1_000_000_000
 

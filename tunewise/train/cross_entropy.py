@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from tunewise.defaults import LOSS_CHUNK_BYTES
+
 # autograd nodes that keep their inputs, never their output: a tensor they produced can be overwritten. An unsafe
 # view is aten's own alias of a tensor it just made (a 3-D matmul's output, the copy `reshape` takes of a slice).
 _OUTPUT_NOT_KEPT = {"MmBackward0", "AddmmBackward0", "ToCopyBackward0", "UnsafeViewBackward0"}
@@ -69,10 +71,6 @@ def _may_overwrite(logits: torch.Tensor) -> bool:
     return logits._base is None and type(logits.grad_fn).__name__ in _OUTPUT_NOT_KEPT
 
 
-# Rows of logits computed at a time by summed_projected_cross_entropy: ~16 MB of fp32 logits per chunk.
-CHUNK_BYTES = 16 * 2**20
-
-
 class _SummedProjectedCrossEntropy(torch.autograd.Function):
     """Output projection and cross-entropy in one: forward computes the gradients of hidden (and weight) chunk by
     chunk, so no more than one chunk of logits exists at a time; backward only scales them."""
@@ -107,7 +105,7 @@ class _SummedProjectedCrossEntropy(torch.autograd.Function):
 
 
 def summed_projected_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                   chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+                                   chunk_bytes: int = LOSS_CHUNK_BYTES) -> torch.Tensor:
     """summed_cross_entropy(hidden @ weight.T, targets) for hidden (..., dim), weight (vocab, dim), targets (rows,)
     with no ignored rows, without ever holding all the logits: on a 49k vocabulary the logits of 500 target tokens
     are ~100 MB, the largest tensor alive at the start of a small model's backward."""
