@@ -13,7 +13,7 @@ Model FLOPs per token (the usual definition, independent of how a trainer implem
 MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tokens of the trained batches, so the
 "logits only at target positions" saving shows up as a higher MFU, not as fewer counted FLOPs.
 
-    python benchmarks/train_speed.py --base smollm2 [--steps 20] [--batch 8] [--seq-len 128] [--repeats 3 [--rotate]]
+    python benchmarks/train_speed.py --base smollm2 [--steps 16] [--batch 8] [--seq-len 128] [--repeats 3 [--rotate]]
 
 With --repeats N the trainers run in N rounds (every trainer once per round, in the same order, or with --rotate
 starting one trainer later each round), and every figure
@@ -124,7 +124,7 @@ def spread(row: dict, key: str, fmt: str, repeats: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="tiny", help="tiny, smollm2 or a model folder")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--rank", type=int, default=16)
