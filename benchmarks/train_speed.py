@@ -15,7 +15,9 @@ MFU = tokens/s x FLOPs per token / measured peak. Tokens are the non-padding tok
 
     python benchmarks/train_speed.py --base smollm2 [--steps 16] [--batch 8] [--seq-len 128] [--repeats 3 [--rotate]]
 
-With --repeats N the trainers run in N rounds (every trainer once per round, in the same order, or with --rotate
+Before the timed trainers, an untimed 4-step LoRA run (--warmup-steps): on this box the first training process
+after a pause read 10-40% low (its first step at ~140 tokens/s where the next process's ran at ~240), whichever
+trainer it was. With --repeats N the trainers run in N rounds (every trainer once per round, in the same order, or with --rotate
 starting one trainer later each round), and every figure
 is the median over the rounds, with the rounds' range beside it: on this 2-core machine the same trainer moved by
 10-30% between idle runs, more than the margins the ratios are judged by. The ratios are also given per round
@@ -130,6 +132,7 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--examples", type=int, default=400)
+    p.add_argument("--warmup-steps", type=int, default=4, help="an untimed LoRA run of this many steps first (0: none)")
     p.add_argument("--repeats", type=int, default=1, help="rounds of every trainer; figures are medians over them")
     p.add_argument("--rotate", action="store_true", help="start each round one trainer later in the order, so that "
                                                           "no trainer always runs first")
@@ -152,6 +155,9 @@ def main() -> None:
                   fmt=task_format_for(a.base))
         data = tmp / "data" / "train.jsonl"
         a.lr = {m: default_lr(m, n_params)[0] for m in ("lora", "qlora", "full")}
+        if a.warmup_steps:  # untimed: the first trainer process after a pause read 10-40% low on this box
+            tunewise_run(a.base, data, tmp / "warmup", "lora", argparse.Namespace(**{**vars(a), "steps": a.warmup_steps}),
+                         env)
         rounds = [one_round(a, base_dir, data, tmp / f"round{i}", env, skip, start=i if a.rotate else 0)
                   for i in range(a.repeats)]
     peak = max(peak_before, matmul_peak_gflops())
