@@ -116,3 +116,13 @@ def test_projected_loss_outside_autograd_computes_no_weight_gradient():
     with torch.no_grad():
         loss = summed_projected_cross_entropy(hidden, weight, targets)
     assert torch.allclose(loss, F.cross_entropy(hidden @ weight.detach().t(), targets, reduction="sum"))
+
+
+def test_projected_loss_refuses_a_second_backward():
+    from tunewise.train.cross_entropy import summed_projected_cross_entropy
+
+    hidden = torch.randn(5, 6, requires_grad=True)
+    loss = summed_projected_cross_entropy(hidden, torch.randn(50, 6), torch.randint(0, 50, (5,)))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()

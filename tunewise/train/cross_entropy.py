@@ -38,6 +38,15 @@ def _to_gradient_(logits: torch.Tensor, targets: torch.Tensor, keep_rows: torch.
     return terms
 
 
+def _spend(ctx, name: str) -> tuple:
+    """The gradients forward kept, handed out once: backward scales them in place, so a second backward
+    (retain_graph) would scale them twice; it is refused instead."""
+    if ctx.spent:
+        raise RuntimeError(f"{name}'s backward scales its kept gradient in place: it runs once (no retain_graph)")
+    ctx.spent = True
+    return ctx.saved_tensors
+
+
 class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, keep_rows: torch.Tensor | None, in_place: bool):
@@ -49,11 +58,7 @@ class _SummedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if ctx.spent:
-            raise RuntimeError("summed_cross_entropy's backward scales its kept gradient in place: it runs once "
-                               "(no retain_graph)")
-        ctx.spent = True
-        (grad,) = ctx.saved_tensors
+        (grad,) = _spend(ctx, "summed_cross_entropy")
         return grad.mul_(grad_loss), None, None, None
 
 
@@ -95,11 +100,7 @@ class _SummedProjectedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if ctx.spent:
-            raise RuntimeError("summed_projected_cross_entropy's backward scales its kept gradients in place: it "
-                               "runs once (no retain_graph)")
-        ctx.spent = True
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight = _spend(ctx, "summed_projected_cross_entropy")
         grad_loss = grad_loss.to(grad_hidden.dtype)
         return grad_hidden.mul_(grad_loss), None if grad_weight is None else grad_weight.mul_(grad_loss), None, None
 
