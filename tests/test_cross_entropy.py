@@ -126,3 +126,23 @@ def test_projected_loss_refuses_a_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         loss.backward()
+
+
+def test_projected_loss_in_bf16_computes_the_loss_in_fp32_and_returns_bf16_gradients():
+    # the GPU path: bf16 weights and activations; each chunk's logits go to fp32 for the softmax, as `.float()` did
+    from tunewise.train.cross_entropy import summed_projected_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(9, 6).bfloat16().requires_grad_()
+    weight = torch.randn(50, 6).bfloat16().requires_grad_()
+    targets = torch.randint(0, 50, (9,))
+    loss = summed_projected_cross_entropy(hidden, weight, targets, chunk_bytes=4 * 50 * 4)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert hidden.grad.dtype == weight.grad.dtype == torch.bfloat16
+    h, w = hidden.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
+    ref = F.cross_entropy((h @ w.t()).bfloat16().float(), targets, reduction="sum")
+    ref.backward()
+    assert torch.allclose(loss, ref, rtol=1e-3)
+    assert torch.allclose(hidden.grad.float(), h.grad, rtol=0.05, atol=0.05)
+    assert torch.allclose(weight.grad.float(), w.grad, rtol=0.05, atol=0.05)
