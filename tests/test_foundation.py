@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -103,3 +104,15 @@ def test_a_bug_has_its_own_exit_code_and_keeps_its_traceback(monkeypatch, capsys
     err = capsys.readouterr().err
     assert exit_.value.code == cli.EXIT_INTERNAL == 70
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "internal error" in err
+
+
+def test_the_cli_asks_torch_for_huge_page_aligned_buffers_unless_the_user_said_otherwise():
+    # PyTorch reads THP_MEM_ALLOC_ENABLE once, before any tensor exists: a fresh process shows whether it took
+    code = ("import os, sys\nfrom tunewise.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('THP=' + os.environ['THP_MEM_ALLOC_ENABLE'])\n")
+    for given, expected in ((None, "1"), ("0", "0")):
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        if given is not None:
+            env["THP_MEM_ALLOC_ENABLE"] = given
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert f"THP={expected}" in r.stderr, r.stderr[-2000:]
