@@ -21,5 +21,5 @@ def test_a_user_file_that_only_looks_like_the_marker_is_still_foreign(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / f"{MARKER}.bak").write_text("mine")
-    with pytest.raises(TunewiseError, match="did not write it"):
+    with pytest.raises(TunewiseError, match=r"not empty \(\.tunewise\.bak\) and tunewise did not write it"):
         claim_dir(out, "run")

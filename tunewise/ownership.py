@@ -49,12 +49,14 @@ def claim_dir(folder: str | Path, kind: str, purpose: str | None = None, *, forc
     (the caller replaces what it writes; other files are left alone)."""
     folder = check_output(folder, flag, "dir")
     marker = {"kind": kind, "for": purpose}
-    if folder.is_dir() and any(not _is_marker(p.name) for p in folder.iterdir()) and not force:
+    foreign = sorted(p.name for p in folder.iterdir() if not _is_marker(p.name)) if folder.is_dir() else []
+    if foreign and not force:
         found = read_marker(folder)
         if found is None and all((folder / name).exists() for name in SIGNATURE[kind]):
             found = {"kind": kind, "for": None}  # written by an older tunewise; its purpose is unknown
         if found is None:
-            raise TunewiseError(f"{flag} '{folder}' is not empty and tunewise did not write it",
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise TunewiseError(f"{flag} '{folder}' is not empty ({shown}) and tunewise did not write it",
                                 f"choose a new or empty folder for {flag}, or pass --force to write into it anyway")
         if found.get("kind") != kind or (purpose and found.get("for") and found.get("for") != purpose):
             raise TunewiseError(f"{flag} '{folder}' holds {_describe(found)}; this would replace it with "

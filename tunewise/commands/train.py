@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -105,7 +106,8 @@ def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, 
     cfg = load_config(config, set_)
     flag = "--out" if out is not None else "output_dir"
     out = out or default_run_dir(cfg)
-    claim_dir(out, "run", force=force, flag=flag)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank claims; the others wait for it in train()
+        claim_dir(out, "run", force=force, flag=flag)
     return run_train(cfg, out, quiet=quiet)
 
 
