@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     # PyTorch's CPU allocator then gives buffers of 2 MB or more their own 2 MB-aligned, huge-page-advised block.
-    # glibc's heap fragments less: on SmolLM2-135M, peak RSS fell by 180 MB for LoRA and 140 MB for full
+    # glibc's heap fragments less: on SmolLM2-135M, peak RSS fell by 156 MB for LoRA and 102 MB for full
     # fine-tuning (benchmarks/RESULTS.md, issue 20). Read once, before torch is imported; set it to 0 to opt out.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     try:
