@@ -40,6 +40,11 @@ LORA_DROPOUT_WHY = ("0 costs nothing; p > 0 keeps a dropped copy of every adapte
 # fp32 logits the training loss computes at a time (train/cross_entropy.py): the projection to the vocabulary and
 # the cross-entropy run chunk by chunk, so a step never holds all its target positions' logits.
 LOSS_CHUNK_BYTES = 16 * 2**20
+
+
+def loss_chunk_rows(vocab: int, chunk_bytes: int = LOSS_CHUNK_BYTES) -> int:
+    """Target rows whose fp32 logits fit in one loss chunk (at least one)."""
+    return max(1, chunk_bytes // (4 * vocab))
 TINY_MODEL = 20_000_000
 SMALL_MODEL = 1_000_000_000
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -99,6 +98,7 @@ def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, 
     from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
     from tunewise.train import train as run_train
+    from tunewise.train.distributed import launched_rank
     from tunewise.train.run import default_run_dir
 
     if config is None:
@@ -106,7 +106,7 @@ def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, 
     cfg = load_config(config, set_)
     flag = "--out" if out is not None else "output_dir"
     out = out or default_run_dir(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank claims; the others wait for it in train()
+    if launched_rank() == 0:  # under torchrun one rank claims; the others wait for it in train()
         claim_dir(out, "run", force=force, flag=flag)
     return run_train(cfg, out, quiet=quiet)
 

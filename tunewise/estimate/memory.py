@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LOSS_CHUNK_BYTES
+from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, loss_chunk_rows
 
 GB = 2**30  # GiB: what cards are sold as ("80 GB" = 80 GiB) and what nvidia-smi shows
 MB = 2**20  # MiB: the unit of summary.json["peak_rss_mb"] (ru_maxrss KiB / 1024)
@@ -132,7 +132,7 @@ def activation_bytes(shape: Shape, setup: Setup, counts: Counts) -> dict[str, fl
         layers = shape.layers * per_layer
     # logits at the target positions in fp32, computed and turned into their gradient one chunk of rows at a time
     # (train/cross_entropy.py), plus in bf16 the chunk's copy in that dtype
-    rows = min(tokens * setup.target_share, max(1, LOSS_CHUNK_BYTES // (4 * shape.vocab)))
+    rows = min(tokens * setup.target_share, loss_chunk_rows(shape.vocab))
     logits = rows * shape.vocab * (4 + (act_bytes if act_bytes != 4 else 0))
     return {"activations": layers, "logits": logits}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from tunewise.defaults import LOSS_CHUNK_BYTES
+from tunewise.defaults import LOSS_CHUNK_BYTES, loss_chunk_rows
 
 # autograd nodes that keep their inputs, never their output: a tensor they produced can be overwritten. An unsafe
 # view is aten's own alias of a tensor it just made (a 3-D matmul's output, the copy `reshape` takes of a slice).
@@ -110,5 +110,5 @@ def summed_projected_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, t
     """summed_cross_entropy(hidden @ weight.T, targets) for hidden (..., dim), weight (vocab, dim), targets (rows,)
     with no ignored rows, without ever holding all the logits: on a 49k vocabulary the logits of 500 target tokens
     are ~100 MB, the largest tensor alive at the start of a small model's backward."""
-    rows = max(1, chunk_bytes // (4 * weight.shape[0]))
+    rows = loss_chunk_rows(weight.shape[0], chunk_bytes)
     return _SummedProjectedCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets, rows)

@@ -35,6 +35,11 @@ class DistContext:
             dist.barrier()
 
 
+def launched_rank() -> int:
+    """This process's global rank as torchrun set it (0 outside torchrun), readable before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_from_env(device_type: str) -> DistContext:
     """Join the process group torchrun set up (WORLD_SIZE > 1), else a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

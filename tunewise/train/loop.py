@@ -104,7 +104,7 @@ def _head_returns_loss(head: torch.nn.Linear, targets: torch.Tensor):
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "module", model)  # DDP
+    inner = distributed.unwrap(model)  # DDP
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
 
 
