@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--divisor", type=float, default=None,
+                   help="the range test's divisor (default: tunewise's rule for the method)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     out = Path(args.out or f"runs/find-lr-validation/{args.base}-{args.method}-{args.task}")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = {"train": args.train_size, "validation": args.val_size, "test": 16}
     data = ensure_task(args.task, out / "data", sizes, args.seed, task_format_for(args.base))
     cfg = validate_config(config(args, data, args.method, None))
-    test = range_test(cfg, args.find_lr_steps)
+    test = range_test(cfg, args.find_lr_steps, **({"divisor": args.divisor} if args.divisor else {}))
     write_result(test, out)
     if test.suggestion is None:
         raise SystemExit(f"no suggestion: {test.error}")

@@ -119,6 +119,37 @@ def test_a_minimum_inside_the_batch_noise_gives_no_suggestion():
     assert 1e-3 < s.min_loss_lr < 1e-1
 
 
+# A LoRA ramp on smollm2, structured, 8-row batches (benchmarks/find_lr_validation.py, 2026-12-02): some batches
+# sit at 5 where most sit at 2, so a mean-and-deviation test called its clear fall (to 0.3-0.6) noise.
+SMOLLM2_LORA = [2.1, 1.96, 2.46, 5.08, 3.1, 2.44, 5.39, 2.02, 2.09, 1.76, 5.27, 1.75, 1.87, 2.6, 2.18, 2.4, 1.76, 1.7,
+                1.67, 4.11, 1.36, 1.71, 1.05, 0.9, 0.62, 0.74, 0.39, 0.54, 0.47, 0.4, 0.59, 0.3, 0.72, 2.27, 1.35, 7.99,
+                5.68]
+# A LoRA ramp on the tiny base's math data: batches at 0.2 or at 4-8 whatever the lr.
+TINY_MATH = [7.66, 7.69, 0.17, 0.22, 0.19, 5.92, 0.21, 7.69, 7.55, 3.83, 0.19, 7.75, 4.13, 0.58, 5.72, 0.22, 2.23, 2.12,
+             2.31, 0.19, 5.21, 0.17, 5.56, 0.22, 4.37, 0.31, 4.38, 3.85, 6.31, 3.74, 3.7, 2.47, 5.27, 5.13, 8.45, 9.95,
+             5.97, 5.47, 38.86]
+
+
+def test_heavy_tailed_batches_a_clear_fall_is_a_suggestion_and_bimodal_noise_is_not():
+    s = suggest(exp_schedule(1e-6, 0.1, 40)[: len(SMOLLM2_LORA)], SMOLLM2_LORA, divisor=2)
+    assert s.min_loss_lr == pytest.approx(9.43e-3, rel=0.01) and s.lr == pytest.approx(s.min_loss_lr / 2)
+    with pytest.raises(RangeTestError, match="rank test"):
+        suggest(exp_schedule(5e-6, 0.5, 40)[: len(TINY_MATH)], TINY_MATH)
+
+
+def test_rank_tail_counts_arrangements_exactly():
+    from tunewise.train.lr_finder import rank_tail
+
+    assert rank_tail(1, 1, 1) == 0.5 and rank_tail(1, 1, 0) == 1.0
+    assert rank_tail(12, 5, 60) == pytest.approx(1 / math.comb(17, 5))  # every window value below every head one
+    # against brute force over every split of 7 ranks into 4 head and 3 window values
+    from itertools import combinations
+
+    us = [sum(w < h for w in win for h in set(range(7)) - set(win)) for win in combinations(range(7), 3)]
+    for u in range(13):
+        assert rank_tail(4, 3, u) == pytest.approx(sum(x >= u for x in us) / len(us))
+
+
 def test_set_in_text_keeps_comments_and_order():
     from tunewise.yaml_edit import set_in_text
 
@@ -158,22 +189,35 @@ def test_range_test_on_a_micro_model_that_diverges(micro_llama_dir, tmp_path):
     assert len(result.losses) == s.diverged_at + 1  # stopped at divergence, not at the end of the ramp
     assert s.lr < s.min_loss_lr < s.diverged_lr
     assert s.lr < result.lrs[s.diverged_at]
+    assert s.lr == pytest.approx(s.min_loss_lr / 10)  # full fine-tuning: fastai's minimum / 10
     js, png = write_result(result, tmp_path / "out")
     assert json.loads(js.read_text())["suggested_lr"] == pytest.approx(s.lr)
     assert png.stat().st_size > 1000
+
+
+def test_a_lora_ramp_divides_its_minimum_by_two(micro_llama_dir, tmp_path):
+    from tests.test_train import cfg_for, make_data
+    from tunewise.train.find_lr import range_test
+    from tunewise.train.lr_finder import divisor_for
+
+    assert (divisor_for("lora"), divisor_for("qlora"), divisor_for("full")) == (2.0, 2.0, 10.0)
+    cfg = cfg_for(micro_llama_dir, make_data(tmp_path, n=64), "lora", batch_size=8)
+    s = range_test(cfg, steps=30, lr_min=1e-4, lr_max=30.0).suggestion
+    assert s is not None and s.divisor == 2.0
+    assert s.lr == pytest.approx(s.min_loss_lr / 2)
 
 
 def test_cli_find_lr_writes_only_the_result_and_edits_the_config(tiny_base_dir, tmp_path):
     from tests.test_train import make_data
     from tunewise.cli import app
 
-    data = make_data(tmp_path, n=48)
+    data = make_data(tmp_path, n=64)
     config = tmp_path / "run.yaml"
     original = (f"# a user's config\nbase: tiny\nmethod: lora\ndata:\n  train: {data}\n  max_seq_len: 48\n"
-                "train:\n  batch_size: 4   # small\n  lr: 0.1\nlora: {r: 4}\n")
+                "train:\n  batch_size: 8   # small\n  lr: 0.1\nlora: {r: 4}\n")
     config.write_text(original)
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(config), "--find-lr", "--write", "--find-lr-steps", "12",
+    res = CliRunner().invoke(app, ["train", str(config), "--find-lr", "--write", "--find-lr-steps", "24",
                                    "--lr-min", "1e-5", "--lr-max", "1.0", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "suggested lr" in res.output

@@ -259,7 +259,7 @@ def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -
             write_result(test, (out / "find_lr" / m))
             if test.suggestion:
                 lrs[m] = float(f"{test.suggestion.lr:.3g}")
-                lr_notes[m] = f"find-lr: {lrs[m]:g} (lowest smoothed loss at {test.suggestion.min_loss_lr:.3g} / 10)"
+                lr_notes[m] = f"find-lr: {lrs[m]:g} (lowest smoothed loss at {test.suggestion.min_loss_lr:.3g} / {test.suggestion.divisor:g})"
             else:
                 lrs[m], lr_notes[m] = test.size_default_lr, f"size default {test.size_default_lr:g} ({test.error})"
             clock.say(f"{m}: {lr_notes[m]} ({test.seconds:.0f}s)")

@@ -21,8 +21,8 @@ def train(
                                  "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
                                  "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
                                  "lowest smoothed loss (EMA, bias-corrected) before divergence (loss > 4x the "
-                                 "best), divided by 10; none when that minimum lies within the batch-to-batch "
-                                 "noise of the ramp's start."),
+                                 "best), divided by 10 for full fine-tuning and by 2 for LoRA / QLoRA; none when "
+                                 "a rank test cannot tell the losses before that minimum from the ramp's start (batch noise)."),
     write: bool = typer.Option(False, "--write", help="With --find-lr: put the suggested lr into CONFIG "
                                "(train.lr; the rest of the file is kept as written)."),
     find_lr_steps: int = typer.Option(50, "--find-lr-steps", help="With --find-lr: optimizer steps of the ramp."),
@@ -36,8 +36,8 @@ def train(
     Writes RUN_DIR/{config.yaml, metrics.jsonl, summary.json, loss.png, adapter/ or model/, checkpoints/},
     best/ with train.keep_best, and tensorboard/, wandb/, mlruns/ with train.report_to.
     With --find-lr: no training, a learning-rate range test; writes only RUN_DIR/{find_lr.json, find_lr.png}
-    (suggestion: lowest smoothed loss before divergence / 10, none inside the batch noise; --write puts it into
-    CONFIG).
+    (suggestion: lowest smoothed loss before divergence / 10 for full, / 2 for LoRA and QLoRA, none inside the
+    batch noise; --write puts it into CONFIG).
     Multi-process: torchrun --nproc_per_node=N -m tunewise train run.yaml (DDP; gloo on CPU, NCCL on GPU).
     Exit codes: 0 done, 1 a preserved skill dropped too far (preserve.action: fail), 2 bad input,
     3 the loss or gradient became NaN/Inf (nothing non-finite was written), 4 a checkpoint could not be written

@@ -22,9 +22,9 @@ from tunewise.train.batches import collate, epoch_batches, target_count
 from tunewise.train.loop import make_optimizer, summed_loss
 from tunewise.train.lr_finder import (
     BETA,
-    DIVISOR,
     RangeTestError,
     Suggestion,
+    divisor_for,
     ema_smooth,
     exp_schedule,
     suggest,
@@ -56,9 +56,9 @@ class RangeTest:
 
 
 def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None = None, lr_max: float | None = None,
-               train_set=None, divisor: float = DIVISOR, log=None, max_seconds: float | None = None) -> RangeTest:
+               train_set=None, divisor: float | None = None, log=None, max_seconds: float | None = None) -> RangeTest:
     """Ramp the lr over `steps` optimizer steps on a fresh copy of cfg.base; stop at divergence (or after
-    `max_seconds`, when a caller has a time budget)."""
+    `max_seconds`, when a caller has a time budget). The divisor defaults to the method's rule (divisor_for)."""
     from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
     from tunewise.train.methods import get_method, trainable_token_ids
     from tunewise.train.run import load_data
@@ -113,7 +113,7 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
     finite = [x for x in losses if math.isfinite(x)]
     smoothed = ema_smooth(finite, BETA) + [math.inf] * (len(losses) - len(finite))
     result = RangeTest(cfg.method, cfg.base, ran, losses, smoothed, None, size_lr, time.time() - t0)
-    _suggest_into(result, steps, cut, divisor)
+    _suggest_into(result, steps, cut, divisor if divisor is not None else divisor_for(cfg.method))
     return result
 
 
