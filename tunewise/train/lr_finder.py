@@ -7,14 +7,14 @@ The rule tunewise uses (documented in the README and `tunewise train --help`):
   3. the test stops at divergence: a smoothed loss above DIVERGE_FACTOR x the best so far, or a non-finite loss;
   4. the suggestion is the lr of the lowest smoothed loss before divergence divided by a divisor per method
      (`divisor_for`): 10 for full fine-tuning, the fastai finder's "minimum / 10" rule (Smith's observation that
-     the best lr sits about a decade below the point where the loss stops falling); 2 for LoRA and QLoRA. A LoRA
-     ramp bottoms out near where a full one does, because the frozen base makes training unstable at about the
-     same lr, but LoRA's B starts at zero, so its best lr sits much closer to that point (a "LoRA Without Regret"
-     finding: LoRA's best lr is ~10x full fine-tuning's). Measured against 5-point grids (benchmarks/RESULTS.md):
-     minimum / 10 landed 2-6x below LoRA's best and failed the 10% check on both bases; minimum / 2 passed on every
-     LoRA curve measured. The steepest-descent point is reported too, but it is not the rule: over a short
-     ramp of noisy batches its position moves with single batches (on the tiny base it sat 3-5x below the best lr
-     of a sweep in one pair of ramps, 100-400x below in another), while the minimum of the smoothed curve is stable.
+     the best lr sits about a decade below the point where the loss stops falling); 2 for LoRA and QLoRA, whose best
+     lr sits much closer to its ramp's minimum (LoRA's B starts at zero, so a short low-lr stretch moves the loss
+     little; "LoRA Without Regret" finds LoRA's best lr ~10x full fine-tuning's). Measured against 5-point grids
+     (benchmarks/RESULTS.md): minimum / 10 landed 2-6x below LoRA's best and failed the 10% check on both bases;
+     minimum / 2 passed on every LoRA curve measured. The steepest-descent point is reported too, but it is not
+     the rule: over a short ramp of noisy batches its position moves with single batches (on the tiny base it sat
+     3-5x below the best lr of a sweep in one pair of ramps, 100-400x below in another), while the minimum of the
+     smoothed curve is stable.
   5. no suggestion when the raw losses behind that minimum (the EMA's last WINDOW steps) are not significantly
      lower than the losses of the ramp's first third, where the lr is still too small to train: a one-sided
      Mann-Whitney rank test, its p-value multiplied by the number of disjoint windows the minimum could have been
