@@ -26,7 +26,6 @@ The rule tunewise uses (documented in the README and `tunewise train --help`):
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass
@@ -89,18 +88,20 @@ def rank_tail(n_head: int, n_window: int, u: float) -> float:
     """P(U >= u) for the Mann-Whitney count U = #(window value < head value) pairs when the two samples come from
     one distribution (exact, by counting the arrangements of the pooled ranks; ties are counted half in u)."""
 
-    @functools.cache
-    def counts(i: int, j: int) -> tuple[int, ...]:  # arrangements of i head and j window values, by U
-        if i == 0 or j == 0:
-            return (1,)
-        out = [0] * (i * j + 1)
-        for k, c in enumerate(counts(i - 1, j)):  # the largest value is a head one: above all j window values
-            out[k + j] += c
-        for k, c in enumerate(counts(i, j - 1)):  # the largest is a window one: below no head value
-            out[k] += c
-        return tuple(out)
-
-    dist = counts(n_head, n_window)
+    # rows[j][k]: arrangements of i head and j window values with U = k, built up one head value at a time (the
+    # largest of the pooled values is either the new head one, above all j window values, or a window one)
+    rows = [[1] for _ in range(n_window + 1)]  # i = 0: U = 0 whatever j
+    for i in range(1, n_head + 1):
+        new = [[1]]  # j = 0
+        for j in range(1, n_window + 1):
+            out = [0] * (i * j + 1)
+            for k, c in enumerate(rows[j]):  # largest is the i-th head value: j more pairs
+                out[k + j] += c
+            for k, c in enumerate(new[j - 1]):  # largest is a window value: no pair
+                out[k] += c
+            new.append(out)
+        rows = new
+    dist = rows[n_window]
     return sum(dist[math.floor(u):]) / sum(dist)
 
 
