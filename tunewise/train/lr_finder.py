@@ -11,7 +11,7 @@ The rule tunewise uses (documented in the README and `tunewise train --help`):
      lr sits much closer to its ramp's minimum (LoRA's B starts at zero, so a short low-lr stretch moves the loss
      little; "LoRA Without Regret" finds LoRA's best lr ~10x full fine-tuning's). Measured against 5-point grids
      (benchmarks/RESULTS.md): minimum / 10 landed 2-6x below LoRA's best and failed the 10% check on both bases;
-     minimum / 2 passed on every LoRA curve measured. The steepest-descent point is reported too, but it is not
+     minimum / 2 passed on 5 of the 6 LoRA / QLoRA curves measured (the miss: a grid best in a narrow dip). The steepest-descent point is reported too, but it is not
      the rule: over a short ramp of noisy batches its position moves with single batches (on the tiny base it sat
      3-5x below the best lr of a sweep in one pair of ramps, 100-400x below in another), while the minimum of the
      smoothed curve is stable.
