@@ -103,7 +103,7 @@ def check_count(value: int | None, flag: str, limit: int = MAX_COUNT, minimum: i
     if value is None:
         return
     if value < minimum:
-        raise TunewiseError(f"{flag} must be >= {minimum} (got {value})", f"give {flag} a count of examples")
+        raise TunewiseError(f"{flag} must be >= {minimum} (got {value})", f"give {flag} a count of {minimum} or more")
     if value > limit:
         raise TunewiseError(f"{flag} {value} is larger than tunewise allows ({limit:,})",
                             f"give {flag} a size up to {limit:,}")
