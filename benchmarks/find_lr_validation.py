@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = {"train": args.train_size, "validation": args.val_size, "test": 16}
     data = ensure_task(args.task, out / "data", sizes, args.seed, task_format_for(args.base))
     cfg = validate_config(config(args, data, args.method, None))
-    test = range_test(cfg, args.find_lr_steps, **({"divisor": args.divisor} if args.divisor else {}))
+    test = range_test(cfg, args.find_lr_steps, divisor=args.divisor)  # None: tunewise's rule for the method
     write_result(test, out)
     if test.suggestion is None:
         raise SystemExit(f"no suggestion: {test.error}")

@@ -45,6 +45,8 @@ LOSS_CHUNK_BYTES = 16 * 2**20
 def loss_chunk_rows(vocab: int, chunk_bytes: int = LOSS_CHUNK_BYTES) -> int:
     """Target rows whose fp32 logits fit in one loss chunk (at least one)."""
     return max(1, chunk_bytes // (4 * vocab))
+
+
 TINY_MODEL = 20_000_000
 SMALL_MODEL = 1_000_000_000
 
