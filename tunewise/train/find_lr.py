@@ -22,6 +22,7 @@ from tunewise.train.batches import collate, epoch_batches, target_count
 from tunewise.train.loop import make_optimizer, summed_loss
 from tunewise.train.lr_finder import (
     BETA,
+    DIVERGE_FACTOR,
     RangeTestError,
     Suggestion,
     divisor_for,
@@ -102,7 +103,7 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
         if log:
             log(i + 1, len(lrs), lr, loss)
         smoothed = ema_smooth(losses, BETA)
-        if not math.isfinite(loss) or (i > 0 and smoothed[-1] > 4 * best):
+        if not math.isfinite(loss) or (i > 0 and smoothed[-1] > DIVERGE_FACTOR * best):
             break  # diverged: the rest of the ramp only costs time
         best = min(best, smoothed[-1])
         grads = [p for p in params if p.grad is not None]
