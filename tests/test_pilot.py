@@ -30,6 +30,9 @@ def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp
         assert (out / "find_lr" / m / "find_lr.png").is_file()
     v = result["verdict"]
     assert v["evidence"] in ("measured", "rule", "memory") and v["recommendation"] in ("lora", "full")
+    # the largest slice both methods trained on, paired example by example on the same 8 validation examples
+    assert result["paired"]["n_train"] == 16 and result["paired"]["n_eval"] == 8
+    assert all(len(r["items"]) == 8 for r in result["runs"]) and "Resolution: on 8 validation examples" in v["text"]
     html = (out / "pilot.html").read_text()
     assert 'id="pilot"' in html and "data:image/png;base64" in html
     cfg = load_config(out / "recommended.yaml")

@@ -99,3 +99,60 @@ def test_nothing_measured_inside_the_budget_falls_back_to_the_rules():
 def test_one_measured_method_compares_nothing():
     v = decide({"lora": P("lora", 0.5, 0.01)}, "full", [], base_score=0.0)
     assert v.recommendation == "full" and v.evidence == "rule" and "nothing to compare" in v.lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- paired resolution
+
+from tunewise.advise.resolution import item_value, paired_gap  # noqa: E402
+
+
+def test_paired_gap_counts_only_the_examples_the_methods_differ_on():
+    # 40 examples: both right on 20, both wrong on 10, full alone right on 6, LoRA alone right on 4
+    full = [1.0] * 20 + [0.0] * 10 + [1.0] * 6 + [0.0] * 4
+    lora = [1.0] * 20 + [0.0] * 10 + [0.0] * 6 + [1.0] * 4
+    g = paired_gap(full, lora, n_train=240)
+    assert g.gap == pytest.approx(2 / 40) and g.discordant == pytest.approx(10 / 40)
+    # sd of the 42 differences (40 plus one pseudo-pair each way): 12 are +-1, the rest 0
+    mean = 2 / 42
+    sd = ((12 - 42 * mean**2) / 41) ** 0.5
+    assert g.sd == pytest.approx(sd)
+    low, high = g.interval()
+    assert low < 0 < high  # a 2-example lead on 40 is no lead
+    # the same discordance on 10x the examples narrows the band by about sqrt(10) (the pseudo-pair weighs less)
+    big = paired_gap(full * 10, lora * 10, n_train=240)
+    assert g.half_width / 10**0.5 * 0.9 < big.half_width < g.half_width / 10**0.5
+    assert g.examples_needed(g.half_width) == pytest.approx(40, abs=1)
+
+
+def test_paired_gap_of_identical_answers_keeps_a_floor():
+    g = paired_gap([1.0, 0.0] * 20, [1.0, 0.0] * 20, n_train=100)
+    assert g.gap == 0 and g.discordant == 0 and g.half_width > 0.05
+
+
+def test_item_value_uses_set_counts_when_the_scorer_has_them():
+    assert item_value({"correct": True}) == 1.0 and item_value({"correct": False}) == 0.0
+    assert item_value({"correct": False, "counts": {"tp": 2, "fp": 1, "fn": 1}}) == pytest.approx(4 / 6)
+    assert item_value({"correct": True, "counts": {"tp": 0, "fp": 0, "fn": 0}}) == 1.0
+
+
+def test_at_the_full_data_the_paired_band_decides_and_says_what_a_sharper_call_needs():
+    wide = {"lora": P("lora", 0.30, 0.20, mem=3), "full": P("full", 0.60, 0.20)}  # curve bands overlap
+    full = [1.0] * 12 + [1.0] * 12 + [0.0] * 16
+    lora = [1.0] * 12 + [0.0] * 12 + [0.0] * 16  # full alone right on 12 of 40: a 30-point lead
+    v = decide(wide, "lora", [], base_score=0.0, paired=paired_gap(full, lora, 240), n_full=240)
+    assert v.recommendation == "full" and v.evidence == "measured" and v.contradicts_rules
+    assert "same 40" in v.lines[0] and v.lines[1].startswith("Resolution:")
+    # the same pair at a smaller slice is extrapolated by the curves: their bands overlap, the rules decide
+    v = decide(wide, "lora", [], base_score=0.0, paired=paired_gap(full, lora, 120), n_full=240)
+    assert v.evidence == "rule" and "cannot separate" in v.lines[0]
+    assert "validation examples" in v.lines[1]
+
+
+def test_a_paired_tie_on_40_examples_is_not_a_measured_tie():
+    same = [1.0] * 18 + [0.0] * 22
+    flip = [1.0] * 16 + [0.0] * 2 + [1.0] * 2 + [0.0] * 20  # differ on 4 of 40, no net gap
+    tight = {"lora": P("lora", 0.45, 0.15, mem=3), "full": P("full", 0.45, 0.15)}
+    v = decide(tight, "full", ["reasoning"], base_score=0.1, paired=paired_gap(same, flip, 240), n_full=240)
+    assert v.evidence == "rule" and v.recommendation == "full"
+    resolution = next(line for line in v.lines if line.startswith("Resolution:"))
+    assert "differed on 10%" in resolution and "+-5 points would need about" in resolution

@@ -157,9 +157,12 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     result = evaluate(load_target(str(run_dir)), es)
     for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
         shutil.rmtree(run_dir / name, ignore_errors=True)
+    from tunewise.advise.resolution import item_value
+
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
             "lr": lr, "steps": summary.steps, "final_train_loss": summary.final_train_loss,
-            "seconds": round(time.time() - t0, 1), "eval_n": result.n}
+            "seconds": round(time.time() - t0, 1), "eval_n": result.n,
+            "items": [round(item_value(r), 4) for r in result.predictions]}  # per example: the paired gap's input
 
 
 def plan_next(done: list[dict], n_prev: int, n_max: int, left_s: float, methods: int, remaining_points: int) -> int | None:
@@ -224,12 +227,14 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     runs, skipped = _measure(spec, clock, pool, lrs, step_s, es, out, eval_s)
     n_full = len(pool)
     preds, curves = _predict(spec, runs, n_full, advice)
+    paired = _paired(runs)
     rule_reasons = [r["reason"] for r in advice.reasons if r.get("weight", 0) > 0][:2]
-    verdict = decide(preds, advice.preferred, rule_reasons, base_score)
+    verdict = decide(preds, advice.preferred, rule_reasons, base_score, paired=paired, n_full=n_full)
     result = {"spec": asdict(spec), "task": task, "scorer": es.scorer_name, "metric": base_eval.primary,
               "full_size": n_full, "validation": str(valid), "validation_n": len(es.items),
               "base_score": base_score, "lr": lrs, "lr_notes": lr_notes, "runs": runs, "curves": curves,
               "predictions": {m: asdict(p) for m, p in preds.items()}, "skipped": skipped,
+              "paired": paired.as_dict() if paired else None,
               "rules": {"preferred": advice.preferred, "scores": advice.scores, "reasons": rule_reasons,
                         "memory": {m: {"fits": p.fits, "gib": round(p.total_gb, 2)} for m, p in advice.plans.items()}},
               "verdict": verdict.as_dict(), "seconds": round(clock.used(), 1), "budget_s": clock.limit}
@@ -332,6 +337,19 @@ def _predict(spec: PilotSpec, runs: list[dict], n_full: int, advice) -> tuple[di
                               plan.total_gb if plan else None, plan.fits if plan else True)
         curves[m] = fit.as_dict(at=n_full)
     return preds, curves
+
+
+def _paired(runs: list[dict]):
+    """The paired difference full - adapter at the largest slice on which both were scored, or None."""
+    from tunewise.advise.resolution import paired_gap
+
+    by = {(r["method"], r["n"]): r for r in runs if r.get("items") and r["score"] is not None}
+    adapter = "lora" if any(m == "lora" for m, _ in by) else "qlora"
+    shared = sorted(n for m, n in by if m == "full" and (adapter, n) in by)
+    if not shared:
+        return None
+    n = shared[-1]
+    return paired_gap(by[("full", n)]["items"], by[(adapter, n)]["items"], n)
 
 
 def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, out: Path) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from tunewise.advise.resolution import PairedGap
+
 TIE_POINTS = 2.0  # the seed's representation gap (95% vs 97%): a difference this small is a tie, and LoRA is cheaper
 NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
 
@@ -38,7 +40,10 @@ class PilotVerdict:
 
 
 def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list[str], base_score: float | None = None,
-           tie_points: float = TIE_POINTS) -> PilotVerdict:
+           tie_points: float = TIE_POINTS, paired: PairedGap | None = None, n_full: int | None = None) -> PilotVerdict:
+    """The recommendation and why. The gap full - adapter is judged by its band: the paired one when both methods
+    were scored at the full data (nothing left to extrapolate), else the span between the two curves' bands.
+    `paired` at a smaller slice only adds the resolution line (how many examples a sharper call would need)."""
     adapter = preds.get("lora") or preds.get("qlora")
     full = preds.get("full")
     rules_say = f"the rule table prefers {NAMES.get(rule_preferred, rule_preferred)}" + (
@@ -58,30 +63,39 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
                      f"{a_name}, whatever the measurement says.")
         return PilotVerdict(adapter.method, "memory", rule_preferred, False, lines + [rules_say[0].upper() +
                                                                                     rules_say[1:] + "."])
-    gap = 100 * (full.score - adapter.score)
     mem = (f" at {adapter.memory_gib / full.memory_gib:.0%} of the memory"
            if adapter.memory_gib and full.memory_gib else "")
-    bands = (f"predicted at the full data: {a_name} {adapter.score:.3f} [{adapter.low:.3f}, {adapter.high:.3f}], "
-             f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
+    if paired is not None and n_full is not None and paired.n_train >= n_full:
+        gap = 100 * paired.gap
+        low, high = (100 * x for x in paired.interval())
+        bands = (f"both trained on all {n_full} examples and scored on the same {paired.n_eval}: full - "
+                 f"{a_name} {gap:+.1f} points, band [{low:+.1f}, {high:+.1f}]")
+    else:
+        gap = 100 * (full.score - adapter.score)
+        low, high = 100 * (full.low - adapter.high), 100 * (full.high - adapter.low)
+        bands = (f"predicted at the full data: {a_name} {adapter.score:.3f} [{adapter.low:.3f}, {adapter.high:.3f}], "
+                 f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
     learned = max(adapter.measured_best, full.measured_best)
     if base_score is not None and learned <= base_score + 1e-9:
         measured = None
         lines.append(f"Neither method beat the untuned base ({base_score:.3f}) in the pilot: the measurement says "
                      f"nothing yet ({bands}).")
-    elif 100 * (full.low - adapter.high) > tie_points:
+    elif low > tie_points:
         measured = "full"
         lines.append(f"Measured: full fine-tuning leads by {gap:.1f} points beyond the uncertainty ({bands}).")
-    elif 100 * (full.high - adapter.low) <= tie_points:
+    elif high < 0 and gap <= -tie_points:
+        measured = adapter.method
+        lines.append(f"Measured: {a_name} leads by {-gap:.1f} points{mem} ({bands}).")
+    elif high <= tie_points:
         measured = adapter.method
         lines.append(f"Measured: {a_name} within {max(gap, 0):.1f} points of full fine-tuning{mem}, even at the "
                      f"edges of the bands ({bands}).")
-    elif gap <= -tie_points and 100 * (adapter.low - full.high) > 0:
-        measured = adapter.method
-        lines.append(f"Measured: {a_name} leads by {-gap:.1f} points{mem} ({bands}).")
     else:
         measured = None
         lines.append(f"The measurement cannot separate them: the predicted gap is {gap:+.1f} points for full, but "
                      f"the bands overlap beyond the {tie_points:g}-point tie margin ({bands}).")
+    if paired is not None:
+        lines.append(resolution_line(paired, tie_points))
     if measured is None:
         lines.append(f"So the rule table decides: {rules_say}.")
         rec = rule_preferred if preds.get(rule_preferred, adapter).fits else adapter.method
@@ -94,3 +108,16 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
     else:
         lines.append(f"This agrees with the rule table ({rules_say}).")
     return PilotVerdict(measured, "measured", rule_preferred, against, lines)
+
+
+def resolution_line(paired: PairedGap, tie_points: float = TIE_POINTS) -> str:
+    """How sharp the pilot's scoring is, and what a sharper call would take."""
+    width = 100 * paired.half_width
+    line = (f"Resolution: on {paired.n_eval} validation examples (the methods differed on {paired.discordant:.0%} of "
+            f"them at {paired.n_train} training examples) a gap is known to +-{width:.1f} points")
+    if width <= tie_points:
+        return line + "."
+    five = paired.examples_needed(5 / 100)
+    tie = paired.examples_needed(tie_points / 100)
+    return (line + f"; +-5 points would need about {five} validation examples, +-{tie_points:g} points (the tie "
+            f"margin) about {tie}.")

@@ -131,8 +131,10 @@ def advise(
     pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: short LoRA and full "
                                "trainings on growing slices of --data, scored on --eval, a learning curve per "
                                "method predicting the score at the full data; the measurement beats the rule "
-                               "table when it separates the methods. Writes OUT/pilot.{json,html}, "
-                               "recommended.yaml (lr from the range test)."),
+                               "table when it separates the methods (paired on the same validation examples "
+                               "when the last slice is all of --data), and the verdict says how many points "
+                               "the gap is known to. Writes OUT/pilot.{json,html}, recommended.yaml (lr from "
+                               "the range test)."),
     base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
     data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
     eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
