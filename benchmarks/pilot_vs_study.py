@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--tasks", default="structured,sql,math")
     p.add_argument("--study", default="runs/study", help="folder with <task>/compare.json (study_tiny.py, or study.py's OUT/compare)")
     p.add_argument("--budget", type=float, default=4.0, help="minutes per task")
+    p.add_argument("--points", default=None, help="slice sizes, e.g. 60,240 (default: planned from the budget); a "
+                   "last point at the study's full size measures the gap there, paired, with nothing extrapolated")
+    p.add_argument("--epochs", type=float, default=2.0, help="epochs over each slice (the study's runs: 1)")
     p.add_argument("--out", default="runs/pilot-vs-study")
     args = p.parse_args(argv)
     from tunewise.advise.pilot import PilotSpec, run_pilot
@@ -55,13 +58,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t0 = time.time()
         result = run_pilot(PilotSpec(base=args.base, train=str(data / "train.jsonl"),
                                      eval=str(data / "validation.jsonl"), task_kind=compare.get("kind"),
-                                     budget_min=args.budget, out=str(Path(args.out) / task)),
+                                     budget_min=args.budget, out=str(Path(args.out) / task), epochs=args.epochs,
+                                     points=[int(x) for x in args.points.split(",")] if args.points else None),
                            log=lambda m: print(f"  {m}", flush=True))
         winner, gap = study_winner(compare)
         v = result["verdict"]
         rows.append({"task": task, "study_winner": winner, "study_gap_points": gap,
                      "pilot": v["recommendation"], "evidence": v["evidence"], "agree": v["recommendation"] == winner,
-                     "predictions": result["predictions"], "seconds": round(time.time() - t0)})
+                     "predictions": result["predictions"], "paired": result["paired"],
+                     "seconds": round(time.time() - t0)})
         print(f"{task}: study {winner} (gap {gap}), pilot {v['recommendation']} ({v['evidence']})", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "pilot_vs_study.json").write_text(json.dumps(rows, indent=2))
