@@ -153,6 +153,6 @@ def test_a_paired_tie_on_40_examples_is_not_a_measured_tie():
     flip = [1.0] * 16 + [0.0] * 2 + [1.0] * 2 + [0.0] * 20  # differ on 4 of 40, no net gap
     tight = {"lora": P("lora", 0.45, 0.15, mem=3), "full": P("full", 0.45, 0.15)}
     v = decide(tight, "full", ["reasoning"], base_score=0.1, paired=paired_gap(same, flip, 240), n_full=240)
-    assert v.evidence == "rule" and v.recommendation == "full"
+    assert v.evidence == "rule" and v.recommendation == "full" and "the measured gap is +0.0 points" in v.lines[0]
     resolution = next(line for line in v.lines if line.startswith("Resolution:"))
     assert "differed on 10%" in resolution and "+-5 points would need about" in resolution

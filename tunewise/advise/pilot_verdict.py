@@ -65,7 +65,8 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
                                                                                     rules_say[1:] + "."])
     mem = (f" at {adapter.memory_gib / full.memory_gib:.0%} of the memory"
            if adapter.memory_gib and full.memory_gib else "")
-    if paired is not None and n_full is not None and paired.n_train >= n_full:
+    at_full = paired is not None and n_full is not None and paired.n_train >= n_full
+    if at_full:
         gap = 100 * paired.gap
         low, high = (100 * x for x in paired.interval())
         bands = (f"both trained on all {n_full} examples and scored on the same {paired.n_eval}: full - "
@@ -92,8 +93,9 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
                      f"edges of the bands ({bands}).")
     else:
         measured = None
-        lines.append(f"The measurement cannot separate them: the predicted gap is {gap:+.1f} points for full, but "
-                     f"the bands overlap beyond the {tie_points:g}-point tie margin ({bands}).")
+        lines.append(f"The measurement cannot separate them: the {'measured' if at_full else 'predicted'} gap is "
+                     f"{gap:+.1f} points for full, but the bands overlap beyond the {tie_points:g}-point tie margin "
+                     f"({bands}).")
     if paired is not None:
         lines.append(resolution_line(paired, tie_points))
     if measured is None:
