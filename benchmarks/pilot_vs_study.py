@@ -6,6 +6,9 @@ the study's `tunewise compare` result for the same task, data and base (benchmar
     python benchmarks/study.py --base smollm2                        # the real base's study writes
     python benchmarks/pilot_vs_study.py --base smollm2 --study runs/study-smollm2/compare --tasks structured,classify,sql,math
 
+    # at the study's own budget, the last point on all 240 examples: the gap measured pair by pair, not extrapolated
+    python benchmarks/pilot_vs_study.py --base smollm2 --study runs/study-smollm2/compare --points 60,240 --epochs 1 --budget 40
+
 Agreement: the pilot's recommendation (LoRA or full) equals the study's, where a study gap within the tie margin
 (2 points) counts as LoRA (the cheaper method; the same margin the pilot uses). Prints a table and writes
 OUT/pilot_vs_study.json.
