@@ -156,3 +156,11 @@ def test_a_paired_tie_on_40_examples_is_not_a_measured_tie():
     assert v.evidence == "rule" and v.recommendation == "full" and "the measured gap is +0.0 points" in v.lines[0]
     resolution = next(line for line in v.lines if line.startswith("Resolution:"))
     assert "differed on 10%" in resolution and "+-5 points would need about" in resolution
+
+
+def test_the_metric_own_gap_centres_the_band_and_the_per_example_spread_sizes_it():
+    full, lora = [1.0, 0.5, 0.0, 1.0] * 10, [1.0, 0.0, 0.5, 0.5] * 10
+    mean_gap = paired_gap(full, lora, 240)
+    micro = paired_gap(full, lora, 240, gap=-0.03)  # e.g. slot F1 summed over examples leans the other way
+    assert mean_gap.gap == pytest.approx(0.125) and micro.gap == -0.03
+    assert micro.half_width == mean_gap.half_width and micro.interval()[0] == pytest.approx(-0.03 - micro.half_width)

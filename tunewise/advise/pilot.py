@@ -349,7 +349,8 @@ def _paired(runs: list[dict]):
     if not shared:
         return None
     n = shared[-1]
-    return paired_gap(by[("full", n)]["items"], by[(adapter, n)]["items"], n)
+    full, other = by[("full", n)], by[(adapter, n)]
+    return paired_gap(full["items"], other["items"], n, gap=full["score"] - other["score"])
 
 
 def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, out: Path) -> Path:

@@ -51,10 +51,12 @@ class PairedGap:
         return asdict(self) | {"se": self.se, "low": low, "high": high}
 
 
-def paired_gap(full: list[float], adapter: list[float], n_train: int) -> PairedGap:
+def paired_gap(full: list[float], adapter: list[float], n_train: int, gap: float | None = None) -> PairedGap:
     """The per-example difference full - adapter on the same examples. Its spread counts one pseudo-pair in each
     direction (as binomial_sigma's Laplace smoothing does), so that 40 examples on which both agree do not claim
-    a band of zero."""
+    a band of zero. `gap`: the difference of the task's own metric, when it is not the mean of the per-example
+    values (slot F1 summed over all examples, macro F1); the band keeps the per-example spread (exact for
+    accuracy, an approximation for those)."""
     if len(full) != len(adapter) or not full:
         raise ValueError("need the same examples (>= 1) scored by both methods")
     d = [f - a for f, a in zip(full, adapter, strict=True)]
@@ -63,4 +65,4 @@ def paired_gap(full: list[float], adapter: list[float], n_train: int) -> PairedG
     smoothed = [*d, 1.0, -1.0]
     m2 = sum(x * x for x in smoothed) / len(smoothed) - (sum(smoothed) / len(smoothed)) ** 2
     sd = math.sqrt(max(m2, 0.0) * len(smoothed) / (len(smoothed) - 1))
-    return PairedGap(n_train, n, mean, sd, sum(1 for x in d if abs(x) > 1e-12) / n)
+    return PairedGap(n_train, n, mean if gap is None else gap, sd, sum(1 for x in d if abs(x) > 1e-12) / n)
