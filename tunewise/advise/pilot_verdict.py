@@ -41,9 +41,8 @@ class PilotVerdict:
 
 def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list[str], base_score: float | None = None,
            tie_points: float = TIE_POINTS, paired: PairedGap | None = None, n_full: int | None = None) -> PilotVerdict:
-    """The recommendation and why. The gap full - adapter is judged by its band: the paired one when both methods
-    were scored at the full data (nothing left to extrapolate), else the span between the two curves' bands.
-    `paired` at a smaller slice only adds the resolution line (how many examples a sharper call would need)."""
+    """The recommendation and why, the gap judged by its band (gap_band). `paired` at a smaller slice than the
+    full data only adds the resolution line (how many examples a sharper call would need)."""
     adapter = preds.get("lora") or preds.get("qlora")
     full = preds.get("full")
     rules_say = f"the rule table prefers {NAMES.get(rule_preferred, rule_preferred)}" + (
@@ -65,17 +64,7 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
                                                                                     rules_say[1:] + "."])
     mem = (f" at {adapter.memory_gib / full.memory_gib:.0%} of the memory"
            if adapter.memory_gib and full.memory_gib else "")
-    at_full = paired is not None and n_full is not None and paired.n_train >= n_full
-    if at_full:
-        gap = 100 * paired.gap
-        low, high = (100 * x for x in paired.interval())
-        bands = (f"both trained on all {n_full} examples and scored on the same {paired.n_eval}: full - "
-                 f"{a_name} {gap:+.1f} points, band [{low:+.1f}, {high:+.1f}]")
-    else:
-        gap = 100 * (full.score - adapter.score)
-        low, high = 100 * (full.low - adapter.high), 100 * (full.high - adapter.low)
-        bands = (f"predicted at the full data: {a_name} {adapter.score:.3f} [{adapter.low:.3f}, {adapter.high:.3f}], "
-                 f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
+    at_full, gap, low, high, bands = gap_band(adapter, full, paired, n_full)
     learned = max(adapter.measured_best, full.measured_best)
     if base_score is not None and learned <= base_score + 1e-9:
         measured = None
@@ -110,6 +99,23 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
     else:
         lines.append(f"This agrees with the rule table ({rules_say}).")
     return PilotVerdict(measured, "measured", rule_preferred, against, lines)
+
+
+def gap_band(adapter: Prediction, full: Prediction, paired: PairedGap | None, n_full: int | None
+             ) -> tuple[bool, float, float, float, str]:
+    """(measured at the full data?, gap full - adapter, its band's low and high, in points; the sentence that
+    describes them): the paired band when both methods were scored after training on all the data, else the span
+    between the two learning curves' bands at the full data."""
+    a_name = NAMES[adapter.method]
+    if paired is not None and n_full is not None and paired.n_train >= n_full:
+        gap = 100 * paired.gap
+        low, high = (100 * x for x in paired.interval())
+        return True, gap, low, high, (f"both trained on all {n_full} examples and scored on the same "
+                                      f"{paired.n_eval}: full - {a_name} {gap:+.1f} points, band [{low:+.1f}, "
+                                      f"{high:+.1f}]")
+    return False, 100 * (full.score - adapter.score), 100 * (full.low - adapter.high), 100 * (full.high - adapter.low), (
+        f"predicted at the full data: {a_name} {adapter.score:.3f} [{adapter.low:.3f}, {adapter.high:.3f}], "
+        f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
 
 
 def resolution_line(paired: PairedGap, tie_points: float = TIE_POINTS) -> str:

@@ -128,13 +128,11 @@ def advise(
     from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
-    pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: short LoRA and full "
-                               "trainings on growing slices of --data, scored on --eval, a learning curve per "
-                               "method predicting the score at the full data; the measurement beats the rule "
-                               "table when it separates the methods (paired on the same validation examples "
-                               "when the last slice is all of --data), and the verdict says how many points "
-                               "the gap is known to. Writes OUT/pilot.{json,html}, recommended.yaml (lr from "
-                               "the range test)."),
+    pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: LoRA and full on growing "
+                               "slices of --data, scored on --eval; learning curves (or, when the last slice is "
+                               "all of --data, the gap paired per example) beat the rule table when they separate "
+                               "the methods; the verdict says how many points the gap is known to. Writes "
+                               "OUT/pilot.{json,html}, recommended.yaml (lr from the range test)."),
     base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
     data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
     eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
