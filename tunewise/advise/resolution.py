@@ -26,7 +26,7 @@ def item_value(record: dict) -> float:
 class PairedGap:
     n_train: int  # the training slice both methods were trained on
     n_eval: int  # examples both were scored on
-    gap: float  # mean of (full - adapter) per example, as a fraction of the score range
+    gap: float  # full - adapter as a fraction of the score range: the metric's own gap, else the per-example mean
     sd: float  # standard deviation of that per-example difference (at least one pseudo-pair's worth)
     discordant: float  # share of examples on which the two methods' scores differ
 
