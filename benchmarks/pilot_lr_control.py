@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pilot", required=True, help="a finished pilot's --out folder")
     p.add_argument("--lr", required=True, help="comma-separated learning rates for the adapter method")
     args = p.parse_args(argv)
-    from tunewise.advise.pilot import PilotSpec, eval_spec, prepare_data, train_and_score
-    from tunewise.advise.resolution import paired_gap
+    from tunewise.advise.pilot import PilotSpec, eval_spec, paired_runs, prepare_data, train_and_score
     from tunewise.fileio import atomic_write_json
 
     pilot = Path(args.pilot)
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for lr in (float(x) for x in args.lr.split(",")):
         run = train_and_score(spec, adapter, n, pool, lr, es, Path(spec.out))
-        gap = paired_gap(full["items"], run["items"], n, gap=full["score"] - run["score"])
+        gap = paired_runs(full, run)
         rows[f"{lr:g}"] = {"score": run["score"], "final_train_loss": run["final_train_loss"],
                            "seconds": run["seconds"], "full_minus_adapter": gap.as_dict()}
         lo, hi = gap.interval()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TIE_POINTS = 2.0
+from tunewise.advise.pilot_verdict import TIE_POINTS  # noqa: E402  (the pilot's own margin)
 
 
 def study_winner(compare: dict) -> tuple[str | None, float | None]:

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunewise.advise.resolution import PairedGap, item_value, paired_gap
 from tunewise.defaults import METHODS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
@@ -157,8 +158,6 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     result = evaluate(load_target(str(run_dir)), es)
     for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    from tunewise.advise.resolution import item_value
-
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
             "lr": lr, "steps": summary.steps, "final_train_loss": summary.final_train_loss,
             "seconds": round(time.time() - t0, 1), "eval_n": result.n,
@@ -339,18 +338,19 @@ def _predict(spec: PilotSpec, runs: list[dict], n_full: int, advice) -> tuple[di
     return preds, curves
 
 
-def _paired(runs: list[dict]):
-    """The paired difference full - adapter at the largest slice on which both were scored, or None."""
-    from tunewise.advise.resolution import paired_gap
+def paired_runs(full: dict, other: dict) -> PairedGap:
+    """full - other, example by example, of two runs train_and_score scored on the same validation examples."""
+    return paired_gap(full["items"], other["items"], full["n"], gap=full["score"] - other["score"])
 
+
+def _paired(runs: list[dict]) -> PairedGap | None:
+    """The paired difference full - adapter at the largest slice on which both were scored, or None."""
     by = {(r["method"], r["n"]): r for r in runs if r.get("items") and r["score"] is not None}
     adapter = "lora" if any(m == "lora" for m, _ in by) else "qlora"
     shared = sorted(n for m, n in by if m == "full" and (adapter, n) in by)
     if not shared:
         return None
-    n = shared[-1]
-    full, other = by[("full", n)], by[(adapter, n)]
-    return paired_gap(full["items"], other["items"], n, gap=full["score"] - other["score"])
+    return paired_runs(by[("full", shared[-1])], by[(adapter, shared[-1])])
 
 
 def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, out: Path) -> Path:
