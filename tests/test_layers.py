@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tunewise"
 LAYERS: list[list[str]] = [
     ["errors"],
     ["defaults", "fileio", "userfiles", "device", "hf"],  # leaf helpers
-    ["inputs", "results"],  # the one config loader and its errors; typed results
+    ["inputs", "results", "decide"],  # the one config loader and its errors; typed results; the call (pure)
     ["config", "yaml_edit", "zoo"],  # typed run config; the shipped bases and their corpus
     ["rundir"],  # a run directory's layout, its config read typed
     ["targets", "ownership"],  # what a model argument names; which folders tunewise wrote
