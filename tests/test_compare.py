@@ -15,24 +15,53 @@ from tunewise.errors import TunewiseError
 
 def row(method, score, rss, time_s=10.0, intruders=None, retention=None):
     return {"method": method, "score": score, "peak_rss_mb": rss, "train_time_s": time_s, "intruders": intruders,
-            "retention": retention}
+            "retention": retention, "metric": "accuracy"}
 
 
-def test_verdict_keeps_lora_when_within_two_points():
+def right_wrong(right: int, n: int, offset: int = 0) -> list[dict]:
+    """n scored examples of which `right` are right, starting at `offset` (so two methods can differ on some)."""
+    return [{"correct": (i - offset) % n < right} for i in range(n)]
+
+
+def test_verdict_calls_a_gap_inside_its_band_undecided_and_keeps_lora():
+    """40 examples: full right on 16, LoRA on 13 -- a 7.5-point gap the band cannot tell from zero."""
+    records = {"lora": [right_wrong(13, 40)], "full": [right_wrong(16, 40)]}
+    v = verdict({"lora": row("lora", 13 / 40, 380), "full": row("full", 16 / 40, 1000)}, "reasoning",
+                records=records)
+    assert (v["call"], v["recommendation"], v["examples"], v["seeds"]) == ("undecided", "lora", 40, 1)
+    assert v["gap_points"] == pytest.approx(7.5)
+    low, high = v["band_points"]
+    assert low < 0 < 7.5 < high and high - low > 10
+    assert v["needed_examples"] > 40
+    assert (f"full fine-tuning - LoRA +7.5 points [{low:+.1f}, {high:+.1f}] on 40 examples, 1 seed: undecided; a "
+            f"+-5-point call needs about {v['needed_examples']} examples") in v["text"]
+    assert "meanwhile keep LoRA (cheaper)" in v["text"]
+
+
+def test_verdict_graduates_on_a_reasoning_gap_beyond_its_band():
+    records = {"lora": [right_wrong(120, 400)], "full": [right_wrong(200, 400)]}
+    v = verdict({"lora": row("lora", 0.30, 400), "full": row("full", 0.50, 900)}, "reasoning", records=records)
+    assert (v["call"], v["recommendation"]) == ("full", "full")
+    assert v["band_points"][0] > 5 and "graduate to full fine-tuning" in v["text"]
+
+
+def test_verdict_on_a_representation_gap_beyond_its_band_says_tune_first():
+    records = {"lora": [right_wrong(300, 400)], "full": [right_wrong(330, 400)]}
+    v = verdict({"lora": row("lora", 0.75, 400), "full": row("full", 0.825, 900)}, "representation",
+                records=records)
+    assert (v["call"], v["recommendation"]) == ("full", "lora") and "tune LoRA first" in v["text"]
+
+
+def test_verdict_calls_a_tie_only_when_the_whole_band_is_inside_the_margin():
+    same = [right_wrong(2000, 4000)]
+    v = verdict({"lora": row("lora", 0.5, 400), "full": row("full", 0.5, 900)}, "sql",
+                records={"lora": same, "full": same})
+    assert v["call"] == "tie" and "a tie within the 2-point margin; keep LoRA (cheaper)" in v["text"]
+
+
+def test_verdict_without_per_example_scores_is_undecided():
     v = verdict({"lora": row("lora", 0.95, 380), "full": row("full", 0.962, 1000)}, "representation")
-    assert v["recommendation"] == "lora"
-    assert "LoRA is within 1.2 points of full fine-tuning at 38% of the memory: keep LoRA." in v["text"]
-
-
-def test_verdict_graduates_on_reasoning_gap():
-    v = verdict({"lora": row("lora", 0.30, 400), "full": row("full", 0.39, 900)}, "reasoning")
-    assert v["recommendation"] == "full"
-    assert "LoRA trails by 9.0 points on a reasoning task: graduate to full fine-tuning." in v["text"]
-
-
-def test_verdict_on_a_representation_gap_says_tune_first():
-    v = verdict({"lora": row("lora", 0.80, 400), "full": row("full", 0.90, 900)}, "representation")
-    assert v["recommendation"] == "lora" and "tune LoRA first" in v["text"]
+    assert v["call"] is None and v["recommendation"] == "lora" and "undecided" in v["text"]
 
 
 def test_verdict_says_when_no_method_beats_the_untuned_base():
@@ -48,7 +77,7 @@ def test_verdict_reports_qlora_tradeoff_intruders_and_forgetting():
     v = verdict({"lora": row("lora", 0.9, 400, 10, intruders=7, retention=ret),
                  "qlora": row("qlora", 0.89, 300, 14),
                  "full": row("full", 0.9, 1000, 8, intruders=0)}, "representation")
-    assert "QLoRA used 25% less peak memory and 40% more time than LoRA" in v["text"]
+    assert "QLoRA used 25% less peak memory and 40% more time than LoRA, scoring -1.0 points" in v["text"]
     assert "lora 7, full 0" in v["text"]
     assert "lora on 'arithmetic' (50% worse)" in v["text"]
     # the advice is the config line that mixes the skill back in, and that line is a valid config
@@ -90,7 +119,14 @@ def test_compare_end_to_end_reuses_finished_runs_and_renders(tiny_base_dir, tmp_
         assert 0.0 <= r["score"] <= 1.0 and r["trainable_params"] > 0 and r["peak_rss_mb"] > 0
         assert r["intruders"] is not None and "arithmetic" in r["retention"]
     assert rows["lora"]["trainable_params"] < rows["full"]["trainable_params"]
-    assert first["verdict"]["text"]
+    v = first["verdict"]
+    assert v["call"] in ("lora", "full", "tie", "undecided") and v["examples"] == 12 and v["seeds"] == 1
+    assert v["gap_points"] == pytest.approx(100 * (rows["full"]["score"] - rows["lora"]["score"]), abs=0.01)
+    low, high = v["band_points"]
+    assert low <= v["gap_points"] <= high
+    assert v["call"] == "undecided" and high - low > 10  # 12 examples cannot decide a call
+    for r in rows.values():  # the sequence length was fitted to the data: nothing was cut
+        assert json.loads(Path(r["run_dir"], "summary.json").read_text())["examples"]["truncated"] == 0
     assert first["base"]["metric"] == "slot_f1" and 0.0 <= first["base"]["score"] <= 1.0  # the untuned base, same split
     mtime = (tmp_path / "c/runs/lora/summary.json").stat().st_mtime
     second = run_compare(spec, quiet=True, log=lambda *_: None)
@@ -186,3 +222,42 @@ def test_cached_evaluation_is_rescored_when_the_scorer_heads_another_metric(tmp_
     assert evaluate_method("tiny", data, 3, out)["score"] != 0.123  # another limit: scored again
     (out / "eval.json").write_text(json.dumps(current))
     assert evaluate_method("tiny", data, 2, out, model_key="another base")["score"] != 0.123
+
+
+def long_data(folder: Path, n: int = 8, words: int = 30) -> Path:
+    """A user's data folder whose examples are longer than 160 tokens (compare's old fixed length)."""
+    folder.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        lines = [json.dumps({"prompt": f"Summarise record {i}: " + " ".join(["alpha beta gamma"] * words),
+                             "completion": f" record {i} " + "delta " * 10}) for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "meta.json").write_text(json.dumps({"task": "summaries", "scorer": "exact", "max_new_tokens": 8}))
+    return folder
+
+
+@pytest.mark.integration
+def test_compare_fits_the_sequence_length_to_long_examples_and_cuts_nothing(tiny_base_dir, tmp_path):
+    data = long_data(tmp_path / "long")
+    spec = CompareSpec(base=str(tiny_base_dir), task=None, data=str(data), methods=["lora"], out=str(tmp_path / "c"),
+                       eval_size=2, max_steps=1, batch_size=4, probes=[], analyze=False)
+    said: list[str] = []
+    result = run_compare(spec, quiet=True, log=said.append)
+    assert result["max_seq_len"] > 160
+    summary = json.loads(Path(result["rows"]["lora"]["run_dir"], "summary.json").read_text())
+    assert summary["examples"]["truncated"] == 0 and summary["examples"]["used"] == 8
+    assert any("every one of the 16 training and validation examples fits" in m for m in said)
+
+
+def test_compare_refuses_to_cut_many_examples_and_counts_the_cut_when_allowed(tmp_path):
+    from tunewise.compare import sequence_length
+
+    data = long_data(tmp_path / "long")
+    spec = CompareSpec(base="tiny", task=None, data=str(data), max_seq_len=160)
+    with pytest.raises(TunewiseError, match=r"16 of 16 training and validation examples are longer than "
+                                            r"max_seq_len 160 tokens") as e:
+        sequence_length(spec, data, None, log=lambda *_: None)
+    assert "--allow-truncation" in e.value.hint
+    said: list[str] = []
+    allowed = CompareSpec(base="tiny", task=None, data=str(data), max_seq_len=160, allow_truncation=True)
+    assert sequence_length(allowed, data, None, log=said.append) == 160
+    assert said and said[0].startswith("warning: 16 of 16 training and validation examples")

@@ -8,6 +8,7 @@ with the same base files, settings and data (anything else trains it again), an 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -15,6 +16,9 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from tunewise.decide import Call, make_call, measure_gap, scores_from_records
+from tunewise.decide.call import name as method_name
+from tunewise.decide.vocabulary import KINDS, advise_task_of, kind_of
 from tunewise.defaults import METHODS, TINY_BASE, default_lr
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
@@ -22,11 +26,7 @@ from tunewise.inputs import Strict
 from tunewise.results import RetentionChange
 from tunewise.rundir import RunDir
 
-TASK_KIND = {"structured": "representation", "classify": "representation", "sql": "sql", "math": "reasoning",
-             "math-hard": "reasoning"}
-KINDS = ("representation", "sql", "reasoning", "other")
-WITHIN_POINTS = 2.0  # the seed's representation gap (95% vs 97%): absorbable
-GRADUATE_POINTS = 5.0  # a gap this large on reasoning: graduate to full fine-tuning
+TRUNCATION_SHARE = 0.05  # cutting more of the training examples than this stops the run unless allowed
 
 
 class CompareSpec(Strict):
@@ -48,7 +48,11 @@ class CompareSpec(Strict):
                                                                    "(tunewise/defaults.py).")
     train_size: int = Field(400, description="Training examples generated for a built-in task.")
     eval_size: int = Field(60, description="Test examples scored per method.")
-    max_seq_len: int = Field(160, description="Longest example in tokens.")
+    max_seq_len: int | None = Field(None, description="Longest example in tokens; default: the data's longest "
+                                                      "tokenized example, up to the model's context.")
+    allow_truncation: bool = Field(False, description=f"Train even when more than {TRUNCATION_SHARE:.0%} of the "
+                                                      "examples would be cut to max_seq_len.")
+    seeds: int = Field(1, description="Train and score each method this many times (seeds seed, seed+1, ...).")
     probes: list[str] | None = Field(None, description="Retention probes; default: tasks.probes.default_probes("
                                                        "base).")
     seed: int = Field(0, description="Seed of the generated task and of training.")
@@ -64,7 +68,7 @@ class CompareSpec(Strict):
 
     @property
     def kind(self) -> str:
-        return self.task_kind or TASK_KIND.get(self.task or "", "other")
+        return self.task_kind or kind_of(self.task)
 
 
 def check_spec(spec: CompareSpec) -> None:
@@ -76,6 +80,10 @@ def check_spec(spec: CompareSpec) -> None:
         problems.append("give exactly one of --task (structured, classify, sql, math) or --data DIR")
     if spec.kind not in KINDS:
         problems.append(f"--task-kind: '{spec.kind}' is not one of {', '.join(KINDS)}")
+    if spec.seeds < 1 or spec.seeds > 20:
+        problems.append(f"--seeds must be 1-20 (got {spec.seeds}); 3 measures the seed-to-seed spread")
+    if spec.max_seq_len is not None and spec.max_seq_len < 8:
+        problems.append(f"--max-seq-len must be >= 8 tokens (got {spec.max_seq_len})")
     if spec.rank <= 0:
         problems.append(f"--rank must be > 0 (got {spec.rank}); typical values are 16 or 32")
     if spec.data and not (Path(spec.data) / "train.jsonl").is_file():
@@ -108,29 +116,60 @@ def encoder_labels(base: str, data: Path) -> list[str] | None:
     return sorted(labels)
 
 
-def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None):
+def trial_label(method: str, seed_index: int) -> str:
+    """The folder name of one training of a method: `lora` for the first seed, `lora-seed1` for the next."""
+    return method if seed_index == 0 else f"{method}-seed{seed_index}"
+
+
+def sequence_length(spec: CompareSpec, data: Path, labels: list[str] | None, log=print) -> int:
+    """--max-seq-len, else the data's longest tokenized example (up to the model's context); cutting examples is
+    said with its count, and cutting more than TRUNCATION_SHARE of them stops unless --allow-truncation."""
+    if labels:  # a sequence classifier: its own reader, short texts
+        return spec.max_seq_len or 160
+    from tunewise.data.seq_len import fitted_seq_len
+    from tunewise.hf import context_length
+    from tunewise.models import load_config, load_tokenizer
+
+    files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
+    seq = fitted_seq_len(files, load_tokenizer(spec.base), context_length(load_config(spec.base)), spec.max_seq_len)
+    if seq.fits:
+        log(f"sequence length {seq.length} tokens: every one of the {seq.examples} training and validation "
+            f"examples fits (longest {seq.longest})")
+        return seq.length
+    message = (f"{seq.over} of {seq.examples} training and validation examples are longer than max_seq_len "
+               f"{seq.length} tokens (the longest has {seq.longest}) and would be cut")
+    if seq.over / seq.examples > TRUNCATION_SHARE and not spec.allow_truncation:
+        raise TunewiseError(message, "leave out --max-seq-len (compare then fits the data), raise it, shorten the "
+                                     "examples, or pass --allow-truncation to train on the cut examples")
+    log(f"warning: {message}")
+    return seq.length
+
+
+def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None,
+               seed_index: int = 0, max_seq_len: int = 160):
     from tunewise.stage import stage_config
 
     eval_file = data / "validation.jsonl"
-    return stage_config(spec.base, method, data / "train.jsonl", rank=spec.rank, max_seq_len=spec.max_seq_len,
-                        batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs,
+    return stage_config(spec.base, method, data / "train.jsonl", rank=spec.rank, max_seq_len=max_seq_len,
+                        batch_size=spec.batch_size, seed=spec.seed + seed_index, lr=lr, epochs=spec.epochs,
                         max_steps=spec.max_steps, eval_file=eval_file if eval_file.is_file() else None,
                         log_every=1, probes=spec.probes, labels=labels)
 
 
 def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool,
-                 labels: list[str] | None = None) -> dict:
-    """Train one method as a stage (tunewise.stage: reused when finished from the same base, settings and data,
-    resumed when interrupted), in its own process so its peak memory is its own; its summary."""
+                 labels: list[str] | None = None, seed_index: int = 0, max_seq_len: int = 160) -> dict:
+    """Train one method with one seed as a stage (tunewise.stage: reused when finished from the same base,
+    settings and data, resumed when interrupted), in its own process so its peak memory is its own; its summary."""
     from tunewise.config import dump_config
     from tunewise.stage import Stage, stage_key
 
-    run_dir = out / "runs" / method
-    cfg_path = out / "configs" / f"{method}.yaml"
+    label = trial_label(method, seed_index)
+    run_dir = out / "runs" / label
+    cfg_path = out / "configs" / f"{label}.yaml"
     train_file = data / "train.jsonl"
-    resolved = dump_config(run_config(spec, method, data, lr, labels))
+    resolved = dump_config(run_config(spec, method, data, lr, labels, seed_index, max_seq_len))
     config_text = f"# train data sha256 {file_digest(train_file)}\n" + resolved  # what the run was trained on
-    stage = Stage(run_dir, run_dir, out / "configs" / f"{method}.stage.json",
+    stage = Stage(run_dir, run_dir, out / "configs" / f"{label}.stage.json",
                   stage_key(spec.base, resolved, [train_file]))
     _adopt_earlier_run(stage, cfg_path, config_text, spec.base)
 
@@ -183,7 +222,8 @@ def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_ke
     if cached.is_file():
         summary = json.loads(cached.read_text())
         scorer = SCORERS.get(summary.get("scorer"))
-        if scorer is not None and summary.get("primary") == scorer.primary and summary.get("cache_key") == key:
+        fresh = summary.get("cache_key") == key and (out_dir / "predictions.jsonl").is_file()
+        if scorer is not None and summary.get("primary") == scorer.primary and fresh:
             return summary
     from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 
@@ -237,39 +277,74 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     labels = encoder_labels(spec.base, data)
     task = "sequence-classification" if labels else "causal-lm"
     n_params = count_parameters(load_model(spec.base, task=task, num_labels=len(labels) if labels else None))
-    rows, lr_notes = {}, {}
+    seq_len = sequence_length(spec, data, labels, log)
+    rows, lr_notes, records = {}, {}, {}
     for method in spec.methods:
-        lr, note = method_lr(spec, method, n_params, bool(labels))
-        lr_notes[method] = note
-        t0 = time.time()
-        summary = train_method(spec, method, data, out, lr, quiet, labels)
-        run_dir = out / "runs" / method
-        log(f"{method}: {'reused finished run' if summary.get('reused') else 'trained'} "
-            f"({time.time() - t0:.0f}s); evaluating")
-        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
-        intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
-        rows[method] = row_for(method, summary, evaluation, intruders, run_dir)
+        lr, lr_notes[method] = method_lr(spec, method, n_params, bool(labels))
+        rows[method], records[method] = run_method(spec, method, data, out, lr, quiet, labels, seq_len, log)
+    t0 = time.time()
     base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base",
                                                     model_key=base_fingerprint(spec.base))
+    if base_eval:
+        log(f"untuned base: scored {base_eval['n']} examples ({time.time() - t0:.0f}s)")
     metric = next(iter(rows.values()))["metric"]
     base_row = {"score": (base_eval["metrics"] or {}).get(metric), "metric": metric} if base_eval else None
     base_score = base_row["score"] if base_row else None
-    result = {"spec": spec.model_dump(), "kind": spec.kind, "data": str(data), "base_params": n_params, "base": base_row,
-              "lr_notes": lr_notes, "rows": rows, "verdict": verdict(rows, spec.kind, base_score, str(data / "train.jsonl")),
+    result = {"spec": spec.model_dump(), "kind": spec.kind, "data": str(data), "base_params": n_params,
+              "base": base_row, "max_seq_len": seq_len, "lr_notes": lr_notes, "rows": rows,
+              "verdict": verdict(rows, spec.kind, base_score, str(data / "train.jsonl"), records),
               "advice": _advice(spec), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "compare.json", result)
     return result
 
 
+def run_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float, quiet: bool,
+               labels: list[str] | None, seq_len: int, log=print) -> tuple[dict, list[list[dict]]]:
+    """Train, score and analyse one method once per seed; its row (the seeds' mean and spread) and each seed's
+    per-example records (the band's input). Each phase's time is said on its own."""
+    rows, records = [], []
+    for k in range(spec.seeds):
+        label = trial_label(method, k)
+        run_dir = out / "runs" / label
+        t0 = time.time()
+        summary = train_method(spec, method, data, out, lr, quiet, labels, k, seq_len)
+        t1 = time.time()
+        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
+        t2 = time.time()
+        intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
+        trained = ("reused finished run" if summary.get("reused") else
+                   f"trained {summary['train_time_s']:.0f}s, with probes and saving {t1 - t0:.0f}s")
+        log(f"{label}: {trained}; scored {evaluation['n']} test examples {t2 - t1:.0f}s"
+            + (f"; intruder analysis {time.time() - t2:.0f}s" if intruders is not None else ""))
+        cut = (summary.get("examples") or {}).get("truncated", 0)
+        if cut:
+            log(f"{label}: {cut} training examples were cut to max_seq_len {seq_len}")
+        rows.append(row_for(method, summary, evaluation, intruders, run_dir))
+        records.append(read_predictions(run_dir))
+    return seeds_row(rows), records
+
+
+def seeds_row(rows: list[dict]) -> dict:
+    """One method's row over its seeds: the first seed's costs, the seeds' mean score and its spread."""
+    scores = [r["score"] for r in rows]
+    row = dict(rows[0]) | {"seeds": len(rows), "scores": scores, "run_dirs": [r["run_dir"] for r in rows]}
+    if None not in scores:
+        row["score"] = statistics.fmean(scores)
+        row["score_sd"] = statistics.stdev(scores) if len(scores) > 1 else None
+    return row
+
+
+def read_predictions(out_dir: Path) -> list[dict]:
+    path = out_dir / "predictions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _advice(spec: CompareSpec) -> dict | None:
     """What `tunewise advise` says for this task and model, for the report's 'advice that led here'."""
-    task = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math",
-            "math-hard": "math"}.get(
-        spec.task or "", "open-ended")
     try:
         from tunewise.advise.engine import AdviseInput, advise
 
-        return advise(AdviseInput(task=task, model=spec.base, device="cpu")).as_dict()
+        return advise(AdviseInput(task=advise_task_of(spec.task, spec.kind), model=spec.base, device="cpu")).as_dict()
     except TunewiseError as e:
         return {"error": e.message}
 
@@ -277,9 +352,10 @@ def _advice(spec: CompareSpec) -> dict | None:
 # ---------------------------------------------------------------------------------------------- verdict
 
 
-def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None,
-            train_file: str = "train.jsonl") -> dict:
-    """The framework's call from the measured rows and the untuned base's score (pure: numbers in, sentences out)."""
+def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None, train_file: str = "train.jsonl",
+            records: dict[str, list[list[dict]]] | None = None) -> dict:
+    """The framework's call from the measured rows, each method's per-example records (one list per seed) and
+    the untuned base's score; the call itself is tunewise.decide's (pure: numbers in, sentences out)."""
     lines: list[str] = []
     scores = [r["score"] for r in rows.values() if r.get("score") is not None]
     if base_score is not None and scores and max(scores) <= base_score:
@@ -287,44 +363,58 @@ def verdict(rows: dict[str, dict], kind: str, base_score: float | None = None,
                      "verdict says little yet: train longer or on more data before choosing.")
     adapter = rows.get("lora") or rows.get("qlora")
     full = rows.get("full")
-    recommendation = adapter["method"] if adapter else ("full" if full else None)
-    if adapter and full and adapter["score"] is not None and full["score"] is not None:
-        name = "LoRA" if adapter["method"] == "lora" else "QLoRA"
-        gap = 100 * (full["score"] - adapter["score"])
+    call = None
+    if adapter and full:
+        call = method_call(adapter, full, kind, records or {})
         mem = adapter["peak_rss_mb"] / full["peak_rss_mb"]
-        if abs(gap) < 0.05:
-            lines.append(f"{name} matches full fine-tuning at {mem:.0%} of the memory: keep {name}.")
-        elif gap < 0:
-            lines.append(f"{name} beats full fine-tuning by {-gap:.1f} points at {mem:.0%} of the memory: "
-                         f"keep {name}.")
-        elif gap <= WITHIN_POINTS:
-            lines.append(f"{name} is within {gap:.1f} points of full fine-tuning at {mem:.0%} of the memory: "
-                         f"keep {name}.")
-        elif kind == "reasoning" and gap > GRADUATE_POINTS:
-            lines.append(f"{name} trails by {gap:.1f} points on a reasoning task: graduate to full fine-tuning.")
-            recommendation = "full"
-        elif gap > GRADUATE_POINTS:
-            lines.append(f"{name} trails by {gap:.1f} points on a {kind} task: tune {name} first (rank 32, "
-                         "alpha = 2r, a sweep of the lr); if the gap stays, graduate to full fine-tuning.")
-        else:
-            lines.append(f"{name} trails by {gap:.1f} points (the seed reports about 2 on representation tasks): keep "
-                         f"{name} unless those points justify the cost of full fine-tuning.")
+        lines.append((call.sentence if call else f"{method_name(adapter['method'])} and full fine-tuning have no "
+                      "per-example scores to band their gap: undecided") +
+                     f" ({method_name(adapter['method'])} used {mem:.0%} of full fine-tuning's peak memory).")
     if rows.get("lora") and rows.get("qlora"):
-        lo, q = rows["lora"], rows["qlora"]
-        mem = 1 - q["peak_rss_mb"] / lo["peak_rss_mb"]
-        slower = q["train_time_s"] / max(lo["train_time_s"], 1e-9) - 1
-        diff = 100 * ((q["score"] or 0) - (lo["score"] or 0))
-        memory = f"{mem:.0%} less" if mem >= 0 else f"{-mem:.0%} more"
-        time_ = f"{slower:.0%} more" if slower >= 0 else f"{-slower:.0%} less"
-        lines.append(f"QLoRA used {memory} peak memory and {time_} time than LoRA, scoring {diff:+.1f} points "
-                     "(the seed: about 33% less memory for about 39% more time on GPU).")
+        lines.append(_qlora_line(rows["lora"], rows["qlora"], records or {}))
     if adapter and full and adapter.get("intruders") is not None and full.get("intruders") is not None:
         lines.append(f"Intruder dimensions (top-10, eps 0.5): {adapter['method']} {adapter['intruders']}, "
                      f"full {full['intruders']}.")
     worst = _worst_forgetting(rows, train_file)
     if worst:
         lines.append(worst)
-    return {"recommendation": recommendation, "lines": lines, "text": " ".join(lines)}
+    recommendation = call.recommendation if call else (adapter or full or {}).get("method")
+    return verdict_record(call, recommendation, lines)
+
+
+def verdict_record(call: Call | None, recommendation: str | None, lines: list[str]) -> dict:
+    """compare.json's verdict: the call's typed fields at the top, its words below."""
+    fields = {k: None for k in ("call", "gap_points", "band_points", "examples", "seeds", "needed_examples",
+                                "needed_seeds")}
+    if call is not None:
+        fields |= {k: v for k, v in call.as_dict().items() if k in fields}
+    return fields | {"recommendation": recommendation, "lines": lines, "text": " ".join(lines)}
+
+
+def method_call(cheaper: dict, costlier: dict, kind: str, records: dict[str, list[list[dict]]]) -> Call | None:
+    """tunewise.decide's call between two rows, from their per-example records; None without them."""
+    a, b = records.get(cheaper["method"]), records.get(costlier["method"])
+    if not a or not b:
+        return None
+    primary = cheaper.get("metric")
+    band = measure_gap(scores_from_records(a, primary), scores_from_records(b, primary))
+    return make_call(band, cheaper["method"], costlier["method"], kind)
+
+
+def _qlora_line(lora: dict, qlora: dict, records: dict[str, list[list[dict]]]) -> str:
+    mem = 1 - qlora["peak_rss_mb"] / lora["peak_rss_mb"]
+    slower = qlora["train_time_s"] / max(lora["train_time_s"], 1e-9) - 1
+    memory = f"{mem:.0%} less" if mem >= 0 else f"{-mem:.0%} more"
+    time_ = f"{slower:.0%} more" if slower >= 0 else f"{-slower:.0%} less"
+    call = method_call(lora, qlora, "other", records)
+    if call is not None:
+        low, high = call.band_points
+        score = f"scoring {call.gap_points:+.1f} points [{low:+.1f}, {high:+.1f}]" + (
+            "" if low > 0 or high < 0 else ", a difference its band cannot tell from zero")
+    else:
+        score = f"scoring {100 * ((qlora['score'] or 0) - (lora['score'] or 0)):+.1f} points"
+    return (f"QLoRA used {memory} peak memory and {time_} time than LoRA, {score} (the seed: about 33% less "
+            "memory for about 39% more time on GPU).")
 
 
 def _worst_forgetting(rows: dict[str, dict], train_file: str = "train.jsonl") -> str | None:

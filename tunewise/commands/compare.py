@@ -23,7 +23,8 @@ def _parse_lr(text: str | None) -> dict[str, float]:
     return out
 
 
-def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int, eval_size: int) -> None:
+def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int, eval_size: int,
+                seeds: int = 1) -> None:
     """Each size flag under its own name, before anything is trained."""
     import math
 
@@ -36,6 +37,7 @@ def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int
     check_count(rank, "--rank", limit=65536, minimum=1)
     check_count(train_size, "--train-size", minimum=1)
     check_count(eval_size, "--eval-size", minimum=1)
+    check_count(seeds, "--seeds", limit=20, minimum=1)
 
 
 def print_table(result: dict) -> None:
@@ -56,7 +58,10 @@ def print_table(result: dict) -> None:
     table.add_column("retention")
     for m, r in result["rows"].items():
         ret = ", ".join(f"{p} {w}" for p, w in retention_words(r.get("retention")).items())
-        table.add_row(m, *[number_text(r.get(k)) for k, _ in cols], ret)
+        cells = [number_text(r.get(k)) for k, _ in cols]
+        if r.get("score_sd") is not None:  # several seeds: their mean and spread
+            cells[0] = f"{number_text(r['score'])} ± {number_text(r['score_sd'])}"
+        table.add_row(m + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else ""), *cells, ret)
     console = Console(width=max(Console().width, 150))  # the table is wide; don't squash it in pipes
     console.print(table)
     if result.get("base"):
@@ -82,7 +87,14 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(None, help="Budget in optimizer steps instead of epochs."),
         lr: str = typer.Option(None, help="Per-method lr, e.g. lora=1e-3,full=3e-4 (default: by model size)."),
         train_size: int = typer.Option(400, help="Training examples of a built-in task."),
-        eval_size: int = typer.Option(60, help="Test examples scored."),
+        eval_size: int = typer.Option(60, help="Test examples scored; the gap's band narrows as 1/sqrt of it "
+                                      "(+-5 points takes a few hundred)."),
+        seeds: int = typer.Option(1, help="Train and score each method this many times (seed, seed+1, ...): the "
+                                  "band then includes the seed-to-seed spread, and the table shows it."),
+        max_seq_len: int = typer.Option(None, help="Longest example in tokens (default: the data's longest, up to "
+                                        "the model's context; nothing is cut)."),
+        allow_truncation: bool = typer.Option(False, "--allow-truncation", help="Train even when more than 5% of "
+                                              "the examples would be cut to --max-seq-len."),
         probes: str = typer.Option(None, help="Retention probes ('' for none); default arithmetic,lm on the tiny "
                                    "base, knowledge,kl on any other model."),
         seed: int = typer.Option(0),
@@ -99,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from tunewise.ownership import claim_dir
         from tunewise.report import write_report
 
-        check_sizes(epochs, max_steps, rank, train_size, eval_size)
+        check_sizes(epochs, max_steps, rank, train_size, eval_size, seeds)
         if task is None and data is None:
             task = "structured"
             if not as_json:
@@ -107,7 +119,8 @@ def register(app: typer.Typer) -> None:
         spec = CompareSpec(base=base, task=task, data=data, task_kind=task_kind,
                            methods=[m.strip() for m in methods.split(",") if m.strip()], out=out, rank=rank,
                            epochs=epochs, max_steps=max_steps, lr=_parse_lr(lr), train_size=train_size,
-                           eval_size=eval_size, seed=seed,
+                           eval_size=eval_size, seed=seed, seeds=seeds, max_seq_len=max_seq_len,
+                           allow_truncation=allow_truncation,
                            probes=None if probes is None else [p for p in probes.split(",") if p],
                            analyze=not no_analyze)
         check_spec(spec)

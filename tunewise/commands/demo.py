@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         from tunewise.advise.engine import AdviseInput, advise
         from tunewise.commands.compare import check_sizes, print_table
         from tunewise.compare import CompareSpec, run_compare
+        from tunewise.decide.vocabulary import advise_task_of
         from tunewise.defaults import METHODS, TINY_BASE
         from tunewise.ownership import claim_dir
         from tunewise.report import write_report
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         check_sizes(epochs, None, 16, train_size, eval_size)
         claim_dir(out, "compare", task)  # the demo is a compare; same folder rule
         t0 = time.time()
-        task_for_advice = {"classify": "classification", "math": "math"}.get(task, task)
+        task_for_advice = advise_task_of(task)
         where = "the shipped tiny base" if tiny else base
         typer.secho(f"1/4 advise: task {task_for_advice} on {where}, this CPU", bold=True)
         advice = advise(AdviseInput(task=task_for_advice, model=base, device="cpu"))
