@@ -24,17 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tunewise.advise.pilot_verdict import TIE_POINTS  # noqa: E402  (the pilot's own margin)
+from tunewise.decide.margins import TIE_POINTS  # noqa: E402  (the decision module's margin)
 
 
 def study_winner(compare: dict) -> tuple[str | None, float | None]:
-    """(winner, full - LoRA gap in points) of a compare.json."""
+    """(the call, full - LoRA gap in points) of a compare.json: tunewise.decide's call where compare made one."""
     rows = compare["rows"]
     lora, full = rows.get("lora"), rows.get("full")
     if not lora or not full or lora["score"] is None or full["score"] is None:
         return None, None
     gap = 100 * (full["score"] - lora["score"])
-    return ("full" if gap > TIE_POINTS else "lora"), round(gap, 2)
+    return compare["verdict"].get("call") or f"undecided (no band; {TIE_POINTS:g}-point margin)", round(gap, 2)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

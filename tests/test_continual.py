@@ -10,6 +10,20 @@ from tunewise.continual import ContinualConfig, forgetting, load_continual_confi
 from tunewise.errors import ConfigError
 
 
+def test_forgetting_bands_pair_the_best_earlier_stage_with_the_last():
+    from tunewise.continual import forgetting_bands
+
+    right = [(1.0, 1.0)] * 30 + [(0.0, 1.0)] * 10
+    worse = [(1.0, 1.0)] * 10 + [(0.0, 1.0)] * 30
+    stages = [{"stage": 1, "scores": {"a": 0.75, "b": 0.1}, "items": {"a": right, "b": worse}},
+              {"stage": 2, "scores": {"a": 0.25, "b": 0.75}, "items": {"a": worse, "b": right}}]
+    bands = forgetting_bands(stages, ["a", "b"])
+    assert set(bands) == {"a"} and bands["a"]["best_stage"] == 1
+    assert bands["a"]["drop_points"] == pytest.approx(50.0) and bands["a"]["decided"]
+    assert bands["a"]["band_points"][0] > 20  # 20 of 40 examples lost: decided
+    assert forgetting_bands([{k: v for k, v in s.items() if k != "items"} for s in stages], ["a", "b"]) is None
+
+
 def test_average_forgetting_is_best_earlier_minus_final():
     # rows: after stage i; columns: task j
     m = [[0.8, 0.1, 0.0],
@@ -40,6 +54,10 @@ def test_two_stages_lora_and_full_write_the_matrix_and_resume(tmp_path):
         assert all(0.0 <= v <= 1.0 for row in r["matrix"] for v in row)
         assert len(r["intruders"]) == 2 and all(isinstance(n, int) for n in r["intruders"])
         assert "lm" in r["probes"][1]
+        band = r["forgetting_bands"]["structured"]  # the first task's drop, paired on its 4 test examples
+        low, high = band["band_points"]
+        assert band["examples"] == 4 and low <= band["drop_points"] <= high and high - low > 10
+        assert band["drop_points"] == pytest.approx(100 * (r["matrix"][0][0] - r["matrix"][1][0]), abs=0.01)
     stage = tmp_path / "c" / "lora-r4" / "stage-2-sql"
     assert (stage / "merged" / "config.json").is_file()  # the LoRA stage was merged into a plain model
     written = json.loads((tmp_path / "c" / "continual.json").read_text())

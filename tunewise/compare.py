@@ -26,8 +26,6 @@ from tunewise.inputs import Strict
 from tunewise.results import RetentionChange
 from tunewise.rundir import RunDir
 
-TRUNCATION_SHARE = 0.05  # cutting more of the training examples than this stops the run unless allowed
-
 
 class CompareSpec(Strict):
     """What `tunewise compare` runs; the values' sense is checked by check_spec, with the flags' names."""
@@ -50,8 +48,8 @@ class CompareSpec(Strict):
     eval_size: int = Field(60, description="Test examples scored per method.")
     max_seq_len: int | None = Field(None, description="Longest example in tokens; default: the data's longest "
                                                       "tokenized example, up to the model's context.")
-    allow_truncation: bool = Field(False, description=f"Train even when more than {TRUNCATION_SHARE:.0%} of the "
-                                                      "examples would be cut to max_seq_len.")
+    allow_truncation: bool = Field(False, description="Train even when more than 5% of the examples would be cut "
+                                                      "to max_seq_len.")
     seeds: int = Field(1, description="Train and score each method this many times (seeds seed, seed+1, ...).")
     probes: list[str] | None = Field(None, description="Retention probes; default: tasks.probes.default_probes("
                                                        "base).")
@@ -122,27 +120,16 @@ def trial_label(method: str, seed_index: int) -> str:
 
 
 def sequence_length(spec: CompareSpec, data: Path, labels: list[str] | None, log=print) -> int:
-    """--max-seq-len, else the data's longest tokenized example (up to the model's context); cutting examples is
-    said with its count, and cutting more than TRUNCATION_SHARE of them stops unless --allow-truncation."""
+    """--max-seq-len, else the data's longest tokenized example, up to the model's context (data/seq_len.py)."""
     if labels:  # a sequence classifier: its own reader, short texts
         return spec.max_seq_len or 160
-    from tunewise.data.seq_len import fitted_seq_len
+    from tunewise.data.seq_len import choose_seq_len
     from tunewise.hf import context_length
     from tunewise.models import load_config, load_tokenizer
 
     files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
-    seq = fitted_seq_len(files, load_tokenizer(spec.base), context_length(load_config(spec.base)), spec.max_seq_len)
-    if seq.fits:
-        log(f"sequence length {seq.length} tokens: every one of the {seq.examples} training and validation "
-            f"examples fits (longest {seq.longest})")
-        return seq.length
-    message = (f"{seq.over} of {seq.examples} training and validation examples are longer than max_seq_len "
-               f"{seq.length} tokens (the longest has {seq.longest}) and would be cut")
-    if seq.over / seq.examples > TRUNCATION_SHARE and not spec.allow_truncation:
-        raise TunewiseError(message, "leave out --max-seq-len (compare then fits the data), raise it, shorten the "
-                                     "examples, or pass --allow-truncation to train on the cut examples")
-    log(f"warning: {message}")
-    return seq.length
+    return choose_seq_len(files, load_tokenizer(spec.base), context_length(load_config(spec.base)),
+                          spec.max_seq_len, spec.allow_truncation, log)
 
 
 def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None,

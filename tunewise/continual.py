@@ -9,10 +9,13 @@ OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before from the s
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
+from tunewise.decide import Scores, item_pair, measure_gap
 from tunewise.defaults import TINY_BASE, Method
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json
@@ -41,7 +44,10 @@ class ContinualConfig(Strict):
     batch_size: int = Field(16, gt=0, description="Examples per optimizer step.")
     train_size: int = Field(300, gt=0, description="Training examples generated per built-in task.")
     eval_size: int = Field(40, gt=0, description="Test examples per built-in task (scored after every stage).")
-    max_seq_len: int = Field(160, gt=0, description="Longest example in tokens.")
+    max_seq_len: int | None = Field(None, gt=7, description="Longest example in tokens; default: each task's "
+                                                           "longest tokenized example, up to the model's context.")
+    allow_truncation: bool = Field(False, description="Train even when more than 5% of a task's examples would "
+                                                      "be cut to max_seq_len.")
     probes: list[str] | None = Field(None, description="Retention probes; default lm on the tiny base, "
                                                           "knowledge and kl on any other model.")
     seed: int = Field(0, description="Seed of the generated tasks and of training.")
@@ -68,17 +74,28 @@ def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     return ensure_task(task, out / "data" / task, sizes, cfg.seed, task_format_for(cfg.base))
 
 
-def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int):
+def task_seq_len(cfg: ContinualConfig, data: Path, log=print) -> int:
+    """max_seq_len, else the task's longest tokenized example up to the model's context (data/seq_len.py)."""
+    from tunewise.data.seq_len import choose_seq_len
+    from tunewise.hf import context_length
+    from tunewise.models import load_config, load_tokenizer
+
+    files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
+    return choose_seq_len(files, load_tokenizer(cfg.base), context_length(load_config(cfg.base)), cfg.max_seq_len,
+                          cfg.allow_truncation, log)
+
+
+def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int, seq_len: int = 160):
     from tunewise.defaults import default_lr
     from tunewise.stage import stage_config as build
 
-    return build(base, m.method, data / "train.jsonl", rank=m.r, max_seq_len=cfg.max_seq_len,
+    return build(base, m.method, data / "train.jsonl", rank=m.r, max_seq_len=seq_len,
                  batch_size=cfg.batch_size, seed=cfg.seed, lr=m.lr or default_lr(m.method, n_params)[0],
                  epochs=cfg.epochs)
 
 
 def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str, data: Path, tasks: dict[str, Path],
-              out: Path, n_params: int, quiet: bool) -> dict:
+              out: Path, n_params: int, quiet: bool, seq_len: int = 160) -> dict:
     """Train one stage from `base` (tunewise.stage: reused when it finished from the same model files, settings
     and data), make the result a plain model folder, evaluate it on every task."""
     from tunewise.config import dump_config
@@ -86,7 +103,7 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     from tunewise.train import train
 
     folder = out / m.label / f"stage-{i + 1}-{Path(task).name}"
-    run_cfg = stage_config(cfg, m, base, data, n_params)
+    run_cfg = stage_config(cfg, m, base, data, n_params, seq_len)
     files = [data / "train.jsonl", *(d / "test.jsonl" for d in tasks.values())]  # it keeps scores on every task
     stage = Stage(folder, folder / "run", folder / "stage.json", stage_key(base, dump_config(run_cfg), files))
     model_dir = folder / ("run/model" if m.method == "full" else "merged")
@@ -97,19 +114,23 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
 
             shutil.rmtree(model_dir, ignore_errors=True)  # a merge cut short before
             merge_adapter(folder / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
+        scored = {name: _score(model_dir, d) for name, d in tasks.items()}
         return {"stage": i + 1, "task": task, "model": str(model_dir),
-                "scores": {name: _score(model_dir, d) for name, d in tasks.items()},
+                "scores": {name: score for name, (score, _) in scored.items()},
+                "items": {name: items for name, (_, items) in scored.items()},  # per example: the bands' input
                 "train_loss": RunDir(folder / "run").summary()["final_train_loss"],
                 "intruders": _intruders(cfg.base, model_dir), "probes": _probes(model_dir, cfg.probe_names, cfg.base)}
 
     return stage.run(lambda resume: train(run_cfg, folder / "run", resume=resume, quiet=quiet), finish)
 
 
-def _score(model_dir: Path, data: Path) -> float:
+def _score(model_dir: Path, data: Path) -> tuple[float, list[tuple[float, float]]]:
+    """The test score and each example's (numerator, denominator) of the metric."""
     from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 
     spec = resolve_data(data=str(data), split="test")
-    return float(evaluate(load_target(str(model_dir)), spec).summary()["score"] or 0.0)
+    result = evaluate(load_target(str(model_dir)), spec)
+    return float(result.summary()["score"] or 0.0), [item_pair(r, result.primary) for r in result.predictions]
 
 
 def _intruders(base: str, model_dir: Path) -> int:
@@ -129,6 +150,28 @@ def _probes(model_dir: Path, probes: list[str], base: str) -> dict:
     return {name: r["score"] for name, r in run_probes(model, tok, probes, 48, base=base).items()}
 
 
+def forgetting_bands(stages: list[dict], tasks: list[str]) -> dict[str, dict] | None:
+    """Each earlier task's drop (best earlier score - final score) with its band, paired on the task's own test
+    examples (tunewise.decide); None when a stage recorded no per-example scores (finished by an older tunewise)."""
+    if len(stages) < 2 or any("items" not in s for s in stages):
+        return None
+    out = {}
+    final = stages[-1]
+    for j, task in enumerate(tasks[:-1]):
+        best = max(stages[j:-1], key=lambda s: s["scores"][task])
+        band = measure_gap(_pairs(final["items"][task]), _pairs(best["items"][task]))
+        gap, low, high = band.points()
+        out[task] = {"drop_points": round(gap, 2), "band_points": [round(low, 2), round(high, 2)],
+                     "examples": band.examples, "best_stage": best["stage"],
+                     "decided": low > 0 or high < 0}
+    return out
+
+
+def _pairs(items: list) -> Scores:
+    pairs = np.array(items, dtype=float)
+    return Scores(pairs[None, :, 0], pairs[None, :, 1])
+
+
 def forgetting(matrix: list[list[float]]) -> float:
     """Average forgetting (Chaudhry et al.): for each task but the last, best earlier score minus final score."""
     n = len(matrix)
@@ -145,16 +188,21 @@ def run_continual(cfg: ContinualConfig, quiet: bool = False, log=print) -> dict:
     from tunewise.models import count_parameters, load_model
 
     n_params = count_parameters(load_model(cfg.base))
+    seq_lens = {name: task_seq_len(cfg, data, log) for name, data in tasks.items()}
     results = {}
     for m in cfg.methods:
         base, stages = cfg.base, []
         for i, (name, data) in enumerate(tasks.items()):
             log(f"{m.label}: stage {i + 1}/{len(tasks)} ({name})")
-            stage = run_stage(cfg, m, i, name, base, data, tasks, out, n_params, quiet)
+            t0 = time.time()
+            stage = run_stage(cfg, m, i, name, base, data, tasks, out, n_params, quiet, seq_lens[name])
+            log(f"{m.label}: stage {i + 1} {'reused' if stage.get('reused') else 'trained and scored'} "
+                f"({time.time() - t0:.0f}s)")
             stages.append(stage)
             base = stage["model"]
         matrix = [[s["scores"][t] for t in tasks] for s in stages]
         results[m.label] = {"matrix": matrix, "forgetting": forgetting(matrix),
+                            "forgetting_bands": forgetting_bands(stages, list(tasks)),
                             "intruders": [s["intruders"] for s in stages],
                             "probes": [s["probes"] for s in stages]}
     summary = {"tasks": list(tasks), "methods": results, "config": cfg.model_dump()}

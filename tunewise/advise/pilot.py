@@ -17,14 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunewise.advise.resolution import PairedGap, item_value, paired_gap
+from tunewise.advise.resolution import PairedGap, paired_gap
+from tunewise.decide import item_pair
+from tunewise.decide.vocabulary import KINDS, advise_task_of
 from tunewise.defaults import METHODS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
 
-# compare's task kinds -> the advise task whose rules apply
-KIND_TASK = {"representation": "structured", "sql": "sql", "reasoning": "math", "other": "open-ended"}
-BUILTIN_TASK = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math"}
 GROWTH = (1.5, 4.0)  # each slice is 1.5x to 4x the previous one, as the budget allows
 FIND_LR_SHARE = 0.3  # at most this share of the budget goes to the range tests (all methods together)
 
@@ -59,8 +58,8 @@ def check(spec: PilotSpec) -> list[str]:
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
         p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
-    if spec.task_kind and spec.task_kind not in KIND_TASK:
-        p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KIND_TASK)}")
+    if spec.task_kind and spec.task_kind not in KINDS:
+        p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KINDS)}")
     if not spec.budget_min > 0:
         p.append(f"--budget must be > 0 minutes (got {spec.budget_min})")
     if spec.points is not None and (len(spec.points) < 1 or any(n < 1 for n in spec.points)
@@ -126,8 +125,8 @@ def advise_task(spec: PilotSpec, meta_task: str | None) -> str:
     if spec.task:
         return spec.task
     if spec.task_kind:
-        return KIND_TASK[spec.task_kind]
-    return BUILTIN_TASK.get(meta_task or "", "open-ended")
+        return advise_task_of(None, spec.task_kind)
+    return advise_task_of(meta_task)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -161,7 +160,7 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     return {"method": method, "n": n, "score": result.metrics.get(result.primary), "metric": result.primary,
             "lr": lr, "steps": summary.steps, "final_train_loss": summary.final_train_loss,
             "seconds": round(time.time() - t0, 1), "eval_n": result.n,
-            "items": [round(item_value(r), 4) for r in result.predictions]}  # per example: the paired gap's input
+            "items": [item_pair(r, result.primary) for r in result.predictions]}  # the paired gap's input
 
 
 def plan_next(done: list[dict], n_prev: int, n_max: int, left_s: float, methods: int, remaining_points: int) -> int | None:
@@ -340,7 +339,7 @@ def _predict(spec: PilotSpec, runs: list[dict], n_full: int, advice) -> tuple[di
 
 def paired_runs(full: dict, other: dict) -> PairedGap:
     """full - other, example by example, of two runs train_and_score scored on the same validation examples."""
-    return paired_gap(full["items"], other["items"], full["n"], gap=full["score"] - other["score"])
+    return paired_gap(full["items"], other["items"], full["n"])
 
 
 def _paired(runs: list[dict]) -> PairedGap | None:

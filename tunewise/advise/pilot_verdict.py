@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tunewise.advise.resolution import PairedGap
-
-TIE_POINTS = 2.0  # the seed's representation gap (95% vs 97%): a difference this small is a tie, and LoRA is cheaper
-NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
+from tunewise.decide.call import NAMES, outcome
+from tunewise.decide.margins import RESOLUTION_POINTS, TIE_POINTS
 
 
 @dataclass
@@ -70,16 +69,16 @@ def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list
         measured = None
         lines.append(f"Neither method beat the untuned base ({base_score:.3f}) in the pilot: the measurement says "
                      f"nothing yet ({bands}).")
-    elif low > tie_points:
+    elif (call := outcome(low, high, adapter.method, "full", tie_points)) == "full":
         measured = "full"
         lines.append(f"Measured: full fine-tuning leads by {gap:.1f} points beyond the uncertainty ({bands}).")
-    elif high < 0 and gap <= -tie_points:
+    elif call == adapter.method:
         measured = adapter.method
         lines.append(f"Measured: {a_name} leads by {-gap:.1f} points{mem} ({bands}).")
-    elif high <= tie_points:
+    elif call == "tie":
         measured = adapter.method
-        lines.append(f"Measured: {a_name} within {max(gap, 0):.1f} points of full fine-tuning{mem}, even at the "
-                     f"edges of the bands ({bands}).")
+        lines.append(f"Measured: a tie -- {a_name} within {tie_points:g} points of full fine-tuning{mem}, even at "
+                     f"the edges of the bands ({bands}).")
     else:
         measured = None
         lines.append(f"The measurement cannot separate them: the {'measured' if at_full else 'predicted'} gap is "
@@ -125,7 +124,7 @@ def resolution_line(paired: PairedGap, tie_points: float = TIE_POINTS) -> str:
             f"them at {paired.n_train} training examples) a gap is known to +-{width:.1f} points")
     if width <= tie_points:
         return line + "."
-    five = paired.examples_needed(5 / 100)
+    five = paired.examples_needed(RESOLUTION_POINTS / 100)
     tie = paired.examples_needed(tie_points / 100)
-    return (line + f"; +-5 points would need about {five} validation examples, +-{tie_points:g} points (the tie "
-            f"margin) about {tie}.")
+    return (line + f"; +-{RESOLUTION_POINTS:g} points would need about {five} validation examples, "
+            f"+-{tie_points:g} points (the tie margin) about {tie}.")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.data.formats import load_examples
+from tunewise.errors import TunewiseError
 
 ROUND_TO = 8  # lengths a multiple of 8 pad no worse and keep the run's config readable
+TRUNCATION_SHARE = 0.05  # cutting more of the examples than this stops the command unless allowed
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,21 @@ def fitted_seq_len(files: list[Path], tokenizer, context: int | None, given: int
     if context is not None and given is None:
         length = min(length, context)
     return SeqLen(length, longest, context, sum(n > length for n in lengths), len(lengths))
+
+
+def choose_seq_len(files: list[Path], tokenizer, context: int | None, given: int | None = None,
+                   allow_truncation: bool = False, log=print) -> int:
+    """The length a command trains `files` with: `given`, else the data's longest example (up to `context`).
+    A cut is said with its count; cutting more than TRUNCATION_SHARE of the examples stops unless allowed."""
+    seq = fitted_seq_len(files, tokenizer, context, given)
+    if seq.fits:
+        log(f"sequence length {seq.length} tokens: every one of the {seq.examples} training and validation "
+            f"examples fits (longest {seq.longest})")
+        return seq.length
+    message = (f"{seq.over} of {seq.examples} training and validation examples are longer than max_seq_len "
+               f"{seq.length} tokens (the longest has {seq.longest}) and would be cut")
+    if seq.over / seq.examples > TRUNCATION_SHARE and not allow_truncation:
+        raise TunewiseError(message, "leave out the max_seq_len setting (the data's longest example is then used), "
+                                     "raise it, shorten the examples, or allow truncation (--allow-truncation)")
+    log(f"warning: {message}")
+    return seq.length

@@ -46,17 +46,23 @@ class Call:
         return asdict(self) | {"band_points": list(self.band_points)}
 
 
+def outcome(low: float, high: float, cheaper: str = "lora", costlier: str = "full",
+            tie_points: float = TIE_POINTS) -> str:
+    """The call from a band on costlier - cheaper, in points: a method only when the whole band clears the tie
+    margin its way, a tie only when the whole band lies inside it."""
+    if low > tie_points:
+        return costlier
+    if high < -tie_points:
+        return cheaper
+    if low >= -tie_points and high <= tie_points:
+        return "tie"
+    return "undecided"
+
+
 def make_call(band: Band, cheaper: str = "lora", costlier: str = "full", kind: str = "other",
               tie_points: float = TIE_POINTS) -> Call:
     gap, low, high = band.points()
-    if low > tie_points:
-        call = costlier
-    elif high < -tie_points:
-        call = cheaper
-    elif low >= -tie_points and high <= tie_points:
-        call = "tie"
-    else:
-        call = "undecided"
+    call = outcome(low, high, cheaper, costlier, tie_points)
     resolution = RESOLUTION_POINTS if band.half_width * 100 > RESOLUTION_POINTS else tie_points
     graduate = call == costlier == "full" and (kind == "reasoning" or low > GRADUATE_POINTS)
     recommendation = costlier if graduate else cheaper
