@@ -208,3 +208,25 @@ def test_write_config_asks_for_fsdp_only_when_replicas_do_not_fit():
     # LoRA fits on each GPU whole: plain DDP, no distributed key
     b = _advise(task="sql", model="llama-2-7b", gpu_mem=80, gpus=4)
     assert b.method == "lora" and "distributed" not in b.config["train"]
+
+
+def test_advise_names_the_measurement_nearest_a_small_model_and_recommends_measuring():
+    """On SmolLM2-135M the study's own math measurement is nearer than Anyscale's 7B/13B figure, and it does not
+    confirm the rule: advise shows both and says to measure."""
+    from tunewise.advise.engine import AdviseInput, advise
+
+    a = advise(AdviseInput(task="math", model="smollm2", device="cpu")).as_dict()
+    note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
+    assert note["nearest"] == "study-smollm2" and note["measured_call"] == "undecided"
+    assert "math: LoRA 0.500 vs full 0.438" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
+    assert "tunewise advise --pilot" in note["text"] and "compare --seeds 3" in note["text"]
+    reason = next(r for r in a["reasons"] if r["rule"] == "reasoning-task")
+    assert {e["id"]: e["params"] for e in reason["evidence"]}["anyscale-2023"] == [7e9, 13e9, 70e9]
+
+
+def test_advise_on_a_7b_model_still_cites_the_7b_evidence_as_nearest():
+    from tunewise.advise.engine import AdviseInput, advise
+
+    a = advise(AdviseInput(task="math", model="llama-2-7b", device="cpu")).as_dict()
+    note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
+    assert note["nearest"] == "anyscale-2023" and "is farther" in note["text"]

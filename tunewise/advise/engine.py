@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
+from tunewise.advise.scale import ScaleNote, scale_note
 from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.hf import context_length
@@ -208,6 +209,7 @@ class Advice:
     graduation: list[str]
     config: dict | None
     automatic: list[str]
+    scale_notes: list[ScaleNote] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"method": self.method, "preferred": self.preferred, "decision": self.decision,
@@ -219,6 +221,7 @@ class Advice:
                                   "breakdown_mib": p.breakdown.get("terms_mb", {})}
                               for m, p in self.plans.items()},
                 "data": self.data, "graduation": self.graduation, "config": self.config,
+                "scale_notes": [n.as_dict() for n in self.scale_notes],
                 "automatic_decisions": self.automatic, "inputs": self.inputs}
 
 
@@ -270,9 +273,11 @@ def advise(inp: AdviseInput) -> Advice:
     config = _config(spec, inp, method, hp, chosen_plan, seq, data, task) if method else None
     if config is not None and data is None:
         automatic.append("data.train in the written config is a placeholder (train.jsonl): point it at your data")
+    notes = [n for r in fired if (n := scale_note(r.id, r.evidence, spec.total_params)) is not None]
     return Advice(inputs=_inputs_dict(inp, task), method=method, preferred=pref, scores=scores, reasons=reasons,
                   counter_reasons=counter, warnings=warnings, plans=plans, decision=decision, hyperparameters=hp,
-                  data=data_out, graduation=_graduation(chosen), config=config, automatic=automatic)
+                  data=data_out, graduation=_graduation(chosen), config=config, automatic=automatic,
+                  scale_notes=notes)
 
 
 def _read_model_and_data(inp: AdviseInput):

@@ -1,4 +1,6 @@
-"""The published findings the rules rest on; each rule cites these ids (see ../../docs and the seed)."""
+"""The findings the rules rest on, each with the scale it was measured at; each rule cites these ids (see
+../../docs and the seed). The project's own measurements (benchmarks/STUDY.md) are entries too, so advice can
+say which evidence is nearest the user's model (advise/scale.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ class Evidence:
     id: str
     source: str
     finding: str
+    scale: str = "not tied to one model size"  # the models and setting it was measured at, in words
+    params: tuple[float, ...] = ()  # the model sizes it was measured at (parameters); () = no size
 
 
 EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
     Evidence("anyscale-2023", "Anyscale, 'Fine-tuning Llama 2: LoRA vs full parameter' (2023), Llama 2 7B/13B/70B",
              "Representation tasks (ViGGO structured output): LoRA 95% vs full 97%; SQL generation: about equal; "
-             "GSM8k math: LoRA clearly behind at 7B and 13B. lr 1e-4 was unstable for LoRA, 3e-5 stabilised it."),
+             "GSM8k math: LoRA clearly behind at 7B and 13B. lr 1e-4 was unstable for LoRA, 3e-5 stabilised it.",
+             "Llama 2 7B / 13B / 70B, GPU, full-size datasets", (7e9, 13e9, 70e9)),
+    Evidence("study-smollm2", "tunewise's own study (benchmarks/STUDY.md), SmolLM2-135M-Instruct",
+             "240 training examples, 30 steps, 2 seeds, 40 test examples per task: structured LoRA 0.898 vs full "
+             "0.894; classify 0.875 vs 0.938; sql 0.325 vs 0.388; math 0.500 vs 0.438; math-hard 0 vs 0. At 40 "
+             "examples a paired gap is known to +-11.5 to +-17 points (RESULTS.md, the pilot at the study's own "
+             "budget): every one of these gaps is undecided.",
+             "SmolLM2-135M-Instruct, CPU fp32, 240 examples x 1 epoch, 40 test examples, 2 seeds", (135e6,)),
     Evidence("intruders-2024", "Shuttleworth et al., 'LoRA vs Full Fine-tuning: An Illusion of Equivalence' "
              "(NeurIPS 2024, arXiv 2410.21228)",
              "LoRA creates intruder dimensions (new high-ranking singular vectors) that correlate with forgetting; "
@@ -24,7 +35,7 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
     Evidence("biderman-2024", "Biderman et al., 'LoRA Learns Less and Forgets Less' (arXiv 2405.09673)",
              "On code and math, LoRA trails full fine-tuning (GSM8K IFT: r=256 0.634 vs full 0.642; continued "
              "pre-training 0.203 vs 0.293) but forgets less; full-FT updates are 10-100x higher rank. "
-             "Use all modules and alpha = 2r."),
+             "Use all modules and alpha = 2r.", "Llama 2 7B, GPU, billions of training tokens", (7e9,)),
     Evidence("qlora-2023", "Dettmers et al., 'QLoRA' (arXiv 2305.14314)",
              "NF4 + double quantisation (4.127 bits/param) keeps accuracy close to 16-bit LoRA; a 65B model trains "
              "in < 48 GB. LoRA dropout 0.1 for models up to 13B, 0.05 above."),
@@ -45,4 +56,5 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
 
 
 def cite(ids: tuple[str, ...] | list[str]) -> list[dict]:
-    return [{"id": i, "source": EVIDENCE[i].source, "finding": EVIDENCE[i].finding} for i in ids]
+    return [{"id": i, "source": EVIDENCE[i].source, "finding": EVIDENCE[i].finding, "scale": EVIDENCE[i].scale,
+             "params": list(EVIDENCE[i].params)} for i in ids]

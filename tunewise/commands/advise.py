@@ -71,6 +71,8 @@ def render(advice) -> None:
     for r in a["reasons"]:
         ev = ", ".join(e["id"] for e in r["evidence"])
         con.print(escape(f"  + [{r['rule']}, {r['weight']:+g}] {r['reason']}") + f" [dim]({ev})[/dim]")
+    for n in a["scale_notes"]:  # the evidence nearest the user's model, when it is not the published one
+        con.print(f"[bold yellow]{escape('  ! ' + n['text'])}[/bold yellow]")
     if a["counter_reasons"]:
         con.print("[bold]Against / for other methods[/bold]")
         for r in a["counter_reasons"]:

@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from tunewise.decide.margins import TIE_POINTS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
@@ -51,7 +52,7 @@ def _table(headers: list[str], rows: list[list], table_id: str | None = None) ->
     return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-COMPARE_COLUMNS = [("score", "task score"), ("metric", "metric"), ("retention_summary", "retention change"),
+COMPARE_COLUMNS = [("score", "task score"), ("score_sd", "sd over seeds"), ("metric", "metric"), ("retention_summary", "retention change"),
                    ("trainable_params", "trainable params"), ("output_size_mb", "output MB"),
                    ("train_time_s", "train time s"), ("tokens_per_s", "tokens/s"), ("peak_rss_mb", "peak RSS MB"),
                    ("final_train_loss", "final train loss"), ("final_eval_loss", "final eval loss"),
@@ -66,6 +67,8 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
     table = _table(["method"] + [label for _, label in COMPARE_COLUMNS],
                    [[m] + [r.get(k) for k, _ in COMPARE_COLUMNS] for m, r in rows.items()], "comparison")
     figs = [plots.loss_curves(runs, out_dir / "loss_curves.png"), plots.cost_bars(rows, out_dir / "cost.png")]
+    if cmp["verdict"].get("band_points"):
+        figs.insert(0, plots.gap_band(cmp["verdict"], TIE_POINTS, out_dir / "gap_band.png"))
     per_layer = {m: _per_layer(Path(r["run_dir"])) for m, r in rows.items()}
     if any(per_layer.values()):
         figs.append(plots.intruder_bars({m: v for m, v in per_layer.items() if v}, out_dir / "intruders.png"))
@@ -77,7 +80,7 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="muted">{html.escape(cmp["created"])} &middot; task kind: {html.escape(cmp["kind"])} '
              f"&middot; base parameters: {cmp['base_params']:,}</p>",
-             f'<div class="verdict">{html.escape(cmp["verdict"]["text"])}</div>',
+             f'<div class="verdict">{html.escape(cmp["verdict"]["text"])}</div>', _band_note(cmp["verdict"]),
              "<h2>Comparison</h2>", table, _base_line(cmp.get("base")),
              '<p class="muted">Score: the task\'s primary metric on the test split. Retention: relative change of '
              "the base's probe scores. Intruders: top-10 singular vectors with max |cos| &lt; 0.5 to the base's, "
@@ -90,6 +93,15 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
         cfg = "(missing)" if cfg is None else cfg
         parts.append(f"<h3>{html.escape(m)}</h3><pre>{html.escape(cfg)}</pre>")
     return _page(title, parts)
+
+
+def _band_note(verdict: dict) -> str:
+    """What the band means, and how to narrow it."""
+    if not verdict.get("band_points"):
+        return ""
+    return ('<p class="muted">The band is the 95% range of the gap from the test examples both methods answered '
+            "(and the seeds, with --seeds): a call is made only when the whole band clears the "
+            f"{TIE_POINTS:g}-point tie margin; it narrows as 1/sqrt(examples) -- raise --eval-size or --seeds.</p>")
 
 
 def _base_line(base: dict | None) -> str:

@@ -42,13 +42,34 @@ def loss_curves(runs: dict[str, Path], out: Path) -> Path:
     return _save(fig, out)
 
 
+def gap_band(verdict: dict, tie_points: float, out: Path) -> Path:
+    """The gap costlier - cheaper with its 95% band as an error bar, beside zero and the tie margin: a band that
+    crosses the margin's edge is an undecided call."""
+    gap, (low, high) = verdict["gap_points"], verdict["band_points"]
+    fig, ax = plt.subplots(figsize=(7, 1.8))
+    ax.axvspan(-tie_points, tie_points, color="#dddddd", label=f"tie margin +-{tie_points:g}")
+    ax.axvline(0, c="grey", lw=0.8)
+    ax.errorbar([gap], [0], xerr=[[gap - low], [high - gap]], fmt="o", color="#d62728", capsize=6,
+                label=f"gap {gap:+.1f} [{low:+.1f}, {high:+.1f}]")
+    reach = max(abs(low), abs(high), tie_points) * 1.15
+    ax.set_xlim(-reach, reach)
+    ax.set_yticks([])
+    ax.set_xlabel(f"full - adapter, points ({verdict['examples']} examples, {verdict['seeds']} seed(s)): "
+                  f"{verdict['call']}")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def cost_bars(rows: dict[str, dict], out: Path) -> Path:
     methods = list(rows)
     panels = [("score", "task score", 100), ("peak_rss_mb", "peak memory (MB)", 1), ("train_time_s", "train time (s)", 1)]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3))
     for ax, (key, title, scale) in zip(axes, panels):
         values = [(rows[m].get(key) or 0) * scale for m in methods]
-        bars = ax.bar(methods, values, color=[_color(m) for m in methods])
+        spread = [(rows[m].get("score_sd") or 0) * scale if key == "score" else 0 for m in methods]
+        bars = ax.bar(methods, values, color=[_color(m) for m in methods], yerr=spread if any(spread) else None,
+                      capsize=4)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
         ax.set_title(title, fontsize=9)
     return _save(fig, out)

@@ -1,0 +1,84 @@
+"""Which evidence is nearest the user's model, and what to say when the nearest disagrees with the rule.
+
+A rule's published figure was measured at one scale (Llama 2 7B/13B on GPU); the project's own study measured the
+same comparisons on SmolLM2-135M. Where a rule's task comparison has a measurement of ours, advice names the
+evidence nearest the user's model size (in log-parameters) and, when that nearest evidence does not confirm the
+rule -- our measurement is undecided or contradicts it -- says so and recommends measuring instead of reciting
+the far figure as settled. Pure: the tables and numbers in, sentences out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from tunewise.advise.evidence import EVIDENCE
+
+MEASURE = ("measure it on your task before settling: `tunewise advise --pilot` (inside a time budget) or "
+           "`tunewise compare --seeds 3 --eval-size 400` (a +-5-point band)")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One of our measurements of a rule's comparison: which rule, the evidence entry, what it found, its call."""
+
+    rule: str
+    evidence: str
+    figure: str
+    call: str  # holds | contradicted | undecided (tunewise.decide's outcomes, as the study words them)
+
+
+# the study's claims 1-3 (benchmarks/STUDY.md), judged by tunewise.decide's band at 40 examples
+MEASURED: tuple[Measured, ...] = (
+    Measured("representation-task", "study-smollm2",
+             "structured: full - LoRA -0.5 points, classify +6.2 points (40 examples, 2 seeds; band at least "
+             "+-11.5)", "undecided"),
+    Measured("sql-task", "study-smollm2", "sql: full - LoRA +6.3 points (40 examples, 2 seeds; band at least +-17)",
+             "undecided"),
+    Measured("reasoning-task", "study-smollm2",
+             "math: LoRA 0.500 vs full 0.438, full - LoRA -6.2 points (40 examples, 2 seeds; band at least "
+             "+-16.8); math-hard: 0 for both", "undecided"),
+)
+
+
+@dataclass(frozen=True)
+class ScaleNote:
+    rule: str
+    user_params: float
+    nearest: str  # evidence id nearest the user's model
+    nearest_scale: str
+    published: list[str]  # the rule's own evidence ids with a size
+    measured: str | None  # our figure, when we have one for this rule
+    measured_call: str | None
+    text: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _distance(evidence_id: str, params: float) -> float:
+    sizes = EVIDENCE[evidence_id].params
+    return min(abs(math.log10(s) - math.log10(params)) for s in sizes) if sizes else math.inf
+
+
+def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> ScaleNote | None:
+    """The note for one fired rule on a model of `params` parameters; None when we have no measurement of it or
+    the rule's evidence has no size."""
+    ours = next((m for m in MEASURED if m.rule == rule_id), None)
+    published = [e for e in evidence_ids if EVIDENCE[e].params]
+    if ours is None or not published or params <= 0:
+        return None
+    nearest = min([*published, ours.evidence], key=lambda e: _distance(e, params))
+    far = min(published, key=lambda e: _distance(e, params))
+    source = EVIDENCE[ours.evidence]
+    if nearest == ours.evidence and ours.call != "holds":
+        text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source} -- "
+                f"{ours.figure}: {ours.call}, not the published figure ({EVIDENCE[far].scale}: "
+                f"{10 ** _distance(far, params):.0f}x farther in size). The rule's published figure may not hold at "
+                f"your scale; {MEASURE}.")
+    elif nearest == ours.evidence:
+        text = f"Nearest evidence to your model: {source.source} -- {ours.figure}: it holds there too."
+    else:
+        text = (f"Nearest evidence to your model ({params / 1e9:,.1f}B parameters): {EVIDENCE[nearest].source} "
+                f"({EVIDENCE[nearest].scale}); our own measurement at 135M ({ours.figure}) is farther.")
+    return ScaleNote(rule_id, params, nearest, EVIDENCE[nearest].scale, published, ours.figure, ours.call, text)
