@@ -9,6 +9,11 @@ from pathlib import Path
 import typer
 
 
+SCORER_HELP = ("exact, normalized, contains, json, classify, sql, number, mr, or your own MODULE:FUNCTION (a module "
+               "or a .py file; fn(prediction, reference) returns a number, a bool or a dict of numbers). Default: "
+               "the task's, else exact.")
+
+
 def _split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -24,8 +29,7 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="Split of a task directory or a dataset."),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
     seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
-    scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "
-                                                      "(default: the task's, else exact)."),
+    scorer: str = typer.Option(None, "--scorer", help=SCORER_HELP),
     db: str = typer.Option(None, "--db", help="SQLite file for the sql scorer (read-only)."),
     schema: str = typer.Option(None, "--schema", help="JSON schema file for the json scorer."),
     labels: str = typer.Option(None, "--labels", help="Comma-separated labels (classify / --mode loglik)."),
@@ -45,7 +49,7 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
-    from tunewise.evaluate.runner import apply_overrides, evaluate, load_target
+    from tunewise.evaluate.runner import apply_overrides, load_target
     from tunewise.evaluate.runner import preserve as run_preserve
     from tunewise.tasks.probes import parse_probe_list
 
@@ -60,10 +64,10 @@ def eval_cmd(
     spec = _test_data(target, base, data, task, run_dir, split, limit, seed, probes)
     if spec is not None:
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
-        spec.scorer()  # fail early on a missing database or schema, before loading the model
+        spec.scorer()  # fail early on a missing database, schema or scorer function, before loading the model
     loaded = load_target(target, base, spec.labels if spec else None, device)
     _note_context(loaded, spec, mode)
-    result = evaluate(loaded, spec, mode, batch_size) if spec else None
+    result = _evaluate(loaded, spec, mode, batch_size) if spec else None
     retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
     if result is not None:
         result.retention = retention
@@ -115,6 +119,16 @@ def _payload(target: str, result, retention, written: list[Path]) -> dict:
         payload["retention"] = retention
     payload["written"] = [str(p) for p in written]
     return payload
+
+
+def _evaluate(loaded, spec, mode: str, batch_size: int):
+    """The scores, with what makes them mean less than they seem said on stderr (e.g. answers cut by --stop)."""
+    from tunewise.evaluate.runner import evaluate
+
+    result = evaluate(loaded, spec, mode, batch_size)
+    for note in result.warnings:
+        typer.secho(f"WARNING: {note}", fg="yellow", err=True)
+    return result
 
 
 def _note_context(loaded, spec, mode: str) -> None:
