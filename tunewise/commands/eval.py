@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-
 SCORER_HELP = ("exact, normalized, contains, json, classify, sql, number, mr, or your own MODULE:FUNCTION (a module "
                "or a .py file; fn(prediction, reference) returns a number, a bool or a dict of numbers). Default: "
                "the task's, else exact.")

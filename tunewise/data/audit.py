@@ -222,7 +222,8 @@ def audit(path: str | Path, opts: AuditOptions | None = None) -> dict:
     if opts.eval_path:
         ev = _scan(Path(opts.eval_path), opts, split=opts.eval_split)
         leak = _leakage(train, ev, opts.near_threshold)
-        report["_leaked_lines"], report["_near_leaked_lines"] = leak.pop("_leaked_lines"), leak.pop("_near_leaked_lines")
+        report["_leaked_lines"] = leak.pop("_leaked_lines")
+        report["_near_leaked_lines"] = leak.pop("_near_leaked_lines")
         report["leakage"] = leak | {"file": str(opts.eval_path)}
         problems += ev.log.problems[: max(0, opts.max_problems - len(problems))]
     else:

@@ -253,7 +253,8 @@ def field_hint(field_name: str, obj: dict) -> str:
                 found.append(cand)
             else:
                 pairs = ", ".join(f"{n}: {c}" for n, c in zip(needs, found, strict=True))
-                return f"; did you mean {fmt} with {' and '.join(map(repr, found))} renamed (data.columns: {{{pairs}}})?"
+                return (f"; did you mean {fmt} with {' and '.join(map(repr, found))} renamed "
+                        f"(data.columns: {{{pairs}}})?")
         return ""
     if field_name not in FIELD_SYNONYMS and field_name not in _KNOWN:
         return ""
@@ -291,8 +292,8 @@ def validate(obj: Any, file: str, line: int, fmt: str = "auto") -> tuple[Checked
         t = c.text(norm)
         pa = None if t is None else ("", t)
     problems = [Problem(p.file, p.line, source_field(source_fmt, p.field, obj),
-                        p.message + (field_hint(p.field, obj) if p.code == "missing-field" else ""), p.severity, p.code)
-                for p in c.problems]
+                        p.message + (field_hint(p.field, obj) if p.code == "missing-field" else ""),
+                        p.severity, p.code) for p in c.problems]
     if pa is None or c.failed:
         return None, problems
     return Checked(line, shape, pa[0], pa[1], norm, obj), problems

@@ -3,7 +3,8 @@
 `train.report_to` picks any of TensorBoard (event files from torch.utils.tensorboard), W&B (offline mode unless
 WANDB_MODE says otherwise) and MLflow (a file store unless MLFLOW_TRACKING_URI says otherwise). By default each writes
 inside the run directory, so nothing needs a server or the network. The loop hands every record it appends to
-metrics.jsonl to `Trackers.log`, so the trackers hold exactly the values metrics.jsonl holds. Only rank 0 opens trackers; other ranks get an empty `Trackers`.
+metrics.jsonl to `Trackers.log`, so the trackers hold exactly the values metrics.jsonl holds. Only rank 0 opens
+trackers; other ranks get an empty `Trackers`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ def open_trackers(names: list[str], run_dir: Path, is_main: bool, resume_step: i
         Trackers(opened).close("failed")
         raise
     record = {n: t.run_id for n, t in zip(names, opened) if getattr(t, "run_id", None)}
-    record |= {MLFLOW_URI_KEY: t.tracking_uri for t in opened if isinstance(t, MlflowTracker)}
+    for t in opened:
+        if isinstance(t, MlflowTracker):
+            record[MLFLOW_URI_KEY] = t.tracking_uri
     atomic_write_json(ids_path, record)
     return Trackers(opened)
 
