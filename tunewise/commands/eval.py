@@ -13,6 +13,10 @@ SCORER_HELP = ("exact, normalized, contains, json, classify, sql, number, mr, or
                "the task's, else exact.")
 
 
+STEP_HELP = ("With a run directory: the adapter of its checkpoint N (RUN/checkpoints/step-N, kept by "
+             "train.save_every / keep_last) instead of its final one.")
+
+
 def _split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -42,6 +46,7 @@ def eval_cmd(
                                                           "path: base vs tuned."),
     probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),
     base: str = typer.Option(None, "--base", help="The base model (when the run does not record it)."),
+    step: int = typer.Option(None, "--step", min=0, help=STEP_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="Write results.json and predictions.jsonl here "
                                                        "(default for a run directory: RUN/eval/NAME)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
@@ -55,11 +60,7 @@ def eval_cmd(
     _check_flags(mode, out, {"--limit": limit, "--probe-limit": probe_limit, "--max-new-tokens": max_new_tokens,
                              "--batch-size": batch_size})
     probes = parse_probe_list(preserve)
-    from tunewise.rundir import RunDir
-
-    run_dir = Path(target) if RunDir.started(target) else None
-    if run_dir is not None:
-        _note_unfinished(run_dir)
+    run_dir, target = _run_of(target, step)
     spec = _test_data(target, base, data, task, run_dir, split, limit, seed, probes)
     if spec is not None:
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
@@ -70,7 +71,7 @@ def eval_cmd(
     retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
     if result is not None:
         result.retention = retention
-    out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
+    out_dir = out or (_default_out(run_dir, spec, step) if run_dir is not None and spec else None)
     written = _write(out_dir, result, retention) if out_dir else []
     if as_json:
         typer.echo(json.dumps(_payload(target, result, retention, written), indent=2, default=str))
@@ -136,6 +137,26 @@ def _note_context(loaded, spec, mode: str) -> None:
     note = context_overflow(loaded, spec, mode) if spec is not None else None
     if note:
         typer.secho(f"WARNING: {note}", fg="yellow", err=True)
+
+
+def _run_of(target: str, step: int | None) -> tuple[Path | None, str]:
+    """(the run directory TARGET is, or None; what to load): with --step, the run's checkpoint N."""
+    from tunewise.rundir import RunDir
+    from tunewise.targets import checkpoint_of
+
+    run_dir = Path(target) if RunDir.started(target) else None
+    if step is not None:
+        return run_dir, str(checkpoint_of(Path(target), step))
+    if run_dir is not None:
+        _note_unfinished(run_dir)
+    return run_dir, target
+
+
+def _default_out(run_dir: Path, spec, step: int | None) -> Path:
+    """RUN/eval/NAME, or RUN/eval/NAME-step-N for a checkpoint (so it never replaces the final adapter's)."""
+    from tunewise.rundir import RunDir
+
+    return RunDir(run_dir).eval_dir / (_eval_name(spec) + (f"-step-{step}" if step is not None else ""))
 
 
 def _note_unfinished(run_dir: Path) -> None:
