@@ -478,6 +478,9 @@ class CallableScorer(Scorer):
         return metrics or {self.primary: 0.0}
 
 
+_FILE_MODULES: dict[tuple[str, int], Any] = {}
+
+
 def load_callable(spec: str):
     """'package.module:function' (imported; the working directory is searched first, as `python -m` does) or
     'path/to/file.py:function'; any failure is one TunewiseError saying what to fix."""
@@ -494,9 +497,13 @@ def load_callable(spec: str):
             path = Path(module_name).expanduser().resolve()
             if not path.is_file():
                 raise FileNotFoundError(f"no file {path}")
-            loader_spec = importlib.util.spec_from_file_location(f"tunewise_user_scorer_{path.stem}", path)
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
+            key = (str(path), path.stat().st_mtime_ns)  # compare and the pilot score many times: run the file once
+            if key not in _FILE_MODULES:
+                loader_spec = importlib.util.spec_from_file_location(f"tunewise_user_scorer_{path.stem}", path)
+                module = importlib.util.module_from_spec(loader_spec)
+                loader_spec.loader.exec_module(module)
+                _FILE_MODULES[key] = module
+            module = _FILE_MODULES[key]
         else:
             sys.path.insert(0, str(Path.cwd()))  # the console script does not put the cwd on the path
             try:
