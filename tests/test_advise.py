@@ -230,3 +230,26 @@ def test_advise_on_a_7b_model_still_cites_the_7b_evidence_as_nearest():
     a = advise(AdviseInput(task="math", model="llama-2-7b", device="cpu")).as_dict()
     note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
     assert note["nearest"] == "anyscale-2023" and "is farther" in note["text"]
+
+
+def test_advise_takes_data_and_measures_sequence_length_in_tokens(tmp_path):
+    """--data is the flag for the advice as for --pilot (the old --dataset still works, with a note); the sequence
+    length is the longest example in the model's tokens, the count `data check` makes (one rule, audit_length)."""
+    data = _dataset(tmp_path / "train.jsonl", 40)
+    with data.open("a") as f:
+        f.write(json.dumps({"prompt": "Question long?\nSQL:", "completion": " SELECT " + ", ".join(
+            f"col{i}" for i in range(60)) + " FROM t;"}) + "\n")
+    out = _cli("advise", "--task", "sql", "--model", "tiny", "--device", "cpu", "--data", str(data), "--json")
+    assert out.returncode == 0, out.stderr
+    advice = json.loads(out.stdout)
+    check = _cli("data", "check", str(data), "--model", "tiny", "--json")
+    longest = json.loads(check.stdout)["length"]["max"]
+    assert longest > 100 and advice["config"]["data"]["max_seq_len"] == longest
+    assert any(f"the longest example is {longest} tokens with tiny's tokenizer" in d
+               for d in advice["automatic_decisions"])
+    old = _cli("advise", "--task", "sql", "--model", "tiny", "--device", "cpu", "--dataset", str(data), "--json")
+    assert old.returncode == 0 and json.loads(old.stdout)["config"] == advice["config"]
+    assert "--dataset is now --data" in old.stderr
+    # a preset is a config without a tokenizer here: characters, and the advice says why
+    preset = _advise(task="sql", model="llama-2-7b", gpu_mem=80, dataset=str(data))
+    assert any("characters" in d and "no tokenizer of" in d for d in preset.as_dict()["automatic_decisions"])

@@ -380,3 +380,82 @@ def test_fix_drop_near(tmp_path):
     r = audit(path, AuditOptions(**NO_TOK))
     info = write_fixed(path, tmp_path / "o.jsonl", r["_near_redundant_lines"])
     assert (info["kept"], info["dropped_near_duplicates"]) == (20, 1)
+
+
+# --- issue 35: line numbers in the table, "did you mean", the base's tokenizer and context, --fix and leaks ---
+
+
+def test_cli_table_names_the_lines_of_duplicates_conflicts_and_leaks(tmp_path):
+    recs = unique_records(8)
+    conflict = {"prompt": recs[3]["prompt"], "completion": " something else"}
+    train = write_jsonl(tmp_path / "train.jsonl", [*recs, recs[1], conflict])  # line 9 = line 2, line 10 vs 4
+    test = write_jsonl(tmp_path / "test.jsonl", [unique_records(3, seed=9)[0], recs[5]])  # eval line 2 = train 6
+    res = CliRunner().invoke(_app(), ["data", "check", train, "--eval", test, "--model", "none"],
+                             env={"COLUMNS": "250"})
+    rows = {line.split("│")[1].strip(): line for line in res.output.splitlines() if line.count("│") >= 3}
+    assert "1 exact (lines 9=2)" in rows["duplicates"], res.output
+    assert "(lines 10 vs 4)" in rows["conflicts"]
+    assert "1 exact (lines 2=6)" in rows["eval leakage"]
+    assert "e.g. eval line 2 = train line 6" in res.output  # and the finding says it too
+
+
+def test_schema_did_you_mean_for_renamed_fields(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"instruction": "Extract the total", "input": "mail", "answer": "{}"},  # alpaca with 'answer'
+        {"question": "2 + 2?", "response": "4"},  # no format at all: which mapping would make it one
+        {"prompt": "p\nA:", "completon": " x"},  # a typo
+    ])
+    res = CliRunner().invoke(_app(), ["data", "check", path, "--model", "none"], env={"COLUMNS": "300"})
+    assert f"{path}:1: output: expected a string, got missing; did you mean 'answer'?" in res.output, res.output
+    assert "data.columns: {output: answer}" in res.output
+    assert "did you mean prompt_completion with 'question' and 'response' renamed" in res.output
+    assert f"{path}:3: completion: missing" in res.output and "did you mean 'completon'?" in res.output
+
+
+def _long_records(n: int, words_each: int) -> list[dict]:
+    rng = random.Random(1)
+    return [{"prompt": f"{words(rng, words_each)}\nAnswer:", "completion": " " + words(rng, 4)} for _ in range(n)]
+
+
+@pytest.mark.integration
+def test_cli_config_names_the_base_whose_tokenizer_and_context_count(tmp_path, micro_llama_dir):
+    import yaml
+
+    records = unique_records(20) + _long_records(2, 400)  # lines 21, 22: longer than the micro base's 256
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"base": str(micro_llama_dir), "data": {"train": "train.jsonl",
+                                                                          "max_seq_len": 200}}))
+    res = CliRunner().invoke(_app(), ["data", "check", "--config", str(cfg), "--json"])
+    r = json.loads(res.stdout)
+    assert r["file"] == train and r["length"]["model"] == str(micro_llama_dir)
+    assert (r["length"]["max_seq_len"], r["length"]["context"]) == (200, 256)
+    assert r["length"]["over_context"] == 2 and r["length"]["over_context_lines"] == [21, 22]
+    msg = next(f["message"] for f in r["findings"] if "context" in f["message"])
+    assert "2 example(s) are longer than" in msg and "context of 256 tokens (e.g. line 21)" in msg
+    trunc = next(f["message"] for f in r["findings"] if "will be truncated" in f["message"])
+    assert "set data.max_seq_len: 256 (the longest the context allows)" in trunc
+    # a flag still wins over the config; without either, the tiny base counts (and the table says which)
+    res = CliRunner().invoke(_app(), ["data", "check", train, "--max-seq-len", "4096"], env={"COLUMNS": "250"})
+    assert "tokens (tiny)" in res.output and "over its context 512" in res.output
+    assert "max_seq_len 4096 is longer than tiny's context of 512 tokens" in res.output
+
+
+def test_cli_fix_drops_training_records_that_are_in_the_eval_set(tmp_path):
+    recs = unique_records(12)
+    same_prompt = {"prompt": recs[7]["prompt"], "completion": " another answer"}
+    train = write_jsonl(tmp_path / "train.jsonl", recs)
+    test = write_jsonl(tmp_path / "test.jsonl", [recs[4], same_prompt, unique_records(1, seed=5)[0]])
+    out = tmp_path / "clean.jsonl"
+    res = CliRunner().invoke(_app(), ["data", "check", train, "--eval", test, "--model", "none", "--fix",
+                                      str(out)], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "2 in the eval set" in res.output, res.output
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [r for i, r in enumerate(recs) if i not in (4, 7)]
+    res = CliRunner().invoke(_app(), ["data", "check", str(out), "--eval", test, "--model", "none", "--json"])
+    assert json.loads(res.stdout)["leakage"]["exact"] == 0
+    # the overwrite rule: never the input, nor the eval file, and both are left as they were
+    before = (tmp_path / "train.jsonl").read_bytes(), (tmp_path / "test.jsonl").read_bytes()
+    for target, what in ((train, "the input"), (test, "the --eval file")):
+        res = CliRunner().invoke(_app(), ["data", "check", train, "--eval", test, "--model", "none", "--fix", target])
+        assert isinstance(res.exception, TunewiseError) and f"is {what}" in str(res.exception)
+    assert ((tmp_path / "train.jsonl").read_bytes(), (tmp_path / "test.jsonl").read_bytes()) == before

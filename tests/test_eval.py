@@ -270,3 +270,26 @@ def test_cli_eval_run_directory_with_preserve(tmp_path, micro_llama_dir):
     assert (run / "eval" / "math" / "results.json").is_file() and (run / "eval" / "math" / "retention.json").is_file()
     res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--preserve", "lm"])
     assert isinstance(res.exception, TunewiseError) and "base model" in str(res.exception)
+
+
+def test_cli_eval_warns_when_the_stop_strings_cut_most_answers_to_nothing(tmp_path, micro_llama_dir):
+    from tunewise.cli import app
+
+    test = tmp_path / "test.jsonl"
+    rows = [{"prompt": f"Invoice {i}: extract the total as JSON.", "completion": ' {"total": 12.5}'} for i in range(4)]
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load_target(str(micro_llama_dir))
+    free = evaluate(loaded, apply_overrides(resolve_data(str(test)), stop=[], max_new_tokens=6))
+    assert free.warnings == []  # no stop string: nothing is cut
+    # stop at each answer's first character: every answer is cut to nothing, and the note shows what was cut
+    firsts = sorted({p["prediction"][0] for p in free.predictions})
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--max-new-tokens", "6",
+                                   *[a for c in firsts for a in ("--stop", c)]], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    said = " ".join((res.output + (res.stderr or "")).split())
+    assert "WARNING: 4 of 4 answers are (nearly) empty because generation stops at" in said
+    assert "where the model went on" in said
+    # a stop string the model never writes cuts nothing and says nothing
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--max-new-tokens", "6",
+                                   "--stop", "\u2603never"])
+    assert "answers are (nearly) empty" not in res.output + (res.stderr or "")

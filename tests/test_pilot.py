@@ -76,5 +76,5 @@ def test_point_cost_from_own_runs_else_from_the_range_test():
 def test_pilot_flags_without_pilot_are_refused(tmp_path):
     from tunewise.cli import app
 
-    res = CliRunner().invoke(app, ["advise", "--task", "structured", "--model", "tiny", "--data", "x.jsonl"])
-    assert res.exit_code != 0 and "only with --pilot" in str(res.exception)
+    res = CliRunner().invoke(app, ["advise", "--task", "structured", "--model", "tiny", "--eval", "x.jsonl"])
+    assert res.exit_code != 0 and "only with --pilot" in str(res.exception)  # --data is the advice's flag too

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
+from typer.testing import CliRunner
 
 from tunewise.errors import TunewiseError
 from tunewise.tasks.metrics import accuracy, macro_f1, prf, set_counts
@@ -245,3 +247,61 @@ def test_sql_reference_failure_and_bad_database(people_db, tmp_path):
         make_scorer("sql", {})
     with pytest.raises(TunewiseError, match="unknown scorer"):
         make_scorer("bleu")
+
+
+# ------------------------------------------------------------------------------------------------ issue 35
+
+
+def test_json_scorer_names_the_fields_and_reports_each_fields_accuracy():
+    s = JsonScorer()
+    ref = '{"total": 12.5, "currency": "EUR", "items": [{"qty": 1}, {"qty": 2}]}'
+    part = s.score('{"total": 12.0, "items": [{"qty": 1}, {"qty": 3}], "notes": "x"}', ref)
+    assert part.reason == ("fields differ: total (got 12.0, expected 12.5), items[1].qty (got 3, expected 2); "
+                           "missing currency; extra notes")
+    assert part.values == {"field:total": 0.0, "field:currency": 0.0, "field:items[].qty": 0.5}
+    m = s.aggregate([s.score(ref, ref), part, s.score("not json", ref)])
+    assert m["field:total"] == pytest.approx(1 / 3) and m["field:items[].qty"] == pytest.approx(1.5 / 3)
+    assert m["field:currency"] == pytest.approx(1 / 3)
+
+
+def test_your_own_scorer_from_a_file_and_a_module(tmp_path, monkeypatch):
+    from tunewise.tasks.scorers import CallableScorer, check_scorer, make_scorer, primary_of
+
+    (tmp_path / "my_metrics.py").write_text(
+        "def prefix(prediction, reference):\n"
+        "    n = sum(1 for _ in zip(prediction, reference))\n"
+        "    same = next((i for i, (a, b) in enumerate(zip(prediction, reference)) if a != b), n)\n"
+        "    return {'score': same / max(len(reference), 1), 'length': len(prediction)}\n"
+        "def same(prediction, reference):\n"
+        "    return prediction.strip() == reference.strip()\n")
+    s = make_scorer(f"{tmp_path / 'my_metrics.py'}:prefix")
+    assert isinstance(s, CallableScorer) and primary_of(s.name) is None
+    a, b = s.score("abcd", "abcd"), s.score("abxx", "abcd")
+    assert a.correct and not b.correct and b.reason == "score 0.5" and b.values == {"score": 0.5, "length": 4.0}
+    assert s.aggregate([a, b]) == {"score": 0.75, "length": 4.0} and s.primary == "score"
+    monkeypatch.chdir(tmp_path)  # a module name is imported from the working directory, as `python -m` does
+    t = make_scorer("my_metrics:same")
+    assert t.score(" x", "x").correct and t.aggregate([t.score("x", "x"), t.score("y", "x")]) == {"score": 0.5}
+    for bad, words in (("my_metrics:nope", "has no function 'nope'"), ("no_such_module:f", "cannot import"),
+                       ("my_metrics", "unknown scorer"), ("my_metrics:1x", "is not MODULE:FUNCTION")):
+        with pytest.raises(TunewiseError, match=words):
+            check_scorer(bad)
+
+
+@pytest.mark.integration
+def test_cli_eval_with_your_own_scorer(tmp_path, micro_llama_dir):
+    from tunewise.cli import app
+
+    (tmp_path / "metrics.py").write_text("def length_ratio(prediction, reference):\n"
+                                         "    return {'ratio': min(len(prediction) / max(len(reference), 1), 1.0),"
+                                         " 'correct': prediction.strip() == reference.strip()}\n")
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"prompt": f"{i} + 1 =", "completion": f" {i + 1}"}) + "\n" for i in range(3)))
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--json", "--max-new-tokens",
+                                   "3", "--scorer", f"{tmp_path / 'metrics.py'}:length_ratio"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output[res.output.index("{"):])
+    assert payload["primary"] == "ratio" and set(payload["metrics"]) == {"ratio"}
+    assert payload["scorer"].endswith("metrics.py:length_ratio") and 0.0 <= payload["score"] <= 1.0
+    res = CliRunner().invoke(app, ["eval", str(micro_llama_dir), "--data", str(test), "--scorer", "tw_no_such_metrics:f"])
+    assert isinstance(res.exception, TunewiseError) and "cannot import tw_no_such_metrics" in str(res.exception)

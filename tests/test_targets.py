@@ -145,3 +145,71 @@ def test_resolve_refuses_an_adapter_without_weights_or_base(tmp_path, adapter_di
     with pytest.raises(TunewiseError, match="does not name its base model"):
         resolve_target(bad)
     assert resolve_target(bad, base="tiny").base == "tiny"
+
+
+# ---------------------------------------------------------------------------------------------- --step N
+
+
+def _trained(tmp_path, micro_llama_dir, method="lora"):
+    """A real run of 4 steps that keeps its checkpoints of steps 2 and 4."""
+    from tunewise.config import validate_config
+    from tunewise.train import train
+
+    rows = [{"prompt": f"Q: {i} + {i} =", "completion": f" {2 * i}"} for i in range(16)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    cfg = validate_config({"base": str(micro_llama_dir), "method": method,
+                           "data": {"train": str(tmp_path / "train.jsonl"), "max_seq_len": 32}, "lora": {"r": 4},
+                           "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-2, "save_every": 2}})
+    return train(cfg, tmp_path / "run", quiet=True).run_dir
+
+
+def test_step_n_is_the_adapter_of_checkpoint_n_through_the_cli(tmp_path, micro_llama_dir):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+    from tunewise.targets import checkpoint_of
+
+    run = _trained(tmp_path, micro_llama_dir)
+    final = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    at = {s: resolve_target(run, step=s) for s in (2, 4)}
+    assert all(t.kind == "run" and t.is_adapter and t.method == "lora" for t in at.values())
+    last, mid = (load_file(str(at[s].path / "adapter_model.safetensors")) for s in (4, 2))
+    assert set(last) == set(final) and all(torch.equal(last[k], final[k]) for k in final)  # the last step = output
+    assert set(mid) == set(final) and not all(torch.equal(mid[k], final[k]) for k in final)
+    assert resolve_target(checkpoint_of(run, 2)).path == at[2].path  # the checkpoint folder itself names it too
+    with pytest.raises(TunewiseError, match=r"no complete checkpoint of step 3 \(kept: 2, 4\)"):
+        resolve_target(run, step=3)
+
+    def evaluate(*extra):
+        res = CliRunner().invoke(app, ["eval", str(run), "--data", str(tmp_path / "test.jsonl"), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output[res.output.index("{"):])
+
+    out = {s: evaluate("--step", str(s)) for s in (2, 4)}
+    plain = evaluate()
+    assert (run / "eval" / "test-step-2" / "predictions.jsonl").is_file() and (run / "eval" / "test").is_dir()
+    rows = {k: [json.loads(x)["prediction"] for x in (run / "eval" / k / "predictions.jsonl").read_text().splitlines()]
+            for k in ("test", "test-step-4", "test-step-2")}
+    assert rows["test-step-4"] == rows["test"]  # checkpoint 4 is the final adapter: the same greedy answers
+    assert out[4]["metrics"] == plain["metrics"] and out[2]["target"].endswith("step-0000002")
+
+
+def test_step_of_a_full_run_or_a_folder_that_is_no_run_is_refused(tmp_path, micro_llama_dir, adapter_dir):
+    run = _trained(tmp_path, micro_llama_dir, method="full")
+    with pytest.raises(TunewiseError, match="checkpoint of a full fine-tune"):
+        resolve_target(run, step=2)
+    with pytest.raises(TunewiseError, match="is not a run directory"):
+        resolve_target(adapter_dir, step=2)
+
+
+def test_checkpoint_layout_names_match_the_writer(tmp_path):
+    """targets.py reads what train/checkpoint.py writes (targets sits below train, so the names are repeated)."""
+    from tunewise.targets import COMPLETE, STEP_PREFIX, TRAINABLE
+    from tunewise.train.checkpoint import TrainState, save_checkpoint
+
+    w = torch.nn.Parameter(torch.ones(2))
+    saved = save_checkpoint(tmp_path, TrainState(40, 0, 0, 0), {"w": w.detach()}, torch.optim.SGD([w], lr=0.1), {})
+    assert saved.name.startswith(STEP_PREFIX) and int(saved.name.removeprefix(STEP_PREFIX)) == 40
+    assert (saved / COMPLETE).is_file() and (saved / TRAINABLE).is_file()

@@ -279,3 +279,30 @@ def test_a_run_that_fails_ends_its_tracked_run_as_failed(micro_llama_dir, tmp_pa
     run_id = json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"]
     client = MlflowClient(tracking_uri=(tmp_path / "run" / "mlruns").resolve().as_uri())
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+def test_mlflow_tracking_uri_and_experiment_name_are_honoured(micro_llama_dir, tmp_path):
+    """MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME, as MLflow and Hugging Face's callback read them: the run is
+    found there with MLflow's own reader, nothing is written to RUN/mlruns, and trackers.json says where it went."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    raw = _cfg(micro_llama_dir, tmp_path, report_to=["mlflow"])
+    raw["train"] |= {"max_steps": 2, "eval_every": 2, "save_every": 2}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    store = (tmp_path / "elsewhere" / "store").as_uri()
+    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "invoices"}
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "-q"],
+                             env=env)
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "run" / "mlruns").exists()
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("invoices")
+    [found] = client.search_runs([exp.experiment_id])
+    ids = json.loads((tmp_path / "run" / "trackers.json").read_text())
+    assert ids == {"mlflow": found.info.run_id, "mlflow_tracking_uri": store}
+    assert found.info.status == "FINISHED" and found.info.run_name == "run"
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [1, 2]

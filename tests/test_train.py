@@ -179,6 +179,8 @@ def test_overfit_guard_actions(action, micro_llama_dir, tmp_path):
     assert overfit, res.summary.final_train_loss
     if action == "warn":
         assert res.summary.status == "completed" and res.summary.overfit_marked and len(overfit) == 1
+        # the words say what the study measured: a loose sign, to be checked against the eval loss
+        assert "a loose one" in overfit[0]["message"] and "check the eval loss" in overfit[0]["message"]
     elif action == "stop":
         assert res.summary.status == "stopped_by_guard" and res.summary.steps < 60
         assert latest_checkpoint(res.run_dir / "checkpoints") is not None

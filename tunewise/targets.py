@@ -3,14 +3,18 @@ model folder (a classifier among them), as one typed `Target`.
 
     t = resolve_target("runs/sql-lora")      # Target(kind="run", path=runs/sql-lora/adapter, base="tiny", ...)
     t.is_adapter, t.classifier, t.method     # what eval, merge, export, analyze and serve branch on
+    resolve_target("runs/sql-lora", step=40) # the adapter as it was at checkpoint 40 (--step 40)
 
 Only files are read (config.json, adapter_config.json, the run's config.yaml); no model is loaded and no hub is
-asked, so resolving is instant and the same everywhere.
+asked, so resolving is instant and the same everywhere. A checkpoint of an adapter run (`--step N`, or the path
+RUN/checkpoints/step-N itself) is written once per process as a PEFT adapter folder in a temporary directory: its
+tensors under the keys of the run's final adapter, so every command that loads an adapter loads it unchanged.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -72,8 +76,9 @@ class Target:
         return str(self.path) if self.path is not None else self.name
 
 
-def resolve_target(arg: str | os.PathLike, base: str | None = None) -> Target:
-    """Say what ARG is. `base` (e.g. --base) wins over the base a run or an adapter names.
+def resolve_target(arg: str | os.PathLike, base: str | None = None, step: int | None = None) -> Target:
+    """Say what ARG is. `base` (e.g. --base) wins over the base a run or an adapter names; `step` (--step N) picks
+    the adapter of a run's checkpoint N instead of its final one.
 
     An alias ('tiny') is the alias, as tunewise.models.resolve_base loads it, even where a folder of that name
     exists; a name that is neither an existing path nor written like one ('./x', '/x', 'a/b/c') is a hub id; an
@@ -83,6 +88,10 @@ def resolve_target(arg: str | os.PathLike, base: str | None = None) -> Target:
 
     name = str(arg)
     p = Path(name).expanduser()
+    if step is not None:
+        return _checkpoint_target(checkpoint_of(p, step), base)
+    if _is_checkpoint(p):
+        return _checkpoint_target(p, base)
     if name in ALIASES:
         return Target(name, "alias", None)
     if not p.exists():
@@ -105,9 +114,9 @@ def resolve_target(arg: str | os.PathLike, base: str | None = None) -> Target:
     raise TunewiseError(f"'{p}' is neither {EXPECTED}", "point at what `tunewise train` wrote, or at a base folder")
 
 
-def resolve_tuned(arg: str | os.PathLike, base: str | None = None) -> Target:
+def resolve_tuned(arg: str | os.PathLike, base: str | None = None, step: int | None = None) -> Target:
     """A target that holds tuned weights on disk: a run directory, an adapter folder or a model folder."""
-    target = resolve_target(arg, base)
+    target = resolve_target(arg, base, step)
     if target.kind in ("alias", "hub"):
         raise TunewiseError(f"'{arg}' is a base model ({target.kind}), not a local folder", f"give {EXPECTED}")
     return target
@@ -156,3 +165,79 @@ def _read_json(path: Path) -> dict:
         raise TunewiseError(f"{path} is not a JSON object", f"restore {path.name} as the library wrote it")
     return data
 
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+# The layout tunewise.train.checkpoint writes (a test keeps these names equal to its own): RUN/checkpoints/step-N
+# with the trainable tensors under their PEFT module names, and a marker written last.
+STEP_PREFIX, COMPLETE, TRAINABLE = "step-", "COMPLETE", "trainable.safetensors"
+_MATERIALISED: dict[tuple[str, int], Path] = {}  # (checkpoint, its weights' mtime) -> adapter folder
+_ADAPTER_NAME = re.compile(r"\.default(?=\.|$)")  # PEFT's module names carry the adapter's name; its files do not
+
+
+def _is_checkpoint(p: Path) -> bool:
+    return p.name.startswith(STEP_PREFIX) and (p / TRAINABLE).is_file() and RunDir.holds_run(p.parent.parent)
+
+
+def checkpoint_of(run_path: Path, step: int) -> Path:
+    """RUN/checkpoints/step-N of a run directory, or an error that lists the steps the run kept."""
+    if not RunDir.started(run_path):
+        raise TunewiseError(f"--step {step}: '{run_path}' is not a run directory", "--step picks a checkpoint of "
+                            "a run `tunewise train` wrote; give the run directory")
+    root = RunDir(run_path).checkpoints
+    steps = {int(c.name.removeprefix(STEP_PREFIX)): c for c in root.glob(f"{STEP_PREFIX}*")
+             if c.name.removeprefix(STEP_PREFIX).isdigit() and (c / COMPLETE).is_file()} if root.is_dir() else {}
+    if step not in steps:
+        raise TunewiseError(f"--step {step}: run '{run_path}' has no complete checkpoint of step {step} (kept: "
+                            f"{', '.join(map(str, sorted(steps))) or 'none'})", "pick a kept step; "
+                            "train.save_every and train.keep_last decide which steps are kept")
+    return steps[step]
+
+
+def _checkpoint_target(ckpt: Path, base: str | None) -> Target:
+    """The adapter of checkpoint `ckpt` as a Target of its run (method, base and task type are the run's)."""
+    run = RunDir(ckpt.parent.parent)
+    final = _run_target(str(run.path), run, base)
+    if not final.is_adapter:
+        raise TunewiseError(f"'{ckpt}' is a checkpoint of a full fine-tune ({final.method}): --step gives adapters "
+                            "from checkpoints", "evaluate the run's final model/, or train.keep_best to keep the "
+                            "best step as the output")
+    if not (ckpt / COMPLETE).is_file():
+        raise TunewiseError(f"checkpoint '{ckpt}' is incomplete (no {COMPLETE} marker: its save was cut short)",
+                            "pick another step")
+    return Target(str(ckpt), "run", _materialise(ckpt, final.path), final.base, run, final.task_type)
+
+
+def _materialise(ckpt: Path, adapter: Path) -> Path:
+    """A PEFT adapter folder with the checkpoint's tensors under the final adapter's keys (PEFT saves its module
+    names without the adapter's name, '.default'); any key the checkpoint lacks, or of another shape, is an error."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from tunewise.userfiles import check_weights_file
+
+    weights = check_weights_file(ckpt / TRAINABLE)
+    key = (str(ckpt.resolve()), weights.stat().st_mtime_ns)
+    if key in _MATERIALISED and _MATERIALISED[key].is_dir():
+        return _MATERIALISED[key]
+    tensors = {_ADAPTER_NAME.sub("", k): v for k, v in load_file(str(weights)).items()}
+    out: dict = {}
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        for k in f.keys():  # noqa: SIM118 - safe_open is not a dict
+            shape = tuple(f.get_slice(k).get_shape())
+            if k not in tensors or tuple(tensors[k].shape) != shape:
+                raise TunewiseError(f"checkpoint '{ckpt}' does not hold the adapter's tensor {k} {shape}",
+                                    "the run's adapter/ and its checkpoints disagree; train the run again")
+            out[k] = tensors[k].contiguous()
+    folder = Path(tempfile.mkdtemp(prefix=f"tunewise-{ckpt.name}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for f in adapter.iterdir():  # config, tokenizer, labels: what the final adapter folder holds besides weights
+        if f.is_file() and not f.name.startswith("adapter_model."):
+            shutil.copy2(f, folder / f.name)
+    save_file(out, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    _MATERIALISED[key] = folder
+    return folder

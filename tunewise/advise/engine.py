@@ -184,8 +184,9 @@ def hyperparameters(spec, method: str, task: str, facts: R.Facts, rank: int | No
                     "degrade performance" + ("; one pass over a set this large" if large else ""),
                     "evidence": ["raschka-2023", "seed"]}
     hp["watch"] = {"value": "train loss < 0.2",
-                   "reason": "a training loss below 0.2 signals overfitting, earlier than validation metrics: lower "
-                   "the lr, cut epochs or raise weight decay (the overfit guard is set to 0.2)",
+                   "reason": "the seed reads a training loss below 0.2 as overfitting; tunewise's study found it "
+                   "loose (the eval loss kept falling after it; a copy-heavy task reaches it within a few "
+                   "steps): the overfit guard (0.2) warns, and the eval loss decides",
                    "evidence": ["raschka-2023", "seed"]}
     return hp
 
@@ -296,7 +297,7 @@ def _read_model_and_data(inp: AdviseInput):
         from tunewise.advise.data import read
 
         try:
-            data = read(inp.dataset)
+            data = read(inp.dataset, tokenizer=(spec.hub_id or inp.model) if spec is not None else None)
         except (TunewiseError, ValueError, OSError) as e:
             problems.append(f"dataset: {getattr(e, 'message', e)}")
     if problems:
@@ -388,11 +389,10 @@ def _seq_from_data(spec, data, automatic: list[str]) -> int:
         seq = min(512, max_pos)
         automatic.append(f"sequence length {seq} (no dataset to measure; give --seq-len)")
         return seq
-    longest = sorted(data.lengths_chars)[int(0.99 * (len(data.lengths_chars) - 1))]
-    tokens = math.ceil(longest / 3) + 1  # ~3 characters per token is conservative for BPE tokenizers (+ EOS)
-    seq = min(max_pos, max(32, 2 ** math.ceil(math.log2(tokens))))
-    automatic.append(f"sequence length {seq}: the 99th-percentile example is {longest} characters "
-                     f"(~{tokens} tokens at ~3 characters per token)")
+    from tunewise.advise.data import sequence_length
+
+    seq, why = sequence_length(data, max_pos)  # in tokens with the model's tokenizer when it loads
+    automatic.append(why)
     return seq
 
 

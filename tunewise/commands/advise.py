@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+DATA_HELP = ("Training data (a file, a save_to_disk folder or a dataset id): its size, duplicates and token lengths "
+             "(with --model's tokenizer) shape the advice; --pilot trains on it.")
 PRIORITIES = {"accuracy": "accuracy_priority", "time": "time_bottleneck", "iteration": "fast_iteration"}
 
 
@@ -31,6 +33,7 @@ def read_yaml(path: str) -> tuple[dict, list[str]]:
     values = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        name = "dataset" if name == "data" else name  # the file's key may follow the --data flag
         if name == "priority" or value is None:
             values[name] = value
             continue
@@ -115,17 +118,16 @@ def advise(
     gpu_mem: float = typer.Option(None, "--gpu-mem", help="GiB per GPU (omit on a CPU-only machine to plan for "
                                   "its RAM)."),
     gpus: int = typer.Option(None, "--gpus", help="Number of GPUs (default 1)."),
-    dataset: str = typer.Option(None, "--dataset", help="Training file (JSONL/JSON/CSV/Parquet)."),
+    dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated: --data."),
     data_size: int = typer.Option(None, "--data-size", help="Number of examples, if no file is given."),
-    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length; default from the dataset, else 512."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length; default: --data's longest in tokens."),
     batch: int = typer.Option(None, "--batch", help="Micro-batch size to plan for (default 8)."),
     rank: int = typer.Option(None, "--rank", help="Force a LoRA rank."),
     priority: str = typer.Option(None, "--priority", help="accuracy, time and/or iteration (comma list)."),
     continual: bool = typer.Option(None, "--continual", help="A continual / sequential adaptation pipeline."),
     multi_adapter: bool = typer.Option(None, "--multi-adapter", help="Several adapters swapped at runtime."),
     long_term: bool = typer.Option(None, "--long-term", help="Train once for long-term deployment."),
-    quantized_inference: bool = typer.Option(None, "--quantized-inference",
-                                             help="Quantised inference is planned anyway."),
+    quantized_inference: bool = typer.Option(None, "--quantized-inference", help="Quantised inference is planned."),
     device: str = typer.Option(None, "--device", help="cuda (plan GPUs) or cpu (plan this machine)."),
     from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -136,7 +138,7 @@ def advise(
                                "the methods; the verdict says how many points the gap is known to. Writes "
                                "OUT/pilot.{json,html}, recommended.yaml (lr from the range test)."),
     base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
-    data: str = typer.Option(None, "--data", help="--pilot: training file (JSONL / JSON / CSV / Parquet)."),
+    data: str = typer.Option(None, "--data", help=DATA_HELP),
     eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
                                   "--data); its folder's meta.json names the scorer."),
     task_kind: str = typer.Option(None, "--task-kind", help="--pilot: representation | sql | reasoning | other "
@@ -156,14 +158,15 @@ def advise(
     force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
 ) -> None:
     """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
+    data = _data_flag(data, dataset)
     if pilot:
         from tunewise.commands.pilot import run_pilot_cli
 
-        run_pilot_cli(base or model, data or dataset, eval_file, task, task_kind, budget, pilot_methods, points,
+        run_pilot_cli(base or model, data, eval_file, task, task_kind, budget, pilot_methods, points,
                       pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
         return
-    _refuse_pilot_flags(base, data, eval_file, task_kind, points)
-    flags = dict(task=task, model=model, gpu_mem=gpu_mem, gpus=gpus, dataset=dataset, data_size=data_size,
+    _refuse_pilot_flags(base, eval_file, task_kind, points)
+    flags = dict(task=task, model=model, gpu_mem=gpu_mem, gpus=gpus, dataset=data, data_size=data_size,
                  seq_len=seq_len, batch=batch, rank=rank, continual=continual, multi_adapter=multi_adapter,
                  long_term=long_term, quantized_inference=quantized_inference, device=device)
     _rule_advice(flags, priority, from_file, write_config, as_json)
@@ -173,14 +176,26 @@ def register(app: typer.Typer) -> None:
     app.command()(advise)
 
 
-def _refuse_pilot_flags(base, data, eval_file, task_kind, points) -> None:
-    pilot_only = [f for f, v in (("--base", base), ("--data", data), ("--eval", eval_file),
-                                 ("--task-kind", task_kind), ("--points", points)) if v is not None]
+def _data_flag(data: str | None, dataset: str | None) -> str | None:
+    """--data, the one flag for the training data; the old --dataset still works, with a note."""
+    if dataset is None:
+        return data
+    if data is not None and data != dataset:
+        from tunewise.errors import TunewiseError
+
+        raise TunewiseError(f"--data '{data}' and --dataset '{dataset}' disagree", "give --data only")
+    typer.secho("note: --dataset is now --data (the same flag for the advice and --pilot)", fg="yellow", err=True)
+    return dataset
+
+
+def _refuse_pilot_flags(base, eval_file, task_kind, points) -> None:
+    pilot_only = [f for f, v in (("--base", base), ("--eval", eval_file), ("--task-kind", task_kind),
+                                 ("--points", points)) if v is not None]
     if pilot_only:
         from tunewise.errors import TunewiseError
 
         raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
-                            "add --pilot to measure, or use --model / --dataset for the rule-based advice")
+                            "add --pilot to measure, or use --model / --data for the rule-based advice")
 
 
 def _rule_advice(flags: dict, priority: str | None, from_file: str | None, write_config: str | None,

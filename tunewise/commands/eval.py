@@ -8,6 +8,14 @@ from pathlib import Path
 
 import typer
 
+SCORER_HELP = ("exact, normalized, contains, json, classify, sql, number, mr, or your own MODULE:FUNCTION (a module "
+               "or a .py file; fn(prediction, reference) returns a number, a bool or a dict of numbers). Default: "
+               "the task's, else exact.")
+
+
+STEP_HELP = ("With a run directory: the adapter of its checkpoint N (RUN/checkpoints/step-N, kept by "
+             "train.save_every / keep_last) instead of its final one.")
+
 
 def _split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
@@ -24,8 +32,7 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="Split of a task directory or a dataset."),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate the first N examples."),
     seed: int = typer.Option(0, "--seed", help="Seed for --task's generated test split."),
-    scorer: str = typer.Option(None, "--scorer", help="exact, normalized, json, classify, sql, number, mr "
-                                                      "(default: the task's, else exact)."),
+    scorer: str = typer.Option(None, "--scorer", help=SCORER_HELP),
     db: str = typer.Option(None, "--db", help="SQLite file for the sql scorer (read-only)."),
     schema: str = typer.Option(None, "--schema", help="JSON schema file for the json scorer."),
     labels: str = typer.Option(None, "--labels", help="Comma-separated labels (classify / --mode loglik)."),
@@ -39,35 +46,32 @@ def eval_cmd(
                                                           "path: base vs tuned."),
     probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),
     base: str = typer.Option(None, "--base", help="The base model (when the run does not record it)."),
+    step: int = typer.Option(None, "--step", min=0, help=STEP_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="Write results.json and predictions.jsonl here "
                                                        "(default for a run directory: RUN/eval/NAME)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
-    from tunewise.evaluate.runner import apply_overrides, evaluate, load_target
+    from tunewise.evaluate.runner import apply_overrides, load_target
     from tunewise.evaluate.runner import preserve as run_preserve
     from tunewise.tasks.probes import parse_probe_list
 
     _check_flags(mode, out, {"--limit": limit, "--probe-limit": probe_limit, "--max-new-tokens": max_new_tokens,
                              "--batch-size": batch_size})
     probes = parse_probe_list(preserve)
-    from tunewise.rundir import RunDir
-
-    run_dir = Path(target) if RunDir.started(target) else None
-    if run_dir is not None:
-        _note_unfinished(run_dir)
+    run_dir, target = _run_of(target, step)
     spec = _test_data(target, base, data, task, run_dir, split, limit, seed, probes)
     if spec is not None:
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
-        spec.scorer()  # fail early on a missing database or schema, before loading the model
+        spec.scorer()  # fail early on a missing database, schema or scorer function, before loading the model
     loaded = load_target(target, base, spec.labels if spec else None, device)
     _note_context(loaded, spec, mode)
-    result = evaluate(loaded, spec, mode, batch_size) if spec else None
+    result = _evaluate(loaded, spec, mode, batch_size) if spec else None
     retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
     if result is not None:
         result.retention = retention
-    out_dir = out or (RunDir(run_dir).eval_dir / _eval_name(spec) if run_dir is not None and spec else None)
+    out_dir = out or (_default_out(run_dir, spec, step) if run_dir is not None and spec else None)
     written = _write(out_dir, result, retention) if out_dir else []
     if as_json:
         typer.echo(json.dumps(_payload(target, result, retention, written), indent=2, default=str))
@@ -117,12 +121,42 @@ def _payload(target: str, result, retention, written: list[Path]) -> dict:
     return payload
 
 
+def _evaluate(loaded, spec, mode: str, batch_size: int):
+    """The scores, with what makes them mean less than they seem said on stderr (e.g. answers cut by --stop)."""
+    from tunewise.evaluate.runner import evaluate
+
+    result = evaluate(loaded, spec, mode, batch_size)
+    for note in result.warnings:
+        typer.secho(f"WARNING: {note}", fg="yellow", err=True)
+    return result
+
+
 def _note_context(loaded, spec, mode: str) -> None:
     from tunewise.evaluate.runner import context_overflow
 
     note = context_overflow(loaded, spec, mode) if spec is not None else None
     if note:
         typer.secho(f"WARNING: {note}", fg="yellow", err=True)
+
+
+def _run_of(target: str, step: int | None) -> tuple[Path | None, str]:
+    """(the run directory TARGET is, or None; what to load): with --step, the run's checkpoint N."""
+    from tunewise.rundir import RunDir
+    from tunewise.targets import checkpoint_of
+
+    run_dir = Path(target) if RunDir.started(target) else None
+    if step is not None:
+        return run_dir, str(checkpoint_of(Path(target), step))
+    if run_dir is not None:
+        _note_unfinished(run_dir)
+    return run_dir, target
+
+
+def _default_out(run_dir: Path, spec, step: int | None) -> Path:
+    """RUN/eval/NAME, or RUN/eval/NAME-step-N for a checkpoint (so it never replaces the final adapter's)."""
+    from tunewise.rundir import RunDir
+
+    return RunDir(run_dir).eval_dir / (_eval_name(spec) + (f"-step-{step}" if step is not None else ""))
 
 
 def _note_unfinished(run_dir: Path) -> None:

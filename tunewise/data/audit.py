@@ -26,7 +26,7 @@ from tunewise.errors import TunewiseError
 class AuditOptions:
     eval_path: str | None = None
     model: str | None = "tiny"  # None: skip token lengths
-    max_seq_len: int = 256
+    max_seq_len: int = 256  # the trainer's limit (data.max_seq_len); lengths are also checked against the context
     preserve: list[str] = field(default_factory=list)
     output_format: str = "auto"  # auto | json | mr | sql | none
     near_threshold: float = 0.8
@@ -37,6 +37,7 @@ class AuditOptions:
     fmt: str = "auto"  # data.format: auto, alpaca, sharegpt, messages, prompt_completion, text
     split: str = "train"  # of a dataset id or a DatasetDict folder
     eval_split: str = "validation"
+    columns: dict[str, str] | None = None  # data.columns: {our field: the dataset's column}
 
 
 def _h(*parts: str) -> int:
@@ -113,7 +114,8 @@ class _Scan:
 def _scan(path: Path, opts: AuditOptions, extra: list | None = None, label: str | None = None,
           split: str | None = None) -> _Scan:
     scan = _Scan(ProblemLog(cap=opts.max_problems))
-    for rec in iter_checked(path, scan.log, opts.max_line_bytes, label, opts.fmt, split or opts.split):
+    for rec in iter_checked(path, scan.log, opts.max_line_bytes, label, opts.fmt, split or opts.split,
+                            opts.columns):
         scan.add(rec, opts.chunk)
         for acc in extra or []:
             acc.add(rec)
@@ -140,34 +142,42 @@ def _near(scan: _Scan, threshold: float) -> dict:
 
 
 def _leakage(train: _Scan, ev: _Scan, threshold: float) -> dict:
-    train_set = set(train.seen)
-    train_prompts = {h for h in train.prompt_hashes if h}
-    exact = [line for h, line in ev.seen.items() if h in train_set]
+    """Eval records found in training, as [eval line, train line] pairs; `_leaked_lines` are the training records
+    `--fix` drops (the same record, or the same prompt with any answer), `_near_leaked_lines` with --drop-near."""
+    exact = sorted([line, train.seen[h]] for h, line in ev.seen.items() if h in train.seen)
+    ev_prompts = {h: line for h, line in zip(ev.prompt_hashes, ev.lines, strict=True) if h}
+    prompt_pairs = sorted([ev_prompts[h], line] for h, line in zip(train.prompt_hashes, train.lines, strict=True)
+                          if h and h in ev_prompts)
+    train_prompts = set(train.prompt_hashes)
     same_prompt = sum(1 for h in ev.prompt_hashes if h and h in train_prompts)
     e_idx, t_idx, est = dedup.cross_matches(train.signatures(), ev.signatures(), threshold)
     ev_lines, tr_lines = np.asarray(ev.lines), np.asarray(train.lines)
     return {"eval_records": ev.rows_valid, "eval_unique": len(ev.lines), "exact": len(exact),
-            "exact_lines": sorted(exact)[:20], "same_prompt": same_prompt, "near": int(e_idx.size),
+            "exact_lines": [e for e, _ in exact[:20]], "exact_examples": exact[:20], "same_prompt": same_prompt,
+            "same_prompt_examples": prompt_pairs[:20], "near": int(e_idx.size),
             "near_share": round(e_idx.size / max(len(ev.lines), 1), 4),
             "near_examples": [[int(ev_lines[e]), int(tr_lines[t]), round(float(j), 3)]
                               for e, t, j in list(zip(e_idx, t_idx, est, strict=True))[:20]],
-            "eval_schema_errors": ev.log.errors}
+            "eval_schema_errors": ev.log.errors,
+            "_leaked_lines": {t for _, t in exact} | {t for _, t in prompt_pairs},
+            "_near_leaked_lines": set(tr_lines[t_idx].tolist()) if t_idx.size else set()}
 
 
 def _length_stats(path: Path, opts: AuditOptions):
     if not opts.model:
         return None
-    from tunewise.data.audit_length import LengthStats, load_length_tokenizer
+    from tunewise.data.audit_length import LengthStats, load_length_tokenizer, model_context
 
     try:
         tokenizer = load_length_tokenizer(opts.model)
+        context = model_context(opts.model)
     except Exception as e:  # a missing or broken tokenizer must not stop the other checks; it is reported
         message = e.message if isinstance(e, TunewiseError) else f"{type(e).__name__}: {str(e).splitlines()[0]}"
         return f"could not load the tokenizer of '{opts.model}' ({message[:200]})"
     rate = 1.0
     if opts.length_sample and path.is_file() and detect_kind(path) == "jsonl":
         rate = min(1.0, opts.length_sample / max(_count_lines(path), 1))
-    return LengthStats(tokenizer, opts.max_seq_len, path, rate=rate)
+    return LengthStats(tokenizer, opts.max_seq_len, path, rate=rate, context=context)
 
 
 def _count_lines(path: Path) -> int:
@@ -203,18 +213,21 @@ def audit(path: str | Path, opts: AuditOptions | None = None) -> dict:
         "conflicts": {"prompts": train.conflict_prompts, "records": train.conflict_records,
                       "examples": train.conflict_examples},
     }
-    report["length"] = lengths.result() if lengths else ({"skipped": length_skipped} if length_skipped else None)
+    report["length"] = ({**lengths.result(), "model": opts.model} if lengths else
+                        {"skipped": length_skipped} if length_skipped else None)
     report["labels"] = labels.result()
     report["structured"] = formats.result()
     report["skills"] = skills.result() if opts.preserve else None
     problems = list(train.log.problems)
     if opts.eval_path:
         ev = _scan(Path(opts.eval_path), opts, split=opts.eval_split)
-        report["leakage"] = _leakage(train, ev, opts.near_threshold)
-        report["leakage"]["file"] = str(opts.eval_path)
+        leak = _leakage(train, ev, opts.near_threshold)
+        report["_leaked_lines"] = leak.pop("_leaked_lines")
+        report["_near_leaked_lines"] = leak.pop("_near_leaked_lines")
+        report["leakage"] = leak | {"file": str(opts.eval_path)}
         problems += ev.log.problems[: max(0, opts.max_problems - len(problems))]
     else:
-        report["leakage"] = None
+        report["leakage"], report["_leaked_lines"], report["_near_leaked_lines"] = None, set(), set()
     from tunewise.data.audit_verdict import findings, verdict
 
     report["findings"] = findings(report, opts)
@@ -234,8 +247,10 @@ def exit_code(report: dict) -> int:
 
 
 def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None = None,
-                max_line_bytes: int = MAX_LINE_BYTES, fmt: str = "auto", split: str = "train") -> dict:
-    """A cleaned JSONL copy: without unparseable / invalid / empty records, exact duplicates and `drop_lines`.
+                max_line_bytes: int = MAX_LINE_BYTES, fmt: str = "auto", split: str = "train",
+                leaked_lines: set[int] | None = None, columns: dict[str, str] | None = None) -> dict:
+    """A cleaned JSONL copy: without unparseable / invalid / empty records, exact duplicates, `drop_lines` (near
+    duplicates) and `leaked_lines` (training records of the eval set: the audit's `_leaked_lines`).
 
     The input is only read; the output is written atomically (a crash leaves no half-written file).
     """
@@ -247,20 +262,24 @@ def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None =
     log = ProblemLog(cap=0)
     seen: set[int] = set()
     parts: list[bytes] = []
-    dropped_dup = dropped_extra = 0
-    for rec in iter_checked(path, log, max_line_bytes, fmt=fmt, split=split):
+    dropped_dup = dropped_extra = dropped_leaked = 0
+    for rec in iter_checked(path, log, max_line_bytes, fmt=fmt, split=split, columns=columns):
         h = _h(rec.shape, rec.prompt, rec.answer)
         if h in seen:
             dropped_dup += 1
             continue
         seen.add(h)
+        if leaked_lines and rec.line in leaked_lines:
+            dropped_leaked += 1
+            continue
         if drop_lines and rec.line in drop_lines:
             dropped_extra += 1
             continue
         parts.append(json.dumps(rec.original, ensure_ascii=False).encode("utf-8") + b"\n")
     atomic_write_bytes(out, b"".join(parts))
     return {"out": str(out), "kept": len(parts), "dropped_invalid": len(log.bad_lines),
-            "dropped_exact_duplicates": dropped_dup, "dropped_near_duplicates": dropped_extra}
+            "dropped_exact_duplicates": dropped_dup, "dropped_near_duplicates": dropped_extra,
+            "dropped_leaked": dropped_leaked}
 
 
 def problem_lines(report: dict) -> list[str]:

@@ -69,6 +69,23 @@ def _fast_folder(name: str) -> Path | None:
     return None if cfg.get("chat_template") else folder
 
 
+def model_context(name: str) -> int | None:
+    """How many positions the model was built for (its config.json), or None when it does not say. A local
+    folder's config.json is read as JSON, so checking the shipped tiny base or a folder imports no transformers."""
+    from types import SimpleNamespace
+
+    from tunewise.defaults import TINY_BASE
+    from tunewise.hf import context_length
+    from tunewise.zoo import TINY_DIR
+
+    folder = TINY_DIR if name == TINY_BASE else Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return context_length(SimpleNamespace(**json.loads((folder / "config.json").read_text(encoding="utf-8"))))
+    from tunewise.models import load_config
+
+    return context_length(load_config(name))
+
+
 def load_length_tokenizer(name: str):
     folder = _fast_folder(name)
     if folder is not None:
@@ -97,6 +114,7 @@ class LengthStats:
     max_seq_len: int
     path: Path
     rate: float = 1.0
+    context: int | None = None  # the model's positions: longer examples cannot be trained whole at any max_seq_len
     seed: int = 0
     lengths: list[np.ndarray] = field(default_factory=list)
     records: int = 0
@@ -105,22 +123,26 @@ class LengthStats:
     no_labels: int = 0
     truncated_lines: list[int] = field(default_factory=list)
     no_label_lines: list[int] = field(default_factory=list)
+    over_context: int = 0
+    over_context_lines: list[int] = field(default_factory=list)
     _pending: list[tuple[Checked, list, bool]] = field(default_factory=list)
     batch: int = 2048
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lead = leading_text(self.tokenizer)
+        # the shortest length whose excess is counted exactly: every record whose byte bound exceeds it is tokenised
+        self._limit = min(self.max_seq_len, self.context or self.max_seq_len)
 
     def add(self, rec: Checked) -> None:
         self.records += 1
         sampled = self.rate >= 1.0 or self._rng.random() < self.rate
-        if not sampled and rec.shape != "chat" and self._bound(rec) <= self.max_seq_len:
+        if not sampled and rec.shape != "chat" and self._bound(rec) <= self._limit:
             return  # cannot be truncated and not in the sample: no need to tokenise it
         segs = segments(Record(rec.obj, rec.line), rec.shape, self.tokenizer, self.path)
         if self._lead and not (rec.shape == "chat" and self.tokenizer.chat_template):
             segs = [(self._lead, False), *segs]
-        if not sampled and sum(len(t.encode("utf-8", "surrogatepass")) + 2 for t, _ in segs) <= self.max_seq_len:
+        if not sampled and sum(len(t.encode("utf-8", "surrogatepass")) + 2 for t, _ in segs) <= self._limit:
             return
         self._pending.append((rec, segs, sampled))
         if len(self._pending) >= self.batch:
@@ -162,6 +184,10 @@ class LengthStats:
             self.truncated += 1
             if len(self.truncated_lines) < 200:
                 self.truncated_lines.append(self._pending[i][0].line)
+        for i in np.flatnonzero(total > (self.context or np.iinfo(np.int64).max)):
+            self.over_context += 1
+            if len(self.over_context_lines) < 200:
+                self.over_context_lines.append(self._pending[i][0].line)
         for i in np.flatnonzero(~kept):
             self.no_labels += 1
             if len(self.no_label_lines) < 200:
@@ -173,7 +199,7 @@ class LengthStats:
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int32)
         if lengths.size == 0:
             return {"examples": self.records, "max_seq_len": self.max_seq_len, "truncated": self.truncated,
-                    "no_labels_left": self.no_labels}
+                    "no_labels_left": self.no_labels, "context": self.context, "over_context": self.over_context}
         p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
         edges = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096]
         hist = np.histogram(lengths, bins=[*edges, max(int(lengths.max()) + 1, edges[-1] + 1)])[0]
@@ -184,4 +210,6 @@ class LengthStats:
                 "histogram": {f"<{hi}" if i < len(edges) - 1 else f">={edges[-1]}": int(c)
                               for i, (hi, c) in enumerate(zip([*edges[1:], None], hist, strict=True))},
                 "truncated": self.truncated, "truncated_lines": self.truncated_lines[:20],
-                "no_labels_left": self.no_labels, "no_labels_lines": self.no_label_lines[:20]}
+                "no_labels_left": self.no_labels, "no_labels_lines": self.no_label_lines[:20],
+                "context": self.context, "over_context": self.over_context,
+                "over_context_lines": self.over_context_lines[:20]}

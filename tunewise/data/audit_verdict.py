@@ -26,6 +26,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _eg(pairs: list, pattern: str) -> str:
+    """' (e.g. line 12 = line 3)' from the first [a, b, ...] example, or '' when there is none."""
+    return f" (e.g. {pattern.format(*pairs[0][:2])})" if pairs else ""
+
+
 def findings(r: dict, opts: Any) -> list[dict]:
     out: list[dict] = []
     n = r["records"]["valid"]
@@ -38,19 +43,23 @@ def findings(r: dict, opts: Any) -> list[dict]:
         out.append(_f("warning", "schema", f"mixed record shapes {r['records']['shapes']}; use one shape per file"))
     d = r["duplicates"]
     if d["exact"]:
-        out.append(_f("warning", "duplicates", f"{d['exact']} exact duplicate(s) ({_pct(d['exact'] / total)}); "
-                                               "they weight some examples several times (--fix drops them)"))
+        out.append(_f("warning", "duplicates", f"{d['exact']} exact duplicate(s) ({_pct(d['exact'] / total)})"
+                                               f"{_eg(d['exact_examples'], 'line {} = line {}')}; they weight "
+                                               "some examples several times (--fix drops them)"))
     near = d["near"]["near_duplicates"]
     if near and near / total >= NEAR_WARN:
         out.append(_f("warning", "duplicates",
                       f"{near} near duplicate(s) ({_pct(near / total)}, Jaccard >= {d['near']['threshold']}) in "
-                      f"{d['near']['clusters']} cluster(s), the largest of {d['near']['largest_cluster']}; "
+                      f"{d['near']['clusters']} cluster(s), the largest of {d['near']['largest_cluster']}"
+                      f"{_eg(d['near']['examples'], 'line {} ~ line {}')}; "
                       "keep one of each (--fix --drop-near) or vary them"))
     c = d["conflicts"]
     if c["prompts"]:
         what = "a classification label set" if r.get("labels") else "one prompt"
         out.append(_f("warning", "conflicts", f"{c['prompts']} prompt(s) appear with different answers "
-                                              f"({c['records']} records); for {what} that teaches noise: keep "
+                                              f"({c['records']} records)"
+                                              f"{_eg(c['examples'], 'line {} vs line {}')}; for "
+                                              f"{what} that teaches noise: keep "
                                               "the right answer (fine only for open-ended text with "
                                               "several good answers)"))
     _length_findings(r.get("length"), out)
@@ -77,11 +86,23 @@ def _length_findings(length: dict | None, out: list[dict]) -> None:
         out.append(_f("warning", "length", f"token lengths not checked: {length['skipped']}; pass --model"))
     if not length or not length.get("examples"):
         return
-    m = length["max_seq_len"]
+    m, ctx = length["max_seq_len"], length.get("context")
+    model = length.get("model", "the model")
+    if ctx and m > ctx:
+        out.append(_f("warning", "length", f"max_seq_len {m} is longer than {model}'s context of {ctx} tokens: "
+                                           f"positions past {ctx} were never trained; use at most {ctx}"))
+    if ctx and length.get("over_context"):
+        out.append(_f("warning", "length", f"{length['over_context']} example(s) are longer than {model}'s "
+                                           f"context of {ctx} tokens (e.g. line {length['over_context_lines'][0]}): "
+                                           "no max_seq_len trains them whole; shorten or split them"))
     if length["truncated"]:
-        out.append(_f("warning", "length", f"{length['truncated']} example(s) exceed max_seq_len {m} "
-                                           f"(longest {length['max']} tokens, p99 {length['p99']}) and will be "
-                                           "truncated; raise --max-seq-len / data.max_seq_len or shorten them"))
+        fits = min(length["max"], ctx) if ctx else length["max"]
+        raise_to = (f"data.max_seq_len: {fits} (the longest{'' if fits == length['max'] else ' the context allows'})"
+                    if fits > m else "a shorter example")
+        out.append(_f("warning", "length", f"{length['truncated']} example(s) exceed max_seq_len {m} (longest "
+                                           f"{length['max']} tokens, p99 {length['p99']}, e.g. line "
+                                           f"{length['truncated_lines'][0]}) and will be truncated; set "
+                                           f"{raise_to} (--max-seq-len here) or shorten them"))
     if length["no_labels_left"]:
         out.append(_f("warning", "length", f"{length['no_labels_left']} example(s) keep no target token within "
                                            f"{m} tokens and will be dropped (e.g. line "
@@ -104,16 +125,22 @@ def _leak_findings(leak: dict | None, out: list[dict]) -> None:
     if not leak:
         return
     if leak["exact"]:
+        e, t = leak["exact_examples"][0]
         out.append(_f("error", "leakage", f"{leak['exact']} eval record(s) also in the training file (e.g. eval "
-                                          f"line {leak['exact_lines'][0]}); eval scores would be inflated: "
-                                          "remove them from one side"))
+                                          f"line {e} = train line {t}); eval scores would be inflated: --fix "
+                                          "OUT.jsonl writes the training file without them"))
     if leak["same_prompt"] > leak["exact"]:
+        e, t = next(([e, t] for e, t in leak["same_prompt_examples"] if [e, t] not in leak["exact_examples"]),
+                    leak["same_prompt_examples"][0])
         out.append(_f("warning", "leakage", f"{leak['same_prompt']} eval prompt(s) appear in training (with "
-                                            "any answer)"))
+                                            f"any answer; e.g. eval line {e}, train line {t}); --fix drops those "
+                                            "training records"))
     if leak["near"] > leak["exact"]:
         out.append(_f("warning", "leakage", f"{leak['near']} of {leak['eval_unique']} distinct eval records "
                                             f"({_pct(leak['near_share'])}) are near-identical to a training "
-                                            "record; the eval measures recall, not generalisation"))
+                                            f"record{_eg(leak['near_examples'], 'eval line {} ~ train line {}')}; "
+                                            "the eval measures recall, not generalisation (--fix --drop-near "
+                                            "drops those training records)"))
     if leak["eval_schema_errors"]:
         out.append(_f("error", "leakage", f"the eval file has {leak['eval_schema_errors']} schema error(s)"))
 

@@ -10,6 +10,7 @@ unknown roles, empty targets); a *warning* is a record that trains but probably 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -209,6 +210,58 @@ class _Checker:
         return role, content
 
 
+# Names other datasets give our fields (difflib finds typos such as 'ouptut', not these).
+FIELD_SYNONYMS = {
+    "output": ("answer", "response", "target", "reply", "label", "completion"),
+    "completion": ("answer", "response", "target", "reply", "label", "output"),
+    "instruction": ("question", "query", "prompt", "task"),
+    "prompt": ("question", "query", "instruction", "input", "source"),
+    "text": ("content", "body", "document", "sentence"),
+    "messages": ("conversation", "chat", "dialog", "dialogue", "turns"),
+    "conversations": ("conversation", "dialog", "dialogue", "turns"),
+}
+# The fields each format needs, to guess a format for a record that matches none.
+REQUIRED = {"prompt_completion": ("prompt", "completion"), "alpaca": ("instruction", "output"),
+            "messages": ("messages",), "sharegpt": ("conversations",), "text": ("text",)}
+_KNOWN = {"instruction", "input", "output", "system", "conversations", "messages", "prompt", "completion", "text"}
+
+
+def suggest_field(missing: str, obj: dict, taken: tuple[str, ...] = ()) -> str | None:
+    """The record's field that is probably `missing` under another name: a typo (difflib), else a name other
+    datasets use for it; only fields the record's format does not read are candidates."""
+    spare = [k for k in obj if isinstance(k, str) and k not in _KNOWN and k not in taken]
+    close = difflib.get_close_matches(missing, spare, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    for syn in FIELD_SYNONYMS.get(missing, ()):  # 'answr' is a typo of a synonym of 'completion'
+        close = difflib.get_close_matches(syn, [k.lower() for k in spare], n=1, cutoff=0.8)
+        if close:
+            return next(k for k in spare if k.lower() == close[0])
+    return None
+
+
+def field_hint(field_name: str, obj: dict) -> str:
+    """'; did you mean ...' for a missing field (or, for a record of no format, the mapping that would make it
+    one), else ''."""
+    if field_name == "(record)":
+        for fmt, needs in REQUIRED.items():
+            found: list[str] = []
+            for need in needs:
+                cand = suggest_field(need, obj, tuple(found))
+                if cand is None:
+                    break
+                found.append(cand)
+            else:
+                pairs = ", ".join(f"{n}: {c}" for n, c in zip(needs, found, strict=True))
+                return (f"; did you mean {fmt} with {' and '.join(map(repr, found))} renamed "
+                        f"(data.columns: {{{pairs}}})?")
+        return ""
+    if field_name not in FIELD_SYNONYMS and field_name not in _KNOWN:
+        return ""
+    cand = suggest_field(field_name, obj)
+    return f"; did you mean '{cand}'? (rename it, or data.columns: {{{field_name}: {cand}}})" if cand else ""
+
+
 def shape_of(obj: dict) -> str | None:
     """The record's shape ('chat' | 'prompt_completion' | 'text') by the one rule in records.py, or None."""
     from tunewise.data.records import SHAPE, detect
@@ -228,7 +281,8 @@ def validate(obj: Any, file: str, line: int, fmt: str = "auto") -> tuple[Checked
     try:
         source_fmt, shape, norm = normalise(obj, fmt)
     except RecordError as e:
-        c.err(e.field, e.message, e.code)
+        hint = field_hint(e.field, obj) if e.code in ("missing-field", "unknown-shape") else ""
+        c.err(e.field, e.message + hint, e.code)
         return None, c.problems
     if shape == "chat":
         pa = c.chat(norm)
@@ -237,8 +291,9 @@ def validate(obj: Any, file: str, line: int, fmt: str = "auto") -> tuple[Checked
     else:
         t = c.text(norm)
         pa = None if t is None else ("", t)
-    problems = [Problem(p.file, p.line, source_field(source_fmt, p.field, obj), p.message, p.severity, p.code)
-                for p in c.problems]
+    problems = [Problem(p.file, p.line, source_field(source_fmt, p.field, obj),
+                        p.message + (field_hint(p.field, obj) if p.code == "missing-field" else ""),
+                        p.severity, p.code) for p in c.problems]
     if pa is None or c.failed:
         return None, problems
     return Checked(line, shape, pa[0], pa[1], norm, obj), problems

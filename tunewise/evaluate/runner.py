@@ -20,7 +20,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.tasks.base import META_FILE, read_meta
-from tunewise.tasks.scorers import Scored, Scorer, aggregate, make_scorer
+from tunewise.tasks.scorers import Scored, Scorer, aggregate, is_custom, make_scorer
 
 DEFAULT_STOP = ["\n"]
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -346,6 +346,7 @@ class EvalResult:
     wall_time_s: float
     predictions: list[dict[str, Any]]
     retention: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # what makes the score mean less than it seems
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "predictions"}
@@ -441,7 +442,8 @@ def score_items(spec: EvalSpec, predictions: list[str | None]) -> tuple[list[Sco
 
 def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = 16) -> EvalResult:
     t0 = time.time()
-    if loaded.kind == "classifier" and spec.scorer_name not in ("classify", "exact", "normalized"):
+    if loaded.kind == "classifier" and spec.scorer_name not in ("classify", "exact", "normalized") \
+            and not is_custom(spec.scorer_name):
         raise TunewiseError(f"a sequence classifier predicts labels; the '{spec.scorer_name}' scorer does not fit",
                             "evaluate it on classification data (--scorer classify)")
     if loaded.kind == "classifier":
@@ -452,8 +454,35 @@ def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size:
     for it, pred, s in zip(spec.items, preds, scored, strict=True):
         rows.append({"index": it.index, "prompt": it.prompt, "reference": it.reference, "prediction": pred,
                      **s.record()})
+    note = stop_cut_note(loaded, spec, preds, batch_size) if mode == "generate" else None
     return EvalResult(loaded.name, spec.source, spec.task, spec.scorer_name, mode, len(spec.items), metrics,
-                      primary, sum(1 for it in spec.items if it.error), round(time.time() - t0, 2), rows)
+                      primary, sum(1 for it in spec.items if it.error), round(time.time() - t0, 2), rows,
+                      warnings=[note] if note else [])
+
+
+def stop_cut_note(loaded: Loaded, spec: EvalSpec, preds: list[str | None], batch_size: int = 16,
+                  sample: int = 4) -> str | None:
+    """A warning when the stop strings cut most answers to (nearly) nothing -- e.g. a newline stop leaving an
+    untuned model's 'JSON:' of 'JSON:\\n{...}' -- so the score measures where the model puts its first stop
+    string, not the task. Confirmed by generating a few of those prompts again without stop strings."""
+    pairs = [(it, p) for it, p in zip(spec.items, preds, strict=True) if it.error is None and p is not None]
+    short = [(it, p) for it, p in pairs if len(p.strip()) < 0.5 * len(it.reference.strip())]
+    if not spec.stop or loaded.kind != "causal" or len(short) * 2 <= len(pairs):
+        return None
+    from tunewise.evaluate.generation import greedy_generate
+
+    picked = short[:sample]
+    full = greedy_generate(loaded.model, loaded.tokenizer, [it.prompt for it, _ in picked],
+                           max_new_tokens=spec.max_new_tokens, stop=None, batch_size=batch_size)
+    cut = [(p, f) for (_, p), f in zip(picked, full, strict=True)
+           if len(f.strip()) > len(p.strip()) and any(s and s in f for s in spec.stop)]
+    if not cut:
+        return None
+    p, f = cut[0]
+    return (f"{len(short)} of {len(pairs)} answers are (nearly) empty because generation stops at "
+            f"{', '.join(map(repr, spec.stop))}: e.g. {p.strip()[:30]!r} where the model went on {f.strip()[:60]!r}; "
+            "the score measures where the model puts that string, not the task: pass --stop with what your "
+            "answers end with (a blank line, in bash: --stop $'\\n\\n'), or prompt so that the answer comes first")
 
 
 def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = None,

@@ -12,6 +12,8 @@ reason. `aggregate` turns a list of them into the scorer's metrics; `primary` na
     sql         execution match on a SQLite database                     execution_accuracy, exec_error_rate
     number      final number (after '####' when present)                 accuracy, format_rate
     mr          ViGGO-style meaning representation act(slot[value], ..)  slot F1 (headline), slot P/R, exact_match
+    MODULE:FN   your own function fn(prediction, reference) -> a number, a bool or a dict of numbers
+                (MODULE is an importable module or a path to a .py file)   the mean of each number
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Scored:
     reason: str | None = None  # why it is wrong (None when right)
     parsed: Any = None  # what the scorer read from the prediction (label, number, MR, rows ...)
     counts: dict[str, int] = field(default_factory=dict)  # tp / fp / fn for set-valued outputs
+    values: dict[str, float] = field(default_factory=dict)  # per-example numbers averaged into metrics
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"correct": self.correct, "reason": self.reason}
@@ -39,6 +42,8 @@ class Scored:
             out["parsed"] = self.parsed if isinstance(self.parsed, (str, int, float, dict, list)) else str(self.parsed)
         if self.counts:
             out["counts"] = self.counts
+        if self.values:
+            out["values"] = self.values
         return out
 
 
@@ -316,17 +321,19 @@ class JsonScorer(Scorer):
         ref_fields = flatten(ref)
         got, err = parse_json(prediction)
         if err:
-            return Scored(False, err, None, {"tp": 0, "fp": 0, "fn": len(ref_fields), "valid": 0, "schema_ok": 0})
-        tp, fp, fn = set_counts(flatten(got), ref_fields)
+            return Scored(False, err, None, {"tp": 0, "fp": 0, "fn": len(ref_fields), "valid": 0, "schema_ok": 0},
+                          field_hits(ref_fields, []))
+        got_fields = flatten(got)
+        tp, fp, fn = set_counts(got_fields, ref_fields)
         counts = {"tp": tp, "fp": fp, "fn": fn, "valid": 1, "schema_ok": 1}
-        why = None if got == ref else f"fields differ ({fp} wrong or extra, {fn} missing)"
+        why = None if got == ref else f"fields differ: {field_diff(got_fields, ref_fields)}"
         if self.schema is not None:
             errs = schema_errors(got, self.schema)
             if errs:
                 counts["schema_ok"] = 0
                 why = f"schema: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else "")
         ok = got == ref and counts["schema_ok"] == 1
-        return Scored(ok, None if ok else why, got, counts)
+        return Scored(ok, None if ok else why, got, counts, field_hits(ref_fields, got_fields))
 
     def aggregate(self, scored: list[Scored]) -> dict[str, float]:
         tp, fp, fn = (sum(s.counts.get(k, 0) for s in scored) for k in ("tp", "fp", "fn"))
@@ -337,7 +344,38 @@ class JsonScorer(Scorer):
                "field_precision": p, "field_recall": r, "field_f1": f}
         if self.schema is not None:
             out["schema_valid"] = sum(s.counts.get("schema_ok", 0) for s in scored) / n
-        return out
+        fields: dict[str, list[float]] = {}
+        for s in scored:  # per field: over the examples whose reference has it
+            for k, v in s.values.items():
+                fields.setdefault(k, []).append(v)
+        return out | {k: sum(v) / len(v) for k, v in sorted(fields.items())}
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def field_hits(ref_fields: list[tuple[str, str]], got_fields: list[tuple[str, str]]) -> dict[str, float]:
+    """{'field:items[].qty': share of the reference's leaves at that path the prediction has right}: list
+    positions fold into one field, so an invoice with 3 items reports one accuracy for items[].qty."""
+    got = set(got_fields)
+    hits: dict[str, list[int]] = {}
+    for path, value in ref_fields:
+        hits.setdefault("field:" + _INDEX.sub("[]", path), []).append(int((path, value) in got))
+    return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
+def _short_value(v: str, n: int = 24) -> str:
+    return v if len(v) <= n else v[: n - 3] + "..."
+
+
+def field_diff(got_fields: list[tuple[str, str]], ref_fields: list[tuple[str, str]], k: int = 3) -> str:
+    """Which fields differ, by name: 'total (got 12.5, expected 12.50); missing currency; extra notes'."""
+    got, ref = dict(got_fields), dict(ref_fields)
+    wrong = [f"{p} (got {_short_value(got[p])}, expected {_short_value(ref[p])})" for p in ref
+             if p in got and got[p] != ref[p]]
+    parts = [("", wrong), ("missing ", [p for p in ref if p not in got]), ("extra ", [p for p in got if p not in ref])]
+    return "; ".join(label + ", ".join(names[:k]) + (f" (+{len(names) - k} more)" if len(names) > k else "")
+                     for label, names in parts if names) or "same fields, in another order or type"
 
 
 # --------------------------------------------------------------------------------------------- SQL
@@ -390,6 +428,118 @@ class SqlScorer(Scorer):
                 "exact_match": sum(s.counts.get("exact", 0) for s in scored) / n}
 
 
+# --------------------------------------------------------------------------------------------- your own
+
+class CallableScorer(Scorer):
+    """`fn(prediction, reference)` from the user's code, returning a number, a bool or a dict of numbers.
+
+    Each number is averaged over the examples into a metric of the same name ('score' for a bare number); an
+    example without one (its record was unusable, or the function raised) counts 0. The headline is 'score' when
+    there is one, else the dict's first key. An example is right when the dict says so ('correct'), else when its
+    headline is 1 (a bool is 1 or 0); a string under 'reason' is kept as the why.
+    """
+
+    description = "your own function: fn(prediction, reference) -> number | bool | dict of numbers"
+
+    def __init__(self, name: str, fn):
+        self.name, self.fn, self.primary = name, fn, "score"
+
+    def score(self, prediction: str, reference: str) -> Scored:
+        out = self.fn(prediction, reference)
+        values, correct, reason = self._read(out)
+        if not values:
+            return Scored(False, f"{self.name} returned {type(out).__name__} {str(out)[:40]!r}; return a number, "
+                                 "a bool or a dict of numbers")
+        if self.primary not in values and self.primary == "score":
+            self.primary = next(iter(values))
+        if correct is None:
+            correct = values.get(self.primary, 0.0) >= 1.0
+        why = None if correct else reason or f"{self.primary} {values.get(self.primary, 0.0):g}"
+        return Scored(correct, why, None, {}, values)
+
+    @staticmethod
+    def _read(out: Any) -> tuple[dict[str, float], bool | None, str | None]:
+        if isinstance(out, bool):
+            return {"score": float(out)}, out, None
+        if isinstance(out, (int, float)):
+            return {"score": float(out)}, None, None
+        if not isinstance(out, dict):
+            return {}, None, None
+        values = {str(k): float(v) for k, v in out.items()
+                  if isinstance(v, (int, float)) and k not in ("correct", "reason")}
+        correct = bool(out["correct"]) if "correct" in out else None
+        reason = out.get("reason") if isinstance(out.get("reason"), str) else None
+        return values, correct, reason
+
+    def aggregate(self, scored: list[Scored]) -> dict[str, float]:
+        keys = list(dict.fromkeys(k for s in scored for k in s.values))
+        n = len(scored) or 1
+        metrics = {k: sum(s.values.get(k, 0.0) for s in scored) / n for k in keys}
+        return metrics or {self.primary: 0.0}
+
+
+_FILE_MODULES: dict[tuple[str, int], Any] = {}
+
+
+def load_callable(spec: str):
+    """'package.module:function' (imported; the working directory is searched first, as `python -m` does) or
+    'path/to/file.py:function'; any failure is one TunewiseError saying what to fix."""
+    import importlib
+    import importlib.util
+    import sys
+
+    module_name, _, fn_name = spec.rpartition(":")
+    if not module_name or not fn_name.isidentifier():
+        raise TunewiseError(f"--scorer '{spec}' is not MODULE:FUNCTION", "e.g. --scorer my_metrics:f1 or "
+                            "--scorer metrics.py:f1 (a function taking prediction and reference)")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).expanduser().resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            key = (str(path), path.stat().st_mtime_ns)  # compare and the pilot score many times: run the file once
+            if key not in _FILE_MODULES:
+                loader_spec = importlib.util.spec_from_file_location(f"tunewise_user_scorer_{path.stem}", path)
+                module = importlib.util.module_from_spec(loader_spec)
+                loader_spec.loader.exec_module(module)
+                _FILE_MODULES[key] = module
+            module = _FILE_MODULES[key]
+        else:
+            sys.path.insert(0, str(Path.cwd()))  # the console script does not put the cwd on the path
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(str(Path.cwd()))
+    except Exception as e:  # the user's module: any import error is theirs to fix, and is said in one line
+        raise TunewiseError(f"--scorer '{spec}': cannot import {module_name} ({type(e).__name__}: {e})",
+                            "give an importable module or a .py file, e.g. --scorer metrics.py:f1") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise TunewiseError(f"--scorer '{spec}': {module_name} has no function '{fn_name}'",
+                            f"define def {fn_name}(prediction, reference) in {module_name}")
+    return fn
+
+
+def is_custom(name: str) -> bool:
+    """A scorer named MODULE:FUNCTION (the user's own), not a built-in."""
+    return ":" in name
+
+
+def check_scorer(name: str) -> None:
+    """Refuse an unknown built-in or a function that cannot be imported, before any model is loaded (for the
+    flags of eval, compare, the pilot and the study)."""
+    if is_custom(name):
+        load_callable(name)
+    elif name not in SCORERS:
+        raise TunewiseError(f"unknown scorer '{name}'", f"choose one of: {', '.join(SCORERS)}, or your own "
+                            "MODULE:FUNCTION")
+
+
+def primary_of(name: str) -> str | None:
+    """The headline metric of a built-in scorer; None for your own (it is known once it has scored)."""
+    return None if is_custom(name) or name not in SCORERS else SCORERS[name].primary
+
+
 # --------------------------------------------------------------------------------------------- registry
 
 SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (Scorer, NormalizedScorer, ContainsScorer, ClassifyScorer,
@@ -397,13 +547,15 @@ SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (Scorer, NormalizedScorer
 
 
 def make_scorer(name: str, options: dict[str, Any] | None = None, base_dir: Path | None = None) -> Scorer:
-    """Build a scorer by name; `options` come from meta.json or flags (db, schema, labels).
+    """The one way to get a scorer: a built-in name, or MODULE:FUNCTION (your own; see CallableScorer).
+    `options` come from meta.json or flags (db, schema, labels).
 
     Relative paths in options are read against `base_dir` (the task directory), so a task directory can move.
     """
     opts = dict(options or {})
-    if name not in SCORERS:
-        raise TunewiseError(f"unknown scorer '{name}'", f"choose one of: {', '.join(SCORERS)}")
+    if is_custom(name):
+        return CallableScorer(name, load_callable(name))
+    check_scorer(name)
 
     def _path(v: str) -> Path:
         p = Path(v).expanduser()

@@ -1,6 +1,7 @@
 """The framework's guardrails, as a small state machine fed one step at a time (no I/O here).
 
-- overfitting: smoothed train loss below 0.2 (the seed: "more reliable than validation metrics");
+- overfitting: smoothed train loss below 0.2 (the seed's rule of thumb; tunewise's study found it loose: it fired
+  while the eval loss kept falling, and a copy-heavy task reaches it within steps -- so its words say "check");
 - instability: a loss spike above k x the running median, or an exploding gradient norm;
 - config warnings: more than 3 epochs (diminishing returns, can degrade), LoRA lr above 1e-4 (Anyscale: unstable).
 """
@@ -87,18 +88,21 @@ class Guards:
         if smooth is None or smooth >= self.g.overfit_loss:
             return []
         action = self.g.overfit_action
-        advice = "reduce the learning rate, limit epochs or increase weight decay"
+        below = f"smoothed train loss {smooth:.3f} < {self.g.overfit_loss}"
         if action == "reduce_lr":
             self.lr_scale *= 0.5
             self.recent.clear()  # judge the lower lr on fresh steps
-            return [GuardEvent(step, "overfit", f"smoothed train loss {smooth:.3f} < {self.g.overfit_loss}: "
-                               f"learning rate halved (x{self.lr_scale:g} now)")]
+            return [GuardEvent(step, "overfit", f"{below}: learning rate halved (x{self.lr_scale:g} now)")]
         if action == "stop":
             self.stop = True
-            return [GuardEvent(step, "overfit", f"smoothed train loss {smooth:.3f} < {self.g.overfit_loss}: "
-                               f"stopping ({advice})")]
+            return [GuardEvent(step, "overfit", f"{below}: stopping, as guards.overfit_action asks ({OVERFIT_WHAT})")]
         if self.overfit_fired:
             return []
         self.overfit_fired = True
-        return [GuardEvent(step, "overfit", f"smoothed train loss {smooth:.3f} < {self.g.overfit_loss} signals "
-                           f"overfitting: {advice}; checkpoints from here on are marked")]
+        return [GuardEvent(step, "overfit", f"{below}: {OVERFIT_WHAT}; checkpoints from here on are marked")]
+
+
+# What a low train loss means, in the words of what was measured (benchmarks/STUDY.md, claim 8).
+OVERFIT_WHAT = ("the seed's overfitting sign, but a loose one: in tunewise's study the eval loss kept falling after "
+                "it fired, and a task that copies much of its input reaches it within a few steps; check the eval "
+                "loss (data.eval, train.eval_every) before you lower the lr, cut epochs or raise weight decay")

@@ -1,9 +1,10 @@
 """A run's config, step metrics, evals, guard events and summary, sent where users already look at runs.
 
 `train.report_to` picks any of TensorBoard (event files from torch.utils.tensorboard), W&B (offline mode unless
-WANDB_MODE says otherwise) and MLflow (a file store). Each writes inside the run directory, so nothing needs a server
-or the network. The loop hands every record it appends to metrics.jsonl to `Trackers.log`, so the trackers hold
-exactly the values metrics.jsonl holds. Only rank 0 opens trackers; other ranks get an empty `Trackers`.
+WANDB_MODE says otherwise) and MLflow (a file store unless MLFLOW_TRACKING_URI says otherwise). By default each writes
+inside the run directory, so nothing needs a server or the network. The loop hands every record it appends to
+metrics.jsonl to `Trackers.log`, so the trackers hold exactly the values metrics.jsonl holds. Only rank 0 opens
+trackers; other ranks get an empty `Trackers`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "w
             "mlflow": ("mlflow", "mlflow-skinny")}
 FINISHED = ("completed", "stopped_by_guard")  # ran to an end it chose; interrupted ones were killed
 IDS_FILE = "trackers.json"  # the W&B / MLflow run ids, so a resumed run continues the same tracked run
+MLFLOW_URI_KEY = "mlflow_tracking_uri"  # in IDS_FILE: where the MLflow run is, so a resume finds it there
 
 
 class Tracker(Protocol):
@@ -102,12 +104,24 @@ def open_trackers(names: list[str], run_dir: Path, is_main: bool, resume_step: i
     opened: list[Tracker] = []
     try:
         for name in names:
-            opened.append(makers[name](run_dir, ids.get(name), resume_step))
+            extra = {"tracking_uri": ids.get(MLFLOW_URI_KEY)} if name == "mlflow" else {}
+            opened.append(makers[name](run_dir, ids.get(name), resume_step, **extra))
     except Exception:
         Trackers(opened).close("failed")
         raise
-    atomic_write_json(ids_path, {n: t.run_id for n, t in zip(names, opened) if getattr(t, "run_id", None)})
+    record = {n: t.run_id for n, t in zip(names, opened) if getattr(t, "run_id", None)}
+    for t in opened:
+        if isinstance(t, MlflowTracker):
+            record[MLFLOW_URI_KEY] = t.tracking_uri
+    atomic_write_json(ids_path, record)
     return Trackers(opened)
+
+
+def mlflow_tracking_uri(run_dir: Path, recorded: str | None = None) -> str:
+    """Where the MLflow run goes: the store a resumed run already uses, else MLFLOW_TRACKING_URI (as MLflow itself
+    and Hugging Face's callback read it: a server, a database or a file store of the user's), else a file store
+    inside the run folder, which needs no server."""
+    return recorded or os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
 
 
 def _flat(data: dict, prefix: str = "") -> dict:
@@ -184,14 +198,16 @@ class WandbTracker:
 
 
 class MlflowTracker:
-    """An MLflow run in the file store run_dir/mlruns (`mlflow ui --backend-store-uri file://.../mlruns`)."""
+    """An MLflow run at MLFLOW_TRACKING_URI, by default in the file store run_dir/mlruns
+    (`mlflow ui --backend-store-uri file://.../mlruns`); MLFLOW_EXPERIMENT_NAME names its experiment."""
 
-    def __init__(self, run_dir: Path, run_id: str | None, resume_step: int | None):
+    def __init__(self, run_dir: Path, run_id: str | None, resume_step: int | None, tracking_uri: str | None = None):
         # MLflow 3 keeps the file store but asks for this opt-in; a store inside the run folder needs no database.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+        self.tracking_uri = mlflow_tracking_uri(run_dir, tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
         if run_id:
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
