@@ -8,6 +8,8 @@ first reason found wins, in the order of REASONS.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +43,7 @@ class Screened:
     left_out: list[LeftOut]
     rows: int  # valid + invalid rows read
     answer_format: str | None  # json | mr | sql when the targets are in one, else None
+    valid: list[Checked] = field(default_factory=list)  # every valid record (coverage before selection)
     label_counts: Counter = field(default_factory=Counter)
     label_like: bool = False  # answers come from a small label set
 
@@ -83,7 +86,7 @@ def screen(path: str | Path, opts: AuditOptions, test_path: str | Path | None = 
                 out[rec.line] = found
     candidates = [r for r in collect.records if r.line not in out]
     return Screened(candidates, sorted(out.values(), key=lambda x: x.line), scan.rows_valid + len(scan.log.bad_lines),
-                    answer_format, labels.counts if like else Counter(), like)
+                    answer_format, collect.records, labels.counts if like else Counter(), like)
 
 
 def _invalid(scan, out: dict[int, LeftOut]) -> None:
@@ -174,3 +177,25 @@ def _answer_problem(rec: Checked, answer_format: str | None, label_counts: Count
         return LeftOut(rec.line, "rare-answer", f"answer '{answer[:40]}' is not one of the labels (seen {count} "
                                                 f"time(s); labels have >= {MIN_LABEL})")
     return None
+
+
+_ACT = re.compile(r"^\s*(\w+)\(")
+_SLOT = re.compile(r"(\w+)\[")
+
+
+def coverage_groups(rec: Checked, screened: Screened) -> set[str]:
+    """What a subset must keep represented: the record's label, or its act and slot types (mr), or its top-level
+    keys (json); nothing for free text."""
+    answer = rec.answer.strip()
+    if screened.label_like:
+        return {f"label {answer}"} if screened.label_counts.get(answer, 0) >= MIN_LABEL else set()
+    if screened.answer_format == "mr":
+        act = _ACT.match(answer)
+        return ({f"act {act.group(1)}"} if act else set()) | {f"slot {s}" for s in _SLOT.findall(answer)}
+    if screened.answer_format == "json":
+        try:
+            value = json.loads(answer)
+        except ValueError:
+            return set()
+        return {f"key {k}" for k in value} if isinstance(value, dict) else set()
+    return set()
