@@ -21,7 +21,7 @@ from tunewise.data.schema import Checked
 from tunewise.errors import TunewiseError
 
 # reason codes, in the order they are decided; the later ones come from the scores and the pick
-REASONS = ("invalid", "empty-answer", "duplicate", "test-leakage", "near-duplicate", "conflict", "malformed-answer",
+REASONS = ("invalid", "empty-answer", "duplicate", "test-leakage", "conflict", "near-duplicate", "malformed-answer",
            "truncated-answer", "rare-answer", "over-length", "low-quality", "not-chosen")
 MIN_LABEL = 3  # a label with fewer records than this is not a class to keep represented (nor learnable)
 
@@ -72,10 +72,10 @@ def screen(path: str | Path, opts: AuditOptions, test_path: str | Path | None = 
     _duplicates(scan, collect.records, out)
     if test_path is not None:
         _leakage(scan, collect.records, Path(test_path), opts, out)
+    _conflicts(scan, [r for r in collect.records if r.line not in out], out)  # near duplicates vote too
     for line, kept in _near(scan, opts.near_threshold)["_kept_line"].items():
         out.setdefault(line, LeftOut(line, "near-duplicate", f"near duplicate of line {kept} (word 3-gram "
                                                              f"Jaccard >= {opts.near_threshold})", kept))
-    _conflicts(scan, [r for r in collect.records if r.line not in out], out)
     fmt = formats.result()
     answer_format = fmt["format"] if fmt and fmt["valid_share"] >= 0.5 else None
     like = labels.result() is not None or _label_like(labels.counts, labels.n)
