@@ -94,9 +94,10 @@ def test_noise_outside_0_to_1_is_one_line_and_writes_nothing(tmp_path):
 # --- the measured claim ---------------------------------------------------------------------------------------
 
 
-def test_select_half_leaves_out_most_planted_bad_records_with_a_reason_for_each(tmp_path, tiny_base_dir):
+@pytest.mark.parametrize("name, seed", [("structured", 0), ("classify", 1)])
+def test_select_half_leaves_out_most_planted_bad_records_with_a_reason_for_each(tmp_path, tiny_base_dir, name, seed):
     task = tmp_path / "task"
-    meta = make_task("structured", task, {"train": 400, "validation": 5, "test": 50}, seed=0, noise=0.3)
+    meta = make_task(name, task, {"train": 400, "validation": 5, "test": 50}, seed=seed, noise=0.3)
     data, out = task / "train.jsonl", tmp_path / "subset.jsonl"
     before = _sha(data)
     res = _select(data, "--k", 200, "--out", out, "--base", tiny_base_dir, "--test", task / "test.jsonl")

@@ -46,6 +46,7 @@ class Screened:
     valid: list[Checked] = field(default_factory=list)  # every valid record (coverage before selection)
     label_counts: Counter = field(default_factory=Counter)
     label_like: bool = False  # answers come from a small label set
+    labels: set[str] = field(default_factory=set)  # its classes (labels_of)
 
 
 class _Collect:
@@ -85,8 +86,11 @@ def screen(path: str | Path, opts: AuditOptions, test_path: str | Path | None = 
             if found:
                 out[rec.line] = found
     candidates = [r for r in collect.records if r.line not in out]
-    return Screened(candidates, sorted(out.values(), key=lambda x: x.line), scan.rows_valid + len(scan.log.bad_lines),
-                    answer_format, collect.records, labels.counts if like else Counter(), like)
+    screened = Screened(candidates, sorted(out.values(), key=lambda x: x.line),
+                        scan.rows_valid + len(scan.log.bad_lines), answer_format, collect.records,
+                        labels.counts if like else Counter(), like)
+    screened.labels = labels_of(screened)
+    return screened
 
 
 def _invalid(scan, out: dict[int, LeftOut]) -> None:
@@ -160,6 +164,20 @@ def _label_like(counts: Counter, n: int) -> bool:
     return 2 <= len(common) <= 50 and sum(common) >= 0.8 * n
 
 
+def _cut_of(answer: str, label_counts: Counter) -> str | None:
+    """The label `answer` is the start of, when that label is common and at least 3x as frequent (however often
+    the same cut happens)."""
+    count = label_counts.get(answer, 0)
+    return next((lab for lab, c in label_counts.most_common() if c >= max(MIN_LABEL, 3 * count) and lab != answer
+                 and lab.startswith(answer)), None)
+
+
+def labels_of(screened: Screened) -> set[str]:
+    """The classes a subset must keep: answers with MIN_LABEL records or more that are not cut-off labels."""
+    counts = screened.label_counts
+    return {a for a, c in counts.items() if c >= MIN_LABEL and _cut_of(a, counts) is None}
+
+
 def _answer_problem(rec: Checked, answer_format: str | None, label_counts: Counter | None) -> LeftOut | None:
     answer = rec.answer.strip()
     if answer_format:
@@ -169,11 +187,11 @@ def _answer_problem(rec: Checked, answer_format: str | None, label_counts: Count
                                                          "truncated or off-task")
     if label_counts:
         count = label_counts.get(answer, 0)
+        longer = _cut_of(answer, label_counts)
+        if longer:
+            return LeftOut(rec.line, "truncated-answer", f"answer '{answer[:40]}' is a cut-off '{longer[:40]}'")
         if count >= MIN_LABEL:
             return None
-        longer = [lab for lab, c in label_counts.items() if c >= MIN_LABEL and lab != answer and lab.startswith(answer)]
-        if longer:
-            return LeftOut(rec.line, "truncated-answer", f"answer '{answer[:40]}' is a cut-off '{longer[0][:40]}'")
         return LeftOut(rec.line, "rare-answer", f"answer '{answer[:40]}' is not one of the labels (seen {count} "
                                                 f"time(s); labels have >= {MIN_LABEL})")
     return None
@@ -188,7 +206,7 @@ def coverage_groups(rec: Checked, screened: Screened) -> set[str]:
     keys (json); nothing for free text."""
     answer = rec.answer.strip()
     if screened.label_like:
-        return {f"label {answer}"} if screened.label_counts.get(answer, 0) >= MIN_LABEL else set()
+        return {f"label {answer}"} if answer in screened.labels else set()
     if screened.answer_format == "mr":
         act = _ACT.match(answer)
         return ({f"act {act.group(1)}"} if act else set()) | {f"slot {s}" for s in _SLOT.findall(answer)}
