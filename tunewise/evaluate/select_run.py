@@ -14,6 +14,7 @@ unless the whole selection succeeded.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def preflight(data: Path, out: Path, opts: SelectOptions) -> None:
 def choose(data: Path, opts: SelectOptions) -> Selection:
     audit_opts = AuditOptions(near_threshold=opts.near_threshold, fmt=opts.fmt, split=opts.split,
                               output_format=opts.output_format)
+    t0 = time.perf_counter()
     screened = screen(data, audit_opts, opts.test)
+    screen_s = time.perf_counter() - t0
     total = len(screened.candidates) + len(screened.left_out)
     if opts.k > total:
         raise TunewiseError(f"--k {opts.k} is more than the {total} records in {data}",
@@ -107,7 +110,9 @@ def choose(data: Path, opts: SelectOptions) -> Selection:
                             f"give --k {len(scored)} or less")
     groups = [coverage_groups(screened.candidates[i], screened) for i in scored]
     idx = np.asarray(scored, dtype=np.int64)
+    t1 = time.perf_counter()
     p = pick(opts.k, scores.ifd[idx], scores.embeddings[idx], groups, opts.by, opts.drop_share)
+    scores.seconds.update(screen=round(screen_s, 3), pick=round(time.perf_counter() - t1, 3))
     left += _pick_reasons(screened, scores, idx, p, opts)
     kept = sorted(screened.candidates[idx[i]].line for i in p.chosen)
     return Selection(kept, sorted(left, key=lambda x: x.line), screened, scores, scored, p)

@@ -78,7 +78,7 @@ def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return out + ([cur] if cur else [])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _run(model, rows: list[list[int]], targets: list[list[bool]], pool: list[list[bool]] | None, pad: int,
          batch_tokens: int, bar) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean NLL over each row's target positions, and (with `pool`) its hidden state mean-pooled over `pool`."""
@@ -95,7 +95,8 @@ def _run(model, rows: list[list[int]], targets: list[list[bool]], pool: list[lis
             tgt[r, : len(rows[i])] = torch.tensor(targets[i])
         tgt[:, 0] = False  # position 0 is never predicted
         mask = (torch.arange(width)[None, :] < torch.tensor([len(rows[i]) for i in batch])[:, None]).long()
-        hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        # right padding under causal attention: no real token sees a pad, so no mask is needed (the fast path)
+        hidden = decoder(input_ids=ids.to(device)).last_hidden_state
         b, t = tgt.nonzero(as_tuple=True)  # a target at t is predicted from position t-1
         nll = torch.nn.functional.cross_entropy(head(hidden[b, t - 1]).float(), ids[b, t].to(device), reduction="none")
         sums = torch.zeros(len(batch), device=device).index_add_(0, b.to(device), nll)
@@ -154,7 +155,7 @@ def score_records(base: str, records: list[Checked], where: Path, batch_tokens: 
                           seconds)
     fits = [i for i in range(len(records)) if tokens[i] <= context]
     t2 = time.perf_counter()
-    answer_loss, alone_loss, emb = _forward(model, tokenizer, enc, fits, batch_tokens, progress)
+    answer_loss, alone_loss, emb = _forward(model, tokenizer, enc, fits, batch_tokens, progress, seconds)
     seconds["forward"] = round(time.perf_counter() - t2, 3)
     ifd = answer_loss / np.maximum(alone_loss, 1e-6)
     from tunewise.fileio import atomic_write_bytes
@@ -168,7 +169,7 @@ def score_records(base: str, records: list[Checked], where: Path, batch_tokens: 
     return scores
 
 
-def _forward(model, tokenizer, enc: _Encoded, fits: list[int], batch_tokens: int, progress: bool):
+def _forward(model, tokenizer, enc: _Encoded, fits: list[int], batch_tokens: int, progress: bool, seconds: dict):
     from tqdm import tqdm
 
     n = len(enc.full)
@@ -178,11 +179,19 @@ def _forward(model, tokenizer, enc: _Encoded, fits: list[int], batch_tokens: int
     prompt = [[lab == IGNORE for lab in enc.labels[i]] for i in fits]
     alone = [enc.alone[i] for i in fits]
     bar = tqdm(total=2 * len(fits), desc="data select: scoring", unit="pass", disable=not progress or None)
+    t0 = time.perf_counter()
     try:
         cond, emb_fit = _run(model, full, trained, prompt, pad, batch_tokens, bar)
-        solo, _ = _run(model, alone, [[True] * len(x) for x in alone], None, pad, batch_tokens, bar)
+        t1 = time.perf_counter()
+        unique = list(dict.fromkeys(map(tuple, alone)))  # a label set repeats its answers: score each once
+        bar.total = len(fits) + len(unique)
+        solo_u, _ = _run(model, [list(u) for u in unique], [[True] * len(u) for u in unique], None, pad,
+                         batch_tokens, bar)
+        where = {u: i for i, u in enumerate(unique)}
+        solo = solo_u[[where[tuple(x)] for x in alone]] if alone else solo_u
     finally:
         bar.close()
+    seconds.update(prompted_pass=round(t1 - t0, 3), answer_alone_pass=round(time.perf_counter() - t1, 3))
     answer_loss, alone_loss = np.full(n, np.nan), np.full(n, np.nan)
     emb = np.zeros((n, emb_fit.shape[1]), np.float32)
     answer_loss[fits], alone_loss[fits], emb[fits] = cond, solo, emb_fit
