@@ -179,8 +179,8 @@ def test_out_follows_the_ownership_rule(tmp_path, micro_llama_dir):
 
 @pytest.mark.parametrize("suffix", [".json", ".csv", ".parquet"])
 def test_the_subset_is_written_in_the_input_format(tmp_path, micro_llama_dir, suffix):
-    from tunewise.data.sources import iter_source
     from tunewise.data.select_write import _encode
+    from tunewise.data.sources import iter_source
 
     rows = [json.loads(line) for line in _lines(_small(tmp_path))]
     data = tmp_path / f"data{suffix}"

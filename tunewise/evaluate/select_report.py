@@ -72,10 +72,10 @@ def build_report(data: Path, out: Path, sel: Selection, opts: SelectOptions, wri
 
 
 def _plot(report: dict, sel: Selection, folder: Path) -> Path:
-    from tunewise.report import plots  # noqa: F401  (selects the Agg backend)
     import matplotlib.pyplot as plt
 
     from tunewise.fileio import atomic_save_figure
+    from tunewise.report import plots  # noqa: F401  (selects the Agg backend)
 
     groups = _score_groups(sel)
     colors = {"kept": "#2ca02c", "low-quality": "#d62728", "not-chosen": "#7f7f7f"}
