@@ -16,6 +16,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 
 from tunewise.data.formats import IGNORE, Record, encode_record, leading_special_ids
 from tunewise.data.schema import Checked
+from tunewise.fileio import atomic_write_bytes
 
 BATCH_TOKENS = 8192
 MAX_ROWS = 256
@@ -136,37 +138,33 @@ def _cache_path(base: str, digest: str) -> Path:
 
 def score_records(base: str, records: list[Checked], where: Path, batch_tokens: int = BATCH_TOKENS,
                   progress: bool = True) -> Scores:
-    """Scores of every record under `base` (see the module docstring); cached per base fingerprint."""
+    """Scores of every record under `base` (see the module docstring); cached per base fingerprint (a cached
+    set loads only the tokenizer and config, not the weights)."""
     from tunewise.hf import context_length
-    from tunewise.models import load_base
+    from tunewise.models import load_base, load_config, load_tokenizer
 
     t0 = time.perf_counter()
-    model, tokenizer = load_base(base)
-    model.eval()
-    context = int(context_length(model.config) or tokenizer.model_max_length)
+    tokenizer = load_tokenizer(base)
+    context = int(context_length(load_config(base)) or tokenizer.model_max_length)
     t1 = time.perf_counter()
     enc = _encode(records, tokenizer, where)
     tokens = np.asarray([len(x) for x in enc.full], np.int64)
-    seconds = {"load": round(t1 - t0, 3), "tokenise": round(time.perf_counter() - t1, 3)}
+    seconds = {"tokenise": round(time.perf_counter() - t1, 3)}
     cache = _cache_path(base, _digest(enc))
     if cache.is_file():
         with np.load(cache) as z:
             return Scores(z["answer_loss"], z["alone_loss"], z["ifd"], tokens, z["embeddings"], context, True,
-                          seconds)
+                          {"load": round(t1 - t0, 3), **seconds})
+    model, tokenizer = load_base(base)
+    model.eval()
+    seconds["load"] = round(time.perf_counter() - t0 - seconds["tokenise"], 3)
     fits = [i for i in range(len(records)) if tokens[i] <= context]
-    t2 = time.perf_counter()
     answer_loss, alone_loss, emb = _forward(model, tokenizer, enc, fits, batch_tokens, progress, seconds)
-    seconds["forward"] = round(time.perf_counter() - t2, 3)
     ifd = answer_loss / np.maximum(alone_loss, 1e-6)
-    from tunewise.fileio import atomic_write_bytes
-
-    scores = Scores(answer_loss, alone_loss, ifd, tokens, emb, context, False, seconds)
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, answer_loss=answer_loss, alone_loss=alone_loss, ifd=ifd, embeddings=emb)
     atomic_write_bytes(cache, buf.getvalue())
-    return scores
+    return Scores(answer_loss, alone_loss, ifd, tokens, emb, context, False, seconds)
 
 
 def _forward(model, tokenizer, enc: _Encoded, fits: list[int], batch_tokens: int, progress: bool, seconds: dict):
