@@ -170,6 +170,8 @@ def test_out_follows_the_ownership_rule(tmp_path, micro_llama_dir):
     res = _select(data, "--k", 6, "--out", out, "--base", micro_llama_dir)  # our own file: replaced
     assert res.exit_code == 0, res.output
     assert len(_lines(out)) == 6
+    report = json.loads((tmp_path / "out.select_report.json").read_text())
+    assert report["scoring"]["cached"] and "prompted_pass" not in report["scoring"]["seconds"]  # scores reused
     res = _select(data, "--k", 5, "--out", data, "--base", micro_llama_dir, "--force")
     assert res.exit_code != 0 and "is the input file" in res.output
 
@@ -198,16 +200,18 @@ def test_records_over_the_context_and_known_bad_ones_get_their_reason(tmp_path, 
     rows[5] = dict(rows[1])  # exact duplicate of line 2
     rows[7] = {"prompt": rows[2]["prompt"], "completion": " 999"}  # conflicts with line 3 (no majority)
     rows[9] = {"prompt": "x", "completion": "  "}  # empty answer
-    data = tmp_path / "d.jsonl"
+    data, test = tmp_path / "d.jsonl", tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = _select(data, "--k", 20, "--out", tmp_path / "o.jsonl", "--base", micro_llama_dir, "--json")
+    test.write_text(json.dumps({"prompt": "unrelated?", "completion": " no"}) + "\n" + json.dumps(rows[11]) + "\n")
+    res = _select(data, "--k", 19, "--out", tmp_path / "o.jsonl", "--base", micro_llama_dir, "--test", test, "--json")
     assert res.exit_code == 0, res.output
     left = {x["line"]: x for x in json.loads((tmp_path / "o.select_report.json").read_text())["left_out_records"]}
     assert left[4]["reason"] == "over-length" and "more than the base's context of 256" in left[4]["detail"]
     assert left[6]["detail"] == "exact duplicate of line 2"
     assert left[8]["reason"] == "conflict" and left[3]["reason"] == "conflict" and left[8]["other"] == 3
     assert left[10]["reason"] == "empty-answer"
-    assert len(left) == 10
+    assert left[12]["reason"] == "test-leakage" and left[12]["detail"] == f"the same record as {test} line 2"
+    assert len(left) == 11
 
 
 def test_conflicts_keep_the_majority_answer(tmp_path):
