@@ -1,4 +1,5 @@
-"""`tunewise data check`: audit a training file before training (schema, duplicates, lengths, labels, leakage)."""
+"""`tunewise data check`: audit a training file before training (schema, duplicates, lengths, labels, leakage);
+`tunewise data select`: keep the k best and most varied records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="Audit training data before you train on it.", no_args_is_help=True)
+data_app = typer.Typer(help="Audit training data before you train on it, and select a curated subset.",
+                       no_args_is_help=True)
 
 _STATUS = {0: "[green]ok[/]", 1: "[yellow]warning[/]", 2: "[red]error[/]"}
 
@@ -231,6 +233,47 @@ def _length_row(L: dict, status: int) -> tuple[str, str, int]:
                                       f"{L['truncated']} over max_seq_len {L['max_seq_len']}"
                                       f"{_lines(L['truncated_lines'])}, {L['no_labels_left']} lose every target"
                                       f"{_lines(L['no_labels_lines'])}{ctx}{sampled}", status)
+
+
+@data_app.command("select")
+def select(
+    path: Path = typer.Argument(..., help="Training data, in any format train reads (the input is only read)."),
+    k: int = typer.Option(..., "--k", help="How many records to keep."),
+    out: Path = typer.Option(..., "--out", help="The subset, in the input's format (by --out's suffix); "
+                                                "OUT.select_report.json and .html are written beside it."),
+    base: str = typer.Option("tiny", "--base", help="The model that scores the records (IFD, answer loss, prompt "
+                                                     "embeddings): the base you will fine-tune."),
+    test: Path | None = typer.Option(None, "--test", help="Test data: records it also holds are left out."),
+    by: str = typer.Option("quality,diversity", "--by", help="quality (drop the worst IFD share), diversity "
+                                                             "(k-center on prompt embeddings), or both."),
+    drop_share: float = typer.Option(0.25, "--drop-share", min=0.0, max=0.95,
+                                     help="With quality and diversity: the worst-scored share dropped first."),
+    fmt: str = typer.Option("auto", "--format", help="Record format, as data.format."),
+    split: str = typer.Option("train", "--split", help="Split of a dataset id or DatasetDict folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an --out that tunewise did not write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Keep the k best and most varied records: leave out what data check knows is bad (duplicates, conflicts,
+    empty or truncated answers, test leakage), score the rest with the base (IFD = loss(answer | prompt) /
+    loss(answer)), drop the worst-scored share, then pick for coverage and diversity. Every record left out
+    gets its reason in the report. Workflow: data check -> data select -> advise -> train."""
+    from tunewise.data.records import canonical_format
+    from tunewise.evaluate.select_report import write_selection
+    from tunewise.evaluate.select_run import SelectOptions, choose, parse_by, preflight
+
+    canonical_format(fmt)
+    opts = SelectOptions(k=k, base=base, test=str(test) if test else None, by=parse_by(by), drop_share=drop_share,
+                         fmt=fmt, split=split, force=force, progress=not as_json)
+    preflight(path, out, opts)
+    report = write_selection(path, out, choose(path, opts), opts)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in report.items() if k != "record_scores"}, indent=2))
+        return
+    reasons = ", ".join(f"{n} {r}" for r, n in report["left_out_by_reason"].items())
+    typer.echo(f"kept {report['kept']} of {report['records']} records in {out}; left out: {reasons or 'none'}")
+    if report["uncovered"]:
+        typer.echo(f"not represented (--k too small): {', '.join(report['uncovered'])}")
+    typer.echo(f"why each record was left out: {report['report_files'][0]} (page: {report['report_files'][1]})")
 
 
 def register(app: typer.Typer) -> None:

@@ -48,6 +48,9 @@ def make(
                             "(the task's instruction as a user turn, for instruct models); default: chat when "
                             "--base has a chat template, else prompt_completion."),
     base: str = typer.Option("tiny", "--base", help="The model the task is for (picks the default --format)."),
+    noise: float = typer.Option(0.0, "--noise", help="Share of the training split made bad (wrong answers, "
+                                "truncated answers, duplicates, off-task records in equal numbers), each bad line "
+                                "listed in meta.json's noise.bad: a set to measure `data select` against."),
     as_json: bool = typer.Option(False, "--json", help="Print the task metadata as JSON."),
     force: bool = typer.Option(False, "--force", help="Write into --out even when it holds other files or another "
                                "task (the task's own files are replaced)."),
@@ -55,19 +58,24 @@ def make(
     """Write a built-in task's splits in the trainer's record format (prompt/completion or chat), plus meta.json."""
     from tunewise.ownership import claim_dir
     from tunewise.tasks import get_task, make_task, task_format_for
+    from tunewise.tasks.noise import check_share
     from tunewise.userfiles import check_count
 
     get_task(name)
+    check_share(noise)
     for flag, n in (("--train", train), ("--validation", validation), ("--test", test)):
         check_count(n, flag)
     claim_dir(out, "task", name, force=force)
     meta = make_task(name, out, {"train": train, "validation": validation, "test": test}, seed,
-                     fmt or task_format_for(base))
+                     fmt or task_format_for(base), noise=noise)
     if as_json:
         typer.echo(json.dumps({"out": str(out), **meta}, indent=2))
         return
     sizes = ", ".join(f"{k} {v}" for k, v in meta["sizes"].items())
     typer.echo(f"wrote {name} to {out}: {sizes} (seed {seed}); scorer {meta['scorer']}")
+    if "noise" in meta:
+        kinds = ", ".join(f"{k} {v}" for k, v in meta["noise"]["kinds"].items())
+        typer.echo(f"  noise:  {meta['noise']['bad_records']} bad training records ({kinds}), lines in meta.json")
     if "db" in meta:
         typer.echo(f"  SQLite database: {out / meta['db']}")
     typer.echo(f"  train:  tunewise train with data.train={out / 'train.jsonl'}")

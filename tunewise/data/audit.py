@@ -138,7 +138,9 @@ def _near(scan: _Scan, threshold: float) -> dict:
     return {"threshold": threshold, "near_duplicates": int(redundant.size), "clusters": int((sizes > 1).sum()),
             "largest_cluster": int(sizes.max()) if n else 0,
             "examples": [[int(lines[b[i]]), int(lines[a[i]]), round(float(est[i]), 3)] for i in order],
-            "_redundant_lines": set(lines[redundant].tolist())}
+            "_redundant_lines": set(lines[redundant].tolist()),
+            # each near duplicate -> the kept record of its cluster (data select says which line it repeats)
+            "_kept_line": dict(zip(lines[redundant].tolist(), lines[first[labels[redundant]]].tolist(), strict=True))}
 
 
 def _leakage(train: _Scan, ev: _Scan, threshold: float) -> dict:

@@ -27,6 +27,7 @@ from tunewise.tasks.base import (
     dumps_jsonl,
     generate_split,
 )
+from tunewise.tasks.noise import add_noise, noise_meta
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in (structured.SPEC, classify.SPEC, sql.SPEC, math_task.SPEC,
                                                  math_hard.SPEC)}
@@ -62,9 +63,10 @@ def task_meta(spec: TaskSpec, seed: int, sizes: dict[str, int], extra: dict[str,
 
 
 def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
-              fmt: str = "prompt_completion") -> dict[str, Any]:
+              fmt: str = "prompt_completion", noise: float = 0.0) -> dict[str, Any]:
     """Write train/validation/test JSONL, meta.json (and side files such as db.sqlite) into `out`; `fmt` chat
-    writes every example as messages with the task's instruction (for instruct models)."""
+    writes every example as messages with the task's instruction (for instruct models); `noise` plants that
+    share of bad records in the training split (tasks/noise.py), listed in meta.json."""
     spec = get_task(name)
     if fmt not in TASK_FORMATS:
         raise TunewiseError(f"--format: unknown task format '{fmt}'", f"use one of {', '.join(TASK_FORMATS)}")
@@ -78,13 +80,25 @@ def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, s
     out.mkdir(parents=True, exist_ok=True)
     extra = spec.prepare(out, seed) if spec.prepare else {}
     ctx = {"seed": seed, "out": out}
+    planted = None
     for split in SPLITS:
         examples = generate_split(spec, split, sizes[split], seed, ctx)
+        if split == "train" and noise:
+            examples, planted = _noisy(spec, examples, noise, seed, ctx)
         atomic_write_text(out / f"{split}.jsonl", dumps_jsonl([e.record(fmt, spec.instruction) for e in examples]))
     meta = task_meta(spec, seed, sizes, extra, fmt)
+    if planted is not None:
+        meta["noise"] = noise_meta(noise, planted)
     atomic_write_json(out / META_FILE, meta)
     mark_dir(out, "task", name)  # so a later `tasks make` of another task into this folder is refused
     return meta
+
+
+def _noisy(spec: TaskSpec, examples: list, share: float, seed: int, ctx: dict) -> tuple[list, list]:
+    """The training examples with `share` of them made bad; off-task records come from another task."""
+    other = TASKS["classify" if spec.name != "classify" else "structured"]
+    off_task = generate_split(other, "train", max(1, len(examples)), seed + 1, ctx)
+    return add_noise(examples, share, seed, off_task)
 
 
 def ensure_task(name: str, out: str | Path, sizes: dict[str, int], seed: int, fmt: str = "prompt_completion") -> Path:
