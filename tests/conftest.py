@@ -130,3 +130,37 @@ def micro_llama_dir(tmp_path_factory, tiny_base_dir):
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ shared, read-only
+# Built once per session (per xdist worker) and only read by the tests that take them.
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real base (model in eval mode, tokenizer); tests that take it are in the real tier."""
+    from tunewise.models import load_base
+
+    model, tok = load_base("smollm2")
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="session")
+def fingerprint_adapter(tiny_base_dir, tmp_path_factory):
+    """fingerprint_adapter(word, out): a copy at `out` of the fingerprint adapter for `word` on the tiny base
+    (tests/fingerprint_adapters.py, its default steps, lr and seed), trained once per session. Training seeds
+    itself, so the copy is byte for byte what training in place would write; each caller gets its own files."""
+    import shutil
+
+    from fingerprint_adapters import make_fingerprint_adapter
+
+    root = tmp_path_factory.mktemp("fingerprints")
+    trained: dict[str, Path] = {}
+
+    def copy(word: str, out: Path) -> Path:
+        if word not in trained:
+            trained[word] = make_fingerprint_adapter(tiny_base_dir, root / word, word)
+        shutil.copytree(trained[word], out)
+        return Path(out)
+
+    return copy
