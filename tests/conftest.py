@@ -25,6 +25,7 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
 
 
+@pytest.hookimpl(tryfirst=True)  # the tiers are on the items before `-m` deselects by them
 def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(tier_of(item))
