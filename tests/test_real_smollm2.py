@@ -24,14 +24,6 @@ LORA_R16_ALL_LINEAR = 4_884_480
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from tunewise.models import load_base
-
-    model, tok = load_base("smollm2")
-    return model.eval(), tok
-
-
-@pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
     from tunewise.tasks import make_task, task_format_for
 
@@ -42,13 +34,16 @@ def task_dir(tmp_path_factory):
     return out
 
 
+def _config(method: str, task_dir: Path, steps: int):
+    return validate_config({"base": "smollm2", "method": method,
+                            "data": {"train": str(task_dir / "train.jsonl"), "max_seq_len": 160},
+                            "lora": {"r": 8}, "train": {"max_steps": steps, "batch_size": 4, "seed": 0}})
+
+
 def _train(method: str, task_dir: Path, out: Path, steps: int):
     from tunewise.train.run import train
 
-    cfg = validate_config({"base": "smollm2", "method": method,
-                           "data": {"train": str(task_dir / "train.jsonl"), "max_seq_len": 160},
-                           "lora": {"r": 8}, "train": {"max_steps": steps, "batch_size": 4, "seed": 0}})
-    return train(cfg, out, quiet=True)
+    return train(_config(method, task_dir, steps), out, quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +133,25 @@ def test_full_fine_tuning_saves_and_reloads_with_the_tie_intact(full_run):
     assert _tied(model) and sum(p.numel() for p in model.parameters()) == PARAMS
 
 
-def test_qlora_steps(task_dir, tmp_path):
-    res = _train("qlora", task_dir, tmp_path / "qlora", steps=1)
-    assert res.summary.status == "completed" and res.summary.final_train_loss > 0
+def test_qlora_steps_lower_the_loss_of_what_they_trained_on(task_dir, tmp_path):
+    """Two QLoRA steps (one pass over the 8 training records) on the 4-bit base: the saved adapter, reloaded on the
+    4-bit base it was trained against, gives the training targets a lower loss than that base alone."""
+    from tunewise.models import load_tuned
+    from tunewise.train.loop import eval_loss
+    from tunewise.train.run import load_data
+
+    res = _train("qlora", task_dir, tmp_path / "qlora", steps=2)
+    s = res.summary
+    assert s.status == "completed" and s.steps == 2 and 0 < s.trainable_params < s.total_params
+    model, tok = load_tuned(res.run_dir)  # a QLoRA adapter loads on the NF4 base
+    assert any("4bit" in type(m).__name__ for m in model.modules())
+    train_set = load_data(_config("qlora", task_dir, 2), tok).train
+    assert len(train_set) == 8
+    with model.disable_adapter():
+        before = eval_loss(model, train_set, tok.pad_token_id, False, batch_size=4)
+    after = eval_loss(model, train_set, tok.pad_token_id, False, batch_size=4)
+    print(f"qlora: loss of the training targets {before:.4f} on the 4-bit base -> {after:.4f} with the adapter")
+    assert after < before - 0.05, (before, after)
 
 
 def test_eval_scores_the_base_and_the_adapter_on_chat_records(smollm2, lora_run, task_dir):

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from fingerprint_adapters import FINGERPRINT_PROMPT, fingerprint_of, make_fingerprint_adapter
+from fingerprint_adapters import FINGERPRINT_PROMPT, fingerprint_of
 
 from tunewise.adapters import AdapterRefused
 from tunewise.serve.batching import left_pad, safe_length, stop_cut
@@ -54,11 +54,11 @@ def random_lora(model_dir: Path, out: Path, init: bool | str = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_base_dir) -> Path:
+def registry(tmp_path_factory, tiny_base_dir, fingerprint_adapter) -> Path:
     """Three fingerprint adapters plus one of each kind the server must refuse."""
     root = tmp_path_factory.mktemp("registry")
     for name, word in WORDS.items():
-        make_fingerprint_adapter(tiny_base_dir, root / name, word)
+        fingerprint_adapter(word, root / name)
     # pickle-only: the same weights, stored with torch.save instead of safetensors
     shutil.copytree(root / "oslo", root / "pickled")
     from safetensors.torch import load_file
@@ -75,9 +75,9 @@ def registry(tmp_path_factory, tiny_base_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kyoto_dir(tmp_path_factory, tiny_base_dir) -> Path:
+def kyoto_dir(tmp_path_factory, fingerprint_adapter) -> Path:
     """A fingerprint adapter outside the registry (for runtime-path loading)."""
-    return make_fingerprint_adapter(tiny_base_dir, tmp_path_factory.mktemp("elsewhere") / "kyoto", "Kyoto")
+    return fingerprint_adapter("Kyoto", tmp_path_factory.mktemp("elsewhere") / "kyoto")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fingerprint_adapters import fingerprint_of, make_fingerprint_adapter
+from fingerprint_adapters import fingerprint_of
 
 KEY = "load-key"
 WORDS = {"oslo": "Oslo", "lima": "Lima", "porto": "Porto", "kyoto": "Kyoto"}
@@ -22,10 +22,10 @@ N_REQUESTS = 300
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_base_dir) -> Path:
+def registry(tmp_path_factory, fingerprint_adapter) -> Path:
     root = tmp_path_factory.mktemp("load-registry")
     for name, word in WORDS.items():
-        make_fingerprint_adapter(tiny_base_dir, root / name, word)
+        fingerprint_adapter(word, root / name)
     return root
 
 

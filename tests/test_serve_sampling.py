@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from fingerprint_adapters import make_fingerprint_adapter
 
 from tunewise.serve.sampling import SamplingParams, choose, draw, filter_logits, make_generator
 
@@ -58,7 +57,9 @@ def test_choose_rows_are_independent_and_greedy_is_argmax():
     assert len(first[0].top) == 3 and first[0].top[0][1] >= first[0].top[1][1]
     assert first[0].logprob == pytest.approx(float(torch.log_softmax(logits[0], -1)[first[0].token]))
     huge_seed = SamplingParams(temperature=1.0, seed=2**70)  # any integer a client sends is a usable seed
-    assert make_generator(huge_seed) is not None
+    draws = [torch.rand(4, generator=make_generator(huge_seed)) for _ in range(2)]
+    other = torch.rand(4, generator=make_generator(SamplingParams(temperature=1.0, seed=2**70 + 1)))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], other)  # seeded by it, reproducibly
     assert SamplingParams(temperature=1e-30).greedy  # would overflow logits / temperature: argmax instead
     banned = SamplingParams(logit_bias=((int(logits[1].argmax()), -100.0),))
     assert choose(logits[1:2], [banned], [None])[0].token != int(logits[1].argmax())
@@ -79,10 +80,10 @@ def test_defaults_come_from_the_base_generation_config():
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_base_dir) -> Path:
+def registry(tmp_path_factory, fingerprint_adapter) -> Path:
     root = tmp_path_factory.mktemp("sampling-registry")
     for name, word in {"oslo": "Oslo", "lima": "Lima"}.items():
-        make_fingerprint_adapter(tiny_base_dir, root / name, word)
+        fingerprint_adapter(word, root / name)
     return root
 
 
