@@ -10,10 +10,9 @@ from __future__ import annotations
 from study_claims import Reader, mean
 from study_plan import HEADLINE_TASKS, Run
 
-from tunewise.compare import TASK_KIND, verdict
-
-ADVISE_TASK = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math",
-               "math-hard": "math"}
+from tunewise.compare import verdict
+from tunewise.decide.vocabulary import BUILTIN_ADVISE_TASK as ADVISE_TASK
+from tunewise.decide.vocabulary import kind_of
 
 
 def advised(base: str, task: str) -> tuple[str, str]:
@@ -33,7 +32,8 @@ def measured_rows(r: Reader, task: str) -> dict[str, dict] | None:
         if res is None:
             return None
         s = res["summary"]
-        rows[method] = {"method": method, "score": mean(r.scores(task, method)), "peak_rss_mb": s["peak_rss_mb"],
+        rows[method] = {"method": method, "score": mean(r.scores(task, method)), "metric": res["eval"]["primary"],
+                        "peak_rss_mb": s["peak_rss_mb"],
                         "train_time_s": s["train_time_s"], "intruders": r.intruders(res),
                         "retention": None}
     return rows
@@ -49,7 +49,11 @@ def advice_section(base: str, r: Reader) -> str:
         if rows is None:
             lines.append(f"| {task} | {preferred}: {reason} | not measured yet | | |")
             continue
-        v = verdict(rows, TASK_KIND[task], r.base_score(task))
+        items = {m: [x for x in r.items(task, m) if x is not None] for m in ("lora", "full")}
+        # each seed's test set is its own: pool the seeds' examples (paired within each seed), as claims 1-3 do
+        records = {m: [[{"value": n / d if d else 1.0} for seed in runs for n, d in seed]]
+                   for m, runs in items.items() if runs and len(runs) == len(items["lora"])}
+        v = verdict(rows, kind_of(task), r.base_score(task), records=records or None)
         agree = (preferred in ("lora", "qlora")) == (v["recommendation"] in ("lora", "qlora"))
         lines.append(f"| {task} | {preferred}: {reason} | {rows['lora']['score']:.3f} / {rows['full']['score']:.3f} "
                      f"| {v['recommendation']}: {v['lines'][0]} | {'yes' if agree else '**no**'} |")

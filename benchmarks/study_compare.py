@@ -15,7 +15,8 @@ from study_claims import Reader
 from study_exec import data_folder
 from study_plan import HEADLINE_TASKS, Run
 
-from tunewise.compare import TASK_KIND, row_for, verdict
+from tunewise.compare import row_for, verdict
+from tunewise.decide.vocabulary import kind_of
 from tunewise.fileio import atomic_write_json
 
 
@@ -34,11 +35,11 @@ def compare_dict(r: Reader, base: str, task: str, out: Path) -> dict | None:
     base_score = r.base_score(task)
     from tunewise.advise.engine import AdviseInput, advise
 
-    return {"spec": {"base": base, "task": task, "methods": ["lora", "full"]}, "kind": TASK_KIND[task],
+    return {"spec": {"base": base, "task": task, "methods": ["lora", "full"]}, "kind": kind_of(task),
             "data": str(data_folder(out, task, 0, 240, 40)), "base_params": rows["full"]["total_params"],
             "base": {"score": base_score, "metric": rows["lora"]["metric"]},
             "lr_notes": {m: f"{row['lr']:g} (the study's sweep)" for m, row in rows.items()},
-            "rows": rows, "verdict": verdict(rows, TASK_KIND[task], base_score),
+            "rows": rows, "verdict": verdict(rows, kind_of(task), base_score),
             "advice": advise(AdviseInput(task=ADVISE_TASK[task], model=base, device="cpu")).as_dict(),
             "created": f"benchmarks/study.py, seed 0 runs {', '.join(res['id'] for res in results.values())}"}
 

@@ -130,10 +130,13 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dic
     train = tw("train", str(cfg_path), "--out", str(folder / "run"), "-q")
     _, t_train = sh(train)
     summary = json.loads((folder / "run" / "summary.json").read_text())
-    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--batch-size", str(run.eval_size), "--json")
+    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--batch-size", str(run.eval_size), "--json",
+            "--out", str(folder / "eval"))
     text, t_eval = sh(ev)
     commands, wall = [shown(make, root), shown(train, root), shown(ev, root)], {"train": t_train, "eval": t_eval}
-    result = {"summary": _summary_fields(summary), "eval": _eval_fields(json.loads(text)),
+    evaluation = json.loads(text)
+    result = {"summary": _summary_fields(summary), "eval": _eval_fields(evaluation),
+              "items": _items(folder / "eval" / "predictions.jsonl", evaluation.get("primary")),
               "train_losses": _train_losses(folder / "run" / "metrics.jsonl")}
     if run.analyze:
         an = tw("analyze", base, str(folder / "run"), "--eps", "0.3,0.5,0.7", "--json")
@@ -169,6 +172,15 @@ SUMMARY_KEYS = ("method", "trainable_params", "total_params", "steps", "epochs",
 
 def _summary_fields(summary: dict) -> dict:
     return {k: summary.get(k) for k in SUMMARY_KEYS}
+
+
+def _items(predictions: Path, primary: str | None) -> list[list[float]]:
+    """Each test example's (numerator, denominator) of the metric, in the test file's order: the paired band's
+    input (tunewise.decide)."""
+    from tunewise.decide import item_pair
+
+    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    return [list(item_pair(r, primary)) for r in rows]
 
 
 def _eval_fields(ev: dict) -> dict:
