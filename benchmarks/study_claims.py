@@ -99,11 +99,13 @@ class Claim:
     published: str
     verdict: Callable[[Reader], tuple[str, str]]  # (what we measured, holds?)
     details: Callable[[Reader], str]  # the section's tables and reading
+    band: Callable[[Reader], str] = lambda r: "-"  # the measured gap with its band (tunewise.decide), where banded
 
     def section(self, r: Reader) -> str:
         measured, holds = self.verdict(r)
-        return (f"## Claim {self.number}: {self.title}\n\nPublished: {self.published}. Measured: {measured}. "
-                f"**Holds? {holds}**\n\n{self.details(r)}")
+        band = self.band(r)
+        return (f"## Claim {self.number}: {self.title}\n\nPublished: {self.published}. Measured: {measured}"
+                + ("" if band == "-" else f"; gap with its band: {band}") + f". **Holds? {holds}**\n\n{self.details(r)}")
 
 
 # ------------------------------------------------------------------------------------------ claims 1-3: tasks
@@ -174,21 +176,32 @@ def combine(verdicts: list[str]) -> str:
     return "holds" if set(verdicts) == {"holds"} else "undecided"
 
 
+def scores_text(r: Reader, tasks: tuple[str, ...]) -> str:
+    return "; ".join(f"{t} LoRA {pm(r.scores(t, 'lora'))} / full {pm(r.scores(t, 'full'))}" for t in tasks)
+
+
+def band_column(tasks: tuple[str, ...], kind: str) -> Callable[[Reader], str]:
+    """The summary's band column: full - LoRA with its band, per task."""
+    def text(r: Reader) -> str:
+        if None in (gap_of(r, t) for t in tasks):
+            return "-"
+        return "; ".join(f"{t}: {judged(r, t, kind, ())[0]}" for t in tasks)
+    return text
+
+
 def claim1(r: Reader) -> tuple[str, str]:
     if None in (ratio_of(r, t) for t in ("structured", "classify")):
         return PENDING
     # rule: "almost matches" = a tie within the 2-point margin, or LoRA ahead, by tunewise.decide
-    judgements = {t: judged(r, t, "representation", ("tie", "lora")) for t in ("structured", "classify")}
-    return ("; ".join(f"{t}: full - LoRA {band}" for t, (band, _) in judgements.items()),
-            combine([v for _, v in judgements.values()]))
+    verdicts = [judged(r, t, "representation", ("tie", "lora"))[1] for t in ("structured", "classify")]
+    return scores_text(r, ("structured", "classify")), combine(verdicts)
 
 
 def claim2(r: Reader) -> tuple[str, str]:
     if ratio_of(r, "sql") is None:
         return PENDING
     # rule: "about equal" = a tie within the 2-point margin by tunewise.decide
-    band, verdict = judged(r, "sql", "sql", ("tie",))
-    return f"sql: full - LoRA {band}", verdict
+    return scores_text(r, ("sql",)), judged(r, "sql", "sql", ("tie",))[1]
 
 
 def claim3(r: Reader) -> tuple[str, str]:
@@ -196,11 +209,10 @@ def claim3(r: Reader) -> tuple[str, str]:
         return PENDING
     # rule: "clearly trails" = full ahead beyond the band and the margin, by tunewise.decide; math-hard scores 0
     # for every method (a floor), which can neither confirm nor refute it
-    band, verdict = judged(r, "math", "reasoning", ("full",))
     floored = all(s == 0 for m in ("lora", "full") for s in r.scores("math-hard", m))
-    hard = "math-hard: 0 for every method (floored)" if floored else \
-        f"math-hard: full - LoRA {judged(r, 'math-hard', 'reasoning', ('full',))[0]}"
-    return f"math: full - LoRA {band}; {hard}", verdict
+    return (scores_text(r, ("math",)) + ("; math-hard 0 for every method (floored)" if floored else
+                                         "; " + scores_text(r, ("math-hard",))),
+            judged(r, "math", "reasoning", ("full",))[1])
 
 
 def tasks_details(tasks: tuple[str, ...]) -> Callable[[Reader], str]:
@@ -493,15 +505,15 @@ def claim10_details(r: Reader) -> str:
 
 CLAIMS = [
     Claim(1, "Representation tasks: LoRA almost matches full fine-tuning", "Anyscale: 95% vs 97% (ViGGO-style)",
-          claim1, tasks_details(("structured", "classify"))),
+          claim1, tasks_details(("structured", "classify")), band_column(("structured", "classify"), "representation")),
     Claim(2, "SQL: LoRA about equal to full", "Anyscale: near-equal on SQL generation", claim2,
-          tasks_details(("sql",))),
+          tasks_details(("sql",)), band_column(("sql",), "sql")),
     Claim(3, "Reasoning: LoRA clearly trails full", "GSM8k gap at 7B / 13B (Anyscale)", claim3,
           lambda r: gap_table(r, ("math", "math-hard")) + "\n\n`math-hard` trains on exactly `math`'s training "
           "data (same generator and seed), so its runs are the same trainings as `math`'s (their retention is "
           "identical, a check that training is deterministic); only the test split differs: five-step chains with "
           "factors 11-29 that no training example shows. A score of 0 for every method there means 30 steps teach "
-          "this model the format and the small-number patterns, not the procedure."),
+          "this model the format and the small-number patterns, not the procedure.", band_column(("math",), "reasoning")),
     Claim(4, "QLoRA trades memory for time", "-33% memory, +39% time (GPU)", claim4, claim4_details),
     Claim(5, "LoRA learns less and forgets less", "Biderman et al. 2024", claim5, claim5_details),
     Claim(6, "Intruder dimensions: in LoRA, rarely in full; fewer with alpha = 2r", "Shuttleworth et al. 2024",

@@ -56,10 +56,12 @@ eps 0.3 / 0.5 / 0.7). Scores of two seeds are shown as mean ± half the range.
 
 
 def summary_table(base: str, r: Reader) -> str:
-    lines = [f"| # | claim | published figure | measured on {base} | holds? |", "|---|---|---|---|---|"]
+    lines = [f"| # | claim | published figure | measured on {base} | gap full - LoRA with its 95% band | holds? |",
+             "|---|---|---|---|---|---|"]
     for claim in CLAIMS:
         measured, holds = claim.verdict(r)
-        lines.append(f"| {claim.number} | {claim.title} | {claim.published} | {measured} | {holds} |")
+        lines.append(f"| {claim.number} | {claim.title} | {claim.published} | {measured} | {claim.band(r)} | "
+                     f"{holds} |")
     return "\n".join(lines)
 
 
