@@ -78,3 +78,27 @@ def test_pilot_flags_without_pilot_are_refused(tmp_path):
 
     res = CliRunner().invoke(app, ["advise", "--task", "structured", "--model", "tiny", "--eval", "x.jsonl"])
     assert res.exit_code != 0 and "only with --pilot" in str(res.exception)  # --data is the advice's flag too
+
+
+def test_a_budget_that_cannot_buy_a_measurement_is_refused_up_front(tmp_path):
+    """The scoring rate is measured on a few examples first; a budget too small for the base and two methods
+    to be scored once is refused before any of it is spent, naming the budget that would do."""
+    import re
+
+    from tunewise.cli import app
+    from tunewise.tasks import make_task
+
+    data = tmp_path / "data"
+    make_task("structured", data, {"train": 32, "validation": 16, "test": 4}, seed=0)
+    out = tmp_path / "pilot"
+    res = CliRunner().invoke(app, ["advise", "--pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
+                                   "--eval", str(data / "validation.jsonl"), "--eval-size", "16",
+                                   "--budget", "0.01", "--out", str(out)])
+    from tunewise.errors import TunewiseError
+
+    assert isinstance(res.exception, TunewiseError)  # the CLI prints it as one line and exits 2
+    text = str(res.exception)
+    assert "--budget 0.01 min cannot buy a measurement" in text
+    wanted = int(re.search(r"give --budget (\d+) or more", text).group(1))
+    assert wanted >= 1
+    assert not (out / "runs").exists()  # nothing was trained

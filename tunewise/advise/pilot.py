@@ -9,6 +9,7 @@ OUT/find_lr/<method>.{json,png} and OUT/recommended.yaml (a run config for the w
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -214,6 +215,7 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     advice = advise(AdviseInput(task=task, model=spec.base, dataset=spec.train, device=device))
+    plan_or_refuse(spec, clock, es)
     t_eval = time.time()
     base_eval = evaluate(load_target(spec.base), es)
     eval_s = time.time() - t_eval  # what scoring one point costs, roughly
@@ -244,6 +246,39 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
     result["html"] = str(write_html(result, out))
     clock.say(f"done: {verdict.recommendation} ({verdict.evidence})")
     return result
+
+
+PROBE_EXAMPLES = 4  # validation examples scored first, to measure what scoring costs before spending the budget
+
+
+def plan_or_refuse(spec: PilotSpec, clock: Clock, es) -> float:
+    """Measure the scoring rate on a few validation examples, print the plan, and refuse up front -- naming the
+    budget that would do -- when the budget cannot buy a measurement: the base and each method scored once on
+    the validation set, plus at least one optimizer step's worth of training per method. Seconds per example."""
+    from tunewise.evaluate.runner import evaluate, load_target
+
+    n = len(es.items)
+    probe = copy.copy(es)
+    probe.items = es.items[:PROBE_EXAMPLES]
+    t0 = time.time()
+    evaluate(load_target(spec.base), probe)
+    per_example = (time.time() - t0) / max(len(probe.items), 1)
+    methods = len(spec.methods)
+    scoring = per_example * n * (1 + methods)  # the untuned base, then each method at its first slice
+    training = methods * per_example * PROBE_EXAMPLES  # a floor: a model load and a few steps per method
+    need = scoring + training + clock.used()
+    clock.say(f"plan: scoring costs ~{per_example:.1f}s per validation example here, so the base and "
+              f"{methods} method(s) on {n} examples need ~{scoring / 60:.1f} min; range tests get up to "
+              f"{FIND_LR_SHARE:.0%} of the budget; the rest trains growing slices")
+    if need > clock.limit:
+        minutes = math.ceil(1.5 * need / 60)  # room for one slice per method beyond the floor
+        raise TunewiseError(f"--budget {spec.budget_min:g} min cannot buy a measurement: scoring the base and "
+                            f"{methods} method(s) once on {n} validation examples takes ~{scoring / 60:.1f} min "
+                            f"here before any training",
+                            f"give --budget {minutes} or more, or fewer validation examples (--eval-size "
+                            f"{max(8, int(n * clock.limit / need / 2))}); without a pilot, `tunewise advise` "
+                            "answers from the rule table at once")
+    return per_example
 
 
 def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -> tuple[dict, dict, dict]:
