@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tunewise.decide.margins import TIE_POINTS  # noqa: E402  (the decision module's margin)
+from tunewise.decide.margins import MARGINS  # noqa: E402  (the decision module's margin)
 
 
 def study_winner(compare: dict) -> tuple[str | None, float | None]:
@@ -34,7 +34,7 @@ def study_winner(compare: dict) -> tuple[str | None, float | None]:
     if not lora or not full or lora["score"] is None or full["score"] is None:
         return None, None
     gap = 100 * (full["score"] - lora["score"])
-    return compare["verdict"].get("call") or f"undecided (no band; {TIE_POINTS:g}-point margin)", round(gap, 2)
+    return compare["verdict"].get("call") or f"undecided (no band; {MARGINS.tie:g}-point margin)", round(gap, 2)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from tunewise.advise.resolution import PairedGap
 from tunewise.decide.call import NAMES, outcome
-from tunewise.decide.margins import RESOLUTION_POINTS, TIE_POINTS
+from tunewise.decide.margins import MARGINS
 
 
 @dataclass
@@ -39,7 +39,7 @@ class PilotVerdict:
 
 
 def decide(preds: dict[str, Prediction], rule_preferred: str, rule_reasons: list[str], base_score: float | None = None,
-           tie_points: float = TIE_POINTS, paired: PairedGap | None = None, n_full: int | None = None) -> PilotVerdict:
+           tie_points: float = MARGINS.tie, paired: PairedGap | None = None, n_full: int | None = None) -> PilotVerdict:
     """The recommendation and why, the gap judged by its band (gap_band). `paired` at a smaller slice than the
     full data only adds the resolution line (how many examples a sharper call would need)."""
     adapter = preds.get("lora") or preds.get("qlora")
@@ -117,14 +117,14 @@ def gap_band(adapter: Prediction, full: Prediction, paired: PairedGap | None, n_
         f"full {full.score:.3f} [{full.low:.3f}, {full.high:.3f}]")
 
 
-def resolution_line(paired: PairedGap, tie_points: float = TIE_POINTS) -> str:
+def resolution_line(paired: PairedGap, tie_points: float = MARGINS.tie) -> str:
     """How sharp the pilot's scoring is, and what a sharper call would take."""
     width = 100 * paired.half_width
     line = (f"Resolution: on {paired.n_eval} validation examples (the methods differed on {paired.discordant:.0%} of "
             f"them at {paired.n_train} training examples) a gap is known to +-{width:.1f} points")
     if width <= tie_points:
         return line + "."
-    five = paired.examples_needed(RESOLUTION_POINTS / 100)
+    five = paired.examples_needed(MARGINS.resolution / 100)
     tie = paired.examples_needed(tie_points / 100)
-    return (line + f"; +-{RESOLUTION_POINTS:g} points would need about {five} validation examples, "
+    return (line + f"; +-{MARGINS.resolution:g} points would need about {five} validation examples, "
             f"+-{tie_points:g} points (the tie margin) about {tie}.")

@@ -9,7 +9,7 @@ typed results and sentences out; no torch, no files.
 
 from tunewise.decide.band import Band, Scores, item_pair, measure_gap, scores_from_records
 from tunewise.decide.call import Call, make_call
-from tunewise.decide.margins import GRADUATE_POINTS, RESOLUTION_POINTS, TIE_POINTS
+from tunewise.decide.margins import GRADUATE_POINTS, MARGINS, RESOLUTION_POINTS, TIE_POINTS
 
-__all__ = ["Band", "Call", "GRADUATE_POINTS", "RESOLUTION_POINTS", "Scores", "TIE_POINTS", "item_pair",
+__all__ = ["Band", "Call", "GRADUATE_POINTS", "MARGINS", "RESOLUTION_POINTS", "Scores", "TIE_POINTS", "item_pair",
            "make_call", "measure_gap", "scores_from_records"]

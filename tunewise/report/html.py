@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from tunewise.decide.margins import TIE_POINTS
+from tunewise.decide.margins import MARGINS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
@@ -68,7 +68,7 @@ def compare_html(cmp: dict, out_dir: Path) -> str:
                    [[m] + [r.get(k) for k, _ in COMPARE_COLUMNS] for m, r in rows.items()], "comparison")
     figs = [plots.loss_curves(runs, out_dir / "loss_curves.png"), plots.cost_bars(rows, out_dir / "cost.png")]
     if cmp["verdict"].get("band_points"):
-        figs.insert(0, plots.gap_band(cmp["verdict"], TIE_POINTS, out_dir / "gap_band.png"))
+        figs.insert(0, plots.gap_band(cmp["verdict"], MARGINS.tie, out_dir / "gap_band.png"))
     per_layer = {m: _per_layer(Path(r["run_dir"])) for m, r in rows.items()}
     if any(per_layer.values()):
         figs.append(plots.intruder_bars({m: v for m, v in per_layer.items() if v}, out_dir / "intruders.png"))
@@ -101,7 +101,7 @@ def _band_note(verdict: dict) -> str:
         return ""
     return ('<p class="muted">The band is the 95% range of the gap from the test examples both methods answered '
             "(and the seeds, with --seeds): a call is made only when the whole band clears the "
-            f"{TIE_POINTS:g}-point tie margin; it narrows as 1/sqrt(examples) -- raise --eval-size or --seeds.</p>")
+            f"{MARGINS.tie:g}-point tie margin; it narrows as 1/sqrt(examples) -- raise --eval-size or --seeds.</p>")
 
 
 def _base_line(base: dict | None) -> str:
