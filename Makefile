@@ -26,6 +26,10 @@ setup: $(STAMP)
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/tunewise demo
 
+# The README's demo block, rewritten from a fresh `tunewise demo` (finished runs under runs/demo are reused).
+readme: setup
+	$(BIN)/python scripts/readme_demo.py
+
 # Two workers: many tests wait on subprocess start-up and imports, so two share the cores well (453 s vs 720 s for
 # the suite on this 2-core machine); each worker takes its share of torch threads (tests/conftest.py).
 TEST_WORKERS ?= 2
