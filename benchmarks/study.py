@@ -101,6 +101,18 @@ def next_step(results: dict[str, dict]) -> Step | None:
     return None
 
 
+def expected_band(step: Step, claims: tuple[int, ...]) -> str:
+    """For a run of claims 1-3's comparisons: the band its full - LoRA gap can expect, pooled over the seeds."""
+    from study_plan import SEEDS
+
+    from tunewise.decide.band import planned_half_width
+
+    if not isinstance(step, Run) or not {1, 2, 3} & set(claims) or step.method not in ("lora", "full"):
+        return ""
+    n = step.eval_size * len(SEEDS)
+    return f"; expected band on full - LoRA: +-{planned_half_width(n):.1f} points ({n} paired examples)"
+
+
 def print_plan(results: dict[str, dict]) -> None:
     left = 0.0
     for i, (claims, step) in enumerate(plan(sweep_loss_of(results)), 1):
@@ -111,7 +123,7 @@ def print_plan(results: dict[str, dict]) -> None:
             continue
         est = estimate_s(step, results)
         left += est
-        print(f"{head}: to run (~{est / 60:.0f} min)")
+        print(f"{head}: to run (~{est / 60:.0f} min){expected_band(step, claims)}")
     loads = [r["load_before"] for r in results.values()]
     rates = (f"at the rates of the {len(loads)} finished runs (load average {min(loads):.1f}-{max(loads):.1f} "
              "when they started; an idle machine is faster)" if loads else "at guessed rates (no run finished yet)")

@@ -17,6 +17,9 @@ import numpy as np
 
 from tunewise.decide.margins import CONFIDENCE
 
+# sd of one example's paired difference full - LoRA, as the pilot measured it on smollm2's four tasks (RESULTS.md,
+# "Pilot at the study's own budget": +-11.5 to +-17 points at 40 examples, discordance 25-40%); for planning only
+TYPICAL_SPREAD = 0.45
 DRAWS = 1000  # bootstrap resamples: the band's ends move by a fraction of a point between runs at this count
 
 
@@ -105,6 +108,12 @@ class Band:
             return None
         target = half_width_points / 100 / math.sqrt(2)  # leave half the variance to the examples
         return max(min(self.seeds), math.ceil(min(self.seeds) * (self.half_width_seeds / target) ** 2))
+
+
+def planned_half_width(examples: int, spread: float = TYPICAL_SPREAD) -> float:
+    """The band's expected half width, in points, on this many paired examples (a plan's estimate: measured
+    bands replace it)."""
+    return 100 * 1.959964 * small_sample_factor(examples) * spread / math.sqrt(max(examples, 1))
 
 
 def measure_gap(a: Scores, b: Scores, draws: int = DRAWS, seed: int = 0) -> Band:
