@@ -64,7 +64,9 @@ def make_call(band: Band, cheaper: str = "lora", costlier: str = "full", kind: s
     gap, low, high = band.points()
     call = outcome(low, high, cheaper, costlier, tie_points)
     resolution = RESOLUTION_POINTS if band.half_width * 100 > RESOLUTION_POINTS else tie_points
-    graduate = call == costlier == "full" and (kind == "reasoning" or low > GRADUATE_POINTS)
+    # the seed: graduate where reasoning gaps remain after tuning (a gap beyond the band and the tie margin, of more
+    # than GRADUATE_POINTS); elsewhere a clear gap asks for tuning the adapter first
+    graduate = call == costlier == "full" and kind == "reasoning" and gap > GRADUATE_POINTS
     recommendation = costlier if graduate else cheaper
     seeds = min(band.seeds)
     needed_examples, needed_seeds = band.needed_examples(resolution), band.needed_seeds(resolution)
@@ -83,8 +85,7 @@ def _outcome(call: str, cheaper: str, costlier: str, kind: str, tie: float, grad
     if call == cheaper:
         return f"{name(cheaper)} is better beyond the {tie:g}-point margin; keep {name(cheaper)}"
     if call == costlier and graduate:
-        where = "a reasoning task" if kind == "reasoning" else f"more than {GRADUATE_POINTS:g} points"
-        return f"{name(costlier)} is better beyond the band ({where}): graduate to {name(costlier)}"
+        return f"{name(costlier)} is better beyond the band on a reasoning task: graduate to {name(costlier)}"
     if call == costlier:
         return (f"{name(costlier)} is better beyond the {tie:g}-point margin on a {kind} task; tune "
                 f"{name(cheaper)} first (rank 32, alpha = 2r, an lr sweep) and graduate if the gap stays")
