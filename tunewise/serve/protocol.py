@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunewise.inputs import Numbers
 from tunewise.serve.batching import Delta, GenResult
 from tunewise.serve.sampling import SamplingParams, TokenChoice
 
@@ -70,8 +71,11 @@ def check_extra(extra: dict[str, Any], endpoint: Literal["completions", "chat"])
                           "answer); send it at its neutral value or leave it out")
 
 
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Req(Numbers):
+    """A request body: numbers follow the configs' rule (finite; `n: true` is not 1), other fields are checked by
+    `check_extra`."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class StreamOptions(BaseModel):

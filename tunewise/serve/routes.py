@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from tunewise.adapters import AdapterRefused
 from tunewise.data.formats import prompt_ids
+from tunewise.inputs import Numbers
 from tunewise.serve import protocol
 from tunewise.serve.batching import GenJob
 from tunewise.serve.errors import ApiError
@@ -57,8 +58,8 @@ Ctx = Annotated[Context, Depends(context)]
 # ------------------------------------------------------------------------------------------- protocol
 
 
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Req(Numbers):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class LoadRequest(_Req):
