@@ -1,0 +1,152 @@
+"""Hostile input, round 2 (issue 36): numbers that are not finite or not what their field means, JSON that is
+not JSON, scores computed from nothing, YAML that means something else than it says, two writers in one run
+folder, outputs replaced without --force, runs resumed on other inputs.
+
+Each case runs `tunewise.cli.main` in-process (test_hostile's harness) in its own folder and asserts the exit
+code, that the message names the field or file, and that every file that existed before is byte-identical after.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_hostile import run_cli, snapshot, write
+
+BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+        "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n")
+
+
+def run_yaml(body: str = "") -> str:
+    return f"base: tiny\ndata:\n  train: d.jsonl\n  max_seq_len: 32\ntrain:\n  max_steps: 1\n  device: cpu\n{body}"
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "d.jsonl", "".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n"
+                                        for i in range(8)))
+    return tmp_path
+
+
+def refused(ws: Path, args: list, code: int, needles: list[str]) -> str:
+    before = snapshot(ws)
+    got, out = run_cli(args)
+    assert "Traceback" not in out, out
+    assert got == code, out
+    for needle in needles:
+        assert needle in out, (needle, out)
+    after = snapshot(ws)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file that existed was changed"
+    return out
+
+
+# ------------------------------------------------------------------------------------ numbers (one rule)
+
+NUMBER_CASES = [
+    ("rank-bool", "lora:\n  r: true\n", ["lora.r", "not true or false"]),
+    ("alpha-bool", "lora:\n  alpha: false\n", ["lora.alpha", "not true or false"]),
+    ("lr-inf", "  lr: .inf\n", ["train.lr", "finite"]),
+    ("lr-nan", "  lr: .nan\n", ["train.lr", "finite"]),
+    ("warmup-neg-inf", "  warmup_ratio: -.inf\n", ["train.warmup_ratio"]),
+    ("guard-nan", "guards:\n  spike_factor: .nan\n", ["guards.spike_factor", "finite"]),
+    ("seed-huge", "  seed: 100000000000000000000000\n", ["train.seed", "too large"]),
+    ("steps-fraction", "  batch_size: 2.5\n", ["train.batch_size", "whole number"]),
+    ("preserve-bool", "preserve:\n  limit: true\n", ["preserve.limit", "not true or false"]),
+]
+
+
+@pytest.mark.parametrize("body, needles", [c[1:] for c in NUMBER_CASES], ids=[c[0] for c in NUMBER_CASES])
+def test_run_config_numbers(ws, body, needles):
+    write(ws / "run.yaml", run_yaml(body))
+    refused(ws, ["train", "run.yaml", "--out", "out"], 2, ["run.yaml", *needles])
+    assert not (ws / "out").exists()
+
+
+@pytest.mark.parametrize("override, field", [("train.lr=.inf", "train.lr"), ("lora.r=true", "lora.r"),
+                                             ("lora.dropout=.nan", "lora.dropout")])
+def test_set_override_numbers(ws, override, field):
+    write(ws / "run.yaml", run_yaml())
+    refused(ws, ["train", "run.yaml", "--set", override, "--out", "out"], 2, [field])
+
+
+def test_other_config_systems_share_the_rule(ws):
+    write(ws / "c.yaml", "tasks: [sql, math]\nmethods: [{method: lora, r: true}]\nepochs: .inf\n")
+    out = refused(ws, ["continual", "c.yaml"], 2, ["c.yaml", "methods.0.r", "epochs", "finite"])
+    assert "not true or false" in out
+    write(ws / "a.yaml", "task: sql\nmodel: tiny\ngpu_mem: .inf\ndevice: cuda\n")
+    refused(ws, ["advise", "--json", "--from", "a.yaml"], 2, ["a.yaml", "gpu_mem"])
+
+
+@pytest.mark.parametrize("args, flag", [(["merge", "x", "y", "--tolerance", "inf"], "--tolerance"),
+                                        (["estimate", "--target-share", "nan"], "--target-share"),
+                                        (["advise", "--task", "sql", "--budget", "-inf"], "--budget"),
+                                        (["serve", "--batch-wait-ms", "nan"], "--batch-wait-ms")])
+def test_cli_floats_are_finite(ws, args, flag):
+    out = refused(ws, args, 2, [flag])
+    assert "finite" in out or "less than" in out
+
+
+def test_json_written_by_tunewise_is_strict(tmp_path):
+    from tunewise.fileio import append_jsonl, atomic_write_json
+
+    atomic_write_json(tmp_path / "s.json", {"lr": math.inf, "loss": [1.0, math.nan], "ok": 2.5})
+    append_jsonl(tmp_path / "m.jsonl", {"loss": -math.inf})
+    # json.loads takes NaN / Infinity; a strict reader does not: parse_constant sees every such literal
+    strict = {"parse_constant": lambda c: pytest.fail(f"non-JSON literal {c}")}
+    assert json.loads((tmp_path / "s.json").read_text(), **strict) == {"lr": None, "loss": [1.0, None], "ok": 2.5}
+    assert json.loads((tmp_path / "m.jsonl").read_text(), **strict) == {"loss": None}
+
+
+def test_unreadable_references_score_nothing(ws):
+    write(ws / "t.jsonl", "".join(json.dumps({"prompt": f"p{i}", "completion": f"not json {i}"}) + "\n"
+                                  for i in range(3)))
+    refused(ws, ["eval", "tiny", "--data", "t.jsonl", "--scorer", "json", "--max-new-tokens", "2", "--out", "ev"],
+            2, ["json scorer", "all 3", "reference is not valid JSON"])
+    assert not (ws / "ev").exists()
+
+
+def test_some_unreadable_references_are_counted_not_perfect():
+    from tunewise.tasks.scorers import aggregate, make_scorer
+
+    for name, bad, good in (("json", "nope", '{"a": 1}'), ("mr", "nope", "inform(name[x])")):
+        scorer = make_scorer(name)
+        scored = [scorer.score(good, bad), scorer.score("???", good)]
+        metrics = aggregate(scorer, scored, [bad, good])
+        assert metrics["unscorable_references"] == 1
+        assert metrics[scorer.primary] == 0.0  # the one readable reference was answered wrongly
+        from tunewise.tasks.scorers import Scored
+
+        nothing = aggregate(scorer, [Scored(False, "no prediction")], [good])  # not scored is not perfect
+        assert nothing[scorer.primary] == 0.0
+
+
+# ------------------------------------------------------------------------------------------- strict YAML
+
+
+@pytest.mark.parametrize("text, needles", [
+    (run_yaml("lora: {r: 4, r: 8}\n"), [":8:", "duplicate key 'r'", "line 8 column 14", "line 8 column 8"]),
+    (run_yaml("train:\n  lr: 0.1\n"), [":8:", "duplicate key 'train'", "first given at line 5"]),
+    (run_yaml().replace("data:\n", "data:\n  train: e.jsonl\n"), [":4:", "duplicate key 'train'", "line 3"]),
+], ids=["flow-mapping", "section-twice", "nested-key"])
+def test_duplicate_keys_name_both_lines(ws, text, needles):
+    write(ws / "run.yaml", text)
+    refused(ws, ["train", "run.yaml", "--out", "out"], 2, ["run.yaml", *needles])
+
+
+def test_alias_bomb_in_a_valid_key_is_refused_before_validation(ws):
+    write(ws / "run2.yaml", BOMB + run_yaml().replace("max_seq_len: 32", "max_seq_len: 32\n  columns: *g"))
+    refused(ws, ["train", "run2.yaml", "--out", "out"], 2, ["run2.yaml", "expands to more than"])
+    write(ws / "c.yaml", BOMB + "tasks: *g\nmethods: [{method: lora}]\n")
+    refused(ws, ["continual", "c.yaml"], 2, ["c.yaml", "expands to more than"])
+
+
+def test_merge_keys_may_still_be_overridden():
+    from tunewise.userfiles import parse_yaml
+
+    assert parse_yaml("a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 3\n", "f") == {"a": {"x": 1, "y": 2},
+                                                                             "b": {"x": 3, "y": 2}}
