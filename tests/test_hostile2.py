@@ -150,3 +150,76 @@ def test_merge_keys_may_still_be_overridden():
 
     assert parse_yaml("a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 3\n", "f") == {"a": {"x": 1, "y": 2},
                                                                              "b": {"x": 3, "y": 2}}
+
+
+# -------------------------------------------------------------------------------------- one writer per run
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)
+
+
+def test_second_writer_is_refused_naming_the_holder(ws):
+    import os
+    import socket
+
+    write(ws / "run.yaml", run_yaml())
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-01-01 00:00:00 UTC",
+              "command": "tunewise train"}
+    write(ws / "out" / ".lock", json.dumps(holder))
+    out = refused(ws, ["train", "run.yaml", "--out", "out"], 2, ["'out'", "being written by", f"pid {os.getpid()}",
+                                                                 socket.gethostname(), "since 2026-01-01"])
+    assert "out/.lock" in out
+    assert sorted(p.name for p in (ws / "out").iterdir()) == [".lock"]  # nothing written, not even the marker
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_and_released(ws):
+    import socket
+
+    write(ws / "run.yaml", run_yaml())
+    write(ws / "out" / ".lock", json.dumps({"pid": _dead_pid(), "host": socket.gethostname(),
+                                           "since": "2026-01-01 00:00:00 UTC", "command": "tunewise train"}))
+    code, out = run_cli(["train", "run.yaml", "--out", "out"])
+    assert code == 0, out
+    assert (ws / "out" / "summary.json").is_file() and not (ws / "out" / ".lock").exists()
+
+
+def test_lock_is_released_when_the_run_fails(ws):
+    from tunewise.config import load_config
+    from tunewise.rundir import lock_holder
+    from tunewise.train import train
+
+    with pytest.raises(Exception):  # noqa: B017 -- any failure: the point is what it leaves behind
+        train(load_config(write(ws / "ok.yaml", run_yaml())).model_copy(update={"base": "no/such-base"}), ws / "o")
+    assert lock_holder(ws / "o") is None and not (ws / "o" / ".lock").exists()
+
+
+def test_two_concurrent_trains_one_is_refused(ws):
+    """A real second process trains into the folder; while it holds the lock, this one is refused."""
+    import subprocess
+    import sys
+    import time
+
+    from tunewise.rundir import lock_holder
+
+    write(ws / "run.yaml", run_yaml().replace("max_steps: 1", "max_steps: 400"))
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "train", "run.yaml", "--out", "out"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):  # bounded: up to a minute for the other process to start and take the lock
+            if lock_holder(ws / "out") is not None or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        holder = lock_holder(ws / "out")
+        assert holder is not None and holder.pid == proc.pid, proc.stderr.read().decode() if proc.poll() else ""
+        code, out = run_cli(["train", "run.yaml", "--out", "out"])
+        assert code == 2 and f"pid {proc.pid}" in out, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    assert not (ws / "out" / ".lock").exists()  # released on SIGTERM too

@@ -24,8 +24,8 @@ SIGNATURE = {"run": (rundir.CONFIG, rundir.METRICS), "task": ("meta.json", "trai
 
 def _is_marker(name: str) -> bool:
     """The marker, or the temporary file another process is writing it through (torchrun's ranks all claim the
-    same --out; one may see the other's half-written marker)."""
-    return name == MARKER or (name.startswith(f"{MARKER}.") and name.endswith(".tmp"))
+    same --out; one may see the other's half-written marker), or a writer's lock (rundir.writing)."""
+    return name in (MARKER, rundir.LOCK) or (name.startswith(f"{MARKER}.") and name.endswith(".tmp"))
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -48,6 +48,7 @@ def claim_dir(folder: str | Path, kind: str, purpose: str | None = None, *, forc
     files tunewise did not write, or it holds another kind or purpose. With force=True the folder is taken anyway
     (the caller replaces what it writes; other files are left alone)."""
     folder = check_output(folder, flag, "dir")
+    rundir.refuse_if_locked(folder)  # another process is writing it: say who, before anything is written
     marker = {"kind": kind, "for": purpose}
     foreign = sorted(p.name for p in folder.iterdir() if not _is_marker(p.name)) if folder.is_dir() else []
     if foreign and not force:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -16,6 +17,7 @@ from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
 from tunewise.results import TrainSummary
+from tunewise import rundir
 from tunewise.rundir import CONFIG, LOSS_PLOT, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
@@ -98,11 +100,20 @@ def _retention(cfg: RunConfig, model, tokenizer, is_base: bool) -> dict | None:
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
           stop_at_step: int | None = None) -> TrainResult:
-    """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint."""
+    """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint.
+    The main process holds the run folder's write lock throughout (a second writer is refused)."""
     t_start = time.time()
-    method = get_method(cfg.method)
     cfg, ctx, sharded = _init_processes(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    lock = rundir.writing(run_dir, "tunewise train" + (" --resume" if resume else ""), create=not resume) \
+        if ctx.is_main else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, ctx, sharded, run_dir, resume, quiet, stop_at_step, t_start)
+
+
+def _train(cfg: RunConfig, ctx, sharded: bool, run_dir: Path, resume: bool, quiet: bool, stop_at_step: int | None,
+           t_start: float) -> TrainResult:
+    method = get_method(cfg.method)
     if ctx.is_main:
         trackers.require(cfg.train.report_to)  # a missing library is named before the model loads
         _prepare_run_dir(run_dir, cfg, resume)
