@@ -223,3 +223,56 @@ def test_two_concurrent_trains_one_is_refused(ws):
         proc.terminate()
         proc.wait(timeout=120)
     assert not (ws / "out" / ".lock").exists()  # released on SIGTERM too
+
+
+# ------------------------------------------------------------------------------ one overwrite rule (--force)
+
+
+def _mine(ws: Path) -> Path:
+    folder = ws / "mine"
+    write(folder / "notes.txt", "my own notes\n")
+    write(folder / "results.json", "{}\n")
+    return folder
+
+
+OVERWRITE_CASES = [
+    ("data-fix-user-file", lambda ws: ["data", "check", "d.jsonl", "--model", "none", "--fix",
+                                       write(ws / "clean.jsonl", "mine\n")], ["--fix", "clean.jsonl", "--force"]),
+    ("advise-write-config-user-file", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny",
+                                                  "--device", "cpu", "--write-config",
+                                                  write(ws / "my.yaml", "# mine\nbase: x\n")],
+     ["--write-config", "my.yaml", "--force"]),
+    ("eval-out-user-folder", lambda ws: ["eval", "tiny", "--data", "d.jsonl", "--out", _mine(ws)],
+     ["--out", "mine", "tunewise did not write it"]),
+    ("mitigate-into-a-run-adapter", lambda ws: ["analyze", "tiny", "x", "--mitigate", "0.5", "--out",
+                                                _fake_adapter(ws / "other" / "adapter")],
+     ["--out", "adapter", "tunewise did not write it"]),
+    ("merge-into-user-folder", lambda ws: ["merge", "nope", "--out", _mine(ws)], ["--out", "mine", "--force"]),
+    ("export-over-a-file", lambda ws: ["export", "nope", "--out", write(ws / "m.gguf", b"GGUF mine")],
+     ["--out", "m.gguf", "--force"]),
+]
+
+
+def _fake_adapter(folder: Path) -> Path:
+    write(folder / "adapter_config.json", "{}\n")
+    write(folder / "adapter_model.safetensors", b"weights of another run")
+    return folder
+
+
+@pytest.mark.parametrize("make, needles", [c[1:] for c in OVERWRITE_CASES], ids=[c[0] for c in OVERWRITE_CASES])
+def test_outputs_tunewise_did_not_write_are_refused(ws, make, needles):
+    args = make(ws)
+    refused(ws, args, 2, needles)
+
+
+def test_force_and_own_outputs_are_replaced(ws):
+    write(ws / "clean.jsonl", "mine\n")
+    code, out = run_cli(["data", "check", "d.jsonl", "--model", "none", "--fix", "clean.jsonl", "--force"])
+    assert code in (0, 1) and "mine" not in (ws / "clean.jsonl").read_text(), out
+    args = ["advise", "--json", "--task", "sql", "--model", "tiny", "--device", "cpu", "--write-config", "a.yaml"]
+    for _ in range(2):  # the second run replaces the config the first one wrote
+        code, out = run_cli(args)
+        assert code == 0, out
+    from tunewise.config import load_config
+
+    assert load_config(ws / "a.yaml").base == "tiny"  # the mark is a comment: train reads the file as it is

@@ -23,6 +23,7 @@ import torch
 
 from tunewise.defaults import MERGE_TOLERANCE
 from tunewise.errors import TunewiseError
+from tunewise.ownership import check_dir, mark_dir
 
 PROBES = [
     "The Golden Bistro is a thai restaurant in the riverside area.",
@@ -108,13 +109,11 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     fp16; default: the base's own); verify."""
     from tunewise.targets import resolve_tuned
 
+    out = check_dir(out, "merged model", force=force)  # a folder tunewise did not write is never replaced
     ref = resolve_tuned(tuned, base)
     if not ref.is_adapter:
         raise TunewiseError(f"'{tuned}' is already a full model ({ref.path}); there is no adapter to merge",
                             "merge a LoRA or QLoRA run directory or adapter folder")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise TunewiseError(f"output folder '{out}' exists and is not empty", "choose a new --out or pass --force")
     qlora = ref.method == "qlora" if qlora is None else qlora
     dtype = dtype or base_dtype(ref.base)
     if dtype not in DTYPES:
@@ -195,6 +194,7 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
                                 f"over the tolerance {result.tolerance:g}; nothing was written",
                                 "check the adapter and base, or pass --tolerance / --force to keep it anyway")
         atomic_write_json(tmp / MERGE_REPORT, asdict(result))
+        mark_dir(tmp, "merged model")
         if out.exists():
             shutil.rmtree(out)
         replace_dir(tmp, out)

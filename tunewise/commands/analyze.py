@@ -70,6 +70,7 @@ def analyze(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the base SVD cache."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for the linear algebra (0 = torch's default; "
                                 "1 is much faster on a heavily shared machine)."),
+    force: bool = typer.Option(False, "--force", help="--mitigate: write --out even if tunewise did not."),
 ) -> None:
     """Intruder dimensions and the spectrum of the weight update, per matrix / layer / module type.
 
@@ -82,7 +83,7 @@ def analyze(
     eps_list = parse_eps(eps)
     if threads > 0:
         _limit_threads(threads)
-    _check_flags(k, mitigate, out, tuned)
+    _check_flags(k, mitigate, out, tuned, force)
     mods = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
     cache = SvdCache(enabled=not no_cache)
     results = []
@@ -124,13 +125,17 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
-def _check_flags(k: int, mitigate: float | None, out: Path | None, tuned: list[str]) -> None:
+def _check_flags(k: int, mitigate: float | None, out: Path | None, tuned: list[str], force: bool = False) -> None:
     if k < 1:
         raise TunewiseError(f"--k {k}: must be at least 1", "the paper uses --k 10")
     if (mitigate is None) != (out is None):
         raise TunewiseError("--mitigate and --out go together", "e.g. --mitigate 0.5 --out adapters/mitigated")
     if mitigate is not None and len(tuned) != 1:
         raise TunewiseError("--mitigate takes exactly one TUNED adapter", "run it once per adapter")
+    if out is not None:
+        from tunewise.ownership import check_dir
+
+        check_dir(out, "mitigated adapter", force=force)  # not another run's adapter: before the SVDs
 
 
 def _print(payload: dict) -> None:

@@ -39,6 +39,7 @@ def check(
                                                                        "truncation counts are always exact)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="How many per-line problems to print."),
+    force: bool = typer.Option(False, "--force", help="With --fix, replace a file that already exists."),
 ) -> None:
     """Check a dataset: schema (every problem as file:line: field: what), exact / near duplicates, conflicts,
     token lengths, class balance, structured-output validity, eval leakage, skill coverage and a verdict.
@@ -51,13 +52,7 @@ def check(
     canonical_format(fmt)  # an unknown --format is refused before the pass over the data
 
     if fix is not None:
-        from tunewise.errors import TunewiseError
-        from tunewise.userfiles import check_output
-
-        check_output(fix, "--fix", "file")  # before the audit, which can take minutes
-        if fix.resolve() == path.resolve():
-            raise TunewiseError(f"--fix '{fix}' is the input file; the input is never modified",
-                                "give --fix a new file, e.g. clean.jsonl")
+        _check_fix(fix, path, force)  # before the audit, which can take minutes
     opts = AuditOptions(eval_path=str(eval_path) if eval_path else None,
                         model=None if model.lower() == "none" else model, max_seq_len=max_seq_len,
                         preserve=[s.strip() for s in preserve.split(",") if s.strip()],
@@ -73,6 +68,17 @@ def check(
     else:
         render(report, show)
     raise typer.Exit(report["exit_code"])
+
+
+def _check_fix(fix: Path, path: Path, force: bool) -> None:
+    """--fix is never the input, and replaces an existing file only with --force (a JSONL carries no mark)."""
+    from tunewise.errors import TunewiseError
+    from tunewise.ownership import check_file
+
+    if fix.resolve() == path.resolve():
+        raise TunewiseError(f"--fix '{fix}' is the input file; the input is never modified",
+                            "give --fix a new file, e.g. clean.jsonl")
+    check_file(fix, "cleaned dataset", force=force, flag="--fix")
 
 
 def _row(table, check: str, result: str, status: int) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
+from tunewise import rundir
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
 from tunewise.results import TrainSummary
-from tunewise import rundir
 from tunewise.rundir import CONFIG, LOSS_PLOT, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
