@@ -276,3 +276,50 @@ def test_force_and_own_outputs_are_replaced(ws):
     from tunewise.config import load_config
 
     assert load_config(ws / "a.yaml").base == "tiny"  # the mark is a comment: train reads the file as it is
+
+
+# ---------------------------------------------------------------------------------- runs know their inputs
+
+
+@pytest.fixture
+def stopped(ws):
+    """A run stopped after its first checkpoint (resumable), in the case's folder."""
+    from tunewise.config import load_config
+    from tunewise.train import train
+
+    write(ws / "run.yaml", run_yaml().replace("max_steps: 1", "max_steps: 2\n  save_every: 1"))
+    train(load_config(ws / "run.yaml"), ws / "run", quiet=True, stop_at_step=1)
+    assert (ws / "run" / "inputs.json").is_file()
+    return ws / "run"
+
+
+def test_resume_on_edited_data_is_refused_then_forced(ws, stopped):
+    write(ws / "d.jsonl", (ws / "d.jsonl").read_text().replace("a1", "CHANGED"))
+    refused(ws, ["train", "--resume", stopped], 2, ["inputs changed", "d.jsonl: its content changed",
+                                                          "--force"])
+    code, out = run_cli(["train", "--resume", stopped, "--force"])
+    assert code == 0, out
+    assert json.loads((stopped / "inputs.json").read_text())["changed_on_resume"] == ["d.jsonl: its content changed"]
+
+
+def test_resume_with_data_path_changed_in_config_is_refused(ws, stopped):
+    write(ws / "e.jsonl", (ws / "d.jsonl").read_text())
+    cfg = stopped / "config.yaml"
+    write(cfg, cfg.read_text().replace("train: d.jsonl", "train: e.jsonl"))
+    refused(ws, ["train", "--resume", stopped], 2, ["data.train: 'd.jsonl' -> 'e.jsonl'"])
+
+
+def test_adapter_on_another_base_is_refused_as_merge_refuses_it(ws, micro_llama_dir):
+    from tunewise.config import load_config
+    from tunewise.train import train
+
+    write(ws / "run.yaml", run_yaml())
+    train(load_config(ws / "run.yaml"), ws / "run", quiet=True)
+    write(ws / "t.jsonl", json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    refused(ws, ["eval", "run", "--base", micro_llama_dir, "--data", "t.jsonl", "--out", "ev"], 2,
+            ["'run' was trained on base 'tiny'", "--base", str(micro_llama_dir)])
+    refused(ws, ["analyze", micro_llama_dir, "run"], 2, ["trained on base 'tiny'", "BASE"])
+    refused(ws, ["merge", "run", "--base", micro_llama_dir, "--out", "merged"], 2, ["tiny"])
+    assert not (ws / "ev").exists() and not (ws / "merged").exists()
+    code, out = run_cli(["eval", "run", "--base", "tiny", "--data", "t.jsonl", "--max-new-tokens", "2"])
+    assert code == 0, out  # its own base, named explicitly, is fine

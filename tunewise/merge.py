@@ -89,6 +89,24 @@ def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -
     return worst
 
 
+def refuse_other_base(tuned: str | Path, base: str | None, flag: str = "--base") -> None:
+    """An adapter used on a base other than the one its run or adapter_config records is refused by the rule merge
+    applies (adapters.same_base: the same id, folder or identical copy), before any model is loaded."""
+    from tunewise.adapters import BaseInfo, same_base
+    from tunewise.models import resolve_base
+    from tunewise.targets import resolve_target
+
+    if base is None:
+        return
+    own = resolve_target(str(tuned))  # the base it records, not the one given
+    if not own.is_adapter or not own.base:
+        return
+    given = resolve_base(base)
+    if not same_base(own.base, BaseInfo(given.name, given.path, {}, torch.float32)):
+        raise TunewiseError(f"'{tuned}' was trained on base '{own.base}', but {flag} is '{base}'",
+                            "use it with its own base, or retrain it on this one (merge refuses the same pair)")
+
+
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
     from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter

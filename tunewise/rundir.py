@@ -9,6 +9,7 @@
             retention_before.json, retention.json   the probes' scores before training, and the change
             best/           the best checkpoint by eval loss (train.keep_best)
             loss.png, eval/, analysis.json
+            inputs.json     digests of the data and the base the run started from (resume checks them)
             .lock           while a process writes the run: who (pid, host, since); see `writing`
 
 `RunDir(path).config()` is the typed config (read with tunewise.config's loader, so a damaged or hand-edited
@@ -42,6 +43,7 @@ RETENTION_BEFORE = "retention_before.json"
 RETENTION = "retention.json"
 BEST = "best"
 LOCK = ".lock"
+INPUTS = "inputs.json"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class RunDir:
     @property
     def retention_path(self) -> Path:
         return self.path / RETENTION
+
+    @property
+    def inputs_path(self) -> Path:
+        return self.path / INPUTS
 
     @property
     def best_dir(self) -> Path:

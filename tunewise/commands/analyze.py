@@ -79,6 +79,7 @@ def analyze(
     from tunewise.analysis.cache import SvdCache
     from tunewise.analysis.pipeline import analyze as run_analysis
     from tunewise.analysis.weights import open_tuned
+    from tunewise.merge import refuse_other_base
 
     eps_list = parse_eps(eps)
     if threads > 0:
@@ -88,6 +89,7 @@ def analyze(
     cache = SvdCache(enabled=not no_cache)
     results = []
     for t in tuned:
+        refuse_other_base(t, base, "BASE")  # as merge refuses the pair
         tw = open_tuned(base, t)
         results.append(run_analysis(base, t, k=k, eps=eps_list, cache=cache, modules=mods, weights=tw).as_dict())
     payload: dict = {"results": results}

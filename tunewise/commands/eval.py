@@ -47,6 +47,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
     from tunewise.evaluate.runner import apply_overrides, load_target
+    from tunewise.merge import refuse_other_base
     from tunewise.tasks.probes import parse_probe_list
 
     _check_flags(mode, out, {"--limit": limit, "--probe-limit": probe_limit, "--max-new-tokens": max_new_tokens,
@@ -61,6 +62,7 @@ def eval_cmd(
     if spec is not None:
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
         spec.scorer()  # fail early on a missing database or schema, before loading the model
+    refuse_other_base(target, base)  # as merge refuses the pair, before the model loads
     loaded = load_target(target, base, spec.labels if spec else None, device)
     _note_context(loaded, spec, mode)
     result, retention = _scores(loaded, spec, mode, batch_size, probes, probe_limit, base)
