@@ -323,3 +323,189 @@ def test_adapter_on_another_base_is_refused_as_merge_refuses_it(ws, micro_llama_
     assert not (ws / "ev").exists() and not (ws / "merged").exists()
     code, out = run_cli(["eval", "run", "--base", "tiny", "--data", "t.jsonl", "--max-new-tokens", "2"])
     assert code == 0, out  # its own base, named explicitly, is fine
+
+
+# ------------------------------------------------------------------------- server: limits per client / request
+# Against a real `python -m tunewise serve` on 127.0.0.1; every wait is a bounded loop.
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory, tiny_base_dir) -> dict[str, Path]:
+    from fingerprint_adapters import make_fingerprint_adapter
+
+    root = tmp_path_factory.mktemp("words")
+    return {w: make_fingerprint_adapter(tiny_base_dir, root / w.lower(), w) for w in ("Oslo", "Lima")}
+
+
+class Served:
+    def __init__(self, tiny_base_dir: Path, *flags: str):
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("TUNEWISE_API_KEY", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", "--base", str(tiny_base_dir),
+                                      "--port", str(self.port), "--dtype", "fp32", "--device", "cpu", *flags],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def __enter__(self) -> Served:
+        import time
+
+        import httpx
+
+        for _ in range(600):  # a hang guard, not a speed limit: startup imports torch on a busy machine
+            if self.proc.poll() is not None:
+                pytest.fail(f"serve exited: {self.proc.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.5)
+        pytest.fail("serve did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=60)
+
+    def post(self, path: str, body, timeout: float = 120):
+        import httpx
+
+        content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return httpx.post(self.url + path, content=content, headers={"content-type": "application/json"},
+                          timeout=timeout)
+
+
+def _slow_body(port: int, sent: bytes = b'{"model": "tiny", "prom'):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 200\r\n\r\n" + sent)
+    return s
+
+
+def test_slow_bodies_hold_no_slot_and_time_out(tiny_base_dir):
+    import socket
+
+    with Served(tiny_base_dir, "--max-concurrent", "2", "--body-timeout", "3") as srv:
+        slow = [_slow_body(srv.port) for _ in range(8)]
+        try:
+            r = srv.post("/v1/completions", {"model": srv_base(srv), "prompt": "hi", "max_tokens": 1})
+            assert r.status_code == 200, r.text  # 8 trickling clients do not use up 2 slots
+            slow[0].settimeout(60)  # bounded: the deadline is 3 s
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                chunk = slow[0].recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 408"), reply
+            reply += slow[0].recv(4096)
+            assert b"--body-timeout" in reply
+        finally:
+            for s in slow:
+                s.close()
+        with socket.create_connection(("127.0.0.1", srv.port)):
+            pass  # still accepting
+
+
+def srv_base(srv: Served) -> str:
+    import httpx
+
+    return httpx.get(srv.url + "/v1/models", timeout=30).json()["data"][0]["id"]
+
+
+def test_rows_per_request_and_queued_rows_are_capped(tiny_base_dir):
+    import threading
+    import time
+
+    import httpx
+
+    with Served(tiny_base_dir, "--max-request-rows", "6", "--max-queued-rows", "6", "--max-tokens", "400") as srv:
+        base = srv_base(srv)
+        r = srv.post("/v1/completions", {"model": base, "prompt": ["a", "b", "c", "d"], "n": 2, "max_tokens": 1})
+        assert r.status_code == 400 and "--max-request-rows" in r.text and "8 rows" in r.text, r.text
+        r = srv.post("/v1/completions", {"model": base, "prompt": ["a"] * 1000, "max_tokens": 1})
+        assert r.status_code == 400 and "1000 rows" in r.text
+        # 6 long rows stream; meanwhile one more row is over the queue's limit
+        started = threading.Event()
+
+        def long_stream():
+            body = {"model": base, "prompt": ["x"] * 6, "max_tokens": 300, "stream": True}
+            with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=300) as resp:
+                for _ in resp.iter_lines():
+                    started.set()
+
+        worker = threading.Thread(target=long_stream, daemon=True)
+        worker.start()
+        assert started.wait(300)
+        r = srv.post("/v1/completions", {"model": base, "prompt": "y", "max_tokens": 1})
+        assert r.status_code == 429 and "--max-queued-rows" in r.text, r.text
+        worker.join(300)
+        for _ in range(100):  # bounded: rows come back as their jobs finish
+            r = srv.post("/v1/completions", {"model": base, "prompt": "y", "max_tokens": 1})
+            if r.status_code != 429:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("raw, param", [(b'{"model": "M", "prompt": "a", "n": true}', "n"),
+                                        (b'{"model": "M", "prompt": "a", "temperature": NaN}', "temperature"),
+                                        (b'{"model": "M", "prompt": "a", "top_p": Infinity}', "top_p"),
+                                        (b'{"model": "M", "prompt": "a", "logit_bias": {"5": NaN}}', "logit_bias")])
+def test_server_numbers_follow_the_config_rule(tiny_base_dir, raw, param):
+    from tunewise.serve.protocol import CompletionRequest
+
+    with pytest.raises(Exception) as e:  # noqa: PT011 -- pydantic's ValidationError, checked by its field
+        CompletionRequest.model_validate_json(raw.decode())
+    assert param in str(e.value)
+
+
+def test_server_numbers_refused_over_http(tiny_base_dir):
+    with Served(tiny_base_dir) as srv:
+        base = srv_base(srv)
+        for raw, param in ((f'{{"model": "{base}", "prompt": "a", "n": true}}', "n"),
+                           (f'{{"model": "{base}", "prompt": "a", "temperature": NaN}}', "temperature")):
+            r = srv.post("/v1/completions", raw)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_adapter_reload_replaces_weights_or_is_refused(tiny_base_dir, words, tmp_path):
+    import shutil
+
+    from fingerprint_adapters import FINGERPRINT_PROMPT, fingerprint_of
+
+    live = tmp_path / "live"
+    shutil.copytree(words["Oslo"], live)
+    with Served(tiny_base_dir, "--allow-runtime-paths") as srv:
+        def ask() -> str | None:
+            r = srv.post("/v1/completions", {"model": "fp", "prompt": FINGERPRINT_PROMPT, "max_tokens": 2})
+            assert r.status_code == 200, r.text
+            return fingerprint_of(r.json()["choices"][0]["text"])
+
+        assert srv.post("/admin/adapters/load", {"name": "fp", "path": str(live)}).status_code == 200
+        assert ask() == "Oslo"
+        # another folder under the served name: refused, and the listing still shows what is served
+        r = srv.post("/admin/adapters/load", {"name": "fp", "path": str(words["Lima"])})
+        assert r.status_code == 409 and "forget" in r.text, r.text
+        import httpx
+
+        listing = httpx.get(srv.url + "/admin/adapters", timeout=30).json()
+        assert listing["known"]["fp"]["path"] == str(live.resolve())
+        assert ask() == "Oslo"
+        # the same folder with new files: reloaded, so answers and listing agree
+        for f in words["Lima"].iterdir():
+            shutil.copy2(f, live / f.name)
+        assert srv.post("/admin/adapters/load", {"name": "fp", "path": str(live)}).status_code == 200
+        assert ask() == "Lima"
+        # unload + forget, then the other folder under the name: allowed
+        assert srv.post("/admin/adapters/unload", {"name": "fp", "forget": True}).status_code == 200
+        assert srv.post("/admin/adapters/load", {"name": "fp", "path": str(words["Oslo"])}).status_code == 200
+        assert ask() == "Oslo"
