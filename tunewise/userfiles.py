@@ -110,8 +110,9 @@ def parse_yaml(text: str, where: str) -> Any:
     before it is built."""
     import yaml
 
-    loader = _strict_loader()(text)
+    loader = None
     try:
+        loader = _strict_loader()(text)  # the reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -131,7 +132,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a timestamp no datetime can hold
         raise TunewiseError(f"{where}: a value cannot be read ({e})", "fix or quote that value") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: str | Path, what: str = "config file") -> Any:
