@@ -509,3 +509,16 @@ def test_adapter_reload_replaces_weights_or_is_refused(tiny_base_dir, words, tmp
         assert srv.post("/admin/adapters/unload", {"name": "fp", "forget": True}).status_code == 200
         assert srv.post("/admin/adapters/load", {"name": "fp", "path": str(words["Oslo"])}).status_code == 200
         assert ask() == "Oslo"
+
+
+def test_run_records_resolved_config_and_resume_uses_it(ws, stopped):
+    """config.yaml holds the lr the size defaults chose; a resume trains with what config.yaml records."""
+    import yaml
+
+    recorded = yaml.safe_load((stopped / "config.yaml").read_text())
+    assert recorded["train"]["lr"] is not None and recorded["guards"]["lora_lr_limit"] is not None
+    recorded["train"]["lr"] = 0.000123
+    (stopped / "config.yaml").write_text(yaml.safe_dump(recorded))
+    code, out = run_cli(["train", "--resume", stopped, "--json"])
+    assert code == 0, out
+    assert json.loads((stopped / "summary.json").read_text())["lr"] == 0.000123

@@ -122,6 +122,8 @@ def _train(cfg: RunConfig, ctx, sharded: bool, run_dir: Path, resuming: tuple[bo
     ctx.barrier()
 
     cfg, tokenizer, data, model = _load_model_and_data(cfg, method)
+    if ctx.is_main and not resume:  # the run records what it trains with (lr etc. after the size defaults)
+        atomic_write_text(RunDir(run_dir).config_path, dump_config(cfg))
     before = _retention(cfg, model, tokenizer, is_base=True) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
