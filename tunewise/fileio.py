@@ -37,14 +37,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """`obj` with every non-finite float (nan, inf, -inf) replaced by None, through dicts, lists and tuples."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -53,7 +53,7 @@ def _plain(obj: Any) -> Any:
     anything else (a Path, a date) as its text."""
     if not isinstance(obj, str) and hasattr(obj, "__float__"):
         try:
-            return _finite(float(obj))
+            return json_safe(float(obj))
         except (TypeError, ValueError):
             pass
     return str(obj)
@@ -62,7 +62,7 @@ def _plain(obj: Any) -> Any:
 def to_json(obj: Any, **options: Any) -> str:
     """The one JSON encoder for what tunewise writes: strict JSON that any reader takes. NaN / Infinity are not
     JSON, so a non-finite number is written as null (a diverged loss reads as "no value", never as a number)."""
-    return json.dumps(_finite(obj), allow_nan=False, default=_plain, **options)
+    return json.dumps(json_safe(obj), allow_nan=False, default=_plain, **options)
 
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:

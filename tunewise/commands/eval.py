@@ -152,14 +152,14 @@ def _eval_name(spec) -> str:
 
 
 def _write(out_dir: Path, result, retention) -> list[Path]:
-    from tunewise.fileio import atomic_write_json, atomic_write_text
+    from tunewise.fileio import atomic_write_json, atomic_write_text, to_json
     from tunewise.ownership import mark_dir
 
     written = []
     mark_dir(out_dir, "eval")
     if result is not None:
         written.append(atomic_write_json(out_dir / "results.json", result.summary()))
-        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in result.predictions)
+        lines = "".join(to_json(r, ensure_ascii=False) + "\n" for r in result.predictions)
         written.append(atomic_write_text(out_dir / "predictions.jsonl", lines))
     if retention is not None:
         written.append(atomic_write_json(out_dir / "retention.json", retention))
