@@ -68,7 +68,7 @@ def analyze(
     mitigate_all: bool = typer.Option(False, "--mitigate-all", help="Scale every intruder in the top-k, "
                                       "not just the top one (PEFT's behaviour)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the base SVD cache."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for the linear algebra (0 = torch's default; "
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for the linear algebra (0 = torch's default; "
                                 "1 is much faster on a heavily shared machine)."),
     force: bool = typer.Option(False, "--force", help="--mitigate: write --out even if tunewise did not."),
 ) -> None:
