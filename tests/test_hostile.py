@@ -210,7 +210,7 @@ CASES = [
     ("advise-from-wrong-type", lambda ws: ["advise", "--json", "--from", write(
         ws / "a.yaml", "task: sql\nmodel: tiny\ngpus: many\n")], 2, ["gpus", "whole number"]),
     ("advise-gpu-mem-nan", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny", "--gpu-mem", "nan"],
-     2, ["gpu_mem"]),
+     2, ["--gpu-mem", "finite"]),
     ("advise-write-config-dir", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny",
                                             "--write-config", ws / "task"], 2, ["--write-config", "directory"]),
     ("advise-write-config-under-file", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny",

@@ -106,8 +106,12 @@ def test_merge_cli_and_refusals(adapter, micro_base, tmp_path):
     res = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["verified"] is True
+    mine = tmp_path / "mine"  # a folder tunewise did not write is refused (its own merge may be replaced)
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
     with pytest.raises(TunewiseError, match="not empty"):
-        merge_adapter(adapter, out)
+        merge_adapter(adapter, mine)
+    assert (mine / "notes.txt").read_text() == "keep"
     with pytest.raises(TunewiseError, match="already a full model"):
         merge_adapter(micro_base, tmp_path / "x")
     pickled = tmp_path / "pickled"

@@ -264,19 +264,24 @@ def test_runtime_paths_and_429(tiny_base_dir, registry, kyoto_dir):
         assert fingerprint_of(r.json()["choices"][0]["text"]) == "Kyoto"
         assert_error(post(url, "/admin/adapters/load", {"name": "bad", "path": str(registry / "pickled")}), 400,
                      "unsafe_adapter_format")
-        # Hold one request open (headers sent, body not finished): the next request is over the limit.
-        s = socket.create_connection((bg.host, bg.port))
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100\r\n\r\n{")
+        # Hold one request open (a stream still generating): the next request is over the limit. (A body that
+        # has not arrived holds no slot: tests/test_hostile2.py::test_slow_bodies_hold_no_slot_and_time_out.)
+        held = httpx.stream("POST", f"{url}/v1/completions", timeout=300,
+                            json={"model": "kyoto", "prompt": "ID:", "max_tokens": 500, "stream": True,
+                                  "logit_bias": {str(i): -100 for i in srv.engine.eos_ids}})  # no early end
+        resp = held.__enter__()
+        assert resp.status_code == 200, resp.read()
+        lines = resp.iter_lines()
+        assert next(lines).startswith("data: {")  # the first chunk: the request is in flight
         statuses = []
         for _ in range(200):
             statuses.append(post(url, "/v1/completions", {"model": "kyoto", "prompt": "ID:"}).status_code)
             if statuses[-1] == 429:
                 break
             time.sleep(0.05)
-        assert statuses[-1] == 429 and set(statuses) <= {200, 429}
+        assert statuses[-1] == 429 and set(statuses) <= {200, 429}, (statuses, list(lines)[-3:])
         assert httpx.get(f"{url}/health", timeout=60).status_code == 200  # /health is never limited
-        s.close()
+        held.__exit__(None, None, None)
         for _ in range(200):  # the held request ends when its client goes away
             if post(url, "/v1/completions", {"model": "kyoto", "prompt": "ID:"}).status_code == 200:
                 break

@@ -45,6 +45,40 @@ def _register_all() -> None:
 _register_all()
 
 
+def _finite(check):
+    """A click callback that refuses inf and nan before `check` (the option's own callback, if any) runs: float()
+    reads both, and a min/max range lets nan through."""
+    import math
+
+    def callback(ctx, param, value):
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise typer.BadParameter(f"{number!r} is not a finite number", ctx, param)
+        return check(ctx, param, value) if check is not None else value
+
+    return callback
+
+
+def finite_numbers(command) -> None:
+    """Every float option and argument of `command` and its subcommands follows the configs' numeric rule
+    (tunewise/inputs.py): finite. Whole-number options parse as int, which never takes true/false."""
+    from tunewise.inputs import accepts
+
+    for param in command.params:
+        kind = getattr(param, "type_descriptor", None)
+        if kind is not None and accepts(kind.annotation, (float,)):
+            param.callback = _finite(param.callback)
+    for sub in getattr(command, "commands", {}).values():
+        finite_numbers(sub)
+
+
+def command():
+    """The click command `main` runs: the typer app with the numeric rule on every float option."""
+    cmd = typer.main.get_command(app)
+    finite_numbers(cmd)
+    return cmd
+
+
 def _input_error(e: BaseException) -> str | None:
     """One line for the generic errors a user's input can raise deep inside a library (a damaged file, a path
     that cannot be written); None for anything else, which is a bug in tunewise and keeps its traceback."""
@@ -77,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     # fine-tuning (benchmarks/RESULTS.md, issue 20). Read once, before torch is imported; set it to 0 to opt out.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     try:
-        app(args=argv)
+        command()(args=argv, prog_name="tunewise")
     except TunewiseError as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
         if e.hint:

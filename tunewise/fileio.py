@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,8 +37,36 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float (nan, inf, -inf) replaced by None, through dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _plain(obj: Any) -> Any:
+    """What JSON cannot hold directly: a number type (numpy, a one-element tensor) as a finite float or None,
+    anything else (a Path, a date) as its text."""
+    if not isinstance(obj, str) and hasattr(obj, "__float__"):
+        try:
+            return json_safe(float(obj))
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+def to_json(obj: Any, **options: Any) -> str:
+    """The one JSON encoder for what tunewise writes: strict JSON that any reader takes. NaN / Infinity are not
+    JSON, so a non-finite number is written as null (a diverged loss reads as "no value", never as a number)."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=_plain, **options)
+
+
 def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
+    return atomic_write_text(path, to_json(obj, indent=indent, sort_keys=False) + "\n")
 
 
 def atomic_save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
@@ -70,7 +99,7 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> Path:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line and flush it (metrics logs: a crash loses at most the line being written)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+        f.write(to_json(record) + "\n")
         f.flush()
 
 

@@ -13,17 +13,70 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from tunewise.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+# The largest whole number any field takes: beyond int64 torch, numpy and JSON readers overflow or lose digits.
+INT_LIMIT = 2**63 - 1
 
-class Strict(BaseModel):
-    """An input section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def accepts(ann: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether an annotation (int, float | None, list[int], ...) takes a value of one of `kinds` directly."""
+    if ann in kinds:
+        return True
+    if get_origin(ann) in (Union, UnionType):
+        return any(accepts(a, kinds) for a in get_args(ann))
+    return False
+
+
+def _element(ann: Any) -> Any:
+    """The element annotation of list[X] / dict[str, X] (also inside `| None`), else None."""
+    for a in (ann, *get_args(ann)):
+        if get_origin(a) in (list, tuple, set) and get_args(a):
+            return get_args(a)[0]
+        if get_origin(a) is dict and len(get_args(a)) == 2:
+            return get_args(a)[1]
+    return None
+
+
+def check_number(ann: Any, value: Any) -> Any:
+    """The one numeric-field rule, before pydantic converts: true/false is not a number (pydantic would read
+    `r: true` as 1), and a whole number fits in int64. Non-finite floats are refused by `allow_inf_nan=False`."""
+    if isinstance(value, (list, tuple, dict)) and (inner := _element(ann)) is not None:
+        for item in (value.values() if isinstance(value, dict) else value):
+            check_number(inner, item)
+        return value
+    numeric = accepts(ann, (int, float))
+    if not numeric or accepts(ann, (bool,)):
+        return value
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_number", "expected a number, not true or false")
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        raise PydanticCustomError("int_range", "the number is too large (limit {limit})", {"limit": INT_LIMIT})
+    return value
+
+
+class Numbers(BaseModel):
+    """Every number finite, every whole number a whole number and not a boolean: the rule for every input that
+    tunewise validates (the configs, and the server's request fields)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return value if field is None else check_number(field.annotation, value)
+
+
+class Strict(Numbers):
+    """An input section: unknown keys are errors, assignments are validated, numbers follow `Numbers`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # Names people carry over from other tools, mapped to ours (difflib alone would not find them).
@@ -38,7 +91,8 @@ SYNONYMS = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "
 TYPE_WORDS = {"int_type": "expected a whole number", "int_parsing": "expected a whole number",
               "int_from_float": "expected a whole number", "float_type": "expected a number",
               "float_parsing": "expected a number", "bool_type": "expected true or false",
-              "bool_parsing": "expected true or false", "string_type": "expected text"}
+              "bool_parsing": "expected true or false", "string_type": "expected text",
+              "finite_number": "expected a finite number (not .inf or .nan)"}
 
 
 def closest(key: str, valid: list[str]) -> str | None:

@@ -23,6 +23,7 @@ import torch
 
 from tunewise.defaults import MERGE_TOLERANCE
 from tunewise.errors import TunewiseError
+from tunewise.ownership import check_dir, mark_dir
 
 PROBES = [
     "The Golden Bistro is a thai restaurant in the riverside area.",
@@ -88,6 +89,24 @@ def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -
     return worst
 
 
+def refuse_other_base(tuned: str | Path, base: str | None, flag: str = "--base") -> None:
+    """An adapter used on a base other than the one its run or adapter_config records is refused by the rule merge
+    applies (adapters.same_base: the same id, folder or identical copy), before any model is loaded."""
+    from tunewise.adapters import BaseInfo, same_base
+    from tunewise.models import resolve_base
+    from tunewise.targets import resolve_target
+
+    if base is None:
+        return
+    own = resolve_target(str(tuned))  # the base it records, not the one given
+    if not own.is_adapter or not own.base:
+        return
+    given = resolve_base(base)
+    if not same_base(own.base, BaseInfo(given.name, given.path, {}, torch.float32)):
+        raise TunewiseError(f"'{tuned}' was trained on base '{own.base}', but {flag} is '{base}'",
+                            "use it with its own base, or retrain it on this one (merge refuses the same pair)")
+
+
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
     from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter
@@ -108,13 +127,11 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
     fp16; default: the base's own); verify."""
     from tunewise.targets import resolve_tuned
 
+    out = check_dir(out, "merged model", force=force)  # a folder tunewise did not write is never replaced
     ref = resolve_tuned(tuned, base)
     if not ref.is_adapter:
         raise TunewiseError(f"'{tuned}' is already a full model ({ref.path}); there is no adapter to merge",
                             "merge a LoRA or QLoRA run directory or adapter folder")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise TunewiseError(f"output folder '{out}' exists and is not empty", "choose a new --out or pass --force")
     qlora = ref.method == "qlora" if qlora is None else qlora
     dtype = dtype or base_dtype(ref.base)
     if dtype not in DTYPES:
@@ -195,6 +212,7 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
                                 f"over the tolerance {result.tolerance:g}; nothing was written",
                                 "check the adapter and base, or pass --tolerance / --force to keep it anyway")
         atomic_write_json(tmp / MERGE_REPORT, asdict(result))
+        mark_dir(tmp, "merged model")
         if out.exists():
             shutil.rmtree(out)
         replace_dir(tmp, out)

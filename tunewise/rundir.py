@@ -9,6 +9,8 @@
             retention_before.json, retention.json   the probes' scores before training, and the change
             best/           the best checkpoint by eval loss (train.keep_best)
             loss.png, eval/, analysis.json
+            inputs.json     digests of the data and the base the run started from (resume checks them)
+            .lock           while a process writes the run: who (pid, host, since); see `writing`
 
 `RunDir(path).config()` is the typed config (read with tunewise.config's loader, so a damaged or hand-edited
 config.yaml is reported with the file and the field), never a raw YAML dict.
@@ -16,7 +18,14 @@ config.yaml is reported with the file and the field), never a raw YAML dict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,8 @@ EVAL = "eval"
 RETENTION_BEFORE = "retention_before.json"
 RETENTION = "retention.json"
 BEST = "best"
+LOCK = ".lock"
+INPUTS = "inputs.json"
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,10 @@ class RunDir:
     @property
     def retention_path(self) -> Path:
         return self.path / RETENTION
+
+    @property
+    def inputs_path(self) -> Path:
+        return self.path / INPUTS
 
     @property
     def best_dir(self) -> Path:
@@ -164,3 +179,113 @@ class RunDir:
         """MiB of safetensors in the output folder (what a user would ship)."""
         out = self.output
         return round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20, 3) if out else 0.0
+
+
+# ---------------------------------------------------------------------------------------------- one writer
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a run folder's lock."""
+
+    pid: int
+    host: str
+    since: str
+    command: str
+
+    def describe(self) -> str:
+        return f"{self.command} (pid {self.pid} on {self.host}, since {self.since})"
+
+    def dead(self) -> bool:
+        """True only when the holder certainly no longer runs: on this host, and no process has its pid."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # a process of another user has that pid: alive
+            return False
+        return False
+
+
+def lock_holder(path: str | Path) -> Holder | None:
+    """The holder recorded in a run folder's lock; None when there is no lock or it cannot be read."""
+    try:
+        data = json.loads((Path(path) / LOCK).read_text(encoding="utf-8"))
+        return Holder(int(data["pid"]), str(data["host"]), str(data["since"]), str(data.get("command", "?")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _take(lock: Path, me: Holder) -> bool:
+    """Create the lock file holding `me`, only if there is none (O_EXCL: of two processes, one wins)."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(asdict(me), f)
+    return True
+
+
+def refuse_if_locked(path: str | Path) -> None:
+    """Refuse, naming the holder, when a live process holds the folder's lock (a dead holder's lock is stale)."""
+    from tunewise.errors import TunewiseError
+
+    lock = Path(path).expanduser() / LOCK
+    if not lock.exists():
+        return
+    holder = lock_holder(lock.parent)
+    if holder is not None and holder.dead():
+        return
+    who = holder.describe() if holder else f"a process whose lock file {lock} cannot be read"
+    raise TunewiseError(f"'{lock.parent}' is being written by {who}",
+                        f"wait for it to finish or stop it; if no such process runs, delete {lock}")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, command: str = "tunewise train", create: bool = True) -> Iterator[Holder]:
+    """Hold the run folder's write lock for the block: the folder is created, the lock taken before anything else
+    is written, and released on every way out of the block. A second writer is refused naming the holder; a lock
+    left by a process that died (same host, pid gone) is taken over."""
+    from tunewise.errors import TunewiseError
+
+    folder = Path(path).expanduser()
+    if not create and not folder.is_dir():
+        raise TunewiseError(f"'{folder}' is not a run directory (it does not exist)", "pass the folder train wrote")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK
+    me = Holder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), command)
+    while not _take(lock, me):
+        holder = lock_holder(folder)
+        if holder is not None and holder.dead():
+            if lock_holder(folder) == holder:  # still that dead holder's: another taker may have won meanwhile
+                lock.unlink(missing_ok=True)
+            continue
+        refuse_if_locked(folder)
+    previous = _exit_on_sigterm()
+    try:
+        yield me
+    finally:
+        if lock_holder(folder) == me:
+            lock.unlink(missing_ok=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():
+    """While a lock is held, SIGTERM (by default an exit that runs no cleanup) ends the process through
+    SystemExit, so the lock is released; the training loop installs its own graceful handler over this one.
+    Returns the handler to restore, None where nothing was changed (not the main thread, a handler already set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL

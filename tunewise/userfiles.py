@@ -50,12 +50,80 @@ def read_user_text(path: str | Path, what: str = "file") -> str:
                             f"give a UTF-8 text {what}") from None
 
 
-def parse_yaml(text: str, where: str) -> Any:
-    """YAML text -> Python data; a syntax error becomes `where:line: not valid YAML (...)`."""
+# A YAML document larger than this once its aliases are expanded is refused before anything reads it: a few lines
+# of nested aliases ("billion laughs") expand to more values than memory holds when validated or written back.
+MAX_YAML_NODES = 1_000_000
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: Any, first, again):
+        self.key, self.first, self.again = key, first, again  # (line, column) of each, 1-based
+
+
+def _strict_loader():
+    """PyYAML's safe loader with one change: a key given twice in one mapping is an error (YAML says keys are
+    unique; PyYAML keeps the last one without a word). Merge keys (`<<: *base`) may still be overridden."""
     import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, tuple[int, int]] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                try:
+                    if key in seen:
+                        raise _Duplicate(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error names it below
+                    pass
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def _expanded_size(node, limit: int) -> int:
+    """How many values the node tree holds with every alias expanded (shared nodes counted each time they are
+    reached); stops counting past `limit`. Memoised per node, so the bomb itself is never expanded."""
+    sizes: dict[int, int] = {}
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        sizes[id(n)] = limit + 1  # a node reached inside itself (a recursive alias) counts as too large
+        children = [c for pair in n.value for c in pair] if isinstance(n.value, list) and n.value and \
+            isinstance(n.value[0], tuple) else (n.value if isinstance(n.value, list) else [])
+        total = 1
+        for child in children:
+            total = min(total + size(child), limit + 1)
+        sizes[id(n)] = total
+        return total
+
+    return size(node)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python data, read strictly: a syntax error becomes `where:line: not valid YAML (...)`, a key
+    given twice names both lines, and a document whose aliases expand past MAX_YAML_NODES values is refused
+    before it is built."""
+    import yaml
+
+    loader = None
     try:
-        return yaml.safe_load(text)
+        loader = _strict_loader()(text)  # the reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise TunewiseError(f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                                "aliases (*name)", "write the values out, or use fewer nested aliases")
+        return loader.construct_document(node)
+    except _Duplicate as e:
+        raise TunewiseError(f"{where}:{e.again[0]}: duplicate key '{e.key}' at line {e.again[0]} column "
+                            f"{e.again[1]}, first given at line {e.first[0]} column {e.first[1]}",
+                            "give each key once; YAML keeps only one of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -63,6 +131,9 @@ def parse_yaml(text: str, where: str) -> Any:
                             "fix the YAML syntax (indentation, quotes, ':' after each key)") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a timestamp no datetime can hold
         raise TunewiseError(f"{where}: a value cannot be read ({e})", "fix or quote that value") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: str | Path, what: str = "config file") -> Any:

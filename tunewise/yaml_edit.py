@@ -13,6 +13,7 @@ import yaml
 
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_text
+from tunewise.userfiles import parse_yaml
 
 
 def _child(node: yaml.MappingNode, key: str):
@@ -63,7 +64,7 @@ def set_yaml_value(path: str | Path, section: str, key: str, value: Any) -> None
     text = path.read_text(encoding="utf-8")
     try:
         new = set_in_text(text, section, key, value)
-        before, after = yaml.safe_load(text) or {}, yaml.safe_load(new)
+        before, after = parse_yaml(text, str(path)) or {}, parse_yaml(new, str(path))
     except (ValueError, yaml.YAMLError) as e:
         raise TunewiseError(f"{path}: cannot set {section}.{key} in place ({e})",
                             f"set {section}.{key}: {value} by hand") from None

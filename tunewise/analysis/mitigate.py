@@ -21,6 +21,7 @@ from tunewise.analysis.intruders import base_decomposition, max_abs_cos, top_sin
 from tunewise.analysis.weights import TunedWeights, read_adapter
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_bytes, atomic_write_json, replace_dir
+from tunewise.ownership import mark_dir
 
 
 def scaled_weight(W: torch.Tensor, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, lam: float) -> torch.Tensor:
@@ -121,6 +122,7 @@ def _write_adapter(src: Path, out: Path, tensors: dict[str, torch.Tensor], repor
                 shutil.copy2(f, tmp / f.name)
         atomic_write_bytes(tmp / "adapter_model.safetensors", save(tensors, metadata={"format": "pt"}))
         atomic_write_json(tmp / "mitigation.json", report)
+        mark_dir(tmp, "mitigated adapter")  # so a later --mitigate may replace it, and nothing else may
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

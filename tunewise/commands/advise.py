@@ -155,7 +155,7 @@ def advise(
     scorer: str = typer.Option(None, "--scorer", help="--pilot: scorer when the data has no meta.json "
                                "(default exact)."),
     out: str = typer.Option("runs/pilot", "--out", help="--pilot: output folder."),
-    force: bool = typer.Option(False, "--force", help="--pilot: write into --out even if tunewise did not."),
+    force: bool = typer.Option(False, "--force", help="Write --out / --write-config though tunewise did not."),
 ) -> None:
     """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
     data = _data_flag(data, dataset)
@@ -169,7 +169,7 @@ def advise(
     flags = dict(task=task, model=model, gpu_mem=gpu_mem, gpus=gpus, dataset=data, data_size=data_size,
                  seq_len=seq_len, batch=batch, rank=rank, continual=continual, multi_adapter=multi_adapter,
                  long_term=long_term, quantized_inference=quantized_inference, device=device)
-    _rule_advice(flags, priority, from_file, write_config, as_json)
+    _rule_advice(flags, priority, from_file, write_config, as_json, force)
 
 
 def register(app: typer.Typer) -> None:
@@ -199,14 +199,14 @@ def _refuse_pilot_flags(base, eval_file, task_kind, points) -> None:
 
 
 def _rule_advice(flags: dict, priority: str | None, from_file: str | None, write_config: str | None,
-                 as_json: bool) -> None:
+                 as_json: bool, force: bool = False) -> None:
     """The advice from the rule table; exit 1 when no method fits."""
     from tunewise.advise import advise as run_advise
 
     if write_config:
-        from tunewise.userfiles import check_output
+        from tunewise.ownership import check_file
 
-        check_output(write_config, "--write-config", "file")  # before the advice, not after
+        check_file(write_config, "train config", force=force, flag="--write-config")  # before the advice
     result = run_advise(_advise_input(flags, priority, from_file, sys.stdin.isatty() and not as_json))
     if write_config:
         _write_config(result, write_config)
@@ -272,8 +272,9 @@ def _write_config(result, path: str) -> None:
     from tunewise.config import dump_config, validate_config
     from tunewise.errors import TunewiseError
     from tunewise.fileio import atomic_write_text
+    from tunewise.ownership import file_header
 
     if result.config is None:
         raise TunewiseError(f"no config written: {result.decision}", "change the model or the hardware")
     cfg = validate_config(result.config, "advise")  # what train will load, checked before writing
-    atomic_write_text(Path(path), dump_config(cfg))
+    atomic_write_text(Path(path), file_header("train config") + dump_config(cfg))

@@ -68,8 +68,9 @@ def analyze(
     mitigate_all: bool = typer.Option(False, "--mitigate-all", help="Scale every intruder in the top-k, "
                                       "not just the top one (PEFT's behaviour)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the base SVD cache."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for the linear algebra (0 = torch's default; "
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for the linear algebra (0 = torch's default; "
                                 "1 is much faster on a heavily shared machine)."),
+    force: bool = typer.Option(False, "--force", help="--mitigate: write --out even if tunewise did not."),
 ) -> None:
     """Intruder dimensions and the spectrum of the weight update, per matrix / layer / module type.
 
@@ -78,15 +79,17 @@ def analyze(
     from tunewise.analysis.cache import SvdCache
     from tunewise.analysis.pipeline import analyze as run_analysis
     from tunewise.analysis.weights import open_tuned
+    from tunewise.merge import refuse_other_base
 
     eps_list = parse_eps(eps)
     if threads > 0:
         _limit_threads(threads)
-    _check_flags(k, mitigate, out, tuned)
+    _check_flags(k, mitigate, out, tuned, force)
     mods = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
     cache = SvdCache(enabled=not no_cache)
     results = []
     for t in tuned:
+        refuse_other_base(t, base, "BASE")  # as merge refuses the pair
         tw = open_tuned(base, t)
         results.append(run_analysis(base, t, k=k, eps=eps_list, cache=cache, modules=mods, weights=tw).as_dict())
     payload: dict = {"results": results}
@@ -124,13 +127,17 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
-def _check_flags(k: int, mitigate: float | None, out: Path | None, tuned: list[str]) -> None:
+def _check_flags(k: int, mitigate: float | None, out: Path | None, tuned: list[str], force: bool = False) -> None:
     if k < 1:
         raise TunewiseError(f"--k {k}: must be at least 1", "the paper uses --k 10")
     if (mitigate is None) != (out is None):
         raise TunewiseError("--mitigate and --out go together", "e.g. --mitigate 0.5 --out adapters/mitigated")
     if mitigate is not None and len(tuned) != 1:
         raise TunewiseError("--mitigate takes exactly one TUNED adapter", "run it once per adapter")
+    if out is not None:
+        from tunewise.ownership import check_dir
+
+        check_dir(out, "mitigated adapter", force=force)  # not another run's adapter: before the SVDs
 
 
 def _print(payload: dict) -> None:

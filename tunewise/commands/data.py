@@ -52,6 +52,7 @@ def check(
                                                                        "truncation counts are always exact)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="How many per-line problems to print."),
+    force: bool = typer.Option(False, "--force", help="With --fix, replace a file that already exists."),
 ) -> None:
     """Check a dataset: schema (every problem as file:line: field: what), exact / near duplicates, conflicts,
     token lengths against the model's tokenizer and context, class balance, structured-output validity, eval
@@ -66,7 +67,7 @@ def check(
                           output_format, near_threshold, exact_lengths)
     canonical_format(opts.fmt)  # an unknown --format is refused before the pass over the data
     if fix is not None:
-        _check_fix(fix, path, opts.eval_path)  # before the audit, which can take minutes
+        _check_fix(fix, path, opts.eval_path, force)  # before the audit, which can take minutes
     report = audit(path, opts)
     _fix(report, path, fix, opts, drop_near)
     if as_json:
@@ -118,9 +119,11 @@ def _fix(report: dict, path: Path, fix: Path | None, opts, drop_near: bool) -> N
                                     columns=opts.columns)
 
 
-def _check_fix(fix: Path, path: Path, eval_path: str | None) -> None:
-    """--fix writes a new file: never the input or the eval file, and only where tunewise may write."""
+def _check_fix(fix: Path, path: Path, eval_path: str | None, force: bool) -> None:
+    """--fix writes a new file: never the input or the eval file, where tunewise may write, and replaces an existing
+    file only with --force (a JSONL carries no mark)."""
     from tunewise.errors import TunewiseError
+    from tunewise.ownership import check_file
     from tunewise.userfiles import check_output
 
     check_output(fix, "--fix", "file")
@@ -128,6 +131,7 @@ def _check_fix(fix: Path, path: Path, eval_path: str | None) -> None:
         if other is not None and fix.resolve() == Path(other).resolve():
             raise TunewiseError(f"--fix '{fix}' is the {what}; the input is never modified",
                                 "give --fix a new file, e.g. clean.jsonl")
+    check_file(fix, "cleaned dataset", force=force, flag="--fix")
 
 
 def _row(table, check: str, result: str, status: int) -> None:

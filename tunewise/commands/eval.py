@@ -51,26 +51,25 @@ def eval_cmd(
                                                        "(default for a run directory: RUN/eval/NAME)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: auto)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    force: bool = typer.Option(False, "--force", help="Write into --out even if tunewise did not write it."),
 ) -> None:
     """Evaluate a model on a task (metrics + per-example predictions) and, with --preserve, on retention probes."""
     from tunewise.evaluate.runner import apply_overrides, load_target
-    from tunewise.evaluate.runner import preserve as run_preserve
+    from tunewise.merge import refuse_other_base
     from tunewise.tasks.probes import parse_probe_list
 
     _check_flags(mode, out, {"--limit": limit, "--probe-limit": probe_limit, "--max-new-tokens": max_new_tokens,
-                             "--batch-size": batch_size})
+                             "--batch-size": batch_size}, force)
     probes = parse_probe_list(preserve)
     run_dir, target = _run_of(target, step)
     spec = _test_data(target, base, data, task, run_dir, split, limit, seed, probes)
     if spec is not None:
         spec = apply_overrides(spec, scorer, db, schema, stop or None, max_new_tokens, _split_list(labels))
         spec.scorer()  # fail early on a missing database, schema or scorer function, before loading the model
+    refuse_other_base(target, base)  # as merge refuses the pair, before the model loads
     loaded = load_target(target, base, spec.labels if spec else None, device)
     _note_context(loaded, spec, mode)
-    result = _evaluate(loaded, spec, mode, batch_size) if spec else None
-    retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
-    if result is not None:
-        result.retention = retention
+    result, retention = _scores(loaded, spec, mode, batch_size, probes, probe_limit, base)
     out_dir = out or (_default_out(run_dir, spec, step) if run_dir is not None and spec else None)
     written = _write(out_dir, result, retention) if out_dir else []
     if as_json:
@@ -83,17 +82,29 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
 
 
-def _check_flags(mode: str, out: Path | None, counts: dict[str, int | None]) -> None:
+def _scores(loaded, spec, mode: str, batch_size: int, probes, probe_limit: int, base: str | None):
+    """(the task's result or None, the probes' retention or None); the result carries the retention."""
+    from tunewise.evaluate.runner import preserve as run_preserve
+
+    result = _evaluate(loaded, spec, mode, batch_size) if spec else None
+    retention = run_preserve(loaded, probes, probe_limit, base, batch_size) if probes else None
+    if result is not None:
+        result.retention = retention
+    return result, retention
+
+
+def _check_flags(mode: str, out: Path | None, counts: dict[str, int | None], force: bool = False) -> None:
     """Every flag a user can get wrong, checked before a model is loaded."""
     from tunewise.errors import TunewiseError
-    from tunewise.userfiles import check_count, check_output
+    from tunewise.ownership import check_dir
+    from tunewise.userfiles import check_count
 
     if mode not in ("generate", "loglik"):
         raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
     for flag, n in counts.items():
         check_count(n, flag, minimum=1)  # a --task split of 10^20 examples would be generated first
     if out is not None:
-        check_output(out, "--out", "dir")  # before the model is loaded and scored
+        check_dir(out, "eval", force=force)  # before the model is loaded and scored
 
 
 def _test_data(target: str, base: str | None, data: str | None, task: str | None, run_dir: Path | None,
@@ -174,12 +185,14 @@ def _eval_name(spec) -> str:
 
 
 def _write(out_dir: Path, result, retention) -> list[Path]:
-    from tunewise.fileio import atomic_write_json, atomic_write_text
+    from tunewise.fileio import atomic_write_json, atomic_write_text, to_json
+    from tunewise.ownership import mark_dir
 
     written = []
+    mark_dir(out_dir, "eval")
     if result is not None:
         written.append(atomic_write_json(out_dir / "results.json", result.summary()))
-        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in result.predictions)
+        lines = "".join(to_json(r, ensure_ascii=False) + "\n" for r in result.predictions)
         written.append(atomic_write_text(out_dir / "predictions.jsonl", lines))
     if retention is not None:
         written.append(atomic_write_json(out_dir / "retention.json", retention))

@@ -87,7 +87,14 @@ def serve(
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
     max_context: int | None = typer.Option(None, "--max-context", min=1,
                                            help="Prompt + max_tokens limit (default: the base's)."),
-    max_concurrent: int = typer.Option(64, "--max-concurrent", min=1, help="Requests in flight before 429."),
+    max_concurrent: int = typer.Option(64, "--max-concurrent", min=1, help="Requests in flight (body received) "
+                                       "before 429."),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", min=0.1, max=3600, help="Seconds a request's body "
+                                       "may take to arrive before 408 (slow clients hold no slot meanwhile)."),
+    max_request_rows: int = typer.Option(256, "--max-request-rows", min=1, help="Rows (prompts x n) one request "
+                                         "may ask for; more is a 400."),
+    max_queued_rows: int = typer.Option(1024, "--max-queued-rows", min=1, help="Rows queued or generating for all "
+                                        "requests together; past it, 429."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Rows per forward pass."),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the device policy)."),
@@ -103,29 +110,36 @@ def serve(
     """
     import logging
 
-    from tunewise.errors import TunewiseError
     from tunewise.serve.security import Limits
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     specs = parse_adapter_specs(adapter)
-    if adapters is not None and not adapters.is_dir():
-        raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
-                            "sub-folder per adapter")
-    if host not in LOOPBACK and not api_key:
-        typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
-                    fg="yellow", err=True)
+    _check_exposure(adapters, host, api_key)
     sock = bind(host, port)  # first: a taken port is said before minutes of model loading
     server = _load(sock, base, adapters, specs, max_loaded=max_loaded, pins=pin,
                    allow_runtime_paths=allow_runtime_paths, device=device, dtype=dtype, max_batch=max_batch,
                    batch_wait_ms=batch_wait_ms)
     limits = Limits(api_key=api_key or os.environ.get("TUNEWISE_API_KEY") or None,
-                    max_body_bytes=max_body_bytes, max_concurrent=max_concurrent, max_tokens=max_tokens,
+                    max_body_bytes=max_body_bytes, body_timeout_s=body_timeout, max_concurrent=max_concurrent,
+                    max_request_rows=max_request_rows, max_queued_rows=max_queued_rows, max_tokens=max_tokens,
                     max_context=max_context)
     _run(server, limits, sock, host, port, grace_period)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+
+
+def _check_exposure(adapters: Path | None, host: str, api_key: str | None) -> None:
+    """--adapters is a folder; a non-loopback --host without --api-key is warned about."""
+    from tunewise.errors import TunewiseError
+
+    if adapters is not None and not adapters.is_dir():
+        raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
+                            "sub-folder per adapter")
+    if host not in LOOPBACK and not api_key:
+        typer.secho(f"warning: binding {host} without --api-key: anyone who can reach this port can use it",
+                    fg="yellow", err=True)
 
 
 def _load(sock, base: str, adapters: Path | None, specs: dict[str, Path], **options):

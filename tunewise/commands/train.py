@@ -16,7 +16,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or guard messages."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json at the end."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder tunewise did not "
-                               "create (files named like a run's, e.g. config.yaml, are replaced)."),
+                               "create; with --resume, continue though the data or base changed."),
     find_lr: bool = typer.Option(False, "--find-lr", help="Learning-rate range test instead of training: the lr "
                                  "grows exponentially over --find-lr-steps steps on a copy of the base; writes "
                                  "OUT/find_lr.json and find_lr.png and prints the suggestion: the lr of the "
@@ -62,7 +62,7 @@ def train(
     if resume is not None:
         if out is not None:
             raise TunewiseError("--out and --resume both given", f"--resume continues in {resume}; drop --out")
-        result = _resume(config, set_, resume, quiet)
+        result = _resume(config, set_, resume, quiet, force)
         if result is None:
             return
     else:
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
     app.command()(train)
 
 
-def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool):
+def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, force: bool = False):
     """Continue a run from its last checkpoint; None (and a line saying so) when it already finished."""
     from tunewise.config import load_config
     from tunewise.train import train as run_train
@@ -90,7 +90,7 @@ def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool):
 
     cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
     check_resumable(resume, cfg)
-    return run_train(cfg, resume, resume=True, quiet=quiet)
+    return run_train(cfg, resume, resume=True, quiet=quiet, force=force)
 
 
 def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, quiet: bool):

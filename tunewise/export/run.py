@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.errors import TunewiseError
+from tunewise.ownership import check_file
 
 FORMATS = ("gguf", "gguf-lora")
 TOLERANCE = 1e-4  # GGUF read back vs the same weights rounded in memory: float32 noise only
@@ -61,8 +62,7 @@ def resolve_target(target: str | os.PathLike, base: str | None = None):
 def _check_out(out: Path, force: bool) -> None:
     if out.suffix != ".gguf":
         raise TunewiseError(f"--out '{out}' does not end in .gguf", "name the output file like model.gguf")
-    if out.exists() and not force:
-        raise TunewiseError(f"output file '{out}' exists", "choose a new --out or pass --force")
+    check_file(out, "GGUF file", force=force)  # a GGUF holds no mark: an existing one is replaced only with --force
 
 
 def _tmp_path(out: Path) -> Path:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunewise.fileio import json_safe
+from tunewise.inputs import Numbers
 from tunewise.serve.batching import Delta, GenResult
 from tunewise.serve.sampling import SamplingParams, TokenChoice
 
@@ -70,8 +72,11 @@ def check_extra(extra: dict[str, Any], endpoint: Literal["completions", "chat"])
                           "answer); send it at its neutral value or leave it out")
 
 
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Req(Numbers):
+    """A request body: numbers follow the configs' rule (finite; `n: true` is not 1), other fields are checked by
+    `check_extra`."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class StreamOptions(BaseModel):
@@ -173,9 +178,10 @@ class TokenText:
 
 def completion_logprobs_body(tokens: list[TokenChoice] | tuple, offsets: list[int] | tuple, text_of: TokenText,
                              base_offset: int = 0) -> dict:
-    return {"tokens": [text_of(c.token) for c in tokens], "token_logprobs": [c.logprob for c in tokens],
-            "top_logprobs": [{text_of(t): lp for t, lp in c.top} for c in tokens],
-            "text_offset": [base_offset + o for o in offsets]}
+    # a token outside top_p / top_k has logprob -inf, which JSON cannot hold: it is sent as null
+    return json_safe({"tokens": [text_of(c.token) for c in tokens], "token_logprobs": [c.logprob for c in tokens],
+                      "top_logprobs": [{text_of(t): lp for t, lp in c.top} for c in tokens],
+                      "text_offset": [base_offset + o for o in offsets]})
 
 
 def chat_logprobs_body(tokens: list[TokenChoice] | tuple, text_of: TokenText) -> dict:
@@ -183,8 +189,8 @@ def chat_logprobs_body(tokens: list[TokenChoice] | tuple, text_of: TokenText) ->
         s = text_of(token)
         return {"token": s, "logprob": logprob, "bytes": list(s.encode("utf-8"))}
 
-    return {"content": [{**entry(c.token, c.logprob), "top_logprobs": [entry(t, lp) for t, lp in c.top]}
-                        for c in tokens], "refusal": None}
+    return json_safe({"content": [{**entry(c.token, c.logprob), "top_logprobs": [entry(t, lp) for t, lp in c.top]}
+                                  for c in tokens], "refusal": None})
 
 
 def usage(results: list[GenResult]) -> dict:

@@ -59,6 +59,7 @@ class Entry:
     name: str
     path: Path
     source: str  # "registry" | "cli" | "runtime"
+    signature: tuple = ()  # its files when it was registered or last refreshed (see Registry.refresh)
 
 
 class Registry:
@@ -91,10 +92,35 @@ class Registry:
                                  "folder or start the server with --allow-runtime-paths",
                                  code="runtime_paths_disabled", status=403)
         path = Path(path).expanduser().resolve()
+        self._refuse_other_path(name, path)
         info = check_adapter(name, path, self.base)
-        with self._lock:
-            self._entries[name] = Entry(name, path, source)
+        with self._lock:  # the same folder again keeps its record: `refresh` tells whether its files changed
+            if name not in self._entries or self._entries[name].path.resolve() != path:
+                self._entries[name] = Entry(name, path, source, _signature(path))
         return info
+
+    def _refuse_other_path(self, name: str, path: Path) -> None:
+        """A name stands for one folder: another folder under a name that is served is a 409, not a silent swap
+        that would keep answering with the weights in memory while the listing shows the new path."""
+        with self._lock:
+            known = self._entries.get(name)
+        other = known.path if known is not None else (self.root / name if self.root is not None else None)
+        if other is not None and other.exists() and other.resolve() != path:
+            raise AdapterRefused(f"an adapter named '{name}' is already served from {other}; unload it with "
+                                 "forget: true first, or load this one under another name",
+                                 code="adapter_exists", status=409)
+
+    def refresh(self, name: str) -> bool:
+        """Whether `name`'s files changed on disk since it was registered; if so they are checked again (a
+        refusal is raised and the entry keeps its old files' record) and recorded. The caller reloads it."""
+        entry = self.get(name)
+        sig = _signature(entry.path)
+        if sig == entry.signature:
+            return False
+        check_adapter(name, entry.path, self.base)
+        with self._lock:
+            entry.signature = sig
+        return True
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -109,7 +135,7 @@ class Registry:
         if self.root is None:
             raise AdapterRefused(f"the model '{name}' does not exist", code="model_not_found", status=404)
         path = registry_path(self.root, name)
-        entry = Entry(name, path, "registry")
+        entry = Entry(name, path, "registry", _signature(path))
         with self._lock:
             self._entries.setdefault(name, entry)
         return entry
@@ -137,7 +163,7 @@ class Registry:
                     refused[sub.name] = e.reason
                     continue
                 with self._lock:
-                    self._entries.setdefault(sub.name, Entry(sub.name, path, "registry"))
+                    self._entries.setdefault(sub.name, Entry(sub.name, path, "registry", sig))
         with self._lock:
             for name in refused:
                 if self._entries.get(name) and self._entries[name].source == "registry":

@@ -8,18 +8,21 @@ all model work happens on the engine's single worker thread (see batching.py).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from tunewise.adapters import AdapterRefused
 from tunewise.data.formats import prompt_ids
+from tunewise.inputs import Numbers
 from tunewise.serve import protocol
 from tunewise.serve.batching import GenJob
 from tunewise.serve.errors import ApiError
@@ -35,12 +38,56 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 
+class RowBudget:
+    """Rows (prompts x n) per request and queued in total: one request cannot ask for more than `per_request`,
+    and past `total` rows waiting or generating, new requests get 429. A row is returned when its job finishes,
+    fails or is cancelled (its future's callback, on the worker thread: hence the lock)."""
+
+    def __init__(self, per_request: int, total: int):
+        self.per_request, self.total = per_request, total
+        self.queued = 0
+        self._lock = threading.Lock()
+
+    def take(self, rows: int) -> int:
+        if rows > self.per_request:
+            raise ApiError(400, f"this request asks for {rows} rows (prompts x n); this server's limit is "
+                           f"{self.per_request} per request (--max-request-rows)", "too_many_rows", "prompt")
+        with self._lock:
+            if self.queued + rows > self.total:
+                raise ApiError(429, f"{self.queued} rows are queued and this request adds {rows}; this server "
+                               f"queues at most {self.total} (--max-queued-rows); retry shortly",
+                               "rate_limit_exceeded")
+            self.queued += rows
+        return rows
+
+    def give_back(self, rows: int) -> None:
+        with self._lock:
+            self.queued -= rows
+
+    def jobs(self, rows: int, make: Callable[[], list[GenJob]]) -> list[GenJob]:
+        """`make()`'s jobs within the budget: `rows` taken first (before any prompt is tokenised), each returned
+        when its job is done; all of them at once if making the jobs fails."""
+        self.take(rows)
+        try:
+            jobs = make()
+        except BaseException:
+            self.give_back(rows)
+            raise
+        for job in jobs:
+            job.future.add_done_callback(lambda _f: self.give_back(1))
+        return jobs
+
+
 @dataclass
 class Context:
-    """What every route works with: the loaded server and this app's limits."""
+    """What every route works with: the loaded server, this app's limits and its row budget."""
 
     server: Server
     limits: Limits
+    rows: RowBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = RowBudget(self.limits.max_request_rows, self.limits.max_queued_rows)
 
     @property
     def max_context(self) -> int:
@@ -57,8 +104,8 @@ Ctx = Annotated[Context, Depends(context)]
 # ------------------------------------------------------------------------------------------- protocol
 
 
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Req(Numbers):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class LoadRequest(_Req):
@@ -182,9 +229,9 @@ async def completions(req: CompletionRequest, ctx: Ctx, request: Request):
     if not prompts:
         raise ApiError(400, "prompt is empty", "invalid_value", "prompt")
     stops = _stops(req.stop)
-    jobs = [make_job(ctx, adapter, p, req.max_tokens, stops,
-                     protocol.sampling(req, server.defaults, logprobs, k, bias))
-            for p in prompts for k in range(req.n)]  # choice index = prompt index * n + k, as OpenAI
+    jobs = ctx.rows.jobs(len(prompts) * req.n, lambda: [  # choice index = prompt index * n + k, as OpenAI
+        make_job(ctx, adapter, p, req.max_tokens, stops, protocol.sampling(req, server.defaults, logprobs, k, bias))
+        for p in prompts for k in range(req.n)])
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
     text_of = protocol.TokenText(server.tokenizer)
@@ -205,8 +252,9 @@ async def chat(req: ChatRequest, ctx: Ctx, request: Request):
     prompt = chat_messages(req.messages)
     max_tokens = req.max_completion_tokens or req.max_tokens
     stops = _stops(req.stop)
-    jobs = [make_job(ctx, adapter, prompt, max_tokens, stops,
-                     protocol.sampling(req, server.defaults, logprobs, k, bias)) for k in range(req.n)]
+    jobs = ctx.rows.jobs(req.n, lambda: [make_job(ctx, adapter, prompt, max_tokens, stops,
+                                                  protocol.sampling(req, server.defaults, logprobs, k, bias))
+                                         for k in range(req.n)])
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     text_of = protocol.TokenText(server.tokenizer)
     if req.stream:
@@ -242,15 +290,27 @@ async def list_adapters(ctx: Ctx):
 
 @router.post("/admin/adapters/load")
 async def load(req: LoadRequest, ctx: Ctx):
+    """Load (or reload) an adapter. Files changed on disk under a served name are reloaded: the old weights are
+    unloaded and the new ones loaded by two consecutive worker steps, so every request gets one or the other;
+    another path under a served name is a 409. What fails to load is not left listed."""
     server = ctx.server
+    added = req.path is not None and req.name not in server.registry.entries()
     try:
         if req.path is not None:
             await asyncio.to_thread(server.registry.add, req.name, Path(req.path), "runtime")
         else:
             resolve_model(server, req.name)
+        changed = await asyncio.to_thread(server.registry.refresh, req.name)
     except AdapterRefused as e:
         raise ApiError.from_refusal(e, "path" if req.path else "name") from e
-    return await on_worker(server.engine.load(req.name, req.pin))
+    try:
+        if changed:
+            await on_worker(server.engine.unload(req.name))
+        return await on_worker(server.engine.load(req.name, req.pin))
+    except ApiError:
+        if added:
+            server.registry.forget(req.name)
+        raise
 
 
 @router.post("/admin/adapters/unload")

@@ -35,9 +35,12 @@ class Scored:
     parsed: Any = None  # what the scorer read from the prediction (label, number, MR, rows ...)
     counts: dict[str, int] = field(default_factory=dict)  # tp / fp / fn for set-valued outputs
     values: dict[str, float] = field(default_factory=dict)  # per-example numbers averaged into metrics
+    unscorable: bool = False  # the reference itself cannot be scored (not JSON, no number, a failing query)
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"correct": self.correct, "reason": self.reason}
+        if self.unscorable:
+            out["unscorable"] = True
         if self.parsed is not None:
             out["parsed"] = self.parsed if isinstance(self.parsed, (str, int, float, dict, list)) else str(self.parsed)
         if self.counts:
@@ -154,7 +157,7 @@ class NumberScorer(Scorer):
     def score(self, prediction: str, reference: str) -> Scored:
         ref, _ = final_number(reference)
         if ref is None:
-            return Scored(False, "the reference has no number")
+            return Scored(False, "the reference has no number", unscorable=True)
         got, marked = final_number(prediction)
         if got is None:
             return Scored(False, "no number in the prediction", None, {"marked": 0})
@@ -166,6 +169,12 @@ class NumberScorer(Scorer):
         marked = [s.counts.get("marked", 0) for s in scored]
         return {"accuracy": accuracy([s.correct for s in scored]),
                 "format_rate": sum(marked) / len(marked) if marked else 0.0}
+
+
+def _counted_prf(scored: list[Scored], tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """P / R / F1 over examples' field or slot counts. An example that was not scored (no prediction, a reference
+    that cannot be read) has no counts; when none has any, that is 0, not prf's "nothing expected, all right"."""
+    return prf(tp, fp, fn) if any(s.counts for s in scored) else (0.0, 0.0, 0.0)
 
 
 # --------------------------------------------------------------------------------------------- meaning representation
@@ -198,7 +207,7 @@ class MRScorer(Scorer):
     def score(self, prediction: str, reference: str) -> Scored:
         ref = parse_mr(reference)
         if ref is None:
-            return Scored(False, "the reference is not a meaning representation")
+            return Scored(False, "the reference is not a meaning representation", unscorable=True)
         got = parse_mr(prediction)
         if got is None:
             return Scored(False, "not a meaning representation act(slot[value], ...)", None,
@@ -215,7 +224,7 @@ class MRScorer(Scorer):
         tp = sum(s.counts.get("tp", 0) for s in scored)
         fp = sum(s.counts.get("fp", 0) for s in scored)
         fn = sum(s.counts.get("fn", 0) for s in scored)
-        p, r, f = prf(tp, fp, fn)
+        p, r, f = _counted_prf(scored, tp, fp, fn)
         n = len(scored) or 1
         return {"exact_match": accuracy([s.correct for s in scored]), "slot_precision": p, "slot_recall": r,
                 "slot_f1": f, "act_accuracy": sum(s.counts.get("act", 0) for s in scored) / n,
@@ -317,7 +326,7 @@ class JsonScorer(Scorer):
     def score(self, prediction: str, reference: str) -> Scored:
         ref, err = parse_json(reference)
         if err:
-            return Scored(False, f"the reference is {err}")
+            return Scored(False, f"the reference is {err}", unscorable=True)
         ref_fields = flatten(ref)
         got, err = parse_json(prediction)
         if err:
@@ -337,7 +346,7 @@ class JsonScorer(Scorer):
 
     def aggregate(self, scored: list[Scored]) -> dict[str, float]:
         tp, fp, fn = (sum(s.counts.get(k, 0) for s in scored) for k in ("tp", "fp", "fn"))
-        p, r, f = prf(tp, fp, fn)
+        p, r, f = _counted_prf(scored, tp, fp, fn)
         n = len(scored) or 1
         out = {"exact": accuracy([s.correct for s in scored]),
                "valid_json": sum(s.counts.get("valid", 0) for s in scored) / n,
@@ -409,7 +418,7 @@ class SqlScorer(Scorer):
 
         ref = self._reference(reference.strip())
         if not ref.ok:
-            return Scored(False, f"the reference query failed: {ref.error}", None, {"exec_error": 0})
+            return Scored(False, f"the reference query failed: {ref.error}", None, {"exec_error": 0}, unscorable=True)
         text = prediction.strip()
         m = _SQL_FENCE.match(text)
         query = m.group(1) if m else text
@@ -580,7 +589,19 @@ def make_scorer(name: str, options: dict[str, Any] | None = None, base_dir: Path
 
 
 def aggregate(scorer: Scorer, scored: list[Scored], references: list[str]) -> dict[str, float]:
-    """Metrics of a scorer over a test set (classification also needs the references for macro-F1)."""
+    """Metrics of a scorer over a test set (classification also needs the references for macro-F1).
+
+    A reference the scorer cannot read adds nothing to the field / slot counts (an empty count would read as a
+    perfect F1); when no reference can be read there is nothing to score, and that is an error, never 1.0. When
+    some cannot, `unscorable_references` says how many."""
+    bad = [s for s in scored if s.unscorable]
+    if bad and len(bad) == len(scored):
+        raise TunewiseError(f"the {scorer.name} scorer cannot score these references: all {len(bad)} are "
+                            f"unreadable (first: {bad[0].reason})",
+                            f"check the references' format, or choose a scorer that fits them "
+                            f"({', '.join(SCORERS)})")
     if isinstance(scorer, ClassifyScorer):
-        return scorer.aggregate_with_refs(scored, references)
-    return scorer.aggregate(scored)
+        metrics = scorer.aggregate_with_refs(scored, references)
+    else:
+        metrics = scorer.aggregate(scored)
+    return {**metrics, "unscorable_references": float(len(bad))} if bad else metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from tunewise import rundir
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
@@ -97,18 +99,31 @@ def _retention(cfg: RunConfig, model, tokenizer, is_base: bool) -> dict | None:
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
-          stop_at_step: int | None = None) -> TrainResult:
-    """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint."""
+          stop_at_step: int | None = None, force: bool = False) -> TrainResult:
+    """Train per `cfg`; with resume=True continue the run in `run_dir` from its latest complete checkpoint (refused
+    when its data or base changed since it started, unless force=True). The main process holds the run folder's
+    write lock throughout (a second writer is refused)."""
     t_start = time.time()
-    method = get_method(cfg.method)
     cfg, ctx, sharded = _init_processes(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    lock = rundir.writing(run_dir, "tunewise train" + (" --resume" if resume else ""), create=not resume) \
+        if ctx.is_main else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, ctx, sharded, run_dir, (resume, force), quiet, stop_at_step, t_start)
+
+
+def _train(cfg: RunConfig, ctx, sharded: bool, run_dir: Path, resuming: tuple[bool, bool], quiet: bool,
+           stop_at_step: int | None, t_start: float) -> TrainResult:
+    method = get_method(cfg.method)
+    resume, force = resuming
     if ctx.is_main:
         trackers.require(cfg.train.report_to)  # a missing library is named before the model loads
-        _prepare_run_dir(run_dir, cfg, resume)
+        _prepare_run_dir(run_dir, cfg, resume, force)
     ctx.barrier()
 
     cfg, tokenizer, data, model = _load_model_and_data(cfg, method)
+    if ctx.is_main and not resume:  # the run records what it trains with (lr etc. after the size defaults)
+        atomic_write_text(RunDir(run_dir).config_path, dump_config(cfg))
     before = _retention(cfg, model, tokenizer, is_base=True) if ctx.is_main and not resume else None
     torch.manual_seed(cfg.train.seed)  # adapter init does not depend on whether probes ran
     model = method.prepare(model, cfg, trainable_token_ids(cfg, tokenizer, data.train))
@@ -193,18 +208,83 @@ def _finish_main(cfg: RunConfig, method, loop, result, data, tokenizer, run_dir:
     return _summary(cfg, loop, result, data, warnings, before, after, time.time() - t_start)
 
 
-def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, force: bool = False) -> None:
     run = RunDir(run_dir)
     if resume:
         if not run.config_path.is_file():
             raise TunewiseError(f"'{run_dir}' is not a run directory (no {CONFIG})", "pass the folder train wrote")
+        _check_inputs(run, cfg, force)
         return
     if run.summary_path.exists() or run.checkpoints.exists():
         raise TunewiseError(f"run directory '{run_dir}' already holds a run",
                             f"use --resume {run_dir} to continue it, or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config_path, dump_config(cfg))
+    atomic_write_json(run.inputs_path, input_digests(cfg))
     run.metrics_path.unlink(missing_ok=True)
+
+
+def input_digests(cfg: RunConfig) -> dict:
+    """What a run learns from, as digests: each data file or folder (sha256 of its bytes; a dataset id as its
+    name), the data section as configured, and the base's fingerprint."""
+    from tunewise.data.loading import eval_source
+
+    sources = [*cfg.data.sources(), *([ev] if (ev := eval_source(cfg.data)) else [])]
+    return {"base": cfg.base, "base_fingerprint": base_fingerprint(cfg.base),
+            "data_config": cfg.data.model_dump(mode="json"),
+            "data": {src.path: _path_digest(src.path) for src in sources if src.path is not None}}
+
+
+def _path_digest(path: str) -> str:
+    import hashlib
+
+    from tunewise.fileio import sha256_file
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return sha256_file(p)
+    if p.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            digest.update(f"{f.relative_to(p)}:{sha256_file(f)}\n".encode())
+        return digest.hexdigest()
+    return f"not a local path: {path}"  # a dataset id: its name is all there is to compare
+
+
+def changed_inputs(recorded: dict, now: dict) -> list[str]:
+    """What differs between two `input_digests`, one phrase each."""
+    changes = []
+    if recorded.get("base_fingerprint") != now["base_fingerprint"]:
+        changes.append(f"base {now['base']}: its files changed")
+    old_cfg, new_cfg = recorded.get("data_config") or {}, now["data_config"]
+    changes += [f"data.{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in sorted({*old_cfg, *new_cfg})
+                if old_cfg.get(k) != new_cfg.get(k)]
+    old_data, new_data = recorded.get("data") or {}, now["data"]
+    changes += [f"{path}: its content changed" for path in sorted(set(old_data) & set(new_data))
+                if old_data[path] != new_data[path]]
+    return changes
+
+
+def _check_inputs(run: RunDir, cfg: RunConfig, force: bool) -> None:
+    """Refuse to resume on other data or another base than the run started with; with force, say what changed
+    and record the new inputs."""
+    from tunewise.userfiles import read_json_file
+
+    if not run.inputs_path.is_file():
+        return  # a run from before inputs.json: nothing to compare against
+    recorded, now = read_json_file(run.inputs_path, "run inputs"), input_digests(cfg)
+    changes = changed_inputs(recorded if isinstance(recorded, dict) else {}, now)
+    if not changes:
+        return
+    if not force:
+        raise TunewiseError(f"--resume {run.path}: the run's inputs changed since it started: {'; '.join(changes)}",
+                            "resume with the inputs it started from, start a new run with --out, or pass --force "
+                            "to continue on the changed inputs")
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: resuming {run.path} on changed inputs (--force): {'; '.join(changes)}")
+    atomic_write_json(run.inputs_path, {**now, "changed_on_resume": [*recorded.get("changed_on_resume", []),
+                                                                     *changes]})
 
 
 def _announce(cfg, method, loop, data, warnings, quiet) -> None:
