@@ -119,3 +119,8 @@ def test_one_task_vocabulary():
     assert kind_of("math-hard") == "reasoning" and kind_of("classify") == "representation"
     assert kind_of("sql") == "sql" and kind_of("my-own-data") == "other"
     assert set(BUILTIN_ADVISE_TASK) >= {"structured", "classify", "sql", "math", "math-hard"}
+
+    from tunewise.advise.rules import TASKS
+    from tunewise.decide.vocabulary import ADVISE_TASK_KIND
+
+    assert set(TASKS) == set(ADVISE_TASK_KIND)  # every task advise knows has its kind here

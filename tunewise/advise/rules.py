@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunewise.decide.vocabulary import tasks_of_kind
+
 METHOD_ORDER = ("lora", "full", "qlora")  # tie-break: the seed's "start with LoRA"
 
-TASKS = {
+TASKS = {  # advise's task names in words (their kinds: decide.vocabulary.ADVISE_TASK_KIND)
     "classification": "classification",
     "structured": "structured output / JSON",
     "style": "style or tone",
@@ -31,8 +33,8 @@ TASK_ALIASES = {
     "logical-reasoning": "logic", "reasoning": "logic", "open": "open-ended", "open_ended": "open-ended",
     "chat": "open-ended", "general": "open-ended", "text-to-sql": "sql",
 }
-REPRESENTATION = {"classification", "structured", "style", "domain"}
-REASONING = {"math", "logic"}
+REPRESENTATION = tasks_of_kind("representation")  # the kinds are tunewise.decide's one task vocabulary
+REASONING = tasks_of_kind("reasoning")
 
 
 @dataclass(frozen=True)
