@@ -95,10 +95,10 @@ def test_a_bug_has_its_own_exit_code_and_keeps_its_traceback(monkeypatch, capsys
     """Exit 1 means "finished, failed as you asked"; a bug in tunewise must not look like that (nor like bad input)."""
     from tunewise import cli
 
-    def broken(args=None):
+    def broken(args=None, prog_name=None):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.setattr(cli, "command", lambda: broken)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["doctor"])
     err = capsys.readouterr().err

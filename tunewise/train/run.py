@@ -106,6 +106,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
     t_start = time.time()
     cfg, ctx, sharded = _init_processes(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if ctx.is_main:
+        trackers.require(cfg.train.report_to)  # a missing library is named before anything is written
     lock = rundir.writing(run_dir, "tunewise train" + (" --resume" if resume else ""), create=not resume) \
         if ctx.is_main else contextlib.nullcontext()
     with lock:
@@ -117,7 +119,6 @@ def _train(cfg: RunConfig, ctx, sharded: bool, run_dir: Path, resuming: tuple[bo
     method = get_method(cfg.method)
     resume, force = resuming
     if ctx.is_main:
-        trackers.require(cfg.train.report_to)  # a missing library is named before the model loads
         _prepare_run_dir(run_dir, cfg, resume, force)
     ctx.barrier()
 
