@@ -74,7 +74,9 @@ class RunningBatch:
 
     def __init__(self, model, tokenizer, forward: Forward, stats: dict | None = None, merge: bool | None = None):
         self.model, self.tokenizer, self.forward = model, tokenizer, forward
-        self.stats = stats if stats is not None else dict.fromkeys(STAT_KEYS, 0)
+        self.stats = stats if stats is not None else {}  # the caller's dict, counted into
+        for k in STAT_KEYS:
+            self.stats.setdefault(k, 0)
         eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
