@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS, knowledge_messages
+from tunewise.data import knowledge_items as bank  # read at call time: a test may slice the table
+from tunewise.data.knowledge_items import knowledge_messages
 from tunewise.errors import TunewiseError
 from tunewise.tasks.probes import (
     BUILTIN_PROBES,
@@ -88,7 +89,7 @@ def follows_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -
     cache = _cache_file("follows", base, ".json")
     if cache.is_file():
         kept = json.loads(cache.read_text())["kept"]
-        return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
+        return [(bank.KNOWLEDGE_ITEMS[i][1], bank.KNOWLEDGE_ITEMS[i][2]) for i in kept]
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.fileio import atomic_write_json
     from tunewise.tasks.scorers import ContainsScorer
@@ -100,19 +101,20 @@ def follows_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -
     kept: list[int] = []
     for start in range(0, len(order), 4 * batch_size):
         chunk = order[start: start + 4 * batch_size]
-        answers = greedy_generate(model, tokenizer, [knowledge_messages(KNOWLEDGE_ITEMS[i][1]) for i in chunk],
+        items = [bank.KNOWLEDGE_ITEMS[i] for i in chunk]
+        answers = greedy_generate(model, tokenizer, [knowledge_messages(q) for _, q, _ in items],
                                   max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS, stop=["\n"], batch_size=batch_size)
         asked += chunk
-        kept += [i for i, out in zip(chunk, answers, strict=True) if scorer.score(out, KNOWLEDGE_ITEMS[i][2]).correct]
+        kept += [i for i, (_, _, a), out in zip(chunk, items, answers, strict=True) if scorer.score(out, a).correct]
         if len(kept) >= KNOWLEDGE_KEEP:
             break
     atomic_write_json(cache, _kept_record(base, asked, kept))
-    return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
+    return [(bank.KNOWLEDGE_ITEMS[i][1], bank.KNOWLEDGE_ITEMS[i][2]) for i in kept]
 
 
 def _item_order() -> list[int]:
     """A fixed shuffle of the item table: it mixes the categories, so the first items kept are not all capitals."""
-    order = list(range(len(KNOWLEDGE_ITEMS)))
+    order = list(range(len(bank.KNOWLEDGE_ITEMS)))
     random.Random(KNOWLEDGE_ORDER_SEED).shuffle(order)
     return order
 
@@ -121,7 +123,7 @@ def _kept_record(base: str, asked: list[int], kept: list[int]) -> dict:
     """What a knowledge cache file holds: the items kept, and how many of each category the base knew."""
     by_category: dict[str, list[int]] = {}
     for i in asked:
-        counts = by_category.setdefault(KNOWLEDGE_ITEMS[i][0], [0, 0])
+        counts = by_category.setdefault(bank.KNOWLEDGE_ITEMS[i][0], [0, 0])
         counts[0] += 1
         counts[1] += i in kept
     return {"base": base, "asked": len(asked), "kept": kept,
@@ -131,10 +133,10 @@ def _kept_record(base: str, asked: list[int], kept: list[int]) -> dict:
 def candidates(index: int, k: int = KNOWLEDGE_CANDIDATES) -> list[str]:
     """Item `index`'s right answer first, then up to k - 1 other answers of its category from the item table
     (a fixed draw per item; no two the same, none the right answer in other case or spacing)."""
-    category, _, right = KNOWLEDGE_ITEMS[index]
+    category, _, right = bank.KNOWLEDGE_ITEMS[index]
     seen = {right.strip().lower()}
     others = []
-    for c, _, answer in KNOWLEDGE_ITEMS:
+    for c, _, answer in bank.KNOWLEDGE_ITEMS:
         if c == category and answer.strip().lower() not in seen:
             seen.add(answer.strip().lower())
             others.append(answer)
@@ -159,7 +161,7 @@ def knowledge_choices(base: str, model=None, tokenizer=None) -> list[tuple[str, 
     """(question, [right answer, others of its kind]) for the items the base ranks right, built once and cached."""
     cache = _cache_file("knowledge-loglik", base, ".json")
     if cache.is_file():
-        return [(KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in json.loads(cache.read_text())["kept"]]
+        return [(bank.KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in json.loads(cache.read_text())["kept"]]
     from tunewise.fileio import atomic_write_json
 
     model, tokenizer = _base_model(base, model, tokenizer)
@@ -169,14 +171,14 @@ def knowledge_choices(base: str, model=None, tokenizer=None) -> list[tuple[str, 
     try:
         for i in _item_order():
             asked.append(i)
-            if ranked_first(model, tokenizer, [KNOWLEDGE_ITEMS[i][1]], [candidates(i)])[0]:
+            if ranked_first(model, tokenizer, [bank.KNOWLEDGE_ITEMS[i][1]], [candidates(i)])[0]:
                 kept.append(i)
             if len(kept) >= KNOWLEDGE_KEEP:
                 break
     finally:
         model.train(was_training)
     atomic_write_json(cache, _kept_record(base, asked, kept))
-    return [(KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in kept]
+    return [(bank.KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in kept]
 
 
 @dataclass
