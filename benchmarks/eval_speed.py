@@ -94,15 +94,15 @@ def prepare(task: str, base: str, root: Path, n_test: int, n_train: int, steps: 
     return task_dir, run_dir
 
 
-def measure(task: str, label: str, model, tok, spec, batch: int) -> Timing:
+def measure(task: str, label: str, model, tok, spec, batch: int, engine_batch: int) -> Timing:
     from tunewise.evaluate.generation import greedy_generate
 
     prompts = [it.prompt for it in spec.items if it.error is None]
     args = (spec.max_new_tokens, list(spec.stop))
     generate_in_batches(model, tok, prompts[:2], *args, batch)  # warm-up: kernels, caches, allocator
-    greedy_generate(model, tok, prompts[:2], *args, batch_size=batch)
+    greedy_generate(model, tok, prompts[:2], *args, batch_size=engine_batch)
     ref, t_gen = timed(lambda: generate_in_batches(model, tok, prompts, *args, batch))
-    got, t_eng = timed(lambda: greedy_generate(model, tok, prompts, *args, batch_size=batch))
+    got, t_eng = timed(lambda: greedy_generate(model, tok, prompts, *args, batch_size=engine_batch))
     same = sum(a == b for a, b in zip(ref, got, strict=True))
     differ = [i for i, (a, b) in enumerate(zip(ref, got, strict=True)) if a != b]
     for i in differ[:3]:  # the first few, so a tie can be looked at
@@ -120,10 +120,11 @@ def run_task(task: str, args, root: Path) -> list[Timing]:
     task_dir, run_dir = prepare(task, args.base, root, args.n, args.train, args.steps)
     spec = resolve_data(data=str(task_dir))
     model, tok = load_base(args.base)
-    out = [measure(task, "base", model, tok, spec, args.batch)]
+    eb = args.engine_batch or args.batch
+    out = [measure(task, "base", model, tok, spec, args.batch, eb)]
     del model
     tuned, tok = load_tuned(str(run_dir))
-    out.append(measure(task, "lora", tuned, tok, spec, args.batch))
+    out.append(measure(task, "lora", tuned, tok, spec, args.batch, eb))
     return out
 
 
@@ -134,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=128, help="test examples per task (>= 128 for a measurement)")
     p.add_argument("--train", type=int, default=256, help="training examples per task")
     p.add_argument("--steps", type=int, default=60, help="LoRA training steps per task")
-    p.add_argument("--batch", type=int, default=16, help="rows per batch on both paths")
+    p.add_argument("--batch", type=int, default=16, help="rows per batch of model.generate (eval's old batch)")
+    p.add_argument("--engine-batch", type=int, default=0,
+                   help="rows decoding together in the engine (default: --batch); more rows cost a GPU little")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, from " + ", ".join(TASKS))
     args = p.parse_args(argv)
     if args.quick:

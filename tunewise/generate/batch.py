@@ -20,7 +20,7 @@ import torch
 from tunewise.generate import kv
 from tunewise.generate.rowlora import RowLoRA, covers
 from tunewise.generate.rows import BASE_ROW, GenJob, Row, left_pad
-from tunewise.generate.sampling import choose
+from tunewise.generate.sampling import choose_where
 
 log = logging.getLogger("tunewise.generate")
 Forward = Callable[..., object]  # forward(adapters: list[str | None], **model inputs) -> model output
@@ -151,7 +151,7 @@ class RunningBatch:
 
     def take_tokens(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Choose each row's next token, stream what is new, and retire finished or abandoned rows."""
-        picks = choose(logits.float().cpu(), [r.job.sampling for r in rows], [r.gen for r in rows])
+        picks = choose_where(logits, [r.job.sampling for r in rows], [r.gen for r in rows])
         for r, c in zip(rows, picks, strict=True):
             if r.finish is not None:  # a fixed batch's finished row
                 continue

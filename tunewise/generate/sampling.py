@@ -105,3 +105,15 @@ def choose(logits: torch.Tensor, params: list[SamplingParams],
             top = tuple(zip(ix.tolist(), v.tolist(), strict=True))
         out.append(TokenChoice(tok, float(logp[i, tok]), top))
     return out
+
+
+def choose_where(logits: torch.Tensor, params: list[SamplingParams],
+                 generators: list[torch.Generator | None]) -> list[TokenChoice]:
+    """`choose`, without copying the (B, V) logits to the CPU when every row is plain greedy (no logprobs, no
+    bias): the argmax and its logprob are taken where the logits are, and B pairs come back."""
+    if not all(p.greedy and not p.logprobs and not p.logit_bias for p in params):
+        return choose(logits.float().cpu(), params, generators)
+    x = logits.float()  # (B, V)
+    tok = torch.argmax(x, dim=-1)  # (B,): the same argmax `choose` takes (first of equal maxima)
+    logp = (x.gather(-1, tok[:, None])[:, 0] - torch.logsumexp(x, dim=-1)).tolist()
+    return [TokenChoice(t, lp) for t, lp in zip(tok.tolist(), logp, strict=True)]
