@@ -119,6 +119,11 @@ def test_engine_equals_generate_with_one_and_two_adapters_on_tiny():
     check_against_generate(peft, tok, TINY_PROMPTS[:4], [None], n=10, max_batch=4)
     stats, answers = check_against_generate(peft, tok, TINY_PROMPTS[:5], [None, "one", "two"], n=10, max_batch=6)
     assert stats["mixed_batches"] > 0 and adapters_changed(answers) and stats["row_lora_forwards"] > 0
+    from tunewise.evaluate.generation import greedy_generate  # eval's entry: one adapter per prompt
+
+    texts = greedy_generate(peft, tok, TINY_PROMPTS[:2] * 2, 10, adapters=["one", "one", "two", "two"], batch_size=4)
+    assert texts == [tok.decode(answers[(p, a)], skip_special_tokens=True)
+                     for a in ("one", "two") for p in TINY_PROMPTS[:2]]
 
 
 def test_fixed_batches_for_a_cache_rows_cannot_leave(tiny, monkeypatch):
