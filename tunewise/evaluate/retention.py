@@ -79,7 +79,8 @@ def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch
         model.train(was_training)
 
 
-BASE_SCORE_CACHE_VERSION = 2  # 2: generation through the engine, knowledge by log-likelihood. Bump when a probe or scorer changes what it measures
+# Bump when a probe or scorer changes what it measures (2: generation through the engine, knowledge by loglik).
+BASE_SCORE_CACHE_VERSION = 2
 
 
 def _base_score_cache(model, name: str, limit: int, batch_size: int, base: str) -> Path | None:
