@@ -26,7 +26,8 @@ LAYERS: list[list[str]] = [
     ["models"],  # what a base name means, loading it
     ["data", "adapters", "analysis", "estimate", "stage"],  # records; an adapter checked against its base; pure
     # maths; train-evaluate-reuse for compare and continual
-    ["tasks", "report"],  # task generators, scorers, metrics, probes; rendering results as text and HTML
+    ["tasks", "report", "generate"],  # task generators, scorers, metrics, probes; rendering results as text and
+    # HTML; the one generation engine (continuous batching, per-row LoRA)
     ["evaluate", "merge", "serve"],  # running a model on tasks and probes; using an adapter
     ["train", "export"],
     ["advise"],  # the rule table and the pilot, which trains

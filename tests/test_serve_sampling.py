@@ -319,3 +319,18 @@ def test_chat_uses_the_base_chat_template(tmp_path, tiny_base_dir):
             assert chat.usage.prompt_tokens == len(tok(rendered, add_special_tokens=False)["input_ids"])
     finally:
         srv.close()
+
+
+def test_greedy_rows_choose_where_the_logits_are_as_choose_does():
+    from tunewise.generate.sampling import choose_where
+
+    torch.manual_seed(3)
+    logits = torch.randn(5, 300)
+    logits[2, 7] = logits[2, 9] = logits[2].max() + 1  # a tie: both take the first
+    greedy = [SamplingParams()] * 5
+    want = choose(logits, greedy, [None] * 5)
+    got = choose_where(logits, greedy, [None] * 5)
+    assert [c.token for c in got] == [c.token for c in want] and got[2].token == 7
+    assert [c.logprob for c in got] == pytest.approx([c.logprob for c in want], abs=1e-5)
+    asks = [SamplingParams(logprobs=2)] + greedy[1:]  # a row asking for logprobs goes the full way
+    assert choose_where(logits, asks, [None] * 5)[0].top == choose(logits, asks, [None] * 5)[0].top

@@ -147,7 +147,7 @@ def test_cli_list_and_make(tmp_path):
     res = runner.invoke(app, ["tasks", "list", "--json"])
     assert res.exit_code == 0, res.output
     names = {r["name"] for r in json.loads(res.output)}
-    assert names == {"structured", "classify", "sql", "math", "math-hard", "arithmetic", "lm", "knowledge", "kl"}
+    assert names == {"structured", "classify", "sql", "math", "math-hard", "arithmetic", "lm", "knowledge", "follows", "kl"}
     res = runner.invoke(app, ["tasks", "make", "sql", "--out", str(tmp_path / "sql"), "--train", "7",
                               "--validation", "2", "--test", "3", "--seed", "1"])
     assert res.exit_code == 0, res.output

@@ -1,12 +1,17 @@
 """Retention probes built for a particular base, so they mean something on any model:
 
-    knowledge  short factual questions (tunewise/data/knowledge_items.py) asked as chat messages; only the items
-               the base answers correctly are kept, so the score is the share of what the base knew that the
-               tuned model still knows (1.0 for the base by construction)
+    knowledge  short factual questions (tunewise/data/knowledge_items.py) asked as chat messages, scored by
+               log-likelihood, no generation: is the right answer, as the assistant's turn through the chat
+               template, still the most likely among answers of the same kind from the item table? Only the items
+               the base ranks right are kept, so the score is the share of what the base knew that the tuned model
+               still knows (1.0 for the base by construction), whatever format the model now answers in
+    follows    the same questions answered by greedy generation, right when the reply contains the answer: only
+               the items the base answers so are kept; this one drops when the model stops answering in plain
+               words (format interference) as well as when it forgets
     kl         mean next-token KL divergence from the base to the model over generic instructions and the base's
                own greedy answers to them: drift in nats per token, 0 for the base
 
-`load_probe` builds any probe by name: these two for a base, the others from tunewise.tasks.probes.
+`load_probe` builds any probe by name: these three for a base, the others from tunewise.tasks.probes.
 
 Each is built once per base (its weights' fingerprint) and kept in the tunewise cache, so "before" and "after"
 are measured on the same items even across processes. Building needs the base model; when the caller is not
@@ -16,11 +21,13 @@ running the base it is loaded for the purpose.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from tunewise.data import knowledge_items as bank  # read at call time: a test may slice the table
 from tunewise.data.knowledge_items import knowledge_messages
 from tunewise.errors import TunewiseError
 from tunewise.tasks.probes import (
@@ -36,6 +43,7 @@ from tunewise.tasks.probes import (
 KNOWLEDGE_MAX_NEW_TOKENS = 16
 KNOWLEDGE_KEEP = 128  # known items to find; more than any probe limit, far cheaper than asking all of them
 KNOWLEDGE_ORDER_SEED = 0
+KNOWLEDGE_CANDIDATES = 8  # the right answer and 7 others of its category
 KL_TOP_K = 64
 KL_MAX_NEW_TOKENS = 48
 # Generic requests an assistant answers in a few sentences: no task of ours and no fine-tuning data asks them.
@@ -76,43 +84,101 @@ def _base_model(base: str, model, tokenizer):
     return load_base(base)
 
 
-def knowledge_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -> list[tuple[str, str]]:
-    """(question, answer) pairs the base answers correctly, built once per base and cached."""
-    from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS
-
-    cache = _cache_file("knowledge", base, ".json")
+def follows_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -> list[tuple[str, str]]:
+    """(question, answer) pairs the base's greedy reply answers correctly, built once per base and cached."""
+    cache = _cache_file("follows", base, ".json")
     if cache.is_file():
         kept = json.loads(cache.read_text())["kept"]
-        return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
-    import random
-
+        return [(bank.KNOWLEDGE_ITEMS[i][1], bank.KNOWLEDGE_ITEMS[i][2]) for i in kept]
     from tunewise.evaluate.generation import greedy_generate
     from tunewise.fileio import atomic_write_json
     from tunewise.tasks.scorers import ContainsScorer
 
     model, tokenizer = _base_model(base, model, tokenizer)
-    # A fixed shuffle mixes the categories, so the first items kept are not all capitals.
-    order = list(range(len(KNOWLEDGE_ITEMS)))
-    random.Random(KNOWLEDGE_ORDER_SEED).shuffle(order)
+    order = _item_order()
     scorer = ContainsScorer()
     asked: list[int] = []
     kept: list[int] = []
     for start in range(0, len(order), 4 * batch_size):
         chunk = order[start: start + 4 * batch_size]
-        answers = greedy_generate(model, tokenizer, [knowledge_messages(KNOWLEDGE_ITEMS[i][1]) for i in chunk],
+        items = [bank.KNOWLEDGE_ITEMS[i] for i in chunk]
+        answers = greedy_generate(model, tokenizer, [knowledge_messages(q) for _, q, _ in items],
                                   max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS, stop=["\n"], batch_size=batch_size)
         asked += chunk
-        kept += [i for i, out in zip(chunk, answers, strict=True) if scorer.score(out, KNOWLEDGE_ITEMS[i][2]).correct]
+        kept += [i for i, (_, _, a), out in zip(chunk, items, answers, strict=True) if scorer.score(out, a).correct]
         if len(kept) >= KNOWLEDGE_KEEP:
             break
+    atomic_write_json(cache, _kept_record(base, asked, kept))
+    return [(bank.KNOWLEDGE_ITEMS[i][1], bank.KNOWLEDGE_ITEMS[i][2]) for i in kept]
+
+
+def _item_order() -> list[int]:
+    """A fixed shuffle of the item table: it mixes the categories, so the first items kept are not all capitals."""
+    order = list(range(len(bank.KNOWLEDGE_ITEMS)))
+    random.Random(KNOWLEDGE_ORDER_SEED).shuffle(order)
+    return order
+
+
+def _kept_record(base: str, asked: list[int], kept: list[int]) -> dict:
+    """What a knowledge cache file holds: the items kept, and how many of each category the base knew."""
     by_category: dict[str, list[int]] = {}
     for i in asked:
-        counts = by_category.setdefault(KNOWLEDGE_ITEMS[i][0], [0, 0])
+        counts = by_category.setdefault(bank.KNOWLEDGE_ITEMS[i][0], [0, 0])
         counts[0] += 1
         counts[1] += i in kept
-    atomic_write_json(cache, {"base": base, "asked": len(asked), "kept": kept,
-                              "known_by_category": {c: f"{k}/{n}" for c, (n, k) in by_category.items()}})
-    return [(KNOWLEDGE_ITEMS[i][1], KNOWLEDGE_ITEMS[i][2]) for i in kept]
+    return {"base": base, "asked": len(asked), "kept": kept,
+            "known_by_category": {c: f"{k}/{n}" for c, (n, k) in by_category.items()}}
+
+
+def candidates(index: int, k: int = KNOWLEDGE_CANDIDATES) -> list[str]:
+    """Item `index`'s right answer first, then up to k - 1 other answers of its category from the item table
+    (a fixed draw per item; no two the same, none the right answer in other case or spacing)."""
+    category, _, right = bank.KNOWLEDGE_ITEMS[index]
+    seen = {right.strip().lower()}
+    others = []
+    for c, _, answer in bank.KNOWLEDGE_ITEMS:
+        if c == category and answer.strip().lower() not in seen:
+            seen.add(answer.strip().lower())
+            others.append(answer)
+    return [right] + random.Random(KNOWLEDGE_ORDER_SEED * 100_003 + index).sample(others, min(k - 1, len(others)))
+
+
+def ranked_first(model, tokenizer, questions: list[str], choices: list[list[str]]) -> list[bool]:
+    """For each question, is its first choice strictly the most likely answer (log-likelihood of the assistant's
+    turn through the chat template)? One forward per question, so a question's numbers never depend on which
+    others are asked with it (the base scores exactly 1.0 on the items it was kept for)."""
+    from tunewise.evaluate.loglik import answer_logprobs
+
+    out = []
+    for q, options in zip(questions, choices, strict=True):
+        asked = knowledge_messages(q)
+        lp = answer_logprobs(model, tokenizer, [asked + [{"role": "assistant", "content": a}] for a in options])
+        out.append(len(lp) > 1 and lp[0] > max(lp[1:]))
+    return out
+
+
+def knowledge_choices(base: str, model=None, tokenizer=None) -> list[tuple[str, list[str]]]:
+    """(question, [right answer, others of its kind]) for the items the base ranks right, built once and cached."""
+    cache = _cache_file("knowledge-loglik", base, ".json")
+    if cache.is_file():
+        return [(bank.KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in json.loads(cache.read_text())["kept"]]
+    from tunewise.fileio import atomic_write_json
+
+    model, tokenizer = _base_model(base, model, tokenizer)
+    was_training = model.training
+    asked: list[int] = []
+    kept: list[int] = []
+    try:
+        for i in _item_order():
+            asked.append(i)
+            if ranked_first(model, tokenizer, [bank.KNOWLEDGE_ITEMS[i][1]], [candidates(i)])[0]:
+                kept.append(i)
+            if len(kept) >= KNOWLEDGE_KEEP:
+                break
+    finally:
+        model.train(was_training)
+    atomic_write_json(cache, _kept_record(base, asked, kept))
+    return [(bank.KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in kept]
 
 
 @dataclass
@@ -179,8 +245,28 @@ def kl_score(model, ref: KlReference) -> float:
     return round(total / max(count, 1), 6)  # micro-nats of float noise would read as drift from a zero base
 
 
+def _base_probe(name: str, limit: int, base: str, base_model, base_tokenizer) -> Probe:
+    """knowledge, follows or kl, built for `base`."""
+    if name == "kl":
+        return Probe("kl", "kl", "kl", False, kl_reference=kl_reference(base, base_model, base_tokenizer),
+                     abs_tolerance=KL_TOLERANCE)
+    if name == "knowledge":
+        chosen = knowledge_choices(base, base_model, base_tokenizer)[:limit]
+        items = [(q, options[0]) for q, options in chosen]
+    else:
+        items = follows_items(base, base_model, base_tokenizer)[:limit]
+    if not items:
+        raise TunewiseError(f"the base '{base}' knew none of the knowledge questions ({name} probe), so there is "
+                            "nothing to retain", f"drop the {name} probe for this base")
+    if name == "knowledge":
+        return Probe("knowledge", "choice", "accuracy", True, [q for q, _ in items], [a for _, a in items],
+                     choices=[options for _, options in chosen])
+    return Probe("follows", "generate", "accuracy", True, [knowledge_messages(q) for q, _ in items],
+                 [a for _, a in items], scorer="contains", max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS)
+
+
 def load_probe(name: str, limit: int, base: str | None = None, base_model=None, base_tokenizer=None) -> Probe:
-    """A probe by name; `knowledge` and `kl` are built for `base` (from base_model when the caller runs it)."""
+    """A probe by name; `knowledge`, `follows` and `kl` are built for `base` (from base_model when the caller runs it)."""
     if name == "arithmetic":
         return arithmetic_probe(limit)
     if name == "lm":
@@ -189,15 +275,7 @@ def load_probe(name: str, limit: int, base: str | None = None, base_model=None, 
         if base is None:
             raise TunewiseError(f"the '{name}' probe is built for a base model, and none was named",
                                 "give the base (--base, or the run's config)")
-        if name == "kl":
-            return Probe("kl", "kl", "kl", False, kl_reference=kl_reference(base, base_model, base_tokenizer),
-                         abs_tolerance=KL_TOLERANCE)
-        items = knowledge_items(base, base_model, base_tokenizer)[:limit]
-        if not items:
-            raise TunewiseError(f"the base '{base}' answered none of the knowledge questions, so there is nothing "
-                                "to retain", "drop the knowledge probe for this base")
-        return Probe("knowledge", "generate", "accuracy", True, [knowledge_messages(q) for q, _ in items],
-                     [a for _, a in items], scorer="contains", max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS)
+        return _base_probe(name, limit, base, base_model, base_tokenizer)
     p = Path(name).expanduser()
     if p.is_file():
         return user_probe(p, limit)

@@ -1,41 +1,35 @@
-"""Batched greedy generation with stop strings (left padding; one forward per new token with a KV cache)."""
+"""Greedy generation with stop strings for eval, the retention probes, compare, the pilot and the study, through
+the one generation engine (tunewise/generate/: continuous batching with a KV cache, each row stopping at its own
+EOS or stop string and its slot refilled at once)."""
 
 from __future__ import annotations
 
-import torch
-
 from tunewise.data.formats import prompt_ids
+from tunewise.generate.rows import GenJob, stop_cut
+from tunewise.generate.run import generate_jobs
 
 
-@torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
-                    stop: list[str] | None = None, batch_size: int = 16) -> list[str]:
-    """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS).
+                    stop: list[str] | None = None, batch_size: int = 16,
+                    adapters: list[str | None] | None = None) -> list[str]:
+    """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS); at most
+    `batch_size` rows decode together.
 
     A prompt is plain text or a list of chat messages; both become tokens by the trainer's rule
-    (`formats.prompt_ids`), so a model is asked exactly as it was trained.
+    (`formats.prompt_ids`), so a model is asked exactly as it was trained. `adapters` (one per prompt, None = the
+    base) sends each prompt through its own adapter of a PeftModel that holds them all, in one batch; without
+    it every prompt goes through the model as it is.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i: i + batch_size]
-            enc = tokenizer.pad({"input_ids": [prompt_ids(p, tokenizer) for p in chunk]}, return_tensors="pt").to(device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, enc["input_ids"].shape[1]:]
-            outputs.extend(cut_at_stop(t, stop) for t in tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = old_side
-    return outputs
+    if adapters is not None and len(adapters) != len(prompts):
+        raise ValueError(f"{len(adapters)} adapters for {len(prompts)} prompts: give one per prompt")
+    if max_new_tokens <= 0:  # nothing to generate (the engine always takes a first token)
+        return [""] * len(prompts)
+    names = adapters if adapters is not None else [None] * len(prompts)
+    jobs = [GenJob(a, prompt_ids(p, tokenizer), max_new_tokens, list(stop or []))
+            for p, a in zip(prompts, names, strict=True)]
+    return [r.text for r in generate_jobs(model, tokenizer, jobs, max_batch=batch_size)]
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:
-    if stop:
-        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+    cut = stop_cut(text, stop)
+    return text if cut is None else text[:cut]

@@ -5,9 +5,11 @@ Tensor math (`token_logprobs`) is kept apart from batching so it can be tested o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from tunewise.data.formats import prompt_ids
+from tunewise.data.formats import IGNORE, Record, encode_record, prompt_ids
 from tunewise.hf import context_length
 
 
@@ -36,6 +38,17 @@ def coarse_kl(ref_top_ids: torch.Tensor, ref_top_logp: torch.Tensor, logits: tor
     return (top + p_rest * (p_rest.log() - q_rest.log())).clamp_min(0)
 
 
+def right_pad(rows: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, longest), padded on the right: positions stay 0..n-1."""
+    width = max(len(x) for x in rows)
+    input_ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for r, x in enumerate(rows):
+        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[r, : len(x)] = 1
+    return input_ids, mask
+
+
 def _max_len(model, tokenizer) -> int:
     return int(context_length(getattr(model, "config", None)) or tokenizer.model_max_length or 512)
 
@@ -55,13 +68,7 @@ def mean_token_loss(model, tokenizer, texts: list[str], batch_size: int = 8) -> 
         ids = [x for x in ids if len(x) >= 2]
         if not ids:
             continue
-        width = max(len(x) for x in ids)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, x in enumerate(ids):  # right padding: positions stay 0..n-1
-            input_ids[r, : len(x)] = torch.tensor(x)
-            mask[r, : len(x)] = 1
+        input_ids, mask = right_pad(ids, tokenizer.pad_token_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
         logits = model(input_ids=input_ids, attention_mask=mask).logits
         lp = token_logprobs(logits, input_ids)  # (B, T-1)
@@ -84,14 +91,7 @@ def choice_logprobs(model, tokenizer, prompt: str | list[dict], choices: list[st
     if not p_ids:  # an empty prompt: condition on EOS, as at the start of a document
         p_ids = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0]
     c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-    rows = [p_ids + c for c in c_ids]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for r, x in enumerate(rows):
-        input_ids[r, : len(x)] = torch.tensor(x)
-        mask[r, : len(x)] = 1
+    input_ids, mask = right_pad([p_ids + c for c in c_ids], tokenizer.pad_token_id)
     lp = token_logprobs(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits,
                         input_ids.to(device))  # (C, T-1)
     out = []
@@ -99,3 +99,20 @@ def choice_logprobs(model, tokenizer, prompt: str | list[dict], choices: list[st
         start = len(p_ids) - 1  # lp[:, t-1] scores token t; the choice starts at token len(p_ids)
         out.append(float(lp[r, start: start + len(c)].sum()))
     return out
+
+
+@torch.no_grad()
+def answer_logprobs(model, tokenizer, conversations: list[list[dict]]) -> list[float]:
+    """Summed log p(last assistant turn | the turns before) of each conversation, in one batch: the turn's tokens
+    as the trainer renders and trains them (chat template, end-of-turn included), so an answer that is only the
+    start of another ("New" for "New Delhi") does not win by being shorter."""
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [encode_record(Record({"messages": c}, i + 1), "chat", tokenizer, Path("<answers>"))
+               for i, c in enumerate(conversations)]
+    input_ids, mask = right_pad([ids for ids, _ in encoded], tokenizer.pad_token_id)
+    labels, _ = right_pad([lab for _, lab in encoded], IGNORE)
+    lp = token_logprobs(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits,
+                        input_ids.to(device)).cpu()  # (B, T-1)
+    scored = (labels[:, 1:] != IGNORE) & mask[:, 1:].bool()
+    return [float(lp[r][scored[r]].sum()) for r in range(len(encoded))]

@@ -32,6 +32,11 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
         from tunewise.evaluate.base_probes import kl_score
 
         score = kl_score(model, probe.kl_reference)
+    elif probe.kind == "choice":
+        from tunewise.evaluate.base_probes import ranked_first
+
+        right = ranked_first(model, tokenizer, probe.prompts, probe.choices)
+        score = sum(right) / len(right) if right else 0.0
     else:
         outs = greedy_generate(model, tokenizer, probe.prompts, max_new_tokens=probe.max_new_tokens,
                                stop=probe.stop, batch_size=batch_size)
@@ -46,8 +51,8 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
 def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch_size: int = 16,
                base: str | None = None, is_base: bool = False) -> dict[str, dict[str, Any]]:
     """{probe name: {"metric", "score", "higher_is_better", "n"}} for each probe ('arithmetic', 'lm', 'knowledge',
-    'kl', a JSONL path). `base` names the base the model was tuned from (or is, with is_base): the knowledge and
-    kl probes are built for it.
+    'follows', 'kl', a JSONL path). `base` names the base the model was tuned from (or is, with is_base): the
+    knowledge, follows and kl probes are built for it.
 
     Probes need a causal LM (they generate or score text); a classification model gets a clear error.
     """
@@ -74,7 +79,8 @@ def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch
         model.train(was_training)
 
 
-BASE_SCORE_CACHE_VERSION = 1  # bump when a probe or scorer changes what it measures
+# Bump when a probe or scorer changes what it measures (2: generation through the engine, knowledge by loglik).
+BASE_SCORE_CACHE_VERSION = 2
 
 
 def _base_score_cache(model, name: str, limit: int, batch_size: int, base: str) -> Path | None:

@@ -3,7 +3,10 @@
     arithmetic  short calculations the tiny base learned in pre-training ('23 + 45 =' -> ' 68'), generated
                 from a seed disjoint from the build's documents; exact number, accuracy (higher is better)
     lm          mean token loss on held-out documents of the base's own corpus (lower is better)
-    knowledge   factual questions the base answered correctly, asked as chat (any model; evaluate/base_probes.py)
+    knowledge   factual questions the base knew, asked as chat: is the right answer still the most likely among
+                same-kind answers, by log-likelihood, no generation (any model; evaluate/base_probes.py)
+    follows     the same questions answered by greedy generation: does the reply still contain the fact (format
+                and knowledge together; any model)
     kl          next-token KL divergence from the base on generic instructions (any model; evaluate/base_probes.py)
     PATH.jsonl  the user's own probe set: {"prompt","completion"} records are scored by normalised match of a
                 greedy generation (accuracy); {"text"} records by mean token loss
@@ -26,12 +29,15 @@ ARITHMETIC_SEED = 7_000_003
 BUILTIN_PROBES = {
     "arithmetic": "short calculations from pre-training: exact number of a greedy answer (accuracy)",
     "lm": "mean token loss on held-out documents of the tiny base's corpus (lower is better)",
-    "knowledge": "factual questions the base answered correctly, asked as chat: share still answered (any model)",
+    "knowledge": "factual questions the base knew: share whose right answer is still the most likely among "
+                 "same-kind answers, by log-likelihood through the chat template (any model)",
+    "follows": "the knowledge questions answered by greedy generation: share whose reply still contains the fact "
+               "(format and knowledge together; any model)",
     "kl": "mean next-token KL from the base on generic instructions and its own answers, nats (any model; 0 = base)",
 }
 # The tiny base's probes ask about its own corpus; on any other model these mean something.
 TINY_PROBES = ["arithmetic", "lm"]
-MODEL_AGNOSTIC_PROBES = ["knowledge", "kl"]
+MODEL_AGNOSTIC_PROBES = ["knowledge", "follows", "kl"]
 KL_TOLERANCE = 0.05  # nats per token of drift from the base that retention does not count as a drop
 
 
@@ -44,16 +50,17 @@ def default_probes(base: str) -> list[str]:
 @dataclass(frozen=True)
 class Probe:
     name: str
-    kind: str  # "generate" | "loss" | "kl"
+    kind: str  # "generate" | "loss" | "kl" | "choice"
     metric: str
     higher_is_better: bool
-    prompts: list = field(default_factory=list)  # text, or chat messages
+    prompts: list = field(default_factory=list)  # text, or chat messages (kind "choice": the questions)
 
     references: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     scorer: str = "normalized"
     stop: list[str] = field(default_factory=lambda: ["\n"])
     max_new_tokens: int = 8
+    choices: list[list[str]] = field(default_factory=list)  # kind "choice": each question's answers, right first
     kl_reference: object = None  # evaluate.base_probes.KlReference, for kind "kl"
     abs_tolerance: float = 0.0  # worsening from a zero baseline that does not count as a drop
 

@@ -1,0 +1,188 @@
+"""The running batch: rows decoded together one token per step over one KV cache, each row stopping on its own
+(EOS, a stop string, max_new_tokens) and leaving at once, new rows prefilled and merged in between two steps.
+
+Rows are left-padded; each row's positions count from its own first token, so a row's numbers do not depend on
+what else shares its batch (up to float rounding of the padded matmuls). A base whose cache cannot be merged
+(sliding-window layers, see kv.check_cache) runs as fixed batches instead: rows join only an empty batch, and a
+finished row rides along, fed padding, until the last one ends (what `model.generate` does).
+
+`AdapterRouter` is the forward in which row i goes through its own adapter: per-row LoRA (rowlora.py) when it
+covers every adapter of the batch, else PEFT's mixed-adapter forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from tunewise.generate import kv
+from tunewise.generate.rowlora import RowLoRA, covers
+from tunewise.generate.rows import BASE_ROW, GenJob, Row, left_pad
+from tunewise.generate.sampling import choose_where
+
+log = logging.getLogger("tunewise.generate")
+Forward = Callable[..., object]  # forward(adapters: list[str | None], **model inputs) -> model output
+STAT_KEYS = ("batches", "rows", "mixed_batches", "max_rows", "steps", "cancelled", "row_lora_forwards",
+             "peft_mixed_forwards")
+
+
+def mergeable_cache(model) -> bool:
+    """Can rows join and leave this model's KV cache (plain full-attention layers only)?"""
+    from transformers import DynamicCache
+
+    try:
+        kv.check_cache(DynamicCache(config=model.config))
+    except Exception:  # sliding windows, or a config DynamicCache cannot read: fixed batches are always right
+        return False
+    return True
+
+
+class AdapterRouter:
+    """One forward in which row i goes through adapters[i] (None = the base)."""
+
+    def __init__(self, model, stats: dict, rowlora: RowLoRA | None = None):
+        self.model, self.stats = model, stats
+        self.rowlora = rowlora or RowLoRA(model)
+        self.covered: dict[str, bool] = {}  # loaded adapter -> applied per row by rowlora
+        self._version, self._stacked = 0, -1
+
+    def added(self, name: str) -> None:
+        self.covered[name] = covers(self.model, name)
+        self._version += 1
+
+    def removed(self, name: str) -> None:
+        self.covered.pop(name, None)
+        self._version += 1
+
+    def __call__(self, adapters: list[str | None], **inputs):
+        used = {a for a in adapters if a is not None}
+        if all(self.covered.get(a, False) for a in used):
+            if self._stacked != self._version:
+                self.rowlora.rebuild([a for a, ok in self.covered.items() if ok])
+                self._stacked = self._version
+            self.stats["row_lora_forwards"] += bool(used)
+            with self.rowlora.routing(adapters):
+                return self.model(**inputs)
+        self.stats["peft_mixed_forwards"] += 1
+        return self.model(**inputs, adapter_names=[a if a is not None else BASE_ROW for a in adapters])
+
+
+class RunningBatch:
+    """The rows being decoded, their KV cache and attention mask (B, T); `forward` runs the model per row."""
+
+    def __init__(self, model, tokenizer, forward: Forward, stats: dict | None = None, merge: bool | None = None):
+        self.model, self.tokenizer, self.forward = model, tokenizer, forward
+        self.stats = stats if stats is not None else {}  # the caller's dict, counted into
+        for k in STAT_KEYS:
+            self.stats.setdefault(k, 0)
+        eos = tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+        self.device = next(model.parameters()).device
+        self.merging = mergeable_cache(model) if merge is None else merge
+        self.rows: list[Row] = []
+        self.kv = None
+        self.mask: torch.Tensor | None = None
+
+    @property
+    def open(self) -> bool:
+        """May rows join now? Always while merging; a fixed batch only once it is empty."""
+        return self.merging or not self.rows
+
+    def clear(self) -> None:
+        self.rows, self.kv, self.mask = [], None, None
+
+    def fail(self, e: BaseException) -> None:
+        """Every running row gets `e`; the batch is empty after."""
+        for r in self.rows:
+            if not r.job.future.done():
+                r.job.future.set_exception(e)
+        self.clear()
+
+    def prefill(self, rows: list[Row]):
+        """The prompts' forward (may raise: the caller fails these rows); join() takes its output."""
+        ids, mask = left_pad([r.job.prompt_ids for r in rows], self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): each row counts from its first token
+        out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
+                           position_ids=positions, use_cache=True, logits_to_keep=1)
+        if self.merging:
+            kv.check_cache(out.past_key_values)
+        return out, mask
+
+    def join(self, rows: list[Row], prefilled) -> None:
+        """Add prefilled rows to the batch and take each one's first token."""
+        out, mask = prefilled
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
+        if self.rows:
+            self.mask = kv.merge(self.kv, self.mask, out.past_key_values, mask)
+        else:
+            self.kv, self.mask = out.past_key_values, mask
+        self.rows += rows
+        self.take_tokens(rows, out.logits[:, -1, :])
+
+    def admit(self, jobs: list[GenJob]) -> None:
+        """Prefill `jobs` and join them (errors propagate: for callers that own every job, not a server)."""
+        rows = [Row(j) for j in jobs]
+        for j in jobs:
+            j.future.set_running_or_notify_cancel()
+        self.join(rows, self.prefill(rows))
+
+    def step(self) -> None:
+        """Decode one token for every running row (a finished row of a fixed batch is fed padding)."""
+        rows = self.rows
+        last = [r.last if r.finish is None else self.pad_id for r in rows]
+        ids = torch.tensor([[t] for t in last], dtype=torch.long, device=self.device)  # (B, 1)
+        positions = self.mask.sum(dim=1, keepdim=True)  # (B, 1): the new token's position in its own row
+        mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)  # (B, T + 1)
+        out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
+                           position_ids=positions, cache=self.kv, use_cache=True)
+        self.kv, self.mask = out.past_key_values, mask
+        self.stats["steps"] += 1
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
+        self.stats["mixed_batches"] += len({r.name for r in rows}) > 1
+        self.take_tokens(rows, out.logits[:, -1, :])
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def take_tokens(self, rows: list[Row], logits: torch.Tensor) -> None:
+        """Choose each row's next token, stream what is new, and retire finished or abandoned rows."""
+        picks = choose_where(logits, [r.job.sampling for r in rows], [r.gen for r in rows])
+        for r, c in zip(rows, picks, strict=True):
+            if r.finish is not None:  # a fixed batch's finished row
+                continue
+            r.add(c, self.eos_ids, self._decode)
+            if r.job.on_delta is not None:
+                d = r.delta()
+                if d is not None:
+                    try:
+                        r.job.on_delta(d)
+                    except Exception:  # the request's event loop is gone: treat it as a disconnect
+                        r.job.cancelled.set()
+        self.retire()
+
+    def _resolve(self, r: Row) -> bool:
+        """Give a finished or abandoned row its result or error; True once it has one."""
+        if not r.resolved and r.job.cancelled.is_set():
+            self.stats["cancelled"] += 1
+            if not r.job.future.done():
+                r.job.future.set_exception(RuntimeError("cancelled: the client went away"))
+            r.resolved, r.finish = True, r.finish or "cancelled"
+        elif not r.resolved and r.finish is not None:
+            r.job.future.set_result(r.result())
+            r.resolved = True
+        return r.resolved
+
+    def retire(self) -> None:
+        keep = [i for i, r in enumerate(self.rows) if not self._resolve(r)]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.clear()
+        elif self.merging:
+            self.mask = kv.trim(self.kv, kv.select_rows(self.kv, self.mask, keep))
+            self.rows = [self.rows[i] for i in keep]
