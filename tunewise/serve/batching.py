@@ -59,6 +59,7 @@ class Engine:
         # Per-row LoRA (bmm over rows) for adapters it covers; the others go through PEFT's mixed forward.
         self.router = AdapterRouter(model, self.stats)
         self.batch = RunningBatch(model, tokenizer, self.router, self.stats, merge=True)
+        self.eos_ids = self.batch.eos_ids  # the tokens that end a row (routes and tests read them here)
         self._admitting: list[GenJob] = []
 
     @property
