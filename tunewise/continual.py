@@ -49,13 +49,13 @@ class ContinualConfig(Strict):
     allow_truncation: bool = Field(False, description="Train even when more than 5% of a task's examples would "
                                                       "be cut to max_seq_len.")
     probes: list[str] | None = Field(None, description="Retention probes; default lm on the tiny base, "
-                                                          "knowledge and kl on any other model.")
+                                                          "knowledge, follows and kl on any other model.")
     seed: int = Field(0, description="Seed of the generated tasks and of training.")
     out: str = Field("runs/continual", description="Output folder; finished stages are reused.")
 
     @property
     def probe_names(self) -> list[str]:
-        """The probes given, else `lm` on the tiny base (its finest-grained one) and knowledge, kl elsewhere."""
+        """The probes given, else `lm` on the tiny base (its finest-grained one) and default_probes elsewhere (knowledge, follows, kl)."""
         if self.probes is not None:
             return self.probes
         return ["lm"] if self.base == TINY_BASE else default_probes(self.base)

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         allow_truncation: bool = typer.Option(False, "--allow-truncation", help="Train even when more than 5% of "
                                               "the examples would be cut to --max-seq-len."),
         probes: str = typer.Option(None, help="Retention probes ('' for none); default arithmetic,lm on the tiny "
-                                   "base, knowledge,kl on any other model."),
+                                   "base, knowledge,follows,kl on any other model."),
         seed: int = typer.Option(0),
         no_analyze: bool = typer.Option(False, "--no-analyze", help="Skip the intruder analysis."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
