@@ -290,6 +290,13 @@ CASES = [
     ("merge-user-folder", lambda ws: ["merge", ws / "finished", "--out", _user_folder(ws)], 2, ["not empty"]),
     ("merge-damaged-adapter", lambda ws: (_truncate(ws / "finished" / "adapter" / "adapter_model.safetensors"),
                                           ["merge", ws / "finished", "--out", ws / "m"])[1], 2, ["adapter"]),
+    # --- chat
+    ("chat-missing-target", lambda ws: ["chat", ws / "nope", "--prompt", "hi"], 2, ["nope", "does not exist"]),
+    ("chat-bad-step", lambda ws: ["chat", ws / "finished", "--step", "99", "--prompt", "hi"], 2, ["--step 99"]),
+    ("chat-zero-tokens", lambda ws: ["chat", "tiny", "--max-new-tokens", "0", "--prompt", "hi"], 2,
+     ["--max-new-tokens"]),
+    ("chat-damaged-adapter", lambda ws: (_truncate(ws / "finished" / "adapter" / "adapter_model.safetensors"),
+                                         ["chat", ws / "finished", "--prompt", "hi"])[1], 2, ["adapter"]),
     # --- export
     ("export-out-dir", lambda ws: ["export", "tiny", "--out", ws], 2, ["--out", "is a directory"]),
     ("export-not-gguf", lambda ws: ["export", "tiny", "--out", ws / "m.bin"], 2, ["--out", ".gguf"]),

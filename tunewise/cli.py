@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # (module under tunewise.commands, attribute): each module exposes `register(app)`.
 COMMAND_MODULES = ["doctor", "demo", "advise", "estimate", "data", "tasks", "train", "eval", "compare",
-                   "analyze", "continual", "serve", "merge", "export", "report"]
+                   "analyze", "continual", "serve", "chat", "merge", "export", "report"]
 
 
 def _register_all() -> None:
