@@ -261,3 +261,23 @@ def test_compare_refuses_to_cut_many_examples_and_counts_the_cut_when_allowed(tm
     allowed = CompareSpec(base="tiny", task=None, data=str(data), max_seq_len=160, allow_truncation=True)
     assert sequence_length(allowed, data, None, log=said.append) == 160
     assert said and said[0].startswith("warning: 16 of 16 training and validation examples")
+
+
+@pytest.mark.integration
+def test_compare_scores_with_your_own_metric_and_bands_it(tiny_base_dir, tmp_path):
+    """--scorer FILE.py:FUNCTION: every method and the untuned base are scored with it, and the band is taken
+    over its per-example numbers."""
+    scorer = tmp_path / "my_metric.py"
+    scorer.write_text("def act_match(prediction, reference):\n"
+                      "    return {'act': float(prediction.strip().split('(')[0] == reference.split('(')[0])}\n")
+    spec = CompareSpec(base=str(tiny_base_dir), task="structured", methods=["lora", "full"], out=str(tmp_path / "c"),
+                       train_size=16, eval_size=6, max_steps=1, batch_size=8, probes=[], analyze=False,
+                       scorer=f"{scorer}:act_match")
+    result = run_compare(spec, quiet=True, log=lambda *_: None)
+    for r in result["rows"].values():
+        assert r["metric"] == "act"
+        records = [json.loads(x) for x in Path(r["run_dir"], "predictions.jsonl").read_text().splitlines()]
+        assert r["score"] == pytest.approx(sum(x["values"]["act"] for x in records) / 6)
+    assert result["base"]["metric"] == "act" and result["verdict"]["examples"] == 6
+    with pytest.raises(TunewiseError, match="--scorer"):
+        check_spec(CompareSpec(scorer="no_such_module_here:fn"))

@@ -51,6 +51,8 @@ class CompareSpec(Strict):
     allow_truncation: bool = Field(False, description="Train even when more than 5% of the examples would be cut "
                                                       "to max_seq_len.")
     seeds: int = Field(1, description="Train and score each method this many times (seeds seed, seed+1, ...).")
+    scorer: str | None = Field(None, description="A built-in scorer or your own MODULE:FUNCTION (default: the "
+                                                 "task's, from meta.json).")
     probes: list[str] | None = Field(None, description="Retention probes; default: tasks.probes.default_probes("
                                                        "base).")
     seed: int = Field(0, description="Seed of the generated task and of training.")
@@ -80,6 +82,13 @@ def check_spec(spec: CompareSpec) -> None:
         problems.append(f"--task-kind: '{spec.kind}' is not one of {', '.join(KINDS)}")
     if spec.seeds < 1 or spec.seeds > 20:
         problems.append(f"--seeds must be 1-20 (got {spec.seeds}); 3 measures the seed-to-seed spread")
+    if spec.scorer:
+        from tunewise.tasks.scorers import check_scorer
+
+        try:
+            check_scorer(spec.scorer)
+        except TunewiseError as e:
+            problems.append(e.message if e.message.startswith("--scorer") else f"--scorer: {e.message}")
     if spec.max_seq_len is not None and spec.max_seq_len < 8:
         problems.append(f"--max-seq-len must be >= 8 tokens (got {spec.max_seq_len})")
     if spec.rank <= 0:
@@ -198,23 +207,27 @@ def _adopt_earlier_run(stage, cfg_path: Path, config_text: str, base: str) -> No
     atomic_write_json(stage.record, {"cache_key": stage.key, "status": status})
 
 
-def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "") -> dict:
+def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "",
+                    scorer: str | None = None) -> dict:
     """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json for the same
-    model (`model_key`, e.g. the base's fingerprint), test examples and limit, while the scorer still heads its
-    metrics the same way (a cache written before a scorer changed its primary is scored again)."""
-    from tunewise.tasks.scorers import SCORERS
+    model (`model_key`, e.g. the base's fingerprint), test examples, limit and scorer, while a built-in scorer still
+    heads its metrics the same way (a cache written before a scorer changed its primary is scored again)."""
+    from tunewise.tasks.scorers import SCORERS, is_custom
 
     cached = out_dir / "eval.json"
-    key = f"{model_key}:{file_digest(data / 'test.jsonl')}:{limit}"
+    key = f"{model_key}:{file_digest(data / 'test.jsonl')}:{limit}" + (f":{scorer}" if scorer else "")
     if cached.is_file():
         summary = json.loads(cached.read_text())
-        scorer = SCORERS.get(summary.get("scorer"))
         fresh = summary.get("cache_key") == key and (out_dir / "predictions.jsonl").is_file()
-        if scorer is not None and summary.get("primary") == scorer.primary and fresh:
+        name = summary.get("scorer") or ""
+        same_primary = is_custom(name) or (name in SCORERS and summary.get("primary") == SCORERS[name].primary)
+        if same_primary and fresh:
             return summary
-    from tunewise.evaluate.runner import evaluate, load_target, resolve_data
+    from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
 
     spec = resolve_data(data=str(data), split="test", limit=limit)
+    if scorer:
+        spec = apply_overrides(spec, scorer=scorer)
     result = evaluate(load_target(target), spec)
     summary = result.summary() | {"cache_key": key}
     atomic_write_json(cached, summary)
@@ -271,7 +284,7 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
         rows[method], records[method] = run_method(spec, method, data, out, lr, quiet, labels, seq_len, log)
     t0 = time.time()
     base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base",
-                                                    model_key=base_fingerprint(spec.base))
+                                                    model_key=base_fingerprint(spec.base), scorer=spec.scorer)
     if base_eval:
         log(f"untuned base: scored {base_eval['n']} examples ({time.time() - t0:.0f}s)")
     metric = next(iter(rows.values()))["metric"]
@@ -296,7 +309,7 @@ def run_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float,
         t0 = time.time()
         summary = train_method(spec, method, data, out, lr, quiet, labels, k, seq_len)
         t1 = time.time()
-        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir)
+        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir, scorer=spec.scorer)
         t2 = time.time()
         intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
         trained = ("reused finished run" if summary.get("reused") else

@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
                                   "band then includes the seed-to-seed spread, and the table shows it."),
         max_seq_len: int = typer.Option(None, help="Longest example in tokens (default: the data's longest, up to "
                                         "the model's context; nothing is cut)."),
+        scorer: str = typer.Option(None, help="Score with a built-in scorer or your own MODULE:FUNCTION "
+                                   "(prediction, reference) -> a score or a dict (default: the task's)."),
         allow_truncation: bool = typer.Option(False, "--allow-truncation", help="Train even when more than 5% of "
                                               "the examples would be cut to --max-seq-len."),
         probes: str = typer.Option(None, help="Retention probes ('' for none); default arithmetic,lm on the tiny "
@@ -107,9 +109,7 @@ def register(app: typer.Typer) -> None:
         """Train LoRA, QLoRA and full fine-tuning with the same data, budget and evaluation; put them side by
         side (score, retention, parameters, size, time, memory, losses, guards, intruders) and give the verdict.
         Writes OUT/compare.json and OUT/report.html."""
-        from tunewise.compare import CompareSpec, check_spec, run_compare
-        from tunewise.ownership import claim_dir
-        from tunewise.report import write_report
+        from tunewise.compare import CompareSpec
 
         check_sizes(epochs, max_steps, rank, train_size, eval_size, seeds)
         if task is None and data is None:
@@ -120,15 +120,24 @@ def register(app: typer.Typer) -> None:
                            methods=[m.strip() for m in methods.split(",") if m.strip()], out=out, rank=rank,
                            epochs=epochs, max_steps=max_steps, lr=_parse_lr(lr), train_size=train_size,
                            eval_size=eval_size, seed=seed, seeds=seeds, max_seq_len=max_seq_len,
-                           allow_truncation=allow_truncation,
+                           allow_truncation=allow_truncation, scorer=scorer,
                            probes=None if probes is None else [p for p in probes.split(",") if p],
                            analyze=not no_analyze)
-        check_spec(spec)
-        claim_dir(out, "compare", task or str(data), force=force)
-        result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
-        report = write_report(out)
-        if as_json:
-            typer.echo(json.dumps(result, indent=2))
-            return
-        print_table(result)
-        typer.echo(f"report: {report}")
+        _run(spec, quiet, as_json, force)
+
+
+def _run(spec, quiet: bool, as_json: bool, force: bool) -> None:
+    """Check the spec, claim the output folder, run the comparison and print it (table or JSON) and the report."""
+    from tunewise.compare import check_spec, run_compare
+    from tunewise.ownership import claim_dir
+    from tunewise.report import write_report
+
+    check_spec(spec)
+    claim_dir(spec.out, "compare", spec.task or str(spec.data), force=force)
+    result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
+    report = write_report(spec.out)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    print_table(result)
+    typer.echo(f"report: {report}")

@@ -24,14 +24,15 @@ DRAWS = 1000  # bootstrap resamples: the band's ends move by a fraction of a poi
 
 
 def item_pair(record: dict, primary: str | None = None) -> tuple[float, float]:
-    """One scored example's (numerator, denominator) of the metric: set counts for an F1 metric, else right /
-    wrong (a custom scorer's per-example `value` in [0, 1] counts as its own numerator)."""
+    """One scored example's (numerator, denominator) of the metric: set counts for an F1 metric, a custom scorer's
+    per-example number for its headline metric (`values`), else right / wrong."""
     counts = record.get("counts") or {}
     if (primary or "").endswith("f1") and {"tp", "fp", "fn"} <= counts.keys():
         tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
         return 2.0 * tp, 2.0 * tp + fp + fn
-    if isinstance(record.get("value"), (int, float)) and not isinstance(record.get("value"), bool):
-        return float(record["value"]), 1.0
+    value = (record.get("values") or {}).get(primary, record.get("value"))  # a custom scorer's per-example number
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), 1.0
     return (1.0 if record.get("correct") else 0.0), 1.0
 
 
