@@ -332,7 +332,12 @@ CASES = [
 
 @pytest.mark.parametrize("setup,code,needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_hostile_input(ws, setup, code, needles):
-    args = setup(ws)
+    refused(ws, setup(ws), code, needles)
+
+
+def refused(ws: Path, args: list, code: int, needles: list[str]) -> str:
+    """Run the CLI on hostile input: no traceback, the exit code, every needle in the output, and every file that
+    existed before byte-identical after; the output."""
     before = snapshot(ws)
     got, output = run_cli(args)
     assert "Traceback" not in output, output
@@ -342,6 +347,7 @@ def test_hostile_input(ws, setup, code, needles):
     after = snapshot(ws)
     changed = [p for p, digest in before.items() if after.get(p) != digest]
     assert not changed, f"pre-existing files changed: {changed}"
+    return output
 
 
 def test_enough_cases_over_every_command():

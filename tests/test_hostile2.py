@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
-from test_hostile import run_cli, snapshot, write
+from test_hostile import refused, run_cli, write
 
 BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
@@ -33,16 +33,6 @@ def ws(tmp_path, monkeypatch):
     return tmp_path
 
 
-def refused(ws: Path, args: list, code: int, needles: list[str]) -> str:
-    before = snapshot(ws)
-    got, out = run_cli(args)
-    assert "Traceback" not in out, out
-    assert got == code, out
-    for needle in needles:
-        assert needle in out, (needle, out)
-    after = snapshot(ws)
-    assert {k: v for k, v in after.items() if k in before} == before, "a file that existed was changed"
-    return out
 
 
 # ------------------------------------------------------------------------------------ numbers (one rule)
