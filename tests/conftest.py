@@ -40,9 +40,7 @@ def pytest_collection_modifyitems(config, items):
 
 @contextlib.contextmanager
 def torchrun_alone():
-    """One torchrun job at a time across the xdist workers (an OS file lock): two 2-rank gloo jobs at once on 2
-    cores aborted a rank at exit ("terminate called without an active exception") in about 1 run of 3, on the code
-    before this lock too; queued, none did."""
+    """One torchrun job at a time across the xdist workers (an OS file lock)."""
     import fcntl
     import tempfile
 
@@ -52,6 +50,33 @@ def torchrun_alone():
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(cmd: list, out: Path | None = None, **kw):
+    """A torchrun job, alone (torchrun_alone), run again from `out` as it was before -- at most twice more -- when a
+    rank aborted in gloo's teardown (TEARDOWN_ABORT, SIGABRT). That abort is an open defect of 2-rank gloo jobs on
+    this CPU, not of what the tests check: under load it hit about 1 run in 3 of tests/test_fsdp.py, at f91ff51
+    too, whatever the rank was doing (a finished run, a disk-full exit); see benchmarks/RESULTS.md."""
+    import shutil
+    import subprocess
+
+    before = None
+    if out is not None and out.exists():
+        before = out.with_name(out.name + ".before-torchrun")
+        shutil.copytree(out, before)
+    for _ in range(3):
+        with torchrun_alone():
+            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+        if TEARDOWN_ABORT not in r.stderr or "(SIGABRT)" not in r.stderr:
+            return r
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            if before is not None:
+                shutil.copytree(before, out)
+    return r
 
 
 # ------------------------------------------------------------------------------------------------ tiers

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 import yaml
-from conftest import torchrun_alone
+from conftest import run_torchrun
 from safetensors.torch import load_file
 from test_train import make_data, metrics
 
@@ -36,9 +35,8 @@ def torchrun(tmp_path: Path, cfg: Path, out: Path, mode: str = "all", nproc: int
     script = tmp_path / "launch.py"
     script.write_text(LAUNCH)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with torchrun_alone():
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                            str(script), str(cfg), str(out), mode], capture_output=True, text=True, env=env)
+    r = run_torchrun([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                      script, cfg, out, mode], out=out, env=env)
     assert r.returncode == 0, r.stderr[-4000:]
 
 
@@ -174,10 +172,8 @@ def test_fsdp_full_disk_on_one_rank_stops_every_rank_and_keeps_the_previous_chec
     cfg, run = write_cfg(tmp_path, "disk", body), tmp_path / "run"
     script = tmp_path / "full_disk.py"
     script.write_text(FULL_DISK_RANK1)
-    with torchrun_alone():
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                            str(script), str(cfg), str(run)], capture_output=True, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = run_torchrun([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                      script, cfg, run], out=run, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode != 0
     assert "the disk is full" in r.stderr and "step-0000001 is intact" in r.stderr, r.stderr[-3000:]
     assert "exitcode  : 4" in r.stderr  # stopped with the checkpoint-write exit code (the other rank did not hang)

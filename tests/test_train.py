@@ -316,12 +316,10 @@ def test_ddp_two_processes_match_single_process(micro_llama_dir, tmp_path):
     cfg.write_text(f"base: {micro_llama_dir}\nmethod: full\ndata: {{train: {data}, max_seq_len: 32}}\n"
                    "train: {max_steps: 4, batch_size: 8, lr: 1.0e-3}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    from conftest import torchrun_alone
+    from conftest import run_torchrun
 
-    with torchrun_alone():
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "-m", "tunewise", "train", str(cfg), "--out", str(tmp_path / "ddp"), "-q"],
-                           capture_output=True, text=True, env=env)
+    r = run_torchrun([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                      "-m", "tunewise", "train", cfg, "--out", tmp_path / "ddp", "-q"], out=tmp_path / "ddp", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     single = train(validate_config(__import__("yaml").safe_load(cfg.read_text())), tmp_path / "one", quiet=True)
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
