@@ -136,16 +136,12 @@ def gap_of(r: Reader, task: str) -> float | None:
 def call_of(r: Reader, task: str, kind: str):
     """tunewise.decide's call full vs LoRA on a task: each seed's test examples paired (both methods answered
     them), the seeds' examples pooled. None when a run recorded no per-example scores."""
-    import numpy as np
-
     from tunewise.decide import Scores, make_call, measure_gap
 
     lo, fu = r.items(task, "lora"), r.items(task, "full")
     if not lo or not fu or any(x is None for x in lo + fu) or len(lo) != len(fu):
         return None
-    a, b = np.array(sum(lo, []), dtype=float), np.array(sum(fu, []), dtype=float)
-    return make_call(measure_gap(Scores(a[None, :, 0], a[None, :, 1]), Scores(b[None, :, 0], b[None, :, 1])),
-                     "lora", "full", kind)
+    return make_call(measure_gap(Scores.from_pairs(sum(lo, [])), Scores.from_pairs(sum(fu, []))), "lora", "full", kind)
 
 
 # The project's measured resolution at the study's 40 test examples (RESULTS.md, "Pilot at the study's own

@@ -132,13 +132,9 @@ def sequence_length(spec: CompareSpec, data: Path, labels: list[str] | None, log
     """--max-seq-len, else the data's longest tokenized example, up to the model's context (data/seq_len.py)."""
     if labels:  # a sequence classifier: its own reader, short texts
         return spec.max_seq_len or 160
-    from tunewise.data.seq_len import choose_seq_len
-    from tunewise.hf import context_length
-    from tunewise.models import load_config, load_tokenizer
+    from tunewise.data.seq_len import task_seq_len
 
-    files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
-    return choose_seq_len(files, load_tokenizer(spec.base), context_length(load_config(spec.base)),
-                          spec.max_seq_len, spec.allow_truncation, log)
+    return task_seq_len(spec.base, data, spec.max_seq_len, spec.allow_truncation, log)
 
 
 def run_config(spec: CompareSpec, method: str, data: Path, lr: float, labels: list[str] | None = None,

@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 from pydantic import Field
 
 from tunewise.decide import Scores, item_pair, measure_gap
@@ -76,13 +75,9 @@ def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
 
 def task_seq_len(cfg: ContinualConfig, data: Path, log=print) -> int:
     """max_seq_len, else the task's longest tokenized example up to the model's context (data/seq_len.py)."""
-    from tunewise.data.seq_len import choose_seq_len
-    from tunewise.hf import context_length
-    from tunewise.models import load_config, load_tokenizer
+    from tunewise.data.seq_len import task_seq_len as fitted
 
-    files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
-    return choose_seq_len(files, load_tokenizer(cfg.base), context_length(load_config(cfg.base)), cfg.max_seq_len,
-                          cfg.allow_truncation, log)
+    return fitted(cfg.base, data, cfg.max_seq_len, cfg.allow_truncation, log)
 
 
 def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int, seq_len: int = 160):
@@ -159,17 +154,12 @@ def forgetting_bands(stages: list[dict], tasks: list[str]) -> dict[str, dict] | 
     final = stages[-1]
     for j, task in enumerate(tasks[:-1]):
         best = max(stages[j:-1], key=lambda s: s["scores"][task])
-        band = measure_gap(_pairs(final["items"][task]), _pairs(best["items"][task]))
+        band = measure_gap(Scores.from_pairs(final["items"][task]), Scores.from_pairs(best["items"][task]))
         gap, low, high = band.points()
         out[task] = {"drop_points": round(gap, 2), "band_points": [round(low, 2), round(high, 2)],
                      "examples": band.examples, "best_stage": best["stage"],
                      "decided": low > 0 or high < 0}
     return out
-
-
-def _pairs(items: list) -> Scores:
-    pairs = np.array(items, dtype=float)
-    return Scores(pairs[None, :, 0], pairs[None, :, 1])
 
 
 def forgetting(matrix: list[list[float]]) -> float:

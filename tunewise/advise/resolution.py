@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from tunewise.decide import Band, Scores, measure_gap
 
 
@@ -49,14 +47,8 @@ class PairedGap:
                 "half_width": self.half_width, "low": low, "high": high}
 
 
-def _scores(items: list) -> Scores:
-    """A run's per-example items: (numerator, denominator) pairs of its metric, or plain values in [0, 1]."""
-    pairs = np.array([it if isinstance(it, (list, tuple)) else (it, 1.0) for it in items], dtype=float)
-    return Scores(pairs[None, :, 0], pairs[None, :, 1])
-
-
 def paired_gap(full: list, adapter: list, n_train: int) -> PairedGap:
     """full - adapter on the same examples, each given as its metric's (numerator, denominator) or a value."""
     if len(full) != len(adapter) or not full:
         raise ValueError("need the same examples (>= 1) scored by both methods")
-    return PairedGap(n_train, measure_gap(_scores(adapter), _scores(full)))
+    return PairedGap(n_train, measure_gap(Scores.from_pairs(adapter), Scores.from_pairs(full)))

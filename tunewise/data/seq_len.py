@@ -56,3 +56,13 @@ def choose_seq_len(files: list[Path], tokenizer, context: int | None, given: int
                                      "raise it, shorten the examples, or allow truncation (--allow-truncation)")
     log(f"warning: {message}")
     return seq.length
+
+
+def task_seq_len(base: str, data: Path, given: int | None = None, allow_truncation: bool = False, log=print) -> int:
+    """choose_seq_len for a task folder's train and validation files, with the base's tokenizer and context."""
+    from tunewise.hf import context_length
+    from tunewise.models import load_config, load_tokenizer
+
+    files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]
+    return choose_seq_len(files, load_tokenizer(base), context_length(load_config(base)), given, allow_truncation,
+                          log)

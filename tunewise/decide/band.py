@@ -52,6 +52,12 @@ class Scores:
     def examples(self) -> int:
         return self.num.shape[1]
 
+    @classmethod
+    def from_pairs(cls, items: list) -> Scores:
+        """One run's per-example (numerator, denominator) pairs, or plain values in [0, 1] (a denominator of 1)."""
+        pairs = np.array([it if isinstance(it, (list, tuple)) else (it, 1.0) for it in items], dtype=float)
+        return cls(pairs[None, :, 0], pairs[None, :, 1])
+
     def per_seed(self) -> np.ndarray:
         """The metric of each seed's run."""
         return _ratio(self.num.sum(axis=1), self.den.sum(axis=1))
