@@ -126,6 +126,20 @@ def test_engine_equals_generate_with_one_and_two_adapters_on_tiny():
                      for a in ("one", "two") for p in TINY_PROMPTS[:2]]
 
 
+def test_rows_that_share_a_prompt_start_compute_it_once_with_the_same_answers(tiny):
+    """Eval's prompts share the task's instruction: computed once per adapter, each row prefills only its rest."""
+    from tunewise.models import load_base
+
+    shared = "Extract the restaurant's name, food and area from the sentence below, one slot per line.\nSentence: "
+    prompts = [shared + p for p in TINY_PROMPTS]
+    model, tok = tiny
+    stats, _ = check_against_generate(model, tok, prompts, [None], n=12, max_batch=3)
+    assert stats["shared_prefix_rows"] == len(prompts) and stats["batches"] > 1
+    peft = two_adapters(load_base("tiny")[0])
+    stats, answers = check_against_generate(peft, tok, prompts[:4], [None, "one", "two"], n=10, max_batch=5)
+    assert stats["shared_prefix_rows"] == 12 and stats["mixed_batches"] > 0 and adapters_changed(answers)
+
+
 def test_fixed_batches_for_a_cache_rows_cannot_leave(tiny, monkeypatch):
     """A base with sliding-window layers runs as fixed batches: same answers, rows ride along until all end."""
     from tunewise.generate import batch
@@ -157,10 +171,10 @@ def test_engine_equals_generate_on_smollm2_with_two_adapters_in_one_batch():
 
     model, tok = load_base("smollm2")
     prompts = [[{"role": "user", "content": q}] for q in
-               ("What is the capital of France?", "Name a colour.")]
-    prompts.append("The quick brown fox")
+               ("What is the capital of France?", "Name a colour.", "Continue: the quick brown fox")]
     base, _ = check_against_generate(model.eval(), tok, prompts, [None], n=6, max_batch=2)
     assert base["batches"] > 1
     peft = two_adapters(model, seed=1)
     stats, answers = check_against_generate(peft, tok, prompts, [None, "one", "two"], n=6, max_batch=4)
     assert stats["mixed_batches"] > 0 and adapters_changed(answers)
+    assert stats["shared_prefix_rows"] == 3 * 3  # the chat template's start, computed once per adapter

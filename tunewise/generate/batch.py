@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from tunewise.generate import kv
 from tunewise.generate.rowlora import RowLoRA, covers
@@ -25,13 +27,11 @@ from tunewise.generate.sampling import choose_where
 log = logging.getLogger("tunewise.generate")
 Forward = Callable[..., object]  # forward(adapters: list[str | None], **model inputs) -> model output
 STAT_KEYS = ("batches", "rows", "mixed_batches", "max_rows", "steps", "cancelled", "row_lora_forwards",
-             "peft_mixed_forwards")
+             "peft_mixed_forwards", "shared_prefix_rows")
 
 
 def mergeable_cache(model) -> bool:
     """Can rows join and leave this model's KV cache (plain full-attention layers only)?"""
-    from transformers import DynamicCache
-
     try:
         kv.check_cache(DynamicCache(config=model.config))
     except Exception:  # sliding windows, or a config DynamicCache cannot read: fixed batches are always right
@@ -69,6 +69,20 @@ class AdapterRouter:
         return self.model(**inputs, adapter_names=[a if a is not None else BASE_ROW for a in adapters])
 
 
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Leading prompt tokens many rows share (the chat template, the task's instruction), run once through
+    `adapter`: their KV cache, one row, which each prefill that fits repeats instead of recomputing."""
+
+    adapter: str | None
+    ids: tuple[int, ...]
+    cache: object  # the model's cache of `ids`, batch 1
+
+    def fits(self, row: Row) -> bool:
+        p = row.job.prompt_ids
+        return row.job.adapter == self.adapter and len(p) > len(self.ids) and tuple(p[:len(self.ids)]) == self.ids
+
+
 class RunningBatch:
     """The rows being decoded, their KV cache and attention mask (B, T); `forward` runs the model per row."""
 
@@ -85,6 +99,7 @@ class RunningBatch:
         self.rows: list[Row] = []
         self.kv = None
         self.mask: torch.Tensor | None = None
+        self.prefixes: list[SharedPrefix] = []
 
     @property
     def open(self) -> bool:
@@ -101,13 +116,34 @@ class RunningBatch:
                 r.job.future.set_exception(e)
         self.clear()
 
-    def prefill(self, rows: list[Row]):
-        """The prompts' forward (may raise: the caller fails these rows); join() takes its output."""
-        ids, mask = left_pad([r.job.prompt_ids for r in rows], self.pad_id)
+    def share_prefix(self, adapter: str | None, ids: list[int]) -> None:
+        """Compute `ids` once through `adapter`; later prefills of rows whose prompts start with them (and go
+        on) start from that cache. Only where rows can join a running batch (a fixed batch joins once)."""
+        if not self.merging or not ids:
+            return
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.forward([adapter], input_ids=x, use_cache=True, logits_to_keep=1)
+        kv.check_cache(out.past_key_values)
+        self.prefixes.append(SharedPrefix(adapter, tuple(ids), out.past_key_values))
+
+    def prefix_of(self, row: Row) -> SharedPrefix | None:
+        return next((p for p in self.prefixes if p.fits(row)), None)
+
+    def prefill(self, rows: list[Row], prefix: SharedPrefix | None = None):
+        """The prompts' forward (may raise: the caller fails these rows); join() takes its output. With a
+        `prefix` every row's prompt starts with (SharedPrefix.fits), only the rest of each prompt is computed:
+        the mask's columns are the prefix, then each row's left-padded rest."""
+        skip = len(prefix.ids) if prefix is not None else 0
+        self.stats["shared_prefix_rows"] += len(rows) if skip else 0
+        ids, mask = left_pad([r.job.prompt_ids[skip:] for r in rows], self.pad_id)
+        if prefix is not None:
+            mask = torch.cat([torch.ones((len(rows), skip), dtype=mask.dtype), mask], dim=1)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): each row counts from its first token
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, skip:]  # (B, T): each row counts its own tokens
+        cache = {} if prefix is None else {
+            "cache": kv.repeat_row(prefix.cache, len(rows), DynamicCache(config=self.model.config))}
         out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
-                           position_ids=positions, use_cache=True, logits_to_keep=1)
+                           position_ids=positions, use_cache=True, logits_to_keep=1, **cache)
         if self.merging:
             kv.check_cache(out.past_key_values)
         return out, mask
@@ -129,7 +165,12 @@ class RunningBatch:
         rows = [Row(j) for j in jobs]
         for j in jobs:
             j.future.set_running_or_notify_cancel()
-        self.join(rows, self.prefill(rows))
+        groups: dict[int, list[Row]] = {}  # by the shared prefix each row starts with (-1: none)
+        for r in rows:
+            p = self.prefix_of(r)
+            groups.setdefault(-1 if p is None else self.prefixes.index(p), []).append(r)
+        for k, group in groups.items():
+            self.join(group, self.prefill(group, None if k < 0 else self.prefixes[k]))
 
     def step(self) -> None:
         """Decode one token for every running row (a finished row of a fixed batch is fed padding)."""

@@ -19,6 +19,14 @@ def check_cache(cache) -> None:
         raise NotImplementedError(f"continuous batching handles plain DynamicLayer caches, not {sorted(set(odd))}")
 
 
+def repeat_row(cache, rows: int, empty) -> object:
+    """`empty` (a fresh cache of the same model) filled with `cache`'s one row repeated `rows` times: a prompt
+    prefix that many rows share, computed once."""
+    for i, layer in enumerate(_layers(cache)):
+        empty.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), i)
+    return empty
+
+
 def _layers(cache):
     return [layer for layer in cache.layers if layer.is_initialized]
 

@@ -67,6 +67,18 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def common_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares (each keeps at least its last token to itself)."""
+    if not seqs:
+        return 0
+    limit = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
 def stop_cut(text: str, stops: list[str] | None) -> int | None:
     """Where the first stop string starts in `text`, or None."""
     cut = min((text.find(s) for s in stops or () if s and s in text), default=-1)
