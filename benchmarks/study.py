@@ -4,6 +4,12 @@
     python benchmarks/study.py --base smollm2               # run what is missing, then write benchmarks/STUDY.md
     python benchmarks/study.py --base smollm2 --minutes 90  # start no new run after 90 minutes (resume later)
     python benchmarks/study.py --base smollm2 --report      # only rewrite STUDY.md from the finished runs
+    python benchmarks/study.py --base smollm2 --scorer my_metric:score  # your metric in every eval it runs
+
+With --scorer (a built-in name or your own MODULE:FUNCTION, as `tunewise eval --scorer` takes it) every eval of
+the study scores with it instead of each task's own scorer (the continual runs keep their tasks' scorers:
+`tunewise continual` takes no scorer). A study folder holds one scorer's results: the default --out is then
+runs/study-<base>-<scorer>, and STUDY.md is written there, not over benchmarks/STUDY.md.
 
 Every run lives in runs/study-<base>/runs/<id>/ with its result.json; a finished run is never trained again, so
 the study can be completed across sessions and, once complete, re-running it reproduces STUDY.md byte for byte.
@@ -130,15 +136,15 @@ def print_plan(results: dict[str, dict]) -> None:
     print(f"left to run: ~{left / 3600:.1f} h on {os.cpu_count()} cores, {rates}", flush=True)
 
 
-def run_plan(base: str, out: Path, minutes: float | None) -> dict[str, dict]:
+def run_plan(base: str, out: Path, minutes: float | None, scorer: str | None = None) -> dict[str, dict]:
     """Run the missing steps one by one (finished ones are never run again); stop starting new ones after
-    `minutes`."""
+    `minutes`. `scorer` scores every eval (None: each task's own)."""
     from tunewise.fileio import atomic_write_json
 
     results, t0 = load_results(out), time.time()
     while (step := next_step(results)) is not None and not (minutes and time.time() - t0 > 60 * minutes):
         print(f"running: {describe(step)} (~{estimate_s(step, results) / 60:.0f} min) ...", flush=True)
-        res = execute(step, base, out, out.resolve().parents[1])
+        res = execute(step, base, out, out.resolve().parents[1], scorer)
         atomic_write_json(out / "runs" / res["id"] / "result.json", res)
         results[res["id"]] = res
         print(f"     took {run_seconds(res):.0f} s (load {res['load_before']} -> {res['load_after']})",
@@ -153,14 +159,39 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time; run nothing")
     p.add_argument("--minutes", type=float, default=None, help="start no new run after this many minutes")
     p.add_argument("--report", action="store_true", help="only write STUDY.md from the finished runs")
+    p.add_argument("--scorer", default=None, help="score every eval with this (a built-in scorer or your own "
+                   "MODULE:FUNCTION) instead of each task's own")
     a = p.parse_args()
-    out = a.out or ROOT / "runs" / f"study-{a.base}"
-    results = load_results(out) if a.report or a.dry_run else run_plan(a.base, out, a.minutes)
+    out = a.out or ROOT / "runs" / (f"study-{a.base}" + (f"-{slug(a.scorer)}" if a.scorer else ""))
+    check_study_scorer(p, out, a.scorer)
+    results = load_results(out) if a.report or a.dry_run else run_plan(a.base, out, a.minutes, a.scorer)
     print_plan(results)
     if not a.dry_run:
         from study_report import write_study
 
-        print(f"wrote {write_study(a.base, results, ROOT, out)}")
+        print(f"wrote {write_study(a.base, results, ROOT, out, a.scorer)}")
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def check_study_scorer(p: argparse.ArgumentParser, out: Path, scorer: str | None) -> None:
+    """Refuse, before any run, a scorer that cannot be loaded, or a study folder scored with another one (its
+    finished runs would be reused with scores of a different metric)."""
+    from tunewise.errors import TunewiseError
+    from tunewise.tasks.scorers import check_scorer
+
+    if scorer:
+        try:
+            check_scorer(scorer)
+        except TunewiseError as e:
+            p.error(f"--scorer {scorer}: {e}")
+    other = sorted({str(r.get("scorer")) for r in load_results(out).values()} - {str(scorer)})
+    if other:
+        wanted = scorer or "each task's own"
+        p.error(f"{out} holds runs scored with {', '.join(other)} ('None' = each task's own scorer), not with "
+                f"{wanted}: give --out a folder of its own for this scorer")
 
 
 if __name__ == "__main__":

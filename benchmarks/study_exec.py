@@ -102,28 +102,34 @@ def train_config(run: Run, base: str, data: Path) -> dict:
     return cfg
 
 
-def execute(step: Step, base: str, out: Path, root: Path) -> dict:
+def scorer_flag(scorer: str | None) -> list[str]:
+    """`--scorer NAME` for the study's evals (none: each task's own scorer)."""
+    return ["--scorer", scorer] if scorer else []
+
+
+def execute(step: Step, base: str, out: Path, root: Path, scorer: str | None = None) -> dict:
+    """Run one step; its result records the scorer its evals used (None: each task's own)."""
     folder = out / "runs" / run_id(step)
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted step (no result.json): start it again
     folder.mkdir(parents=True)
     load = os.getloadavg()[0]
     if isinstance(step, Run):
-        result = _train_step(step, base, out, folder, root)
+        result = _train_step(step, base, out, folder, root, scorer)
     elif isinstance(step, BaseEval):
         data, make = task_data(step.task, step.seed, 240, step.eval_size, out, base)
         cmd = tw("eval", base, "--data", str(data), "--limit", str(step.eval_size), "--batch-size", str(step.eval_size), "--json",
-                 "--out", str(folder / "eval"))
+                 "--out", str(folder / "eval"), *scorer_flag(scorer))
         text, secs = sh(cmd)
         result = {"eval": _eval_fields(json.loads(text)), "wall_s": {"eval": secs},
                   "commands": [shown(make, root), shown(cmd, root)]}
     else:
         result = _continual_step(step, base, folder, root)
-    return {"id": run_id(step), "step": asdict(step), "load_before": round(load, 2),
+    return {"id": run_id(step), "step": asdict(step), "scorer": scorer, "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2), **result}
 
 
-def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dict:
+def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path, scorer: str | None) -> dict:
     data, make = task_data(run.task, run.seed, run.train_size, run.eval_size, out, base)
     cfg_path = folder / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(train_config(run, base, data), sort_keys=False))
@@ -131,7 +137,7 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path) -> dic
     _, t_train = sh(train)
     summary = json.loads((folder / "run" / "summary.json").read_text())
     ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--batch-size", str(run.eval_size), "--json",
-            "--out", str(folder / "eval"))
+            "--out", str(folder / "eval"), *scorer_flag(scorer))
     text, t_eval = sh(ev)
     commands, wall = [shown(make, root), shown(train, root), shown(ev, root)], {"train": t_train, "eval": t_eval}
     evaluation = json.loads(text)

@@ -31,7 +31,7 @@ def mean_spread(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {(max(xs) - min(xs)) / 2:.3f}"
 
 
-def header(base: str, r: Reader) -> str:
+def header(base: str, r: Reader, scorer: str | None = None) -> str:
     steps = plan()
     finished = [res for _, _, res in finished_steps(r)]
     done = sum(1 for _, s in steps if r.result_of(s) is not None)
@@ -40,7 +40,7 @@ def header(base: str, r: Reader) -> str:
     load = f"load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts" if loads else "no runs yet"
     return f"""# The seed's claims, measured on `{base}`
 
-Produced by `python benchmarks/study.py --base {base}` (the plan: `--dry-run`). {done} of {len(steps)} planned
+Produced by `python benchmarks/study.py --base {base}{f" --scorer {scorer}" if scorer else ""}` (the plan: `--dry-run`). {done} of {len(steps)} planned
 steps are finished ({hours:.1f} h of run time on 2 CPU cores, fp32, {load}; the machine was shared with other
 work for part of the time, so wall times are longer and tokens/s lower than an idle machine's, while scores,
 losses and peak memory are not affected). Unfinished claims say "not measured yet"; running the same command again
@@ -48,7 +48,7 @@ continues where the study stopped.
 
 Budget of every run unless its row says otherwise: 240 training examples of a built-in task, 1 epoch, batch 8
 (30 optimizer steps), max_seq_len 160, tasks written as chat (the base's chat template); scored greedily on 40
-test examples with the task's scorer; LoRA on all linear layers, r 16, alpha = r, dropout 0; each method at the lr
+test examples with {f"`{scorer}` (the continual runs: each task's scorer)" if scorer else "the task's scorer"}; LoRA on all linear layers, r 16, alpha = r, dropout 0; each method at the lr
 its sweep picked (claim 9); retention probes `knowledge` (48 questions the base answers right) and `kl` (nats per
 token against the base) before and after; intruder dimensions by `tunewise analyze` (top-10 singular vectors,
 eps 0.3 / 0.5 / 0.7). Scores of two seeds are shown as mean ± half the range.
@@ -102,21 +102,24 @@ def commands(r: Reader) -> str:
     return "\n\n".join(out) or "(no run finished yet)"
 
 
-def write_study(base: str, results: dict[str, dict], root: Path, out: Path) -> Path:
+def write_study(base: str, results: dict[str, dict], root: Path, out: Path, scorer: str | None = None) -> Path:
+    """STUDY.md and its figures: benchmarks/ for the tasks' own scorers, the study folder `out` for another
+    scorer's (the repository's STUDY.md stays the tasks' measurement)."""
     r = Reader(results)
-    figures = draw_figures(r, root / "benchmarks" / "study_figures")
+    home = out if scorer else root / "benchmarks"
+    figures = draw_figures(r, home / "study_figures")
     reports = [p.relative_to(root) if p.is_relative_to(root) else p for p in write_compare_reports(r, base, out)]
     sections = "\n\n".join(claim.section(r) for claim in CLAIMS)
     tiny = (root / "benchmarks" / "study_tiny.md").read_text().replace("# A small study", "## The tiny base: a small study", 1)
     text = "\n\n".join([
-        header(base, r), "## Summary\n\n" + summary_table(base, r), sections, advice_section(base, r),
+        header(base, r, scorer), "## Summary\n\n" + summary_table(base, r), sections, advice_section(base, r),
         "## Figures\n\n" + "\n\n".join(f"![{name}](study_figures/{name})" for name in figures) +
         "\n\nEach headline task as `tunewise compare` reports it (loss curves, cost, intruders per layer, retention; "
         "written by the study command, not kept in git):\n\n" + "\n".join(f"- `{p}`" for p in reports),
         "## Every training run\n\n" + runs_table(r), "## Commands of every run\n\n" + commands(r),
         "# Small-scale reference\n\nThe study as it ran on the shipped 5M tiny base (`python benchmarks/study_tiny.py`), "
         "kept as the reference for what changes with a real pretrained model.\n\n" + tiny.replace("\n# ", "\n## ")])
-    path = root / "benchmarks" / "STUDY.md"
+    path = home / "STUDY.md"
     atomic_write_text(path, text.rstrip() + "\n")
     return path
 

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tunewise"
 # Bottom first. A part may import any part of a lower layer, none of its own layer or above.
 LAYERS: list[list[str]] = [
     ["errors"],
-    ["defaults", "fileio", "userfiles", "device", "hf"],  # leaf helpers
+    ["defaults", "fileio", "userfiles", "device", "hf", "progress"],  # leaf helpers
     ["inputs", "results", "decide"],  # the one config loader and its errors; typed results; the call (pure)
     ["config", "yaml_edit", "zoo"],  # typed run config; the shipped bases and their corpus
     ["rundir"],  # a run directory's layout, its config read typed

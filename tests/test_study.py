@@ -91,3 +91,33 @@ def test_every_kind_of_finished_step_is_reused_after_its_result_is_read_back(tmp
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(json.dumps({"id": run_id(step), "step": asdict(step)}))
         assert finished(step, load_results(tmp_path)) is not None, step
+
+
+@pytest.mark.integration
+def test_the_study_scores_with_your_own_scorer(tmp_path):
+    """--scorer reaches every eval the study runs, is recorded with each result, and a study folder holds one
+    scorer's results: a scorer that cannot load, or a folder scored otherwise, stops the study before any run."""
+    import json
+    import subprocess
+
+    from study_exec import execute
+    from study_plan import BaseEval
+
+    (tmp_path / "metrics.py").write_text("def length_ratio(prediction, reference):\n"
+                                         "    return {'ratio': min(len(prediction) / max(len(reference), 1), 1.0)}\n")
+    scorer, out = f"{tmp_path / 'metrics.py'}:length_ratio", tmp_path / "study"
+    res = execute(BaseEval("sql", 0, eval_size=4), "tiny", out, tmp_path, scorer)
+    assert res["scorer"] == scorer and res["eval"]["primary"] == "ratio" and set(res["eval"]["metrics"]) == {"ratio"}
+    assert "--scorer metrics.py:length_ratio" in res["commands"][-1]
+    (out / "runs" / res["id"] / "result.json").write_text(json.dumps(res))
+
+    def study(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(BENCHMARKS / "study.py"), "--base", "tiny", "--out", str(out),
+                               "--dry-run", *args], capture_output=True, text=True)
+
+    bad = study("--scorer", "tw_no_such_metrics:f")
+    assert bad.returncode == 2 and "cannot import tw_no_such_metrics" in bad.stderr, bad.stderr
+    other = study()  # the tasks' own scorers, on a folder scored with length_ratio
+    assert other.returncode == 2 and "holds runs scored with" in other.stderr and "length_ratio" in other.stderr
+    same = study("--scorer", scorer)
+    assert same.returncode == 0, same.stderr

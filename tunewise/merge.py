@@ -125,7 +125,7 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
                   dtype: str | None = None) -> MergeResult:
     """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out` in `dtype` (fp32, bf16,
     fp16; default: the base's own); verify."""
-    from tunewise.targets import resolve_tuned
+    from tunewise.targets import resolve_tuned, weights_shown
 
     out = check_dir(out, "merged model", force=force)  # a folder tunewise did not write is never replaced
     ref = resolve_tuned(tuned, base)
@@ -149,7 +149,7 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
         merge_diff = _diff(merged, tokenizer, probes, ref_logits)  # the merge itself, before rounding
         _cast_weights_(merged, DTYPES[dtype])
     merged.config.dtype = DTYPES[dtype]
-    result = MergeResult(str(out), str(ref.path), ref.base, "qlora" if qlora else "lora", 0.0, tolerance, False,
+    result = MergeResult(str(out), weights_shown(ref), ref.base, "qlora" if qlora else "lora", 0.0, tolerance, False,
                          len(probes), dtype, None, merge_diff, None)
     _write_verified(merged, tokenizer, ref, out, result, probes, ref_logits, force)
     return result

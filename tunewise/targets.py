@@ -194,6 +194,17 @@ def checkpoint_of(run_path: Path, step: int) -> Path:
     return steps[step]
 
 
+def at_step(target: str | os.PathLike, step: int | None) -> str:
+    """TARGET, or with --step N the folder of its run's checkpoint N (resolve_target loads a checkpoint's
+    adapter from it)."""
+    return str(target) if step is None else str(checkpoint_of(Path(target), step))
+
+
+def weights_shown(t: Target) -> str:
+    """Where the user finds a target's weights: a checkpoint's folder, not the adapter materialised from it."""
+    return t.name if _is_checkpoint(Path(t.name)) else str(t.path)
+
+
 def _checkpoint_target(ckpt: Path, base: str | None) -> Target:
     """The adapter of checkpoint `ckpt` as a Target of its run (method, base and task type are the run's)."""
     run = RunDir(ckpt.parent.parent)

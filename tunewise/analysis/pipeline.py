@@ -19,6 +19,7 @@ from tunewise.analysis.intruders import (
 from tunewise.analysis.result import AnalysisResult, MatrixIntruders
 from tunewise.analysis.spectrum import lowrank_singular_values, singular_values, spectrum_summary
 from tunewise.analysis.weights import MatrixPair, TunedWeights, open_tuned
+from tunewise.progress import progress_bar
 
 
 def analyze_pair(pair: MatrixPair, *, k: int, eps: Sequence[float], cache: SvdCache,
@@ -58,7 +59,15 @@ def analyze(base: str, tuned: str, *, k: int = 10, eps: Sequence[float] = (0.5,)
     cache = cache or SvdCache()
     tw = weights or open_tuned(base, tuned)
     hits0, misses0 = cache.hits, cache.misses
-    rows = [analyze_pair(p, k=k, eps=eps, cache=cache, spectrum=spectrum) for p in tw.pairs(modules)]
+    pairs = tw.pairs(modules)
+    bar = progress_bar(len(pairs), "analysis", "matrix")
+    try:
+        rows = []
+        for p in pairs:
+            rows.append(analyze_pair(p, k=k, eps=eps, cache=cache, spectrum=spectrum))
+            bar.update(1)
+    finally:
+        bar.close()
     return AnalysisResult(str(base), str(tuned), str(tw.tuned_dir), tw.kind, k, [float(e) for e in eps], rows,
                           tw.skipped, {"dir": str(cache.root) if cache.enabled else None,
                                        "hits": cache.hits - hits0, "misses": cache.misses - misses0},

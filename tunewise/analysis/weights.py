@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,22 +134,44 @@ class TunedWeights:
     skipped: list[str] = field(default_factory=list)
     _base: WeightFolder | None = None
 
-    def pairs(self, modules: list[str] | None = None, include_embeddings: bool = False) -> Iterator[MatrixPair]:
+    def pairs(self, modules: list[str] | None = None, include_embeddings: bool = False) -> Pairs:
         base = self._base or WeightFolder(self.base_dir, "base")
         if self.kind == "full":
-            yield from _full_pairs(base, WeightFolder(self.tuned_dir, "tuned model"), modules, include_embeddings,
-                                   self.skipped)
-        else:
-            yield from _lora_pairs(base, self.tuned_dir, self.adapter_config or {}, modules, self.skipped)
+            return _full_pairs(base, WeightFolder(self.tuned_dir, "tuned model"), modules, include_embeddings,
+                               self.skipped)
+        return _lora_pairs(base, self.tuned_dir, self.adapter_config or {}, modules, self.skipped)
+
+
+@dataclass
+class Pairs:
+    """The matrices to analyse: how many is known up front from names and shapes (a progress bar's total), and
+    each is read only when the iteration reaches it (a large model's matrices never all sit in memory)."""
+
+    keys: list
+    load: Callable[[Any], MatrixPair | None]  # None: skipped (the reason is in TunedWeights.skipped)
+    empty: TunewiseError  # raised when no matrix was read
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[MatrixPair]:
+        n = 0
+        for key in self.keys:
+            pair = self.load(key)
+            if pair is not None:
+                n += 1
+                yield pair
+        if n == 0:
+            raise self.empty
 
 
 def _wanted(name: str, modules: list[str] | None) -> bool:
     return not modules or module_info(name)[1] in modules or any(m in name for m in modules)
 
 
-def _full_pairs(base: WeightFolder, tuned: WeightFolder, modules, include_embeddings, skipped) -> Iterator[MatrixPair]:
+def _full_pairs(base: WeightFolder, tuned: WeightFolder, modules, include_embeddings, skipped) -> Pairs:
     base_keys = set(base.keys())
-    n = 0
+    keys = []
     for key in tuned.keys():
         if not key.endswith(".weight") or key not in base_keys:
             continue
@@ -161,15 +184,18 @@ def _full_pairs(base: WeightFolder, tuned: WeightFolder, modules, include_embedd
             if len(tuned.shape(key)) == 2:
                 skipped.append(f"{name}: shape changed {base.shape(key)} -> {tuned.shape(key)}")
             continue
+        keys.append(key)
+
+    def load(key: str) -> MatrixPair | None:
         W = tuned.get(key)
         if not W.is_floating_point():
-            skipped.append(f"{name}: not a float tensor ({W.dtype})")
-            continue
-        n += 1
-        yield MatrixPair(name, base.get(key).to(torch.float32), W.to(torch.float32))
-    if n == 0:
-        raise TunewiseError(f"the tuned model '{tuned.folder}' shares no 2-D weight with the base '{base.folder}'",
-                            "check that BASE is the model TUNED was fine-tuned from")
+            skipped.append(f"{key[: -len('.weight')]}: not a float tensor ({W.dtype})")
+            return None
+        return MatrixPair(key[: -len(".weight")], base.get(key).to(torch.float32), W.to(torch.float32))
+
+    return Pairs(keys, load, TunewiseError(
+        f"the tuned model '{tuned.folder}' shares no 2-D weight with the base '{base.folder}'",
+        "check that BASE is the model TUNED was fine-tuned from"))
 
 
 def _find_base_key(module: str, base_keys: set[str]) -> str | None:
@@ -207,11 +233,11 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return cfg, load_file(str(_adapter_file(folder)))
 
 
-def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -> Iterator[MatrixPair]:
+def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -> Pairs:
     _, tensors = read_adapter(folder)
     base_keys = set(base.keys())
     fan_in_fan_out = bool(cfg.get("fan_in_fan_out"))
-    n = 0
+    keys = []  # (module, kind, key_A, key_B, base_key)
     for key_A in sorted(tensors):
         m = re.match(r"^(?:base_model\.model\.)?(.*)\.(lora_A|lora_embedding_A)(?:\.weight)?$", key_A)
         if not m:
@@ -229,6 +255,10 @@ def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -
         if base_key is None:
             raise TunewiseError(f"adapter '{folder}' adapts '{module}' but the base has no weight for it",
                                 "check that BASE is the model this adapter was trained on")
+        keys.append((module, kind, key_A, key_B, base_key))
+
+    def load(item: tuple) -> MatrixPair:
+        module, kind, key_A, key_B, base_key = item
         A, B = tensors[key_A].to(torch.float32), tensors[key_B].to(torch.float32)
         embedding = kind == "lora_embedding_A"
         lf = LoraFactors(A=A, B=B, scaling=_scaling(cfg, module, A.shape[0]), key_A=key_A, key_B=key_B,
@@ -245,11 +275,11 @@ def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -
             # DoRA: rescale each output row to the learned magnitude (PEFT's merge)
             lf.magnitude = tensors[mag_key].to(torch.float32)
             W = (lf.magnitude / torch.linalg.norm(W, dim=1)).view(-1, 1) * W
-        n += 1
-        yield MatrixPair(module, W0, W, lf)
-    if n == 0:
-        raise TunewiseError(f"adapter '{folder}' has no LoRA factors" + (f" for modules {modules}" if modules else ""),
-                            "check the adapter folder (and --modules)")
+        return MatrixPair(module, W0, W, lf)
+
+    return Pairs(keys, load, TunewiseError(
+        f"adapter '{folder}' has no LoRA factors" + (f" for modules {modules}" if modules else ""),
+        "check the adapter folder (and --modules)"))
 
 
 def open_tuned(base: str, tuned: str) -> TunedWeights:

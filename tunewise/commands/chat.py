@@ -20,13 +20,11 @@ def register(app: typer.Typer) -> None:
         """Stream a model's answers (greedy, through the generation engine). Without --prompt, an interactive
         conversation: each answer sees the conversation so far (on a model with a chat template); an empty
         line or Ctrl-D ends it."""
-        from pathlib import Path
-
         from tunewise.evaluate.chat import reply, templated
         from tunewise.evaluate.runner import load_target
-        from tunewise.targets import checkpoint_of
+        from tunewise.targets import at_step
 
-        loaded = load_target(str(checkpoint_of(Path(target), step)) if step else target, base)
+        loaded = load_target(at_step(target, step), base)
         messages = [{"role": "system", "content": system}] if system and templated(loaded.tokenizer) else []
         if prompt is not None:
             _answer(loaded, messages + [{"role": "user", "content": prompt}], max_new_tokens, reply)

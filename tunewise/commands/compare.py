@@ -6,6 +6,7 @@ import json
 
 import typer
 
+from tunewise import progress
 from tunewise.defaults import METHODS
 
 
@@ -134,7 +135,8 @@ def _run(spec, quiet: bool, as_json: bool, force: bool) -> None:
 
     check_spec(spec)
     claim_dir(spec.out, "compare", spec.task or str(spec.data), force=force)
-    result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
+    with progress.quiet(quiet):
+        result = run_compare(spec, quiet=quiet, log=(lambda *_: None) if quiet or as_json else typer.echo)
     report = write_report(spec.out)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

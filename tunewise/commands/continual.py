@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tunewise import progress
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -26,7 +28,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_continual_config(config)
         check_output(cfg.out, f"{config}: out", "dir")  # before hours of training, not after
         check_tasks(cfg)
-        summary = run_continual(cfg, quiet=quiet, log=(lambda *_: None) if quiet else typer.echo)
+        with progress.quiet(quiet):
+            summary = run_continual(cfg, quiet=quiet, log=(lambda *_: None) if quiet else typer.echo)
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import typer
 
+from tunewise.commands.eval import STEP_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
         target: str = typer.Argument(..., help="Run directory, PEFT adapter folder, model folder, or a base alias "
                                      "(tiny, smollm2)."),
+        step: int | None = typer.Option(None, "--step", min=0, help=STEP_HELP),
         fmt: str = typer.Option("gguf", "--format", help="gguf: the whole model (an adapter is merged into its "
                                 "base first); gguf-lora: the adapter alone, for llama.cpp --lora / Ollama ADAPTER."),
         out: Path = typer.Option(..., "--out", help="File to write (.gguf)."),
@@ -34,12 +37,13 @@ def register(app: typer.Typer) -> None:
 
         from tunewise.errors import TunewiseError
         from tunewise.export.run import DEFAULT_QUANT, FORMATS, export_gguf, export_gguf_lora
+        from tunewise.targets import at_step
         from tunewise.userfiles import check_output
 
         if fmt not in FORMATS:
             raise TunewiseError(f"--format {fmt} is not one of {', '.join(FORMATS)}", "pick one of those")
         check_output(out, "--out", "file")
-        quant = quant or DEFAULT_QUANT[fmt]
+        quant, target = quant or DEFAULT_QUANT[fmt], at_step(target, step)
         if fmt == "gguf":
             r = export_gguf(target, out, quant=quant, base=base, tolerance=tolerance, verify=verify, force=force)
         else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from tunewise.commands.eval import STEP_HELP
 from tunewise.defaults import MERGE_TOLERANCE
 
 
@@ -14,6 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def merge(
         tuned: Path = typer.Argument(..., help="Run directory (with adapter/) or PEFT adapter folder."),
+        step: int | None = typer.Option(None, "--step", min=0, help=STEP_HELP),
         out: Path = typer.Option(..., "--out", help="Folder to write the merged model (+ tokenizer) to."),
         base: str | None = typer.Option(None, "--base", help="Base to merge into (default: the one the run or "
                                         "adapter names)."),
@@ -36,10 +38,11 @@ def register(app: typer.Typer) -> None:
         from dataclasses import asdict
 
         from tunewise.merge import merge_adapter
+        from tunewise.targets import at_step
         from tunewise.userfiles import check_output
 
         check_output(out, "--out", "dir")  # before loading two models, not after
-        r = merge_adapter(tuned, out, base=base, tolerance=tolerance, qlora=qlora, force=force, dtype=dtype)
+        r = merge_adapter(at_step(tuned, step), out, base=base, tolerance=tolerance, qlora=qlora, force=force, dtype=dtype)
         if as_json:
             typer.echo(json.dumps(asdict(r), indent=2))
             return

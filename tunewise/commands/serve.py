@@ -10,9 +10,11 @@ import typer
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
-    """'name=path' pairs from --adapter, with a clear error for a malformed one."""
+def parse_adapter_specs(specs: list[str], step: int | None = None) -> dict[str, Path]:
+    """'name=path' pairs from --adapter, with a clear error for a malformed one; with --step N, the one adapter
+    (a run directory) is its checkpoint N."""
     from tunewise.errors import TunewiseError
+    from tunewise.targets import at_step
 
     out: dict[str, Path] = {}
     for spec in specs:
@@ -22,6 +24,11 @@ def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
         if name in out:
             raise TunewiseError(f"--adapter names '{name}' twice", "give each adapter its own name")
         out[name] = Path(path)
+    if step is not None:
+        if len(out) != 1:
+            raise TunewiseError(f"--step {step} needs exactly one --adapter NAME=RUN (got {len(out)})",
+                                "for several checkpoints, give each --adapter NAME=RUN/checkpoints/step-N")
+        return {name: Path(at_step(path, step)) for name, path in out.items()}
     return out
 
 
@@ -75,6 +82,8 @@ def serve(
                                          "adapter; the folder name is the model id clients ask for."),
     adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of one more adapter (repeatable); "
                                       "PATH may be a run directory."),
+    step: int | None = typer.Option(None, "--step", min=0, help="With one --adapter NAME=RUN: serve the adapter "
+                                    "of the run's checkpoint N (RUN/checkpoints/step-N) instead of its final one."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback only by default."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port (1-65535)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="TUNEWISE_API_KEY",
@@ -113,7 +122,7 @@ def serve(
     from tunewise.serve.security import Limits
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    specs = parse_adapter_specs(adapter)
+    specs = parse_adapter_specs(adapter, step)
     _check_exposure(adapters, host, api_key)
     sock = bind(host, port)  # first: a taken port is said before minutes of model loading
     server = _load(sock, base, adapters, specs, max_loaded=max_loaded, pins=pin,

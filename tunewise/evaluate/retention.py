@@ -15,6 +15,7 @@ from tunewise.errors import TunewiseError
 from tunewise.evaluate.base_probes import load_probe
 from tunewise.evaluate.generation import greedy_generate
 from tunewise.evaluate.loglik import mean_token_loss
+from tunewise.progress import progress_bar
 from tunewise.results import RetentionChange
 from tunewise.tasks.probes import Probe, parse_probe_list
 from tunewise.tasks.scorers import make_scorer
@@ -39,7 +40,7 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
         score = sum(right) / len(right) if right else 0.0
     else:
         outs = greedy_generate(model, tokenizer, probe.prompts, max_new_tokens=probe.max_new_tokens,
-                               stop=probe.stop, batch_size=batch_size)
+                               stop=probe.stop, batch_size=batch_size, progress=f"probe {probe.metric}")
         scorer = make_scorer(probe.scorer)
         scored = [scorer.score(o, r) for o, r in zip(outs, probe.references, strict=True)]
         score = sum(s.correct for s in scored) / len(scored) if scored else 0.0
@@ -64,19 +65,31 @@ def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch
     try:
         built_from = (model, tokenizer) if is_base else (None, None)
         scores = {}
-        for name in names:
-            cache = _base_score_cache(model, name, limit, batch_size, base) if is_base and base else None
-            if cache is not None and cache.is_file():
-                scores[name] = json.loads(cache.read_text())
-                continue
-            scores[name] = run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
-            if cache is not None:
-                from tunewise.fileio import atomic_write_json
-
-                atomic_write_json(cache, scores[name])
+        bar = progress_bar(len(names), "retention probes", "probe")
+        try:
+            for name in names:
+                bar.set_postfix_str(name, refresh=False)
+                scores[name] = _probe_score(model, tokenizer, name, limit, batch_size, base, is_base, built_from)
+                bar.update(1)
+        finally:
+            bar.close()
         return scores
     finally:
         model.train(was_training)
+
+
+def _probe_score(model, tokenizer, name: str, limit: int, batch_size: int, base: str | None, is_base: bool,
+                 built_from: tuple) -> dict[str, Any]:
+    """One probe's score; the base's is cached on disk (it does not change between runs)."""
+    cache = _base_score_cache(model, name, limit, batch_size, base) if is_base and base else None
+    if cache is not None and cache.is_file():
+        return json.loads(cache.read_text())
+    score = run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
+    if cache is not None:
+        from tunewise.fileio import atomic_write_json
+
+        atomic_write_json(cache, score)
+    return score
 
 
 # Bump when a probe or scorer changes what it measures (2: generation through the engine, knowledge by loglik).

@@ -384,7 +384,8 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
         from tunewise.evaluate.generation import greedy_generate
 
         texts = greedy_generate(loaded.model, loaded.tokenizer, [it.prompt for it in usable],
-                                max_new_tokens=spec.max_new_tokens, stop=spec.stop, batch_size=batch_size)
+                                max_new_tokens=spec.max_new_tokens, stop=spec.stop, batch_size=batch_size,
+                                progress="scoring" if progress else None)
     by_index = {it.index: t for it, t in zip(usable, texts, strict=True)}
     return [by_index.get(it.index) for it in spec.items]
 
@@ -448,7 +449,7 @@ def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size:
                             "evaluate it on classification data (--scorer classify)")
     if loaded.kind == "classifier":
         mode = "classifier"
-    preds = predict(loaded, spec, mode, batch_size)
+    preds = predict(loaded, spec, mode, batch_size, progress=True)
     scored, metrics, primary = score_items(spec, preds)
     rows = []
     for it, pred, s in zip(spec.items, preds, scored, strict=True):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tunewise.errors import TunewiseError
+from tunewise.progress import progress_bar, shown
 
 ARCH = "llama"
 SUPPORTED_MODEL_TYPES = {"llama": "LlamaForCausalLM"}
@@ -152,6 +153,28 @@ def add_shape_metadata(writer, shape: LlamaShape) -> None:
         writer.add_value_length(shape.head_dim)
 
 
+def _add_tensors(writer, state_dict: dict[str, torch.Tensor], shape: LlamaShape, tmap, quant: str) -> int:
+    """Convert each tensor (rope-permuted where llama.cpp wants it, rounded to `quant`) into the writer."""
+    count = 0
+    bar = progress_bar(len(state_dict), f"GGUF {quant}: converting", "tensor")
+    try:
+        for hf_name, tensor in state_dict.items():
+            bar.update(1)
+            if hf_name == "lm_head.weight" and shape.tied:
+                continue  # one matrix for both; llama.cpp reuses token_embd.weight
+            name = gguf_name(tmap, hf_name)
+            t = tensor.detach().to(torch.float32).cpu()
+            heads = permute_heads(name, shape)
+            if heads is not None:
+                t = rope_permute(t, heads)
+            data, raw = encode(t.numpy(), quant)
+            writer.add_tensor(name, data, raw_dtype=raw)
+            count += 1
+    finally:
+        bar.close()
+    return count
+
+
 def write_model(path, config, state_dict: dict[str, torch.Tensor], vocab, *, quant: str, name: str) -> int:
     """Write a Llama model GGUF to `path`; returns the number of tensors written."""
     import gguf
@@ -167,20 +190,9 @@ def write_model(path, config, state_dict: dict[str, torch.Tensor], vocab, *, qua
     writer.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES[quant]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocab.write(writer)
-    count = 0
-    for hf_name, tensor in state_dict.items():
-        if hf_name == "lm_head.weight" and shape.tied:
-            continue  # one matrix for both; llama.cpp reuses token_embd.weight
-        name = gguf_name(tmap, hf_name)
-        t = tensor.detach().to(torch.float32).cpu()
-        heads = permute_heads(name, shape)
-        if heads is not None:
-            t = rope_permute(t, heads)
-        data, raw = encode(t.numpy(), quant)
-        writer.add_tensor(name, data, raw_dtype=raw)
-        count += 1
+    count = _add_tensors(writer, state_dict, shape, tmap, quant)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_tensors_to_file(progress=shown())  # gguf's own bar, in bytes
     writer.close()
     return count

@@ -7,11 +7,20 @@ same choice `model.generate(do_sample=False)` makes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 GREEDY_BELOW = 1e-5  # a smaller temperature is argmax (as vLLM does): logits / 1e-30 would overflow to inf
+
+
+class Constraint(Protocol):
+    """A row's token constraint (JSON mode: generate/constrain.py), one object per row: it has state."""
+
+    def allowed(self, width: int) -> torch.Tensor: ...  # (width,) bool: the tokens that may come next
+
+    def advance(self, token: int) -> None: ...  # the row's chosen token
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # None = no logprobs; k >= 0 = the chosen token's and the k most likely
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token, bias) added to the logits before the choice
+    constraint: Constraint | None = field(default=None, compare=False)  # only its tokens may be chosen
 
     @property
     def greedy(self) -> bool:
@@ -94,11 +104,15 @@ def choose(logits: torch.Tensor, params: list[SamplingParams],
     out: list[TokenChoice] = []
     for i, (p, g) in enumerate(zip(params, generators, strict=True)):
         row = biased(logits[i], p.logit_bias)
+        if p.constraint is not None:
+            row = row.float().masked_fill(~p.constraint.allowed(row.shape[-1]), float("-inf"))
         if p.greedy:
             tok = int(torch.argmax(row).item())
         else:
             assert g is not None, "a sampled row needs its generator"
             tok = draw(filter_logits(row, p.temperature, p.top_k, p.top_p), g)
+        if p.constraint is not None:
+            p.constraint.advance(tok)
         top: tuple[tuple[int, float], ...] = ()
         if p.logprobs:
             v, ix = torch.topk(logp[i], min(p.logprobs, logp.shape[-1]))
@@ -110,8 +124,8 @@ def choose(logits: torch.Tensor, params: list[SamplingParams],
 def choose_where(logits: torch.Tensor, params: list[SamplingParams],
                  generators: list[torch.Generator | None]) -> list[TokenChoice]:
     """`choose`, without copying the (B, V) logits to the CPU when every row is plain greedy (no logprobs, no
-    bias): the argmax and its logprob are taken where the logits are, and B pairs come back."""
-    if not all(p.greedy and not p.logprobs and not p.logit_bias for p in params):
+    bias, no constraint): the argmax and its logprob are taken where the logits are, and B pairs come back."""
+    if not all(p.greedy and not p.logprobs and not p.logit_bias and p.constraint is None for p in params):
         return choose(logits.float().cpu(), params, generators)
     x = logits.float()  # (B, V)
     tok = torch.argmax(x, dim=-1)  # (B,): the same argmax `choose` takes (first of equal maxima)

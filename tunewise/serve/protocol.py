@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunewise.fileio import json_safe
+from tunewise.generate.constrain import ANY_OBJECT
+from tunewise.generate.sampling import Constraint
 from tunewise.inputs import Numbers
 from tunewise.serve.batching import Delta, GenResult
 from tunewise.serve.sampling import SamplingParams, TokenChoice
@@ -51,7 +53,6 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
     "prompt_cache_key": _anything, "safety_identifier": _anything, "parallel_tool_calls": _anything,
     "tools": _empty, "functions": _empty, "tool_choice": lambda v: v in (None, "none", "auto"),
     "function_call": lambda v: v in (None, "none", "auto"),
-    "response_format": lambda v: v is None or v == {"type": "text"},
     "modalities": lambda v: v is None or v == ["text"], "audio": _none, "prediction": _none,
     "web_search_options": _none, "reasoning_effort": _none, "verbosity": _none,
 }
@@ -99,6 +100,9 @@ class _Sampled(_Req):
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; 0 or -1 = off
     seed: int | None = None
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias in [-100, 100]
+    # JSON mode: {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}}; on
+    # /v1/completions too, as vLLM takes it
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampled):
@@ -137,14 +141,34 @@ def logit_bias(bias: dict[str, float] | None, vocab_size: int) -> tuple[tuple[in
     return tuple(out)
 
 
+def response_schema(fmt: dict[str, Any] | None) -> dict | None:
+    """The JSON schema a response_format asks the answer to follow; None for plain text."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ANY_OBJECT
+    if kind != "json_schema":
+        raise Refused("response_format.type", f"response_format.type {kind!r} is not supported; send 'text', "
+                      "'json_object' or 'json_schema'")
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise Refused("response_format.json_schema.schema", "response_format.json_schema.schema must be a JSON "
+                      f"schema object (got {type(schema).__name__ if schema is not None else 'nothing'})")
+    return schema
+
+
 def sampling(req: _Sampled, defaults: SamplingParams, logprobs: int | None, choice: int,
-             bias: tuple[tuple[int, float], ...] = ()) -> SamplingParams:
-    """A choice's settings: the request's fields, else the base's defaults; choice k of n draws with seed + k."""
+             bias: tuple[tuple[int, float], ...] = (), constraint: Constraint | None = None) -> SamplingParams:
+    """A choice's settings: the request's fields, else the base's defaults; choice k of n draws with seed + k.
+    `constraint` is this choice's own (JSON mode: a matcher has state)."""
     top_k = defaults.top_k if req.top_k is None else max(req.top_k, 0)
     return SamplingParams(
         temperature=defaults.temperature if req.temperature is None else req.temperature,
         top_p=defaults.top_p if req.top_p is None else req.top_p, top_k=top_k,
-        seed=None if req.seed is None else req.seed + choice, logprobs=logprobs, logit_bias=bias)
+        seed=None if req.seed is None else req.seed + choice, logprobs=logprobs, logit_bias=bias,
+        constraint=constraint)
 
 
 def completion_logprobs(req: CompletionRequest) -> int | None:

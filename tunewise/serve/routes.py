@@ -22,6 +22,7 @@ from pydantic import ConfigDict
 
 from tunewise.adapters import AdapterRefused
 from tunewise.data.formats import prompt_ids
+from tunewise.generate.constrain import JsonGrammar, SchemaRefused, json_grammar
 from tunewise.inputs import Numbers
 from tunewise.serve import protocol
 from tunewise.serve.batching import GenJob
@@ -191,6 +192,27 @@ def checked(server: Server, req, endpoint: str) -> tuple[int | None, tuple]:
         raise ApiError(400, e.message, "unsupported_field", e.param) from e
 
 
+async def json_mode(server: Server, req) -> JsonGrammar | None:
+    """The compiled grammar that response_format asks for (None for text); a 400 naming the field when the
+    format or its schema cannot be honoured. Compiled off the event loop: a large schema takes a while."""
+    try:
+        schema = protocol.response_schema(req.response_format)
+    except Refused as e:
+        raise ApiError(400, e.message, "unsupported_field", e.param) from e
+    if schema is None:
+        return None
+    try:
+        return await asyncio.to_thread(json_grammar, server.tokenizer, schema)
+    except SchemaRefused as e:
+        raise ApiError(400, f"response_format.json_schema.schema cannot be used for JSON mode: {e}",
+                       "invalid_value", "response_format.json_schema.schema") from e
+
+
+def constraint(grammar: JsonGrammar | None):
+    """Each choice's own matcher (it advances with that choice's tokens)."""
+    return grammar.start() if grammar is not None else None
+
+
 # ---------------------------------------------------------------------------------------------- routes
 
 
@@ -224,13 +246,15 @@ async def model(model_id: str, ctx: Ctx):
 async def completions(req: CompletionRequest, ctx: Ctx, request: Request):
     server = ctx.server
     logprobs, bias = checked(server, req, "completions")
+    grammar = await json_mode(server, req)
     adapter = resolve_model(server, req.model)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if not prompts:
         raise ApiError(400, "prompt is empty", "invalid_value", "prompt")
     stops = _stops(req.stop)
     jobs = ctx.rows.jobs(len(prompts) * req.n, lambda: [  # choice index = prompt index * n + k, as OpenAI
-        make_job(ctx, adapter, p, req.max_tokens, stops, protocol.sampling(req, server.defaults, logprobs, k, bias))
+        make_job(ctx, adapter, p, req.max_tokens, stops,
+                 protocol.sampling(req, server.defaults, logprobs, k, bias, constraint(grammar)))
         for p in prompts for k in range(req.n)])
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
@@ -248,13 +272,15 @@ async def completions(req: CompletionRequest, ctx: Ctx, request: Request):
 async def chat(req: ChatRequest, ctx: Ctx, request: Request):
     server = ctx.server
     logprobs, bias = checked(server, req, "chat")
+    grammar = await json_mode(server, req)
     adapter = resolve_model(server, req.model)
     prompt = chat_messages(req.messages)
     max_tokens = req.max_completion_tokens or req.max_tokens
     stops = _stops(req.stop)
-    jobs = ctx.rows.jobs(req.n, lambda: [make_job(ctx, adapter, prompt, max_tokens, stops,
-                                                  protocol.sampling(req, server.defaults, logprobs, k, bias))
-                                         for k in range(req.n)])
+    jobs = ctx.rows.jobs(req.n, lambda: [
+        make_job(ctx, adapter, prompt, max_tokens, stops,
+                 protocol.sampling(req, server.defaults, logprobs, k, bias, constraint(grammar)))
+        for k in range(req.n)])
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     text_of = protocol.TokenText(server.tokenizer)
     if req.stream:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tunewise import rundir
+from tunewise import progress, rundir
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification
 from tunewise.errors import TunewiseError
@@ -110,7 +110,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fals
         trackers.require(cfg.train.report_to)  # a missing library is named before anything is written
     lock = rundir.writing(run_dir, "tunewise train" + (" --resume" if resume else ""), create=not resume) \
         if ctx.is_main else contextlib.nullcontext()
-    with lock:
+    with lock, progress.quiet(quiet or not ctx.is_main):  # the probes' and scoring bars too
         return _train(cfg, ctx, sharded, run_dir, (resume, force), quiet, stop_at_step, t_start)
 
 
