@@ -268,11 +268,12 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec, out)
-    from tunewise.models import base_fingerprint, count_parameters, load_model
+    from tunewise.model_size import parameter_count
+    from tunewise.models import base_fingerprint
 
     labels = encoder_labels(spec.base, data)
     task = "sequence-classification" if labels else "causal-lm"
-    n_params = count_parameters(load_model(spec.base, task=task, num_labels=len(labels) if labels else None))
+    n_params = parameter_count(spec.base, task, len(labels) if labels else None)
     seq_len = sequence_length(spec, data, labels, log)
     rows, lr_notes, records = {}, {}, {}
     for method in spec.methods:

@@ -175,9 +175,9 @@ def run_continual(cfg: ContinualConfig, quiet: bool = False, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {Path(t).name: task_dir(cfg, t, out) for t in cfg.tasks}
-    from tunewise.models import count_parameters, load_model
+    from tunewise.model_size import parameter_count
 
-    n_params = count_parameters(load_model(cfg.base))
+    n_params = parameter_count(cfg.base)
     seq_lens = {name: task_seq_len(cfg, data, log) for name, data in tasks.items()}
     results = {}
     for m in cfg.methods:

@@ -408,6 +408,6 @@ def _refuse_encoder(base: str) -> None:
 
 
 def _n_params(base: str) -> int:
-    from tunewise.estimate import load_spec
+    from tunewise.model_size import parameter_count
 
-    return load_spec(base).total_params
+    return parameter_count(base)
