@@ -172,9 +172,9 @@ def test_cli_yaml_json_and_write_config(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["method"] == "full" and data["estimates"]["full"]["fits"]
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
-    assert load_config(cfg_path).method == "full"
+    assert load_run_config(cfg_path).method == "full"
 
 
 def test_cli_yaml_unknown_key(tmp_path):

@@ -71,7 +71,7 @@ def run_config(task: Path, **extra) -> str:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """A small task, a finished run and a run stopped after its first checkpoint (copied into each case)."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.tasks import make_task
     from tunewise.train import train
 
@@ -79,7 +79,7 @@ def shared(tmp_path_factory):
     task = root / "task"
     make_task("structured", task, {"train": 8, "validation": 4, "test": 4}, 0)
     cfg_path = write(root / "run.yaml", run_config(task))
-    cfg = load_config(cfg_path)
+    cfg = load_run_config(cfg_path)
     train(cfg, root / "finished", quiet=True)
     train(cfg, root / "stopped", quiet=True, stop_at_step=1)
     return {"task": task, "config": cfg_path, "finished": root / "finished", "stopped": root / "stopped"}

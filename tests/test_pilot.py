@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp_path):
     from tunewise.cli import app
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.tasks import ensure_task
 
     data = ensure_task("structured", tmp_path / "task", {"train": 40, "validation": 8, "test": 4}, 0)
@@ -35,7 +35,7 @@ def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp
     assert all(len(r["items"]) == 8 for r in result["runs"]) and "Resolution: on 8 validation examples" in v["text"]
     html = (out / "pilot.html").read_text()
     assert 'id="pilot"' in html and "data:image/png;base64" in html
-    cfg = load_config(out / "recommended.yaml")
+    cfg = load_run_config(out / "recommended.yaml")
     assert cfg.method == v["recommendation"] and cfg.train.lr == result["lr"][cfg.method]
     assert yaml.safe_load((out / "recommended.yaml").read_text())["data"]["train"].endswith("train.jsonl")
     # trained weights are not kept: the pilot keeps only what its report needs

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field
 
 from tunewise.decide import Scores, item_pair, measure_gap
-from tunewise.defaults import TINY_BASE, Method
+from tunewise.defaults import TINY_BASE, MethodName
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json
 from tunewise.inputs import Strict, load_file
@@ -24,7 +24,7 @@ from tunewise.tasks.probes import default_probes
 
 
 class MethodSpec(Strict):
-    method: Method = Field(description="lora, qlora or full.")
+    method: MethodName = Field(description="lora, qlora or full.")
     r: int = Field(16, gt=0, description="Adapter rank (LoRA and QLoRA).")
     lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
                                                      "(tunewise/defaults.py).")

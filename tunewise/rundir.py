@@ -133,9 +133,9 @@ class RunDir:
             if not self.config_path.is_file():
                 raise TunewiseError(f"'{self.path}' is not a run directory (no {CONFIG})",
                                     "pass the folder `tunewise train` wrote")
-            from tunewise.config import load_config
+            from tunewise.config import load_run_config
 
-            self._cache["config"] = load_config(self.config_path, run_dir_config=True)
+            self._cache["config"] = load_run_config(self.config_path, run_dir_config=True)
         return self._cache["config"]
 
     def config_text(self) -> str | None:

@@ -10,7 +10,7 @@ import typer
 
 def run_find_lr(config: Path | None, set_: list[str], out: Path | None, force: bool, write: bool, find_lr: bool,
                 steps: int, lr_min: float | None, lr_max: float | None, quiet: bool, as_json: bool) -> None:
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
     from tunewise.train.find_lr import check_result, range_test, write_result
@@ -27,7 +27,7 @@ def run_find_lr(config: Path | None, set_: list[str], out: Path | None, force: b
             raise TunewiseError(f"{flag} must be a positive number (got {value})", f"e.g. {flag} 1e-5")
     if lr_min and lr_max and lr_min >= lr_max:
         raise TunewiseError(f"--lr-min {lr_min:g} is not below --lr-max {lr_max:g}", "swap them")
-    cfg = load_config(config, set_)
+    cfg = load_run_config(config, set_)
     flag = "--out" if out is not None else "output_dir"
     out = claim_dir(out or default_run_dir(cfg), "run", force=force, flag=flag)
 
@@ -55,6 +55,6 @@ def run_find_lr(config: Path | None, set_: list[str], out: Path | None, force: b
         from tunewise.yaml_edit import set_yaml_value
 
         set_yaml_value(config, "train", "lr", lr)
-        load_config(config, set_)  # still a valid config
+        load_run_config(config, set_)  # still a valid config
         if not as_json:
             typer.echo(f"wrote train.lr: {lr:g} into {config}")

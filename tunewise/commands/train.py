@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
 
 def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, force: bool = False):
     """Continue a run from its last checkpoint; None (and a line saying so) when it already finished."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.train import train as run_train
     from tunewise.train.resume import check_resumable, finished_summary
 
@@ -88,13 +88,13 @@ def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, for
         return None
     from tunewise.rundir import RunDir
 
-    cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
+    cfg = load_run_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
     check_resumable(resume, cfg)
     return run_train(cfg, resume, resume=True, quiet=quiet, force=force)
 
 
 def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, quiet: bool):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
     from tunewise.train import train as run_train
@@ -103,7 +103,7 @@ def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, 
 
     if config is None:
         raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
-    cfg = load_config(config, set_)
+    cfg = load_run_config(config, set_)
     flag = "--out" if out is not None else "output_dir"
     out = out or default_run_dir(cfg)
     if launched_rank() == 0:  # under torchrun one rank claims; the others wait for it in train()
