@@ -216,6 +216,12 @@ CASES = [
     ("advise-write-config-under-file", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny",
                                                    "--write-config", write(ws / "f", "x") / "c.yaml"], 2,
      ["--write-config"]),
+    # --- pilot
+    ("pilot-no-data", lambda ws: ["pilot", "--base", "tiny"], 2, ["--data: missing"]),
+    ("pilot-bad-points", lambda ws: ["pilot", "--base", "tiny", "--data", ws / "task" / "train.jsonl", "--points",
+                                     "8,x", "--methods", "lora,ful"], 2, ["--points", "ful"]),
+    ("pilot-budget-nan", lambda ws: ["pilot", "--base", "tiny", "--data", ws / "task" / "train.jsonl", "--budget",
+                                     "nan"], 2, ["--budget", "finite"]),
     # --- estimate
     ("estimate-rank-zero", lambda ws: ["estimate", "--model", "tiny", "--rank", "0"], 2, ["rank"]),
     ("estimate-seq-len-negative", lambda ws: ["estimate", "--model", "tiny", "--seq-len", "-5"], 2, ["seq"]),

@@ -1,4 +1,4 @@
-"""`tunewise advise --pilot` end to end on the shipped tiny base with a tiny budget (explicit small slices)."""
+"""`tunewise pilot` (and its old spelling, `advise --pilot`) end to end on the shipped tiny base with a tiny budget (explicit small slices)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp
 
     data = ensure_task("structured", tmp_path / "task", {"train": 40, "validation": 8, "test": 4}, 0)
     out = tmp_path / "pilot"
-    res = CliRunner().invoke(app, ["advise", "--pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
+    res = CliRunner().invoke(app, ["pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
                                    "--eval", str(data / "validation.jsonl"), "--points", "8,12,16",
-                                   "--pilot-epochs", "1", "--eval-size", "8", "--find-lr-steps", "6",
+                                   "--epochs", "1", "--eval-size", "8", "--find-lr-steps", "6",
                                    "--budget", "60", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "Recommendation:" in res.output and "left]" in res.output  # progress with the time left
@@ -97,6 +97,8 @@ def test_a_budget_that_cannot_buy_a_measurement_is_refused_up_front(tmp_path):
     from tunewise.errors import TunewiseError
 
     assert isinstance(res.exception, TunewiseError)  # the CLI prints it as one line and exits 2
+    notes = [line for line in res.output.splitlines() if "tunewise pilot" in line]
+    assert len(notes) == 1 and "is now `tunewise pilot`" in notes[0]  # the old spelling runs, pointing to the new
     text = str(res.exception)
     assert "--budget 0.01 min cannot buy a measurement" in text
     wanted = int(re.search(r"give --budget (\d+) or more", text).group(1))

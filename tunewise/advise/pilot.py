@@ -1,4 +1,4 @@
-"""`tunewise advise --pilot`: measure instead of reciting. Short LoRA / full (/ QLoRA) trainings on growing slices of
+"""`tunewise pilot`: measure instead of reciting. Short LoRA / full (/ QLoRA) trainings on growing slices of
 the user's data, scored on the validation split with the task's scorer; a learning curve per method
 (curves.py) predicts the score at the full data; the verdict (pilot_verdict.py) weighs that against the rule
 table and the memory fit. Everything stays inside the time budget.
@@ -58,7 +58,7 @@ def check(spec: PilotSpec) -> list[str]:
         p.append(f"--eval: '{spec.eval}' does not exist")
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
+        p.append(f"--methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if spec.task_kind and spec.task_kind not in KINDS:
         p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KINDS)}")
     if not spec.budget_min > 0:
@@ -202,7 +202,7 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
 
     problems = check(spec)
     if problems:
-        raise TunewiseError("; ".join(problems), "see tunewise advise --help")
+        raise TunewiseError("; ".join(problems), "see tunewise pilot --help")
     _refuse_encoder(spec.base)
     clock = Clock(spec.budget_min, log)
     out = Path(spec.out)
@@ -393,7 +393,7 @@ def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, o
 
     rec = verdict.recommendation
     cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
-    text = (f"# tunewise advise --pilot: {rec} ({verdict.evidence} evidence); lr: "
+    text = (f"# tunewise pilot: {rec} ({verdict.evidence} evidence); lr: "
             f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
     return atomic_write_text(out / "recommended.yaml", text)
 
