@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tunewise.compare import CompareSpec, check_spec, default_lr, run_compare, verdict
+from tunewise.compare import CompareRow, CompareSpec, check_spec, default_lr, run_compare, verdict
 from tunewise.errors import TunewiseError
 
 
 def row(method, score, rss, time_s=10.0, intruders=None, retention=None):
-    return {"method": method, "score": score, "peak_rss_mb": rss, "train_time_s": time_s, "intruders": intruders,
-            "retention": retention, "metric": "accuracy"}
+    return CompareRow(method, score, "accuracy", peak_rss_mb=rss, train_time_s=time_s, intruders=intruders,
+                      retention=retention)
 
 
 def right_wrong(right: int, n: int, offset: int = 0) -> list[dict]:

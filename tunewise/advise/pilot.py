@@ -24,6 +24,7 @@ from tunewise.decide.vocabulary import KINDS, advise_task_of
 from tunewise.defaults import METHODS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
+from tunewise.stage import StageSpec
 
 GROWTH = (1.5, 4.0)  # each slice is 1.5x to 4x the previous one, as the budget allows
 FIND_LR_SHARE = 0.3  # at most this share of the budget goes to the range tests (all methods together)
@@ -133,12 +134,12 @@ def advise_task(spec: PilotSpec, meta_task: str | None) -> str:
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def run_config(spec: PilotSpec, method: str, train_file: Path, lr: float | None, eval_file: Path | None = None):
-    from tunewise.stage import stage_config
-
-    return stage_config(spec.base, method, Path(train_file).resolve(), rank=spec.rank, max_seq_len=spec.max_seq_len,
-                        batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs, log_every=1,
-                        eval_file=Path(eval_file).resolve() if eval_file else None)
+def stage_spec(spec: PilotSpec, method: str, train_file: Path, lr: float | None,
+               eval_file: Path | None = None) -> StageSpec:
+    """One pilot training (a slice, a range test or the recommendation) in the stage terms compare shares."""
+    return StageSpec(spec.base, method, Path(train_file).resolve(), rank=spec.rank, max_seq_len=spec.max_seq_len,
+                     batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs, log_every=1,
+                     eval_file=Path(eval_file).resolve() if eval_file else None)
 
 
 def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: float, es, out: Path) -> dict:
@@ -153,7 +154,7 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     run_dir = out / "runs" / f"{method}-n{n}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a pilot's point is cheap; never mix two attempts
-    cfg = run_config(spec, method, slice_file, lr)
+    cfg = stage_spec(spec, method, slice_file, lr).run_config()
     summary = train(cfg, run_dir, quiet=True).summary
     result = evaluate(load_target(str(run_dir)), es)
     for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
@@ -291,7 +292,7 @@ def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -
     share = FIND_LR_SHARE * clock.limit / len(spec.methods)
     for m in spec.methods:
         if spec.find_lr_steps and clock.left() > 0.5 * clock.limit:
-            test = range_test(run_config(spec, m, pool_file, None), spec.find_lr_steps,
+            test = range_test(stage_spec(spec, m, pool_file, None).run_config(), spec.find_lr_steps,
                               max_seconds=share)
             step_s[m] = test.seconds / max(len(test.losses), 1)
             write_result(test, (out / "find_lr" / m))
@@ -392,7 +393,7 @@ def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, o
     from tunewise.config import dump_config
 
     rec = verdict.recommendation
-    cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
+    cfg = stage_spec(spec, rec, Path(spec.train), lrs.get(rec), spec.eval).run_config()
     text = (f"# tunewise pilot: {rec} ({verdict.evidence} evidence); lr: "
             f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
     return atomic_write_text(out / "recommended.yaml", text)
