@@ -3,6 +3,11 @@
 The seed's rule of thumb -- start with LoRA, graduate to full fine-tuning where reasoning gaps remain -- as one
 command. Each method's run lives in OUT/runs/<method>; a finished method is reused when the command is repeated
 with the same base files, settings and data (anything else trains it again), an interrupted one is resumed.
+
+Each method trains in its own child process (`python -m tunewise train`): peak memory (RSS, CUDA) is a process's
+high-water mark, so only a fresh process gives each method a peak figure of its own, which the verdict compares.
+Each training is a stage (tunewise.stage.StageSpec); a run's scoring is kept in its eval layout
+(RUN/eval/compare/, tunewise.rundir); each method's row is a CompareRow, written to compare.json at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tunewise.errors import ConfigError, TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 from tunewise.inputs import Strict
 from tunewise.results import RetentionChange
-from tunewise.rundir import RunDir
+from tunewise.rundir import COMPARE_EVAL, LEGACY_EVAL, EvalFiles, RunDir
 from tunewise.stage import FINISHED, TRAINING, Stage, StageSpec, stage_key
 
 
@@ -203,21 +208,18 @@ def _adopt_earlier_run(stage, cfg_path: Path, config_text: str, base: str) -> No
     atomic_write_json(stage.record, {"cache_key": stage.key, "status": status})
 
 
-def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_key: str = "",
-                    scorer: str | None = None) -> dict:
-    """Score a run directory (or the untuned base) on the test split; cached in OUT_DIR/eval.json for the same
-    model (`model_key`, e.g. the base's fingerprint), test examples, limit and scorer, while a built-in scorer still
-    heads its metrics the same way (a cache written before a scorer changed its primary is scored again)."""
-    from tunewise.tasks.scorers import SCORERS, is_custom
-
-    cached = out_dir / "eval.json"
+def evaluate_method(target: str, data: Path, limit: int, files: EvalFiles, model_key: str = "",
+                    scorer: str | None = None, earlier: EvalFiles | None = None) -> dict:
+    """Score a run directory (or the untuned base) on the test split into `files` (the eval layout, tunewise.rundir);
+    reused for the same model (`model_key`, e.g. the base's fingerprint), test examples, limit and scorer, while a
+    built-in scorer still heads its metrics the same way (a cache written before a scorer changed its primary is
+    scored again). `earlier`: where an older compare kept it, reused (and moved to `files`) on the same terms."""
     key = f"{model_key}:{file_digest(data / 'test.jsonl')}:{limit}" + (f":{scorer}" if scorer else "")
-    if cached.is_file():
-        summary = json.loads(cached.read_text())
-        fresh = summary.get("cache_key") == key and (out_dir / "predictions.jsonl").is_file()
-        name = summary.get("scorer") or ""
-        same_primary = is_custom(name) or (name in SCORERS and summary.get("primary") == SCORERS[name].primary)
-        if same_primary and fresh:
+    for cached in (files, earlier):
+        summary = _cached_evaluation(cached, key) if cached is not None else None
+        if summary is not None:
+            if cached is not files:
+                _write_evaluation(files, summary, cached.read_predictions())
             return summary
     from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
 
@@ -226,9 +228,26 @@ def evaluate_method(target: str, data: Path, limit: int, out_dir: Path, model_ke
         spec = apply_overrides(spec, scorer=scorer)
     result = evaluate(load_target(target), spec)
     summary = result.summary() | {"cache_key": key}
-    atomic_write_json(cached, summary)
-    atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in result.predictions))
+    _write_evaluation(files, summary, result.predictions)
     return summary
+
+
+def _cached_evaluation(files: EvalFiles, key: str) -> dict | None:
+    """The summary in `files` when it was scored under `key` with its predictions kept, by a scorer that still
+    heads its metrics the same way; else None."""
+    if not files.results.is_file() or not files.predictions.is_file():
+        return None
+    from tunewise.tasks.scorers import SCORERS, is_custom
+
+    summary = json.loads(files.results.read_text())
+    name = summary.get("scorer") or ""
+    same_primary = is_custom(name) or (name in SCORERS and summary.get("primary") == SCORERS[name].primary)
+    return summary if same_primary and summary.get("cache_key") == key else None
+
+
+def _write_evaluation(files: EvalFiles, summary: dict, predictions: list[dict]) -> None:
+    atomic_write_text(files.predictions, "".join(json.dumps(p) + "\n" for p in predictions))
+    atomic_write_json(files.results, summary)  # last: a results file means both are there
 
 
 def intruders_of(base: str, run_dir: Path) -> dict:
@@ -323,8 +342,9 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
         lr, lr_notes[method] = method_lr(spec, method, n_params, bool(labels))
         rows[method], records[method] = run_method(spec, method, data, out, lr, quiet, labels, seq_len, log)
     t0 = time.time()
-    base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, out / "base",
-                                                    model_key=base_fingerprint(spec.base), scorer=spec.scorer)
+    base_files = (EvalFiles(out / "base"), EvalFiles(out / "base", LEGACY_EVAL))  # the layout, then the old one
+    base_eval = None if labels else evaluate_method(spec.base, data, spec.eval_size, base_files[0],
+                                                    base_fingerprint(spec.base), spec.scorer, base_files[1])
     if base_eval:
         log(f"untuned base: scored {base_eval['n']} examples ({time.time() - t0:.0f}s)")
     metric = next(iter(rows.values())).metric
@@ -350,7 +370,9 @@ def run_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float,
         t0 = time.time()
         summary = train_method(spec, method, data, out, lr, quiet, labels, k, seq_len)
         t1 = time.time()
-        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run_dir, scorer=spec.scorer)
+        run = RunDir(run_dir)
+        evaluation = evaluate_method(str(run_dir), data, spec.eval_size, run.eval_files(COMPARE_EVAL),
+                                     scorer=spec.scorer, earlier=run.legacy_compare_eval())
         t2 = time.time()
         intruders = intruders_of(spec.base, run_dir) if spec.analyze and not labels else None
         trained = ("reused finished run" if summary.get("reused") else
@@ -361,7 +383,7 @@ def run_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: float,
         if cut:
             log(f"{label}: {cut} training examples were cut to max_seq_len {seq_len}")
         rows.append(row_for(method, summary, evaluation, intruders, run_dir))
-        records.append(read_predictions(run_dir))
+        records.append(run.eval_files(COMPARE_EVAL).read_predictions())
     return seeds_row(rows), records
 
 
@@ -373,11 +395,6 @@ def seeds_row(rows: list[CompareRow]) -> CompareRow:
         row.score = statistics.fmean(scores)
         row.score_sd = statistics.stdev(scores) if len(scores) > 1 else None
     return row
-
-
-def read_predictions(out_dir: Path) -> list[dict]:
-    path = out_dir / "predictions.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _advice(spec: CompareSpec) -> dict | None:
