@@ -33,10 +33,13 @@ def pilot(
     force: bool = typer.Option(False, "--force", help="Write into an --out folder tunewise did not create."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Measure instead of reciting: LoRA and full on growing slices of --data, scored on --eval; learning curves
-    (or, when the last slice is all of --data, the gap paired per example) beat the rule table when they separate
-    the methods; the verdict says how many points the gap is known to. Writes OUT/pilot.{json,html},
-    recommended.yaml (lr from the range test)."""
+    """Measure LoRA against full fine-tuning on your data, inside a time budget, instead of reciting the rules.
+
+    LoRA and full (--methods) train on growing slices of --data and are scored on --eval; learning curves (or, when
+    the last slice is all of --data, the gap paired per example) beat the rule table when they separate the
+    methods; the verdict says how many points the gap is known to. Writes OUT/pilot.{json,html}, recommended.yaml
+    (lr from the range test). `tunewise advise --pilot` is the old spelling.
+    """
     run_pilot_command(base, data, eval_file, task, task_kind, budget, methods, points, epochs, eval_size,
                       find_lr_steps, scorer, out, force, as_json)
 
