@@ -292,3 +292,21 @@ def test_compare_scores_with_your_own_metric_and_bands_it(tiny_base_dir, tmp_pat
     assert result["base"]["metric"] == "act" and result["verdict"]["examples"] == 6
     with pytest.raises(TunewiseError, match="--scorer"):
         check_spec(CompareSpec(scorer="no_such_module_here:fn"))
+
+
+def test_a_row_is_written_with_compare_jsons_keys():
+    """CompareRow.as_dict is compare.json's row, key for key (the report and scripts read these names); a seed
+    without a score leaves the spread out."""
+    from tunewise.compare import seeds_row
+
+    keys = ["method", "score", "metric", "metrics", "retention", "trainable_params", "total_params",
+            "output_size_mb", "train_time_s", "tokens_per_s", "peak_rss_mb", "peak_cuda_mb", "final_train_loss",
+            "final_eval_loss", "lr", "steps", "guard_events", "intruders", "run_dir", "reused", "seeds", "scores",
+            "run_dirs"]
+    two = seeds_row([CompareRow("lora", 0.5, run_dir="a"), CompareRow("lora", 0.7, run_dir="b")])
+    assert list(two.as_dict()) == keys + ["score_sd"]
+    assert (two.score, two.scores, two.run_dirs) == (pytest.approx(0.6), [0.5, 0.7], ["a", "b"])
+    assert two.score_sd == pytest.approx(0.1414, abs=1e-4)
+    unscored = seeds_row([CompareRow("full", None, run_dir="a"), CompareRow("full", 0.7, run_dir="b")])
+    assert list(unscored.as_dict()) == keys and unscored.score is None
+    assert CompareRow.from_dict(two.as_dict()) == two
