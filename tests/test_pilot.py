@@ -104,3 +104,17 @@ def test_a_budget_that_cannot_buy_a_measurement_is_refused_up_front(tmp_path):
     wanted = int(re.search(r"give --budget (\d+) or more", text).group(1))
     assert wanted >= 1
     assert not (out / "runs").exists()  # nothing was trained
+
+
+def test_without_a_range_test_the_lr_is_the_size_default_of_the_meta_count(tmp_path):
+    """--find-lr-steps 0: each method's lr is the size default for the base's parameters, counted on the meta
+    device (tunewise.model_size) as compare and continual count them."""
+    from tunewise.advise.pilot import Clock, PilotSpec, _learning_rates
+    from tunewise.defaults import default_lr
+    from tunewise.model_size import parameter_count
+
+    spec = PilotSpec(base="tiny", train="x.jsonl", find_lr_steps=0)
+    lrs, notes, step_s = _learning_rates(spec, Clock(5, lambda *_: None), tmp_path / "pool.jsonl", tmp_path)
+    n = parameter_count("tiny")
+    assert lrs == {m: default_lr(m, n)[0] for m in ("lora", "full")} and step_s == {}
+    assert all("--find-lr-steps 0" in note for note in notes.values())

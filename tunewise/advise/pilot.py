@@ -305,9 +305,10 @@ def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -
         else:
             from tunewise.defaults import default_lr, lr_source
 
-            lrs[m] = default_lr(m, _n_params(spec.base))[0]
+            n_params = _n_params(spec.base)
+            lrs[m] = default_lr(m, n_params)[0]
             why = "--find-lr-steps 0" if not spec.find_lr_steps else "no time left for the range test"
-            lr_notes[m] = f"size default {lrs[m]:g} ({why}; evidence: {lr_source(_n_params(spec.base))})"
+            lr_notes[m] = f"size default {lrs[m]:g} ({why}; evidence: {lr_source(n_params)})"
             clock.say(f"{m}: {lr_notes[m]}")
     return lrs, lr_notes, step_s
 
