@@ -10,7 +10,7 @@ from __future__ import annotations
 from study_claims import Reader, mean
 from study_plan import HEADLINE_TASKS, Run
 
-from tunewise.compare import verdict
+from tunewise.compare import CompareRow, verdict
 from tunewise.decide.vocabulary import BUILTIN_ADVISE_TASK as ADVISE_TASK
 from tunewise.decide.vocabulary import kind_of
 
@@ -32,10 +32,9 @@ def measured_rows(r: Reader, task: str) -> dict[str, dict] | None:
         if res is None:
             return None
         s = res["summary"]
-        rows[method] = {"method": method, "score": mean(r.scores(task, method)), "metric": res["eval"]["primary"],
-                        "peak_rss_mb": s["peak_rss_mb"],
-                        "train_time_s": s["train_time_s"], "intruders": r.intruders(res),
-                        "retention": None}
+        rows[method] = CompareRow(method, mean(r.scores(task, method)), res["eval"]["primary"],
+                                  peak_rss_mb=s["peak_rss_mb"], train_time_s=s["train_time_s"],
+                                  intruders=r.intruders(res))
     return rows
 
 
@@ -55,7 +54,7 @@ def advice_section(base: str, r: Reader) -> str:
                    for m, runs in items.items() if runs and len(runs) == len(items["lora"])}
         v = verdict(rows, kind_of(task), r.base_score(task), records=records or None)
         agree = (preferred in ("lora", "qlora")) == (v["recommendation"] in ("lora", "qlora"))
-        lines.append(f"| {task} | {preferred}: {reason} | {rows['lora']['score']:.3f} / {rows['full']['score']:.3f} "
+        lines.append(f"| {task} | {preferred}: {reason} | {rows['lora'].score:.3f} / {rows['full'].score:.3f} "
                      f"| {v['recommendation']}: {v['lines'][0]} | {'yes' if agree else '**no**'} |")
         if not agree:
             disagreements.append(f"- **{task}**: the rules say {preferred}, the measurement says "

@@ -36,10 +36,10 @@ def compare_dict(r: Reader, base: str, task: str, out: Path) -> dict | None:
     from tunewise.advise.engine import AdviseInput, advise
 
     return {"spec": {"base": base, "task": task, "methods": ["lora", "full"]}, "kind": kind_of(task),
-            "data": str(data_folder(out, task, 0, 240, 40)), "base_params": rows["full"]["total_params"],
-            "base": {"score": base_score, "metric": rows["lora"]["metric"]},
-            "lr_notes": {m: f"{row['lr']:g} (the study's sweep)" for m, row in rows.items()},
-            "rows": rows, "verdict": verdict(rows, kind_of(task), base_score),
+            "data": str(data_folder(out, task, 0, 240, 40)), "base_params": rows["full"].total_params,
+            "base": {"score": base_score, "metric": rows["lora"].metric},
+            "lr_notes": {m: f"{row.lr:g} (the study's sweep)" for m, row in rows.items()},
+            "rows": {m: row.as_dict() for m, row in rows.items()}, "verdict": verdict(rows, kind_of(task), base_score),
             "advice": advise(AdviseInput(task=ADVISE_TASK[task], model=base, device="cpu")).as_dict(),
             "created": f"benchmarks/study.py, seed 0 runs {', '.join(res['id'] for res in results.values())}"}
 

@@ -172,9 +172,9 @@ def test_cli_yaml_json_and_write_config(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["method"] == "full" and data["estimates"]["full"]["fits"]
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
-    assert load_config(cfg_path).method == "full"
+    assert load_run_config(cfg_path).method == "full"
 
 
 def test_cli_yaml_unknown_key(tmp_path):
@@ -223,7 +223,7 @@ def test_advise_names_the_measurement_nearest_a_small_model_and_recommends_measu
     note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
     assert note["nearest"] == "study-smollm2" and note["measured_call"] == "undecided"
     assert "math: LoRA 0.500 vs full 0.438" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
-    assert "tunewise advise --pilot" in note["text"] and "compare --seeds 3" in note["text"]
+    assert "tunewise pilot" in note["text"] and "compare --seeds 3" in note["text"]
     reason = next(r for r in a["reasons"] if r["rule"] == "reasoning-task")
     assert {e["id"]: e["params"] for e in reason["evidence"]}["anyscale-2023"] == [7e9, 13e9, 70e9]
 

@@ -85,9 +85,9 @@ def test_full_disk_while_saving_stops_the_run_and_keeps_the_previous_checkpoint(
     assert all(damaged_file(c) is None for c in ckpts)
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == []  # no temp left
     assert not (run / "summary.json").exists()  # the run did not pretend to finish
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
-    res = train(load_config(cfg), run, resume=True, quiet=True)
+    res = train(load_run_config(cfg), run, resume=True, quiet=True)
     assert res.summary.status == "completed" and res.summary.steps == 6
     assert latest_checkpoint(run / "checkpoints") is not None
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tunewise.compare import CompareSpec, check_spec, default_lr, run_compare, verdict
+from tunewise.compare import CompareRow, CompareSpec, check_spec, default_lr, run_compare, verdict
 from tunewise.errors import TunewiseError
+from tunewise.rundir import COMPARE_EVAL, RunDir
 
 
 def row(method, score, rss, time_s=10.0, intruders=None, retention=None):
-    return {"method": method, "score": score, "peak_rss_mb": rss, "train_time_s": time_s, "intruders": intruders,
-            "retention": retention, "metric": "accuracy"}
+    return CompareRow(method, score, "accuracy", peak_rss_mb=rss, train_time_s=time_s, intruders=intruders,
+                      retention=retention)
 
 
 def right_wrong(right: int, n: int, offset: int = 0) -> list[dict]:
@@ -158,12 +159,12 @@ def test_compare_trains_and_scores_again_when_the_base_or_the_data_changed(tiny_
     quiet = {"quiet": True, "log": lambda *_: None}
     run_compare(spec, **quiet)
     assert run_compare(spec, **quiet)["rows"]["lora"]["reused"]
-    base_key = json.loads((tmp_path / "c/base/eval.json").read_text())["cache_key"]
+    base_key = json.loads((tmp_path / "c/base/results.json").read_text())["cache_key"]
 
     weights = load_file(base / "model.safetensors")  # the base replaced in place, same name and size
     save_file({k: v * 0.5 for k, v in weights.items()}, base / "model.safetensors", metadata={"format": "pt"})
     assert not run_compare(spec, **quiet)["rows"]["lora"]["reused"]
-    assert json.loads((tmp_path / "c/base/eval.json").read_text())["cache_key"] != base_key
+    assert json.loads((tmp_path / "c/base/results.json").read_text())["cache_key"] != base_key
     assert run_compare(spec, **quiet)["rows"]["lora"]["reused"]
 
     spec.train_size = 24  # other examples under the same data folder
@@ -203,25 +204,35 @@ def test_compare_json_is_valid_json_for_machines(tmp_path):
 
 
 def test_cached_evaluation_is_rescored_when_the_scorer_heads_another_metric(tmp_path):
-    """An eval.json written before the `mr` scorer's headline became slot F1 must not show exact match."""
+    """A cache written before the `mr` scorer's headline became slot F1 must not show exact match; compare's older
+    layout (eval.json beside predictions.jsonl) is still read, and moved into the eval layout."""
     from tunewise.compare import evaluate_method
+    from tunewise.rundir import LEGACY_EVAL, EvalFiles
     from tunewise.tasks import make_task
 
     data = tmp_path / "data"
     make_task("structured", data, {"train": 4, "validation": 2, "test": 4}, seed=0)
     out = tmp_path / "base"
     out.mkdir()
+    files, old = EvalFiles(out / "eval"), EvalFiles(out, LEGACY_EVAL)
     stale = {"scorer": "mr", "primary": "exact_match", "metrics": {"exact_match": 0.5}, "score": 0.5}
-    (out / "eval.json").write_text(json.dumps(stale))
-    fresh = evaluate_method("tiny", data, 2, out)
+    old.results.write_text(json.dumps(stale))
+    old.predictions.write_text("{}\n")
+    fresh = evaluate_method("tiny", data, 2, files, earlier=old)
     assert fresh["primary"] == "slot_f1" and fresh["score"] == fresh["metrics"]["slot_f1"]
-    assert json.loads((out / "eval.json").read_text())["primary"] == "slot_f1"
+    assert json.loads(files.results.read_text())["primary"] == "slot_f1" and len(files.read_predictions()) == 2
     current = {**fresh, "score": 0.123}  # a cache that matches the scorer is reused as it is
-    (out / "eval.json").write_text(json.dumps(current))
-    assert evaluate_method("tiny", data, 2, out)["score"] == 0.123
-    assert evaluate_method("tiny", data, 3, out)["score"] != 0.123  # another limit: scored again
-    (out / "eval.json").write_text(json.dumps(current))
-    assert evaluate_method("tiny", data, 2, out, model_key="another base")["score"] != 0.123
+    files.results.write_text(json.dumps(current))
+    assert evaluate_method("tiny", data, 2, files)["score"] == 0.123
+    assert evaluate_method("tiny", data, 3, files)["score"] != 0.123  # another limit: scored again
+    files.results.write_text(json.dumps(current))
+    assert evaluate_method("tiny", data, 2, files, model_key="another base")["score"] != 0.123
+    # an older compare's cache under the same key: reused, and written into the layout
+    old.results.write_text(json.dumps(current))
+    old.predictions.write_text('{"index": 0}\n')
+    files.results.unlink()
+    assert evaluate_method("tiny", data, 2, files, earlier=old)["score"] == 0.123
+    assert json.loads(files.results.read_text())["score"] == 0.123 and files.read_predictions() == [{"index": 0}]
 
 
 def long_data(folder: Path, n: int = 8, words: int = 30) -> Path:
@@ -276,8 +287,26 @@ def test_compare_scores_with_your_own_metric_and_bands_it(tiny_base_dir, tmp_pat
     result = run_compare(spec, quiet=True, log=lambda *_: None)
     for r in result["rows"].values():
         assert r["metric"] == "act"
-        records = [json.loads(x) for x in Path(r["run_dir"], "predictions.jsonl").read_text().splitlines()]
+        records = RunDir(r["run_dir"]).eval_files(COMPARE_EVAL).read_predictions()
         assert r["score"] == pytest.approx(sum(x["values"]["act"] for x in records) / 6)
     assert result["base"]["metric"] == "act" and result["verdict"]["examples"] == 6
     with pytest.raises(TunewiseError, match="--scorer"):
         check_spec(CompareSpec(scorer="no_such_module_here:fn"))
+
+
+def test_a_row_is_written_with_compare_jsons_keys():
+    """CompareRow.as_dict is compare.json's row, key for key (the report and scripts read these names); a seed
+    without a score leaves the spread out."""
+    from tunewise.compare import seeds_row
+
+    keys = ["method", "score", "metric", "metrics", "retention", "trainable_params", "total_params",
+            "output_size_mb", "train_time_s", "tokens_per_s", "peak_rss_mb", "peak_cuda_mb", "final_train_loss",
+            "final_eval_loss", "lr", "steps", "guard_events", "intruders", "run_dir", "reused", "seeds", "scores",
+            "run_dirs"]
+    two = seeds_row([CompareRow("lora", 0.5, run_dir="a"), CompareRow("lora", 0.7, run_dir="b")])
+    assert list(two.as_dict()) == keys + ["score_sd"]
+    assert (two.score, two.scores, two.run_dirs) == (pytest.approx(0.6), [0.5, 0.7], ["a", "b"])
+    assert two.score_sd == pytest.approx(0.1414, abs=1e-4)
+    unscored = seeds_row([CompareRow("full", None, run_dir="a"), CompareRow("full", 0.7, run_dir="b")])
+    assert list(unscored.as_dict()) == keys and unscored.score is None
+    assert CompareRow.from_dict(two.as_dict()) == two

@@ -314,12 +314,12 @@ def test_a_run_trains_on_a_mix_and_reports_its_sources(micro_llama_dir, tmp_path
 
 
 def test_a_mix_in_a_config_file_resolves_paths_next_to_it(tmp_path):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
     (tmp_path / "c.yaml").write_text("data:\n  train:\n    - {path: a.jsonl, weight: 0.9}\n"
                                      "    - {probe: knowledge, weight: 0.1}\n  eval: {path: a.jsonl}\n")
-    cfg = load_config(tmp_path / "c.yaml")
+    cfg = load_run_config(tmp_path / "c.yaml")
     assert cfg.data.train[0].path == str(tmp_path / "a.jsonl") and cfg.data.eval.path == str(tmp_path / "a.jsonl")
 
 

@@ -76,9 +76,9 @@ def test_methods_and_base_aliases_have_one_owner():
     from tunewise.config import RunConfig
     from tunewise.defaults import ADAPTER_METHODS, BASE_ALIASES, BY_MEMORY, TINY_BASE
     from tunewise.estimate import memory
-    from tunewise.train.methods import METHODS as STRATEGIES
+    from tunewise.train.methods import METHOD_IMPLS as STRATEGIES
 
     assert sorted(BY_MEMORY) == sorted(METHODS) == sorted(STRATEGIES) and set(ADAPTER_METHODS) < set(METHODS)
-    assert memory.METHODS is BY_MEMORY and engine.FALLBACK is BY_MEMORY
+    assert engine.FALLBACK is BY_MEMORY and not hasattr(memory, "METHODS")  # one METHODS: defaults'
     assert models.ALIASES is BASE_ALIASES and TINY_BASE in BASE_ALIASES
     assert RunConfig.model_fields["base"].default == TINY_BASE

@@ -21,13 +21,13 @@ from tunewise.train.checkpoint import complete_checkpoints, damaged_file
 # What each torchrun process runs: train, optionally stopping at a step or resuming.
 LAUNCH = r"""
 import sys
-from tunewise.config import load_config
+from tunewise.config import load_run_config
 from tunewise.train import train
 cfg, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "resume":
-    train(load_config(f"{out}/config.yaml"), out, resume=True, quiet=True)
+    train(load_run_config(f"{out}/config.yaml"), out, resume=True, quiet=True)
 else:
-    train(load_config(cfg), out, quiet=True, stop_at_step=int(mode) if mode != "all" else None)
+    train(load_run_config(cfg), out, quiet=True, stop_at_step=int(mode) if mode != "all" else None)
 """
 
 

@@ -71,7 +71,7 @@ def run_config(task: Path, **extra) -> str:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """A small task, a finished run and a run stopped after its first checkpoint (copied into each case)."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.tasks import make_task
     from tunewise.train import train
 
@@ -79,7 +79,7 @@ def shared(tmp_path_factory):
     task = root / "task"
     make_task("structured", task, {"train": 8, "validation": 4, "test": 4}, 0)
     cfg_path = write(root / "run.yaml", run_config(task))
-    cfg = load_config(cfg_path)
+    cfg = load_run_config(cfg_path)
     train(cfg, root / "finished", quiet=True)
     train(cfg, root / "stopped", quiet=True, stop_at_step=1)
     return {"task": task, "config": cfg_path, "finished": root / "finished", "stopped": root / "stopped"}
@@ -216,6 +216,12 @@ CASES = [
     ("advise-write-config-under-file", lambda ws: ["advise", "--json", "--task", "sql", "--model", "tiny",
                                                    "--write-config", write(ws / "f", "x") / "c.yaml"], 2,
      ["--write-config"]),
+    # --- pilot
+    ("pilot-no-data", lambda ws: ["pilot", "--base", "tiny"], 2, ["--data: missing"]),
+    ("pilot-bad-points", lambda ws: ["pilot", "--base", "tiny", "--data", ws / "task" / "train.jsonl", "--points",
+                                     "8,x", "--methods", "lora,ful"], 2, ["--points", "ful"]),
+    ("pilot-budget-nan", lambda ws: ["pilot", "--base", "tiny", "--data", ws / "task" / "train.jsonl", "--budget",
+                                     "nan"], 2, ["--budget", "finite"]),
     # --- estimate
     ("estimate-rank-zero", lambda ws: ["estimate", "--model", "tiny", "--rank", "0"], 2, ["rank"]),
     ("estimate-seq-len-negative", lambda ws: ["estimate", "--model", "tiny", "--seq-len", "-5"], 2, ["seq"]),

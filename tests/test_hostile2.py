@@ -180,12 +180,12 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released(ws):
 
 
 def test_lock_is_released_when_the_run_fails(ws):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.rundir import lock_holder
     from tunewise.train import train
 
     with pytest.raises(Exception):  # noqa: B017 -- any failure: the point is what it leaves behind
-        train(load_config(write(ws / "ok.yaml", run_yaml())).model_copy(update={"base": "no/such-base"}), ws / "o")
+        train(load_run_config(write(ws / "ok.yaml", run_yaml())).model_copy(update={"base": "no/such-base"}), ws / "o")
     assert lock_holder(ws / "o") is None and not (ws / "o" / ".lock").exists()
 
 
@@ -263,9 +263,9 @@ def test_force_and_own_outputs_are_replaced(ws):
     for _ in range(2):  # the second run replaces the config the first one wrote
         code, out = run_cli(args)
         assert code == 0, out
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
-    assert load_config(ws / "a.yaml").base == "tiny"  # the mark is a comment: train reads the file as it is
+    assert load_run_config(ws / "a.yaml").base == "tiny"  # the mark is a comment: train reads the file as it is
 
 
 # ---------------------------------------------------------------------------------- runs know their inputs
@@ -274,11 +274,11 @@ def test_force_and_own_outputs_are_replaced(ws):
 @pytest.fixture
 def stopped(ws):
     """A run stopped after its first checkpoint (resumable), in the case's folder."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.train import train
 
     write(ws / "run.yaml", run_yaml().replace("max_steps: 1", "max_steps: 2\n  save_every: 1"))
-    train(load_config(ws / "run.yaml"), ws / "run", quiet=True, stop_at_step=1)
+    train(load_run_config(ws / "run.yaml"), ws / "run", quiet=True, stop_at_step=1)
     assert (ws / "run" / "inputs.json").is_file()
     return ws / "run"
 
@@ -300,11 +300,11 @@ def test_resume_with_data_path_changed_in_config_is_refused(ws, stopped):
 
 
 def test_adapter_on_another_base_is_refused_as_merge_refuses_it(ws, micro_llama_dir):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.train import train
 
     write(ws / "run.yaml", run_yaml())
-    train(load_config(ws / "run.yaml"), ws / "run", quiet=True)
+    train(load_run_config(ws / "run.yaml"), ws / "run", quiet=True)
     write(ws / "t.jsonl", json.dumps({"prompt": "q", "completion": "a"}) + "\n")
     refused(ws, ["eval", "run", "--base", micro_llama_dir, "--data", "t.jsonl", "--out", "ev"], 2,
             ["'run' was trained on base 'tiny'", "--base", str(micro_llama_dir)])

@@ -44,9 +44,9 @@ def _config_file(tmp_path, content: bytes):
 
 
 def _load_train(path):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
-    return load_config(path)
+    return load_run_config(path)
 
 
 def _load_continual(path):
@@ -70,11 +70,11 @@ def test_config_loaders(tmp_path_factory, loader, content):
 @given(doc=documents, override=st.text(max_size=20))
 def test_train_config_overrides(tmp_path_factory, doc, override):
     """--set values are YAML too: any text after key= is an answer or a TunewiseError."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
 
     path = _config_file(tmp_path_factory.mktemp("set"), yaml_text(doc).encode())
     try:
-        load_config(path, [f"lora.r={override}", f"{override}=1"])
+        load_run_config(path, [f"lora.r={override}", f"{override}=1"])
     except TunewiseError as e:
         assert e.message
 

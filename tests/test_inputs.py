@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydantic import BaseModel
 
-from tunewise.config import RunConfig, load_config, validate_config
+from tunewise.config import RunConfig, load_run_config, validate_config
 from tunewise.errors import ConfigError
 from tunewise.inputs import field_rows, help_text
 
@@ -43,7 +43,7 @@ def test_config_files_report_problems_the_same_way(tmp_path, loader, text, probl
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as e:
-        {"run": load_config, "continual": load_continual_config}[loader](path)
+        {"run": load_run_config, "continual": load_continual_config}[loader](path)
     assert e.value.message == f"{path}: {len(problems)} problem(s) in the config:" + "".join(
         f"\n  - {p}" for p in problems)
 

@@ -24,6 +24,7 @@ LAYERS: list[list[str]] = [
     ["rundir"],  # a run directory's layout, its config read typed
     ["targets", "ownership"],  # what a model argument names; which folders tunewise wrote
     ["models"],  # what a base name means, loading it
+    ["model_size"],  # a base's parameter count on the meta device (the size defaults' input)
     ["data", "adapters", "analysis", "estimate", "stage"],  # records; an adapter checked against its base; pure
     # maths; train-evaluate-reuse for compare and continual
     ["tasks", "report", "generate"],  # task generators, scorers, metrics, probes; rendering results as text and

@@ -1,4 +1,4 @@
-"""`tunewise advise --pilot` end to end on the shipped tiny base with a tiny budget (explicit small slices)."""
+"""`tunewise pilot` (and its old spelling, `advise --pilot`) end to end on the shipped tiny base with a tiny budget (explicit small slices)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typer.testing import CliRunner
 
 def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp_path):
     from tunewise.cli import app
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.tasks import ensure_task
 
     data = ensure_task("structured", tmp_path / "task", {"train": 40, "validation": 8, "test": 4}, 0)
     out = tmp_path / "pilot"
-    res = CliRunner().invoke(app, ["advise", "--pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
+    res = CliRunner().invoke(app, ["pilot", "--base", "tiny", "--data", str(data / "train.jsonl"),
                                    "--eval", str(data / "validation.jsonl"), "--points", "8,12,16",
-                                   "--pilot-epochs", "1", "--eval-size", "8", "--find-lr-steps", "6",
+                                   "--epochs", "1", "--eval-size", "8", "--find-lr-steps", "6",
                                    "--budget", "60", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "Recommendation:" in res.output and "left]" in res.output  # progress with the time left
@@ -35,7 +35,7 @@ def test_pilot_on_the_tiny_base_writes_json_html_and_a_config(tiny_base_dir, tmp
     assert all(len(r["items"]) == 8 for r in result["runs"]) and "Resolution: on 8 validation examples" in v["text"]
     html = (out / "pilot.html").read_text()
     assert 'id="pilot"' in html and "data:image/png;base64" in html
-    cfg = load_config(out / "recommended.yaml")
+    cfg = load_run_config(out / "recommended.yaml")
     assert cfg.method == v["recommendation"] and cfg.train.lr == result["lr"][cfg.method]
     assert yaml.safe_load((out / "recommended.yaml").read_text())["data"]["train"].endswith("train.jsonl")
     # trained weights are not kept: the pilot keeps only what its report needs
@@ -97,8 +97,24 @@ def test_a_budget_that_cannot_buy_a_measurement_is_refused_up_front(tmp_path):
     from tunewise.errors import TunewiseError
 
     assert isinstance(res.exception, TunewiseError)  # the CLI prints it as one line and exits 2
+    notes = [line for line in res.output.splitlines() if "tunewise pilot" in line]
+    assert len(notes) == 1 and "is now `tunewise pilot`" in notes[0]  # the old spelling runs, pointing to the new
     text = str(res.exception)
     assert "--budget 0.01 min cannot buy a measurement" in text
     wanted = int(re.search(r"give --budget (\d+) or more", text).group(1))
     assert wanted >= 1
     assert not (out / "runs").exists()  # nothing was trained
+
+
+def test_without_a_range_test_the_lr_is_the_size_default_of_the_meta_count(tmp_path):
+    """--find-lr-steps 0: each method's lr is the size default for the base's parameters, counted on the meta
+    device (tunewise.model_size) as compare and continual count them."""
+    from tunewise.advise.pilot import Clock, PilotSpec, _learning_rates
+    from tunewise.defaults import default_lr
+    from tunewise.model_size import parameter_count
+
+    spec = PilotSpec(base="tiny", train="x.jsonl", find_lr_steps=0)
+    lrs, notes, step_s = _learning_rates(spec, Clock(5, lambda *_: None), tmp_path / "pool.jsonl", tmp_path)
+    n = parameter_count("tiny")
+    assert lrs == {m: default_lr(m, n)[0] for m in ("lora", "full")} and step_s == {}
+    assert all("--find-lr-steps 0" in note for note in notes.values())

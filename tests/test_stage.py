@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tunewise.stage import FINISHED, TRAINING, Stage, stage_config, stage_key
+from tunewise.stage import FINISHED, TRAINING, Stage, StageSpec, stage_key
 
 
 @pytest.fixture()
@@ -31,9 +31,9 @@ def test_stage_key_changes_with_base_files_config_and_data(tmp_path, base):
     assert stage_key(str(base), "method: lora\n", [data]) != changed_data  # the base rewritten in place
 
 
-def test_stage_config_is_a_checked_run_config(tmp_path):
-    cfg = stage_config("tiny", "lora", tmp_path / "t.jsonl", rank=4, max_seq_len=64, batch_size=2, seed=1,
-                       max_steps=3, epochs=2.0, probes=["lm"], labels=["neg", "pos"], log_every=1)
+def test_a_stage_spec_is_a_checked_run_config(tmp_path):
+    cfg = StageSpec("tiny", "lora", tmp_path / "t.jsonl", rank=4, max_seq_len=64, batch_size=2, seed=1, max_steps=3,
+                    epochs=2.0, probes=("lm",), labels=("neg", "pos"), log_every=1).run_config()
     assert (cfg.lora.r, cfg.train.max_steps, cfg.train.lr, cfg.task_type, cfg.num_labels) == (
         4, 3, None, "sequence-classification", 2)
     assert cfg.preserve.probes == []  # a classifier has no generative probes

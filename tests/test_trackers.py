@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunewise.config import load_config, validate_config
+from tunewise.config import load_run_config, validate_config
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.train import train
 from tunewise.train.checkpoint import latest_checkpoint
@@ -205,17 +205,17 @@ def test_report_to_and_best_config_rules(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text("data: {train: t.jsonl}\ntrain: {tensorboard: true}\n")
     with pytest.raises(ConfigError, match=r"train.tensorboard: unknown key; did you mean 'train.report_to'"):
-        load_config(old)
+        load_run_config(old)
     # A run directory written before report_to existed holds `tensorboard: false`: its own config still loads
     # (so --resume works on it), while the same key in a user's config is the error above.
     run_dir_config = tmp_path / "config.yaml"
     run_dir_config.write_text("data: {train: t.jsonl}\ntrain: {tensorboard: false, epochs: 2}\n")
-    assert load_config(run_dir_config, run_dir_config=True).train.epochs == 2
+    assert load_run_config(run_dir_config, run_dir_config=True).train.epochs == 2
     with pytest.raises(ConfigError, match="did you mean 'train.report_to'"):
-        load_config(run_dir_config)
+        load_run_config(run_dir_config)
     old.write_text("data: {train: t.jsonl}\ntrain: {tensorboard: true}\n")
     with pytest.raises(ConfigError, match="did you mean 'train.report_to'"):
-        load_config(old, run_dir_config=True)  # true was never inert: say so
+        load_run_config(old, run_dir_config=True)  # true was never inert: say so
 
 
 def test_resume_after_a_kill_continues_the_same_tracked_runs(tracked, micro_llama_dir, tmp_path):

@@ -251,7 +251,7 @@ def test_resume_is_exact(method, micro_llama_dir, tmp_path):
 KILL_DURING_SAVE = r"""
 import os, signal, sys
 import safetensors.torch as st
-from tunewise.config import load_config
+from tunewise.config import load_run_config
 from tunewise.train import checkpoint, train
 real = st.save_file
 calls = {"n": 0}
@@ -263,7 +263,7 @@ def dying_save(tensors, path, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(tensors, path, *a, **k)
 checkpoint.save_file = dying_save
-train(load_config(sys.argv[1]), sys.argv[2], quiet=True)
+train(load_run_config(sys.argv[1]), sys.argv[2], quiet=True)
 """
 
 

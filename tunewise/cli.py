@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # (module under tunewise.commands, attribute): each module exposes `register(app)`.
-COMMAND_MODULES = ["doctor", "demo", "advise", "estimate", "data", "tasks", "train", "eval", "compare",
+COMMAND_MODULES = ["doctor", "demo", "advise", "pilot", "estimate", "data", "tasks", "train", "eval", "compare",
                    "analyze", "continual", "serve", "chat", "merge", "export", "report"]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, TINY_BASE, Method, lr_table
+from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, TINY_BASE, MethodName, lr_table
 from tunewise.errors import ConfigError
 from tunewise.inputs import Strict, load_file, validate
 
@@ -160,7 +160,7 @@ class PreserveConfig(Strict):
 
 class RunConfig(Strict):
     base: str = Field(TINY_BASE, description="Base model: 'tiny', 'minilm', a local folder or a hub id.")
-    method: Method = Field("lora", description="lora, qlora (LoRA on a 4-bit base) or full fine-tuning.")
+    method: MethodName = Field("lora", description="lora, qlora (LoRA on a 4-bit base) or full fine-tuning.")
     task_type: Literal["causal-lm", "sequence-classification"] = Field(
         "causal-lm", description="causal-lm (text generation) or sequence-classification (a classifier head).")
     num_labels: int | None = Field(None, gt=1, description="Classes, for sequence-classification.")
@@ -227,7 +227,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parse_yaml(raw, f"--set {text}") if raw.strip() else ""
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_set_flags(data: dict, overrides: list[str]) -> dict:
     for text in overrides:
         path, value = parse_override(text)
         node = data
@@ -244,14 +244,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 RETIRED_RUN_KEYS = {("train", "tensorboard"): False}
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, run_dir_config: bool = False) -> RunConfig:
+def load_run_config(path: str | Path, overrides: list[str] | None = None, run_dir_config: bool = False) -> RunConfig:
     path = Path(path)
 
     def prepare(data: dict) -> dict:
         for (section, key), inert in RETIRED_RUN_KEYS.items() if run_dir_config else ():
             if isinstance(data.get(section), dict) and data[section].get(key, not inert) == inert:
                 del data[section][key]
-        data = apply_overrides(data, overrides or [])
+        data = apply_set_flags(data, overrides or [])
         # relative data paths are relative to the config file, so a config works from any directory
         section = data.get("data") if isinstance(data.get("data"), dict) else {}
         for key in ("train", "eval"):

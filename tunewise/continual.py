@@ -15,16 +15,17 @@ from pathlib import Path
 from pydantic import Field
 
 from tunewise.decide import Scores, item_pair, measure_gap
-from tunewise.defaults import TINY_BASE, Method
+from tunewise.defaults import TINY_BASE, MethodName, default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json
 from tunewise.inputs import Strict, load_file
 from tunewise.rundir import RunDir
+from tunewise.stage import Stage, StageSpec, stage_key
 from tunewise.tasks.probes import default_probes
 
 
 class MethodSpec(Strict):
-    method: Method = Field(description="lora, qlora or full.")
+    method: MethodName = Field(description="lora, qlora or full.")
     r: int = Field(16, gt=0, description="Adapter rank (LoRA and QLoRA).")
     lr: float | None = Field(None, gt=0, description="Learning rate; default by method and model size "
                                                      "(tunewise/defaults.py).")
@@ -80,13 +81,12 @@ def task_seq_len(cfg: ContinualConfig, data: Path, log=print) -> int:
     return fitted(cfg.base, data, cfg.max_seq_len, cfg.allow_truncation, log)
 
 
-def stage_config(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int, seq_len: int = 160):
-    from tunewise.defaults import default_lr
-    from tunewise.stage import stage_config as build
-
-    return build(base, m.method, data / "train.jsonl", rank=m.r, max_seq_len=seq_len,
-                 batch_size=cfg.batch_size, seed=cfg.seed, lr=m.lr or default_lr(m.method, n_params)[0],
-                 epochs=cfg.epochs)
+def stage_spec(cfg: ContinualConfig, m: MethodSpec, base: str, data: Path, n_params: int,
+               seq_len: int = 160) -> StageSpec:
+    """What one method's stage on one task trains: from `base` (the previous stage's model), at the size
+    default lr of the original base unless the method gives one."""
+    return StageSpec(base, m.method, data / "train.jsonl", rank=m.r, max_seq_len=seq_len, batch_size=cfg.batch_size,
+                     seed=cfg.seed, lr=m.lr or default_lr(m.method, n_params)[0], epochs=cfg.epochs)
 
 
 def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str, data: Path, tasks: dict[str, Path],
@@ -94,11 +94,10 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
     """Train one stage from `base` (tunewise.stage: reused when it finished from the same model files, settings
     and data), make the result a plain model folder, evaluate it on every task."""
     from tunewise.config import dump_config
-    from tunewise.stage import Stage, stage_key
     from tunewise.train import train
 
     folder = out / m.label / f"stage-{i + 1}-{Path(task).name}"
-    run_cfg = stage_config(cfg, m, base, data, n_params, seq_len)
+    run_cfg = stage_spec(cfg, m, base, data, n_params, seq_len).run_config()
     files = [data / "train.jsonl", *(d / "test.jsonl" for d in tasks.values())]  # it keeps scores on every task
     stage = Stage(folder, folder / "run", folder / "stage.json", stage_key(base, dump_config(run_cfg), files))
     model_dir = folder / ("run/model" if m.method == "full" else "merged")
@@ -175,9 +174,9 @@ def run_continual(cfg: ContinualConfig, quiet: bool = False, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {Path(t).name: task_dir(cfg, t, out) for t in cfg.tasks}
-    from tunewise.models import count_parameters, load_model
+    from tunewise.model_size import parameter_count
 
-    n_params = count_parameters(load_model(cfg.base))
+    n_params = parameter_count(cfg.base)
     seq_lens = {name: task_seq_len(cfg, data, log) for name, data in tasks.items()}
     results = {}
     for m in cfg.methods:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Method = Literal["lora", "qlora", "full"]
-METHODS: tuple[str, ...] = get_args(Method)
+MethodName = Literal["lora", "qlora", "full"]
+METHODS: tuple[str, ...] = get_args(MethodName)
 ADAPTER_METHODS = ("lora", "qlora")  # what trains an adapter (the rest: the whole model)
 BY_MEMORY = ("full", "lora", "qlora")  # most memory first: estimate's table order and advise's fallback chain
 

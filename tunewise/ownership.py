@@ -21,7 +21,7 @@ MARKER = ".tunewise"
 # The files each kind always writes together: how a folder from before the marker is recognised.
 SIGNATURE = {"run": (rundir.CONFIG, rundir.METRICS), "task": ("meta.json", "train.jsonl"),
              "compare": ("compare.json", "configs"), "pilot": ("pilot.json", "data"),
-             "eval": ("results.json", "predictions.jsonl"), "merged model": ("merge.json", "config.json"),
+             "eval": (rundir.RESULTS, rundir.PREDICTIONS), "merged model": ("merge.json", "config.json"),
              "mitigated adapter": ("mitigation.json", "adapter_config.json")}
 # The first line of a text file tunewise may replace (a config advise wrote); files that cannot hold a comment
 # (JSONL, GGUF) carry none, so an existing one is replaced only with --force.

@@ -8,7 +8,9 @@
             model/          ... or of full fine-tuning (a model folder)
             retention_before.json, retention.json   the probes' scores before training, and the change
             best/           the best checkpoint by eval loss (train.keep_best)
-            loss.png, eval/, analysis.json
+            loss.png, analysis.json
+            eval/NAME/      one evaluation: results.json, predictions.jsonl (and retention.json with probes);
+                            `tunewise eval RUN` names it after the task or test file, compare `compare`
             inputs.json     digests of the data and the base the run started from (resume checks them)
             .lock           while a process writes the run: who (pid, host, since); see `writing`
 
@@ -39,11 +41,42 @@ OUTPUTS = ("adapter", "model")  # the output folder's name: a PEFT adapter, or a
 ANALYSIS = "analysis.json"
 LOSS_PLOT = "loss.png"
 EVAL = "eval"
+RESULTS = "results.json"  # an evaluation's summary ...
+PREDICTIONS = "predictions.jsonl"  # ... and its per-example records
+COMPARE_EVAL = "compare"  # the evaluation compare scores each of its runs with: RUN/eval/compare/
+LEGACY_EVAL = "eval.json"  # before: compare's RUN/eval.json beside RUN/predictions.jsonl (still read)
 RETENTION_BEFORE = "retention_before.json"
 RETENTION = "retention.json"
 BEST = "best"
 LOCK = ".lock"
 INPUTS = "inputs.json"
+
+
+@dataclass(frozen=True)
+class EvalFiles:
+    """The files of one evaluation in `folder`: its summary (results.json), one record per example
+    (predictions.jsonl) and, when probes ran, retention.json. `tunewise eval` and compare both write this layout;
+    `results_name` is only for reading compare's older eval.json."""
+
+    folder: Path
+    results_name: str = RESULTS
+
+    @property
+    def results(self) -> Path:
+        return self.folder / self.results_name
+
+    @property
+    def predictions(self) -> Path:
+        return self.folder / PREDICTIONS
+
+    @property
+    def retention(self) -> Path:
+        return self.folder / RETENTION
+
+    def read_predictions(self) -> list[dict]:
+        import json
+
+        return [json.loads(line) for line in self.predictions.read_text().splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -95,8 +128,17 @@ class RunDir:
 
     @property
     def eval_dir(self) -> Path:
-        """Where `tunewise eval RUN_DIR` writes its results, one folder per task or test file."""
+        """Where a run's evaluations are, one folder each (eval_files)."""
         return self.path / EVAL
+
+    def eval_files(self, name: str) -> EvalFiles:
+        """RUN/eval/NAME: `tunewise eval RUN` writes NAME = the task or test file's name, compare NAME = compare."""
+        return EvalFiles(self.eval_dir / name)
+
+    def legacy_compare_eval(self) -> EvalFiles:
+        """Where compare kept a run's evaluation before the layout was one (RUN/eval.json, RUN/predictions.jsonl):
+        run folders on disk still have it, and compare still reads it."""
+        return EvalFiles(self.path, LEGACY_EVAL)
 
     @property
     def output(self) -> Path | None:
@@ -133,9 +175,9 @@ class RunDir:
             if not self.config_path.is_file():
                 raise TunewiseError(f"'{self.path}' is not a run directory (no {CONFIG})",
                                     "pass the folder `tunewise train` wrote")
-            from tunewise.config import load_config
+            from tunewise.config import load_run_config
 
-            self._cache["config"] = load_config(self.config_path, run_dir_config=True)
+            self._cache["config"] = load_run_config(self.config_path, run_dir_config=True)
         return self._cache["config"]
 
     def config_text(self) -> str | None:

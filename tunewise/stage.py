@@ -1,7 +1,8 @@
 """One stage of a multi-run command: train a run, then evaluate and analyze it; reuse it when nothing changed.
 
 `compare` (one stage per method, trained in a subprocess so each method's peak memory is its own) and `continual`
-(one stage per task, in process) run their stages here, and `advise --pilot` builds its run configs here too.
+(one stage per task, in process) run their stages here, and all three (with `tunewise pilot`) describe a stage's
+training as a StageSpec, whose RunConfig is built here.
 
 The one cache rule: a stage is keyed on the base's fingerprint, the text of its resolved run config and the
 digests of the data it trains on and is scored on (`stage_key`). Its record (a small JSON file) holds that key;
@@ -18,36 +19,52 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunewise.config import RunConfig, validate_config
 from tunewise.fileio import atomic_write_json, file_digest
 from tunewise.rundir import RunDir
 
 TRAINING, FINISHED = "training", "finished"
 
 
-def stage_config(base: str, method: str, train_file: Path, *, rank: int, max_seq_len: int, batch_size: int,
-                 seed: int, lr: float | None = None, epochs: float | None = None, max_steps: int | None = None,
-                 eval_file: Path | None = None, log_every: int | None = None, probes: list[str] | None = None,
-                 labels: list[str] | None = None):
-    """The RunConfig of one stage. lr None: train sets it from the model's size; max_steps wins over epochs;
-    `labels` makes it a sequence classifier over them (an encoder base), which has no generative probes."""
-    from tunewise.config import validate_config
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage trains, in the terms compare, continual and the pilot share; `run_config()` is its RunConfig.
+    lr None: train sets it from the model's size; max_steps wins over epochs; `labels` makes it a sequence
+    classifier over them (an encoder base), which has no generative probes."""
 
-    train: dict[str, Any] = {"batch_size": batch_size, "seed": seed}
-    train |= {"max_steps": max_steps} if max_steps else {"epochs": epochs}
-    if lr is not None:
-        train["lr"] = lr
-    if log_every is not None:
-        train["log_every"] = log_every
-    cfg: dict[str, Any] = {"base": base, "method": method, "data": {"train": str(train_file),
-                                                                    "max_seq_len": max_seq_len},
-                           "lora": {"r": rank}, "train": train}
-    if eval_file is not None:
-        cfg["data"]["eval"] = str(eval_file)
-    if probes is not None:
-        cfg["preserve"] = {"probes": probes, "limit": 48}
-    if labels:
-        cfg |= {"task_type": "sequence-classification", "num_labels": len(labels), "preserve": {"probes": []}}
-    return validate_config(cfg)
+    base: str
+    method: str
+    train_file: Path
+    rank: int
+    max_seq_len: int
+    batch_size: int
+    seed: int
+    lr: float | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    eval_file: Path | None = None
+    log_every: int | None = None
+    probes: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    def run_config(self) -> RunConfig:
+        train: dict[str, Any] = {"batch_size": self.batch_size, "seed": self.seed}
+        train |= {"max_steps": self.max_steps} if self.max_steps else {"epochs": self.epochs}
+        if self.lr is not None:
+            train["lr"] = self.lr
+        if self.log_every is not None:
+            train["log_every"] = self.log_every
+        data: dict[str, Any] = {"train": str(self.train_file), "max_seq_len": self.max_seq_len}
+        if self.eval_file is not None:
+            data["eval"] = str(self.eval_file)
+        cfg: dict[str, Any] = {"base": self.base, "method": self.method, "data": data, "lora": {"r": self.rank},
+                               "train": train}
+        if self.probes is not None:
+            cfg["preserve"] = {"probes": list(self.probes), "limit": 48}
+        if self.labels:
+            cfg |= {"task_type": "sequence-classification", "num_labels": len(self.labels),
+                    "preserve": {"probes": []}}
+        return validate_config(cfg)
 
 
 def stage_key(base: str, config_text: str, data_files: Sequence[Path]) -> str:

@@ -1,4 +1,4 @@
-"""Learning curves for `advise --pilot`: score against training examples, extrapolated to the full data set.
+"""Learning curves for `tunewise pilot`: score against training examples, extrapolated to the full data set.
 
 Model: a saturating power law, score(n) = a - b * n^-c with b >= 0 and c in [C_MIN, C_MAX] (the usual shape of
 data-scaling curves: diminishing returns towards a ceiling a). For each c on a grid the weighted least-squares

@@ -1,4 +1,4 @@
-"""`tunewise advise --pilot`: measure instead of reciting. Short LoRA / full (/ QLoRA) trainings on growing slices of
+"""`tunewise pilot`: measure instead of reciting. Short LoRA / full (/ QLoRA) trainings on growing slices of
 the user's data, scored on the validation split with the task's scorer; a learning curve per method
 (curves.py) predicts the score at the full data; the verdict (pilot_verdict.py) weighs that against the rule
 table and the memory fit. Everything stays inside the time budget.
@@ -24,6 +24,7 @@ from tunewise.decide.vocabulary import KINDS, advise_task_of
 from tunewise.defaults import METHODS
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
+from tunewise.stage import StageSpec
 
 GROWTH = (1.5, 4.0)  # each slice is 1.5x to 4x the previous one, as the budget allows
 FIND_LR_SHARE = 0.3  # at most this share of the budget goes to the range tests (all methods together)
@@ -58,7 +59,7 @@ def check(spec: PilotSpec) -> list[str]:
         p.append(f"--eval: '{spec.eval}' does not exist")
     bad = [m for m in spec.methods if m not in METHODS]
     if bad or not spec.methods:
-        p.append(f"--pilot-methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
+        p.append(f"--methods: unknown {bad or 'empty list'}; choose from {', '.join(METHODS)}")
     if spec.task_kind and spec.task_kind not in KINDS:
         p.append(f"--task-kind: '{spec.task_kind}' is not one of {', '.join(KINDS)}")
     if not spec.budget_min > 0:
@@ -133,12 +134,12 @@ def advise_task(spec: PilotSpec, meta_task: str | None) -> str:
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def run_config(spec: PilotSpec, method: str, train_file: Path, lr: float | None, eval_file: Path | None = None):
-    from tunewise.stage import stage_config
-
-    return stage_config(spec.base, method, Path(train_file).resolve(), rank=spec.rank, max_seq_len=spec.max_seq_len,
-                        batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs, log_every=1,
-                        eval_file=Path(eval_file).resolve() if eval_file else None)
+def stage_spec(spec: PilotSpec, method: str, train_file: Path, lr: float | None,
+               eval_file: Path | None = None) -> StageSpec:
+    """One pilot training (a slice, a range test or the recommendation) in the stage terms compare shares."""
+    return StageSpec(spec.base, method, Path(train_file).resolve(), rank=spec.rank, max_seq_len=spec.max_seq_len,
+                     batch_size=spec.batch_size, seed=spec.seed, lr=lr, epochs=spec.epochs, log_every=1,
+                     eval_file=Path(eval_file).resolve() if eval_file else None)
 
 
 def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: float, es, out: Path) -> dict:
@@ -153,7 +154,7 @@ def train_and_score(spec: PilotSpec, method: str, n: int, pool: list[dict], lr: 
     run_dir = out / "runs" / f"{method}-n{n}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a pilot's point is cheap; never mix two attempts
-    cfg = run_config(spec, method, slice_file, lr)
+    cfg = stage_spec(spec, method, slice_file, lr).run_config()
     summary = train(cfg, run_dir, quiet=True).summary
     result = evaluate(load_target(str(run_dir)), es)
     for name in (*OUTPUTS, CHECKPOINTS):  # the weights were only needed for the score
@@ -202,7 +203,7 @@ def run_pilot(spec: PilotSpec, log=print) -> dict:
 
     problems = check(spec)
     if problems:
-        raise TunewiseError("; ".join(problems), "see tunewise advise --help")
+        raise TunewiseError("; ".join(problems), "see tunewise pilot --help")
     _refuse_encoder(spec.base)
     clock = Clock(spec.budget_min, log)
     out = Path(spec.out)
@@ -291,7 +292,7 @@ def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -
     share = FIND_LR_SHARE * clock.limit / len(spec.methods)
     for m in spec.methods:
         if spec.find_lr_steps and clock.left() > 0.5 * clock.limit:
-            test = range_test(run_config(spec, m, pool_file, None), spec.find_lr_steps,
+            test = range_test(stage_spec(spec, m, pool_file, None).run_config(), spec.find_lr_steps,
                               max_seconds=share)
             step_s[m] = test.seconds / max(len(test.losses), 1)
             write_result(test, (out / "find_lr" / m))
@@ -304,9 +305,10 @@ def _learning_rates(spec: PilotSpec, clock: Clock, pool_file: Path, out: Path) -
         else:
             from tunewise.defaults import default_lr, lr_source
 
-            lrs[m] = default_lr(m, _n_params(spec.base))[0]
+            n_params = _n_params(spec.base)
+            lrs[m] = default_lr(m, n_params)[0]
             why = "--find-lr-steps 0" if not spec.find_lr_steps else "no time left for the range test"
-            lr_notes[m] = f"size default {lrs[m]:g} ({why}; evidence: {lr_source(_n_params(spec.base))})"
+            lr_notes[m] = f"size default {lrs[m]:g} ({why}; evidence: {lr_source(n_params)})"
             clock.say(f"{m}: {lr_notes[m]}")
     return lrs, lr_notes, step_s
 
@@ -392,8 +394,8 @@ def _write_recommendation(spec: PilotSpec, verdict, lrs: dict, lr_notes: dict, o
     from tunewise.config import dump_config
 
     rec = verdict.recommendation
-    cfg = run_config(spec, rec, Path(spec.train), lrs.get(rec), spec.eval)
-    text = (f"# tunewise advise --pilot: {rec} ({verdict.evidence} evidence); lr: "
+    cfg = stage_spec(spec, rec, Path(spec.train), lrs.get(rec), spec.eval).run_config()
+    text = (f"# tunewise pilot: {rec} ({verdict.evidence} evidence); lr: "
             f"{lr_notes.get(rec, 'size default')}\n" + dump_config(cfg))
     return atomic_write_text(out / "recommended.yaml", text)
 
@@ -408,6 +410,6 @@ def _refuse_encoder(base: str) -> None:
 
 
 def _n_params(base: str) -> int:
-    from tunewise.estimate import load_spec
+    from tunewise.model_size import parameter_count
 
-    return load_spec(base).total_params
+    return parameter_count(base)

@@ -85,6 +85,6 @@ def write_html(result: dict, out: Path) -> Path:
     from tunewise.report.html import _page
 
     path = out / "pilot.html"
-    atomic_write_text(path, _page("tunewise advise --pilot", ["<h1>tunewise advise --pilot</h1>",
+    atomic_write_text(path, _page("tunewise pilot", ["<h1>tunewise pilot</h1>",
                                                               pilot_section(result, out)]))
     return path

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from tunewise.advise.evidence import EVIDENCE
 
-MEASURE = ("measure it on your task before settling: `tunewise advise --pilot` (inside a time budget) or "
+MEASURE = ("measure it on your task before settling: `tunewise pilot` (inside a time budget) or "
            "`tunewise compare --seeds 3 --eval-size 400` (a +-5-point band)")
 
 

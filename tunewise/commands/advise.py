@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 DATA_HELP = ("Training data (a file, a save_to_disk folder or a dataset id): its size, duplicates and token lengths "
-             "(with --model's tokenizer) shape the advice; --pilot trains on it.")
+             "(with --model's tokenizer) shape the advice.")
 PRIORITIES = {"accuracy": "accuracy_priority", "time": "time_bottleneck", "iteration": "fast_iteration"}
 
 
@@ -97,7 +97,7 @@ def render(advice) -> None:
         val = ",".join(v["value"]) if isinstance(v["value"], list) else v["value"]
         con.print(escape(f"  {k} = {val}: {v['reason']}"))
         if k == "lr":
-            con.print("    [dim]measure it on your data: tunewise train CONFIG --find-lr (or advise --pilot)[/dim]")
+            con.print("    [dim]measure it on your data: tunewise train CONFIG --find-lr (or tunewise pilot)[/dim]")
     if a["data"]:
         con.print("[bold]Data[/bold]")
         for k in ("size", "duplicates_advice", "format_advice", "preserve"):
@@ -132,38 +132,33 @@ def advise(
     from_file: str = typer.Option(None, "--from", help="Read the inputs from a YAML file (keys as the flags)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     write_config: str = typer.Option(None, "--write-config", help="Write a `tunewise train` config here."),
-    pilot: bool = typer.Option(False, "--pilot", help="Measure instead of reciting: LoRA and full on growing "
-                               "slices of --data, scored on --eval; learning curves (or, when the last slice is "
-                               "all of --data, the gap paired per example) beat the rule table when they separate "
-                               "the methods; the verdict says how many points the gap is known to. Writes "
-                               "OUT/pilot.{json,html}, recommended.yaml (lr from the range test)."),
-    base: str = typer.Option(None, "--base", help="--pilot: base model ('tiny', 'smollm2', a folder, a hub id)."),
+    pilot: bool = typer.Option(False, "--pilot", help="The old spelling of `tunewise pilot` (see its --help); "
+                               "still runs it, with its flags."),
+    base: str = typer.Option(None, "--base", hidden=True, help="--pilot: tunewise pilot's --base."),
     data: str = typer.Option(None, "--data", help=DATA_HELP),
-    eval_file: str = typer.Option(None, "--eval", help="--pilot: validation file (default: hold out part of "
-                                  "--data); its folder's meta.json names the scorer."),
-    task_kind: str = typer.Option(None, "--task-kind", help="--pilot: representation | sql | reasoning | other "
-                                  "(which rules apply; default from --task or the data's meta.json)."),
-    budget: float = typer.Option(5.0, "--budget", help="--pilot: minutes for the whole pilot."),
-    pilot_methods: str = typer.Option("lora,full", "--pilot-methods", help="--pilot: methods to measure "
-                                      "(add qlora to measure it too)."),
-    points: str = typer.Option(None, "--points", help="--pilot: slice sizes, e.g. 32,64,128 (default: planned "
-                               "from the budget, 3 points)."),
-    pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", help="--pilot: epochs over each slice."),
-    eval_size: int = typer.Option(40, "--eval-size", help="--pilot: validation examples scored per point."),
-    find_lr_steps: int = typer.Option(30, "--find-lr-steps", help="--pilot: range-test steps per method "
-                                      "(0: size-default lr)."),
-    scorer: str = typer.Option(None, "--scorer", help="--pilot: scorer when the data has no meta.json "
-                               "(default exact)."),
-    out: str = typer.Option("runs/pilot", "--out", help="--pilot: output folder."),
+    eval_file: str = typer.Option(None, "--eval", hidden=True, help="--pilot: tunewise pilot's --eval."),
+    task_kind: str = typer.Option(None, "--task-kind", hidden=True, help="--pilot: tunewise pilot's --task-kind."),
+    budget: float = typer.Option(5.0, "--budget", hidden=True, help="--pilot: tunewise pilot's --budget."),
+    pilot_methods: str = typer.Option("lora,full", "--pilot-methods", hidden=True,
+                                      help="--pilot: tunewise pilot's --methods."),
+    points: str = typer.Option(None, "--points", hidden=True, help="--pilot: tunewise pilot's --points."),
+    pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", hidden=True, help="--pilot: tunewise pilot's --epochs."),
+    eval_size: int = typer.Option(40, "--eval-size", hidden=True, help="--pilot: tunewise pilot's --eval-size."),
+    find_lr_steps: int = typer.Option(30, "--find-lr-steps", hidden=True,
+                                      help="--pilot: tunewise pilot's --find-lr-steps."),
+    scorer: str = typer.Option(None, "--scorer", hidden=True, help="--pilot: tunewise pilot's --scorer."),
+    out: str = typer.Option("runs/pilot", "--out", hidden=True, help="--pilot: tunewise pilot's --out."),
     force: bool = typer.Option(False, "--force", help="Write --out / --write-config though tunewise did not."),
 ) -> None:
     """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
     data = _data_flag(data, dataset)
     if pilot:
-        from tunewise.commands.pilot import run_pilot_cli
+        from tunewise.commands.pilot import run_pilot_command
 
-        run_pilot_cli(base or model, data, eval_file, task, task_kind, budget, pilot_methods, points,
-                      pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
+        typer.secho("note: `tunewise advise --pilot` is now `tunewise pilot` (--pilot-methods: --methods, "
+                    "--pilot-epochs: --epochs); this spelling still works", fg="yellow", err=True)
+        run_pilot_command(base or model, data, eval_file, task, task_kind, budget, pilot_methods, points,
+                          pilot_epochs, eval_size, find_lr_steps, scorer, out, force, as_json)
         return
     _refuse_pilot_flags(base, eval_file, task_kind, points)
     flags = dict(task=task, model=model, gpu_mem=gpu_mem, gpus=gpus, dataset=data, data_size=data_size,
@@ -184,7 +179,7 @@ def _data_flag(data: str | None, dataset: str | None) -> str | None:
         from tunewise.errors import TunewiseError
 
         raise TunewiseError(f"--data '{data}' and --dataset '{dataset}' disagree", "give --data only")
-    typer.secho("note: --dataset is now --data (the same flag for the advice and --pilot)", fg="yellow", err=True)
+    typer.secho("note: --dataset is now --data (the same flag as tunewise pilot's)", fg="yellow", err=True)
     return dataset
 
 
@@ -195,7 +190,7 @@ def _refuse_pilot_flags(base, eval_file, task_kind, points) -> None:
         from tunewise.errors import TunewiseError
 
         raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
-                            "add --pilot to measure, or use --model / --data for the rule-based advice")
+                            "measure with `tunewise pilot`, or use --model / --data for the rule-based advice")
 
 
 def _rule_advice(flags: dict, priority: str | None, from_file: str | None, write_config: str | None,

@@ -81,12 +81,12 @@ def _options(path, config, eval_path, fmt, split, eval_split, model, max_seq_len
              near_threshold, exact_lengths):
     """AuditOptions and the data path: the flags, else the run config's values, else the trainer's defaults
     (so `data check --config run.yaml` checks what `train run.yaml` will train on, with its base's tokenizer)."""
-    from tunewise.config import DataConfig, load_config
+    from tunewise.config import DataConfig, load_run_config
     from tunewise.data.audit import AuditOptions
     from tunewise.defaults import TINY_BASE
     from tunewise.errors import TunewiseError
 
-    cfg = load_config(config) if config is not None else None
+    cfg = load_run_config(config) if config is not None else None
     data = cfg.data if cfg is not None else None
     if path is None:
         if data is None or not isinstance(data.train, str):

@@ -167,7 +167,7 @@ def _default_out(run_dir: Path, spec, step: int | None) -> Path:
     """RUN/eval/NAME, or RUN/eval/NAME-step-N for a checkpoint (so it never replaces the final adapter's)."""
     from tunewise.rundir import RunDir
 
-    return RunDir(run_dir).eval_dir / (_eval_name(spec) + (f"-step-{step}" if step is not None else ""))
+    return RunDir(run_dir).eval_files(_eval_name(spec) + (f"-step-{step}" if step is not None else "")).folder
 
 
 def _note_unfinished(run_dir: Path) -> None:
@@ -187,15 +187,17 @@ def _eval_name(spec) -> str:
 def _write(out_dir: Path, result, retention) -> list[Path]:
     from tunewise.fileio import atomic_write_json, atomic_write_text, to_json
     from tunewise.ownership import mark_dir
+    from tunewise.rundir import EvalFiles
 
     written = []
+    files = EvalFiles(out_dir)  # the eval layout compare writes too
     mark_dir(out_dir, "eval")
     if result is not None:
-        written.append(atomic_write_json(out_dir / "results.json", result.summary()))
+        written.append(atomic_write_json(files.results, result.summary()))
         lines = "".join(to_json(r, ensure_ascii=False) + "\n" for r in result.predictions)
-        written.append(atomic_write_text(out_dir / "predictions.jsonl", lines))
+        written.append(atomic_write_text(files.predictions, lines))
     if retention is not None:
-        written.append(atomic_write_json(out_dir / "retention.json", retention))
+        written.append(atomic_write_json(files.retention, retention))
     return written
 
 

@@ -52,12 +52,10 @@ def train(
         typer.echo(help_text(RunConfig))
         return
     if find_lr or write:
-        from tunewise.commands.find_lr import run_find_lr
-
         if resume is not None:
             raise TunewiseError("--find-lr and --resume both given", "the range test starts from the base; "
                                 "drop --resume")
-        run_find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
+        _find_lr(config, set_, out, force, write, find_lr, find_lr_steps, lr_min, lr_max, quiet, as_json)
         return
     if resume is not None:
         if out is not None:
@@ -74,9 +72,48 @@ def register(app: typer.Typer) -> None:
     app.command()(train)
 
 
+def _find_lr(config: Path | None, set_: list[str], out: Path | None, force: bool, write: bool, find_lr: bool,
+             steps: int, lr_min: float | None, lr_max: float | None, quiet: bool, as_json: bool) -> None:
+    """--find-lr [--write]: the range test (tunewise/train/find_lr.py), its suggestion printed."""
+    from tunewise.errors import TunewiseError
+    from tunewise.train.find_lr import check_result, range_test_for_config, write_lr
+
+    if not find_lr:
+        raise TunewiseError("--write needs --find-lr", "tunewise train run.yaml --find-lr --write")
+    if config is None:
+        raise TunewiseError("--find-lr needs a config", "tunewise train run.yaml --find-lr")
+    talk = not quiet and not as_json
+
+    def log(step, total, lr, loss):
+        if talk and (step == 1 or step % 10 == 0):
+            typer.echo(f"  step {step}/{total}: lr {lr:.3g}, loss {loss:.4g}", err=True)
+
+    def on_start(cfg):
+        if talk:
+            typer.echo(f"lr range test: {cfg.method} on {cfg.base}, up to {steps} steps", err=True)
+
+    run = range_test_for_config(config, set_, out, force, steps, lr_min, lr_max, log, on_start)
+    result = run.result
+    if as_json:
+        typer.echo(json.dumps(result.as_dict() | {"json": str(run.json), "png": str(run.png)}, indent=2))
+    lr = float(f"{check_result(result):.3g}")
+    if not as_json:
+        s = result.suggestion
+        div = f"diverged at {s.diverged_lr:.3g}" if s.diverged_lr else "did not diverge"
+        typer.echo(f"suggested lr: {lr:g} (lowest smoothed loss at {s.min_loss_lr:.3g} / {s.divisor:g}; steepest "
+                   f"descent at {s.steepest_lr:.3g}; {div}; size default {result.size_default_lr:g})")
+        for note in result.notes:
+            typer.echo(f"note: {note}")
+        typer.echo(f"curve: {run.png}\nresult: {run.json}")
+    if write:
+        write_lr(config, set_, lr)
+        if not as_json:
+            typer.echo(f"wrote train.lr: {lr:g} into {config}")
+
+
 def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, force: bool = False):
     """Continue a run from its last checkpoint; None (and a line saying so) when it already finished."""
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.train import train as run_train
     from tunewise.train.resume import check_resumable, finished_summary
 
@@ -88,13 +125,13 @@ def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, for
         return None
     from tunewise.rundir import RunDir
 
-    cfg = load_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
+    cfg = load_run_config(config or RunDir(resume).config_path, set_, run_dir_config=config is None)
     check_resumable(resume, cfg)
     return run_train(cfg, resume, resume=True, quiet=quiet, force=force)
 
 
 def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, quiet: bool):
-    from tunewise.config import load_config
+    from tunewise.config import load_run_config
     from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
     from tunewise.train import train as run_train
@@ -103,7 +140,7 @@ def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, 
 
     if config is None:
         raise TunewiseError("no config given", "tunewise train run.yaml (or --resume RUN_DIR)")
-    cfg = load_config(config, set_)
+    cfg = load_run_config(config, set_)
     flag = "--out" if out is not None else "output_dir"
     out = out or default_run_dir(cfg)
     if launched_rank() == 0:  # under torchrun one rank claims; the others wait for it in train()

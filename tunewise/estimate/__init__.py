@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tunewise.defaults import LORA_DROPOUT
-from tunewise.defaults import METHODS as ORDER  # how messages list them
+from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, METHODS
 from tunewise.errors import TunewiseError
 from tunewise.estimate.memory import (
     CUDA_OVERHEAD,
     DTYPE_BYTES,
     GB,
     GPU_SIZES_GB,
-    METHODS,
     Breakdown,
     Counts,
     Setup,
@@ -36,7 +34,7 @@ from tunewise.estimate.params import (
 from tunewise.hf import context_length
 
 __all__ = ["EstimateRequest", "EstimateResult", "EstimateInputError", "run_estimate", "load_spec", "shape_of",
-           "counts_for", "lora_matrix_params", "preset_names", "validate_request", "METHODS", "GPU_SIZES_GB"]
+           "counts_for", "lora_matrix_params", "preset_names", "validate_request", "GPU_SIZES_GB"]
 
 
 class EstimateInputError(TunewiseError):
@@ -51,7 +49,7 @@ class EstimateInputError(TunewiseError):
 @dataclass
 class EstimateRequest:
     model: str
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = BY_MEMORY  # the table's order: most memory first
     rank: int = 16
     targets: str | list[str] = "all-linear"
     batch: int = 8
@@ -76,7 +74,7 @@ def validate_request(req: EstimateRequest) -> list[str]:
     p = []
     bad = [m for m in req.methods if m not in METHODS]
     if bad or not req.methods:
-        p.append(f"--method: unknown {', '.join(bad) or '(none)'}; use {', '.join(ORDER)} or all")
+        p.append(f"--method: unknown {', '.join(bad) or '(none)'}; use {', '.join(METHODS)} or all")
     if req.rank <= 0:
         p.append(f"--rank must be > 0 (got {req.rank}); typical values are 16 or 32")
     for name, value in (("--batch", req.batch), ("--seq-len", req.seq), ("--gpus", req.gpus),

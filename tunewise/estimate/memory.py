@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, loss_chunk_rows
+from tunewise.defaults import LORA_DROPOUT, loss_chunk_rows
 
 GB = 2**30  # GiB: what cards are sold as ("80 GB" = 80 GiB) and what nvidia-smi shows
 MB = 2**20  # MiB: the unit of summary.json["peak_rss_mb"] (ru_maxrss KiB / 1024)
@@ -18,7 +18,6 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # per block of 64, and one fp32 constant per 256 of those blocks: 4 + 8/64 + 32/(64*256) = 4.127 bits/param.
 NF4_BITS_PER_PARAM = 4 + 8 / 64 + 32 / (64 * 256)
 GPU_SIZES_GB = (16, 24, 40, 48, 80)
-METHODS = BY_MEMORY
 # Elements saved per token per layer by LoRA dropout, per input feature of an adapted module: the dropped copy
 # that lora_A keeps, its mask, and the extra copies when q/k/v (and gate/up) each drop the same input.
 # Fitted once on autograd's saved tensors for all-linear LoRA (tests check it stays within 10%).

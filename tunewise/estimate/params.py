@@ -135,14 +135,9 @@ def _is_linear(module) -> tuple[int, int] | None:
 
 def build_meta(config):
     """The model with shapes but no storage (meta device): exact structure at no memory cost."""
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM
+    from tunewise.model_size import meta_model
 
-    with torch.device("meta"):
-        try:
-            return AutoModelForCausalLM.from_config(config)
-        except ValueError:  # encoders (BERT-like) have no causal-LM head class for every type
-            return AutoModel.from_config(config)
+    return meta_model(config)
 
 
 def count(config, name: str = "", source: str = "", preset: str | None = None,

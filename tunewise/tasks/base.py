@@ -22,7 +22,7 @@ DEFAULT_SIZES = {"train": 1000, "validation": 100, "test": 200}
 
 
 @dataclass(frozen=True)
-class Example:
+class TaskExample:
     prompt: str
     completion: str
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the `choices` of a classification example
@@ -39,7 +39,7 @@ class Example:
 
 
 TASK_FORMATS = ("prompt_completion", "chat")
-MakeExamples = Callable[[random.Random, int, dict[str, Any]], list[Example]]  # (rng, n, ctx) -> n examples
+MakeExamples = Callable[[random.Random, int, dict[str, Any]], list[TaskExample]]  # (rng, n, ctx) -> n examples
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class TaskSpec:
     instruction: str = ""  # what the user turn asks for when the task is written as chat messages
 
 
-def independent(example: Callable[[random.Random], Example]) -> MakeExamples:
+def independent(example: Callable[[random.Random], TaskExample]) -> MakeExamples:
     """`make_examples` for a task whose examples need nothing but the random stream."""
     return lambda rng, n, ctx: [example(rng) for _ in range(n)]
 
@@ -72,7 +72,7 @@ def dumps_jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def generate_split(spec: TaskSpec, split: str, n: int, seed: int, ctx: dict[str, Any]) -> list[Example]:
+def generate_split(spec: TaskSpec, split: str, n: int, seed: int, ctx: dict[str, Any]) -> list[TaskExample]:
     return spec.make_examples(random.Random(split_seed(seed, split)), n, {**ctx, "split": split})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from tunewise.tasks.base import Example, TaskSpec, independent
+from tunewise.tasks.base import TaskExample, TaskSpec, independent
 from tunewise.zoo.corpus import AREAS, BRANDS, CATEGORIES, FOODS, NAME_FIRST, NAME_SECOND, PRODUCT_NAMES
 
 LABELS = ["booking", "price", "location", "menu", "complaint", "praise"]
@@ -63,13 +63,13 @@ _TEMPLATES = {
 }
 
 
-def example(rng: random.Random) -> Example:
+def example(rng: random.Random) -> TaskExample:
     label = rng.choice(LABELS)
     values = {"place": f"{rng.choice(NAME_FIRST)} {rng.choice(NAME_SECOND)}", "food": rng.choice(FOODS),
               "area": rng.choice(AREAS), "product": rng.choice(PRODUCT_NAMES), "cat": rng.choice(CATEGORIES),
               "brand": rng.choice(BRANDS), "n": rng.randrange(2, 9)}
     text = rng.choice(_TEMPLATES[label]).format(**values)
-    return Example(f"Message: {text}\nIntent:", f" {label}")
+    return TaskExample(f"Message: {text}\nIntent:", f" {label}")
 
 
 SPEC = TaskSpec(

@@ -23,11 +23,11 @@ from dataclasses import replace
 from typing import Any
 
 from tunewise.tasks import math_task
-from tunewise.tasks.base import Example
+from tunewise.tasks.base import TaskExample
 from tunewise.zoo.corpus import FIRST_NAMES, ITEMS
 
 
-def five_step(rng: random.Random) -> Example:
+def five_step(rng: random.Random) -> TaskExample:
     name, item = rng.choice(FIRST_NAMES), rng.choice(ITEMS)
     a, b, c, d = (rng.randrange(11, 30) for _ in range(4))
     gift, lost = rng.randrange(11, 60), rng.randrange(11, 60)
@@ -40,10 +40,10 @@ def five_step(rng: random.Random) -> Example:
     sol = (f"The boxes hold {a} * {b} = {boxes} {item}.\nThe bags hold {c} * {d} = {bags} {item}.\n"
            f"Together, {boxes} + {bags} = {total} {item}.\nAfter the gift, {total} + {gift} = {after_gift} {item}.\n"
            f"After losing some, {after_gift} - {lost} = {ans} {item}.")
-    return Example(f"Question: {q}\nAnswer:", f" {sol}\n#### {ans}")
+    return TaskExample(f"Question: {q}\nAnswer:", f" {sol}\n#### {ans}")
 
 
-def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
+def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[TaskExample]:
     draw = five_step if ctx.get("split") == "test" else math_task.example
     return [draw(rng) for _ in range(n)]
 

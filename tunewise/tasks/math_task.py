@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from tunewise.tasks.base import Example, TaskSpec, independent
+from tunewise.tasks.base import TaskExample, TaskSpec, independent
 from tunewise.zoo.corpus import FIRST_NAMES, ITEMS, word_problem
 
 
@@ -58,10 +58,10 @@ def _three_step(rng: random.Random) -> tuple[str, str, int]:
     return q, f"{sol}\n#### {ans}", ans
 
 
-def example(rng: random.Random) -> Example:
+def example(rng: random.Random) -> TaskExample:
     steps = rng.choices([1, 2, 3], [1, 1, 1])[0]
     q, sol, _ = word_problem(rng) if steps == 1 else _two_step(rng) if steps == 2 else _three_step(rng)
-    return Example(f"Question: {q}\nAnswer:", f" {sol}")
+    return TaskExample(f"Question: {q}\nAnswer:", f" {sol}")
 
 
 SPEC = TaskSpec(

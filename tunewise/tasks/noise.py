@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tunewise.errors import TunewiseError
-from tunewise.tasks.base import Example
+from tunewise.tasks.base import TaskExample
 
 KINDS = ("wrong-answer", "truncated-answer", "duplicate", "off-task")
 NOISE_SEED_OFFSET = 7_919  # the noise draws from its own stream: the clean records are those of --noise 0
@@ -39,7 +39,7 @@ def check_share(share: float) -> None:
                             "give e.g. --noise 0.3 for 30% bad training records")
 
 
-def add_noise(examples: list[Example], share: float, seed: int, off_task: list[Example]) -> tuple[list[Example],
+def add_noise(examples: list[TaskExample], share: float, seed: int, off_task: list[TaskExample]) -> tuple[list[TaskExample],
                                                                                                   list[Planted]]:
     """(examples with round(share * n) of them replaced by bad ones, what was planted where)."""
     check_share(share)
@@ -60,9 +60,9 @@ def add_noise(examples: list[Example], share: float, seed: int, off_task: list[E
             out[pos], of = examples[src], src + 1
         elif kind == "wrong-answer":
             others = [e.completion for e in rng.sample(examples, min(n, 20)) if e.completion != ex.completion]
-            out[pos] = Example(ex.prompt, others[0] if others else ex.completion + " not", ex.extra)
+            out[pos] = TaskExample(ex.prompt, others[0] if others else ex.completion + " not", ex.extra)
         elif kind == "truncated-answer":
-            out[pos] = Example(ex.prompt, _cut(ex.completion, rng), ex.extra)
+            out[pos] = TaskExample(ex.prompt, _cut(ex.completion, rng), ex.extra)
         else:
             out[pos] = off_task[len(planted) % len(off_task)]
         planted.append(Planted(pos + 1, kind, of))

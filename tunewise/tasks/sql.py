@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.fileio import atomic_write_bytes
-from tunewise.tasks.base import Example, TaskSpec
+from tunewise.tasks.base import TaskExample, TaskSpec
 from tunewise.zoo.corpus import (
     AREAS,
     BRANDS,
@@ -141,7 +141,7 @@ def held_out(query: str) -> bool:
     return int(hashlib.sha256(query.encode()).hexdigest(), 16) % 4 == 0
 
 
-def example(rng: random.Random, conn: sqlite3.Connection, split: str = "train") -> Example:
+def example(rng: random.Random, conn: sqlite3.Connection, split: str = "train") -> TaskExample:
     """Train draws only non-reserved queries and evaluation splits only reserved ones, so a test question is
     never a training question: the model has to carry the question's values into the query, not recall it.
     The few questions without values (FIXED_QUESTIONS) are training-only for the same reason."""
@@ -154,10 +154,10 @@ def example(rng: random.Random, conn: sqlite3.Connection, split: str = "train") 
             ok = held_out(query) == evaluation
         if ok and _informative(conn.execute(query).fetchall()):
             break
-    return Example(f"Schema: {SCHEMAS[table]}\nQuestion: {question}\nSQL:", f" {query}")
+    return TaskExample(f"Schema: {SCHEMAS[table]}\nQuestion: {question}\nSQL:", f" {query}")
 
 
-def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[Example]:
+def make_examples(rng: random.Random, n: int, ctx: dict[str, Any]) -> list[TaskExample]:
     conn = build_database(ctx.get("seed", 0))
     try:
         return [example(rng, conn, ctx.get("split", "train")) for _ in range(n)]

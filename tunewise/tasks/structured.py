@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tunewise.tasks.base import Example, TaskSpec, independent
+from tunewise.tasks.base import TaskExample, TaskSpec, independent
 from tunewise.zoo.corpus import RATINGS, restaurant
 
 SLOT_ORDER = ["name", "food", "area", "price", "rating", "seats"]
@@ -52,7 +52,7 @@ def _clauses(rng: random.Random, values: dict[str, Any], keys: list[str]) -> lis
     return [rng.choice(_CLAUSE[k]).format(an=an, fan=fan, **values) for k in keys]
 
 
-def example(rng: random.Random) -> Example:
+def example(rng: random.Random) -> TaskExample:
     r = restaurant(rng)
     values = {"name": r.name, "food": r.food, "area": r.area, "price": r.price, "rating": r.rating, "seats": r.seats}
     act = rng.choices(["inform", "recommend", "confirm", "give_opinion", "request_attribute"], [4, 2, 2, 2, 1])[0]
@@ -86,8 +86,8 @@ def example(rng: random.Random) -> Example:
     return _ex(text, mr(act, slots))
 
 
-def _ex(sentence: str, meaning: str) -> Example:
-    return Example(f"Sentence: {sentence}\nMeaning:", f" {meaning}")
+def _ex(sentence: str, meaning: str) -> TaskExample:
+    return TaskExample(f"Sentence: {sentence}\nMeaning:", f" {meaning}")
 
 
 SPEC = TaskSpec(

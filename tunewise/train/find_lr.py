@@ -208,6 +208,50 @@ def plot(result: RangeTest, path: Path) -> Path:
     return atomic_save_figure(fig, path)
 
 
+@dataclass
+class RangeTestRun:
+    """A range test run for a config file (`tunewise train CONFIG --find-lr`) and where it was written."""
+
+    result: RangeTest
+    out: Path
+    json: Path
+    png: Path
+
+
+def range_test_for_config(config: Path, overrides: list[str], out: Path | None, force: bool, steps: int,
+                          lr_min: float | None, lr_max: float | None, log=None, on_start=None) -> RangeTestRun:
+    """The flags checked, the config loaded, the run folder claimed (--out, else the config's output_dir), the
+    range test run and written there; `on_start(cfg)` is called before it runs."""
+    from tunewise.config import load_run_config
+    from tunewise.ownership import claim_dir
+    from tunewise.train.run import default_run_dir
+    from tunewise.userfiles import check_count
+
+    check_count(steps, "--find-lr-steps", limit=100_000, minimum=5)
+    for flag, value in (("--lr-min", lr_min), ("--lr-max", lr_max)):
+        if value is not None and not (0 < value < float("inf")):
+            raise TunewiseError(f"{flag} must be a positive number (got {value})", f"e.g. {flag} 1e-5")
+    if lr_min and lr_max and lr_min >= lr_max:
+        raise TunewiseError(f"--lr-min {lr_min:g} is not below --lr-max {lr_max:g}", "swap them")
+    cfg = load_run_config(config, overrides)
+    flag = "--out" if out is not None else "output_dir"
+    out = claim_dir(out or default_run_dir(cfg), "run", force=force, flag=flag)
+    if on_start is not None:
+        on_start(cfg)
+    result = range_test(cfg, steps, lr_min, lr_max, log=log)
+    js, png = write_result(result, out)
+    return RangeTestRun(result, out, js, png)
+
+
+def write_lr(config: Path, overrides: list[str], lr: float) -> None:
+    """Put the suggested lr into CONFIG's train.lr (the rest of the file kept as written), still a valid config."""
+    from tunewise.config import load_run_config
+    from tunewise.yaml_edit import set_yaml_value
+
+    set_yaml_value(config, "train", "lr", lr)
+    load_run_config(config, overrides)
+
+
 def check_result(result: RangeTest) -> float:
     if result.suggestion is None:
         raise TunewiseError(f"the range test gave no suggestion: {result.error}",

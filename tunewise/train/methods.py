@@ -192,8 +192,8 @@ class FullMethod:
         model.save_pretrained(str(out), safe_serialization=True)
 
 
-METHODS: dict[str, type] = {"lora": LoraMethod, "qlora": QLoraMethod, "full": FullMethod}
+METHOD_IMPLS: dict[str, type] = {"lora": LoraMethod, "qlora": QLoraMethod, "full": FullMethod}
 
 
 def get_method(name: str) -> Method:
-    return METHODS[name]()
+    return METHOD_IMPLS[name]()
