@@ -9,7 +9,6 @@ template, or nothing is written unless --force. What the rounding itself costs (
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -144,6 +143,7 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
 def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None,
                      force: bool = False) -> ExportResult:
     """Write the adapter at TARGET as a llama.cpp GGUF LoRA at `out`, checked against llama.cpp's loader rules."""
+    from tunewise.adapters.format import read_config, weights_file
     from tunewise.export.lora import LORA_QUANTS, lora_scale_alpha, write_lora
     from tunewise.export.verify import check_lora
     from tunewise.models import load_config
@@ -157,9 +157,8 @@ def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None
     if not ref.is_adapter:
         raise TunewiseError(f"'{target}' is a full model ({ref.path}), not an adapter",
                             "export it with --format gguf")
-    if not (ref.path / "adapter_model.safetensors").is_file():
-        raise TunewiseError(f"adapter '{ref.path}' has no adapter_model.safetensors", "save it as safetensors")
-    cfg = json.loads((ref.path / "adapter_config.json").read_text())
+    weights_file(ref.path)  # a pickle-only adapter is refused before anything is read
+    cfg = read_config(ref.path)
     config = load_config(ref.base)
     alpha = lora_scale_alpha(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
