@@ -88,3 +88,13 @@ def test_keys_parse_and_pair():
     assert format.is_lora_b("base_model.model.q_proj.lora_B.default.weight")
     assert not format.is_lora_b("base_model.model.q_proj.lora_A.default.weight")
     assert delta.alpha_for_rank_division({"r": 4, "lora_alpha": 4, "use_rslora": True}) == pytest.approx(8.0)
+
+
+def test_lora_b_names_are_peft_s():
+    """LoRA+ picks the B factors by a live PEFT model's parameter names (train/methods.py)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(Toy(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    b = {n for n, p in model.named_parameters() if p.requires_grad and format.is_lora_b(n)}
+    assert b == {n for n, p in model.named_parameters() if p.requires_grad and ".lora_B." in n}
+    assert len(b) == 2
