@@ -17,17 +17,18 @@ from pathlib import Path
 import torch
 
 from tunewise.adapters.format import (
-    A,
-    B,
-    CONFIG,
     EMBEDDING_A,
     EMBEDDING_B,
     PICKLE_FILES,
     PREFIX,
     SAFETENSORS,
     TOKEN_DELTA,
+    A,
+    B,
     parse_key,
+    read_config,
 )
+from tunewise.errors import TunewiseError
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -102,7 +103,6 @@ def same_base(adapter_base: str, base: BaseInfo) -> bool:
     """Does the adapter's base_model_name_or_path name this base (by id, folder, or identical copy)?"""
     if adapter_base == base.name or (base.path is not None and adapter_base == str(base.path)):
         return True
-    from tunewise.errors import TunewiseError
     from tunewise.models import resolve_base
 
     try:
@@ -132,16 +132,10 @@ class AdapterInfo:
 
 
 def _read_config(path: Path) -> dict:
-    cfg_file = path / CONFIG
-    if not cfg_file.is_file():
-        raise AdapterRefused(f"'{path}' has no {CONFIG}, so it is not a PEFT adapter folder")
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise AdapterRefused(f"{cfg_file}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise AdapterRefused(f"{cfg_file}: expected a JSON object")
-    return cfg
+        return read_config(path)
+    except TunewiseError as e:  # the server answers a refusal (a status and a code), not a CLI error
+        raise AdapterRefused(e.message) from e
 
 
 

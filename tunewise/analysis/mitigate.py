@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from tunewise.adapters.format import read_weights, write_copy
 from tunewise.analysis.cache import SvdCache
 from tunewise.analysis.intruders import base_decomposition, max_abs_cos, top_singular
-from tunewise.adapters.format import read_weights, write_copy
 from tunewise.analysis.weights import TunedWeights
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, replace_dir

@@ -30,7 +30,15 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from tunewise.adapters.forward import adapts, factors, has_factors, lora_layers, plain_linear, rank, saves_modules
+from tunewise.adapters.forward import (
+    adapts,
+    factors,
+    has_factors,
+    lora_layers,
+    plain_linear,
+    rank,
+    saves_modules,
+)
 
 
 def covers(model, adapter: str) -> bool:
