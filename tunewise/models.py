@@ -216,11 +216,15 @@ def linear_target_modules(model) -> list[str] | str:
 # ---------------------------------------------------------------------------------------------- tuned models
 
 
-def attach_adapter(model, folder: str | os.PathLike):
-    """The PEFT adapter in `folder` on the loaded base `model`, for inference (PeftModel, not trainable)."""
+def attach_adapter(model, folder: str | os.PathLike, name: str = "default"):
+    """The PEFT adapter in `folder` on the loaded base `model`, for inference (not trainable), as adapter `name`:
+    a PeftModel around the base, or, when `model` already is one (serve's resident set), one more adapter in it."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        return model
+    return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
 
 
 def resolve_on_disk(arg: str | os.PathLike, base: str | None = None):
