@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from tunewise.errors import TunewiseError
 from tunewise.hf import quiet_transformers
 from tunewise.userfiles import looks_like_path
 from tunewise.zoo import TINY_DIR
+
+if TYPE_CHECKING:
+    from tunewise.targets import Target
 
 ALIASES = BASE_ALIASES  # owned by tunewise.defaults
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -129,7 +133,11 @@ def load_tokenizer(name: str | os.PathLike, *, fill_pad: bool = True):
     from transformers import AutoTokenizer
 
     tok = _from_pretrained(AutoTokenizer, resolve_base(name))
-    if fill_pad and tok.pad_token is None:
+    return _pad_with_eos(tok) if fill_pad else tok
+
+
+def _pad_with_eos(tok):
+    if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
@@ -140,10 +148,7 @@ def saved_tokenizer(folder: Path):
         return None
     from transformers import AutoTokenizer
 
-    tok = _from_pretrained(AutoTokenizer, BaseRef(str(folder), Path(folder)))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return _pad_with_eos(_from_pretrained(AutoTokenizer, BaseRef(str(folder), Path(folder))))
 
 
 def quantization_config(compute_dtype: torch.dtype):
@@ -227,7 +232,7 @@ def attach_adapter(model, folder: str | os.PathLike, name: str = "default"):
     return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
 
 
-def resolve_on_disk(arg: str | os.PathLike, base: str | None = None):
+def resolve_on_disk(arg: str | os.PathLike, base: str | None = None) -> Target:
     """A target with weights on disk (tunewise.targets.resolve_tuned), or a base alias ('tiny', 'smollm2') as the
     model folder it resolves to."""
     from tunewise.targets import Target, resolve_tuned
@@ -237,7 +242,7 @@ def resolve_on_disk(arg: str | os.PathLike, base: str | None = None):
     return resolve_tuned(arg, base)
 
 
-def target_tokenizer(target):
+def target_tokenizer(target: Target):
     """The tokenizer a resolved target is asked in: the one saved with a run's or an adapter's weights, else its
     base's."""
     if target.kind in ("run", "adapter"):
@@ -245,7 +250,7 @@ def target_tokenizer(target):
     return load_tokenizer(target.name)
 
 
-def load_resolved(target, *, num_labels: int | None = None, **kwargs):
+def load_resolved(target: Target, *, num_labels: int | None = None, **kwargs):
     """(model, tokenizer) of a resolved tunewise.targets.Target: a base or model folder as it is, an adapter on
     its base (the 4-bit base for a QLoRA run unless `quantize_4bit` is given), a classifier with its head.
     kwargs: load_model's dtype / device / quantize_4bit."""
@@ -260,7 +265,7 @@ def load_resolved(target, *, num_labels: int | None = None, **kwargs):
     return attach_adapter(model, target.path), tokenizer
 
 
-def _load_classifier(target, num_labels: int | None, **kwargs):
+def _load_classifier(target: Target, num_labels: int | None, **kwargs):
     """A sequence classifier: a full model folder, or an adapter on its base with a `num_labels`-class head."""
     task = "sequence-classification"
     if not target.is_adapter:
