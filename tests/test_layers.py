@@ -25,8 +25,8 @@ LAYERS: list[list[str]] = [
     ["targets", "ownership"],  # what a model argument names; which folders tunewise wrote
     ["models"],  # what a base name means, loading it
     ["model_size"],  # a base's parameter count on the meta device (the size defaults' input)
-    ["data", "adapters", "analysis", "estimate", "stage"],  # records; an adapter checked against its base; pure
-    # maths; train-evaluate-reuse for compare and continual
+    ["adapters"],  # PEFT's adapter format: files, keys, scaling, the delta, the LoRA forward; checked against a base
+    ["data", "analysis", "estimate", "stage"],  # records; pure maths; train-evaluate-reuse for compare and continual
     ["tasks", "report", "generate"],  # task generators, scorers, metrics, probes; rendering results as text and
     # HTML; the one generation engine (continuous batching, per-row LoRA)
     ["evaluate", "merge", "serve"],  # running a model on tasks and probes; using an adapter

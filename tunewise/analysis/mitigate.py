@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
+from tunewise.adapters.format import read_weights, write_copy
 from tunewise.analysis.cache import SvdCache
 from tunewise.analysis.intruders import base_decomposition, max_abs_cos, top_singular
-from tunewise.analysis.weights import TunedWeights, read_adapter
+from tunewise.analysis.weights import TunedWeights
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_write_bytes, atomic_write_json, replace_dir
+from tunewise.fileio import atomic_write_json, replace_dir
 from tunewise.ownership import mark_dir
 
 
@@ -78,7 +79,7 @@ def mitigate_adapter(tw: TunedWeights, out: Path, lam: float, *, k: int = 10, ep
     out = Path(out)
     if out.resolve() == tw.tuned_dir.resolve():
         raise TunewiseError(f"--out '{out}' is the input adapter", "write the mitigated adapter to a new folder")
-    _, tensors = read_adapter(tw.tuned_dir)
+    tensors = read_weights(tw.tuned_dir)
     new = dict(tensors)
     rows = []
     for pair in tw.pairs(modules):
@@ -112,15 +113,10 @@ def mitigate_adapter(tw: TunedWeights, out: Path, lam: float, *, k: int = 10, ep
 
 def _write_adapter(src: Path, out: Path, tensors: dict[str, torch.Tensor], report: dict) -> None:
     """Copy the adapter folder (config, tokenizer files), replace the weights, add mitigation.json; atomically."""
-    from safetensors.torch import save
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for f in src.iterdir():
-            if f.is_file() and f.name != "adapter_model.safetensors":
-                shutil.copy2(f, tmp / f.name)
-        atomic_write_bytes(tmp / "adapter_model.safetensors", save(tensors, metadata={"format": "pt"}))
+        write_copy(src, tmp, tensors)
         atomic_write_json(tmp / "mitigation.json", report)
         mark_dir(tmp, "mitigated adapter")  # so a later --mitigate may replace it, and nothing else may
         replace_dir(tmp, out)

@@ -1,9 +1,8 @@
 """(W0, W) pairs per weight matrix, read straight from the files: a base folder plus a PEFT adapter folder, a
 full fine-tuned model folder, or a run directory. No model is instantiated, so this is fast and uses little memory.
 
-LoRA: W = W0 + scaling * B @ A with scaling = alpha / r (alpha / sqrt(r) with use_rslora; alpha_pattern respected;
-r read from A's shape, so rank_pattern needs no parsing). DoRA (use_dora): W = m / ||W0 + dW||_row * (W0 + dW),
-as PEFT merges it. Full fine-tune: every 2-D weight present in both with the same shape (embeddings and the LM
+LoRA: W = W0 + scaling * B @ A, DoRA (use_dora): W = m / ||W0 + dW||_row * (W0 + dW), as PEFT merges them; the
+keys, the scaling rule and the maths are tunewise.adapters' (format.py, delta.py). Full fine-tune: every 2-D weight present in both with the same shape (embeddings and the LM
 head excluded unless asked: they are lookup tables, not linear maps of the hidden state).
 """
 
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 
+from tunewise.adapters import delta as lora_delta
+from tunewise.adapters import format as adapter_format
 from tunewise.errors import TunewiseError
 
 _EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings",
@@ -103,8 +104,7 @@ class LoraFactors:
     transposed: bool = False  # embedding / fan_in_fan_out: dW = (B @ A).T
 
     def delta(self) -> torch.Tensor:
-        d = self.scaling * (self.B @ self.A)
-        return d.T if self.transposed else d
+        return lora_delta.delta(self.A, self.B, self.scaling, self.transposed)
 
 
 @dataclass
@@ -208,73 +208,44 @@ def _find_base_key(module: str, base_keys: set[str]) -> str | None:
     return None
 
 
-def _scaling(cfg: dict, module: str, r: int) -> float:
-    alpha = cfg.get("lora_alpha", 8)
-    # PEFT's get_pattern_key rule, without importing peft (which pulls in bitsandbytes)
-    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            alpha = value
-            break
-    return alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
-
-
-def _adapter_file(folder: Path) -> Path:
-    f = folder / "adapter_model.safetensors"
-    if f.is_file():
-        return f
-    raise TunewiseError(f"adapter folder '{folder}' has no adapter_model.safetensors",
-                        "save adapters with save_pretrained (safetensors is the default)")
-
-
-def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
-
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    return cfg, load_file(str(_adapter_file(folder)))
-
-
 def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -> Pairs:
-    _, tensors = read_adapter(folder)
+    tensors = adapter_format.read_weights(folder)
     base_keys = set(base.keys())
     fan_in_fan_out = bool(cfg.get("fan_in_fan_out"))
-    keys = []  # (module, kind, key_A, key_B, base_key)
+    keys = []  # (module, embedding, key_A, key_B, base_key): found up front, loaded one by one
     for key_A in sorted(tensors):
-        m = re.match(r"^(?:base_model\.model\.)?(.*)\.(lora_A|lora_embedding_A)(?:\.weight)?$", key_A)
-        if not m:
-            if not re.search(r"lora_(B|embedding_B|magnitude_vector)", key_A):
+        k = adapter_format.parse_key(key_A)
+        if k is None or not k.is_a:
+            if k is None:
                 skipped.append(f"{key_A}: not a LoRA factor (modules_to_save / trainable tokens are not analysed)")
             continue
-        module, kind = m.group(1), m.group(2)
-        key_B = key_A.replace(kind, kind.replace("_A", "_B"))
+        key_B = adapter_format.partner(key_A)
         if key_B not in tensors:
             raise TunewiseError(f"adapter '{folder}': {key_A} has no matching {key_B}",
                                 "the adapter file is incomplete; save it again")
-        if not _wanted(module, modules):
+        if not _wanted(k.module, modules):
             continue
-        base_key = _find_base_key(module, base_keys)
+        base_key = _find_base_key(k.module, base_keys)
         if base_key is None:
-            raise TunewiseError(f"adapter '{folder}' adapts '{module}' but the base has no weight for it",
+            raise TunewiseError(f"adapter '{folder}' adapts '{k.module}' but the base has no weight for it",
                                 "check that BASE is the model this adapter was trained on")
-        keys.append((module, kind, key_A, key_B, base_key))
+        keys.append((k.module, k.embedding, key_A, key_B, base_key))
 
     def load(item: tuple) -> MatrixPair:
-        module, kind, key_A, key_B, base_key = item
+        module, embedding, key_A, key_B, base_key = item
         A, B = tensors[key_A].to(torch.float32), tensors[key_B].to(torch.float32)
-        embedding = kind == "lora_embedding_A"
-        lf = LoraFactors(A=A, B=B, scaling=_scaling(cfg, module, A.shape[0]), key_A=key_A, key_B=key_B,
-                         transposed=embedding or fan_in_fan_out)
+        lf = LoraFactors(A=A, B=B, scaling=lora_delta.module_scaling(cfg, module, A.shape[0]), key_A=key_A,
+                         key_B=key_B, transposed=embedding or fan_in_fan_out)
         W0 = base.get(base_key).to(torch.float32)
         dW = lf.delta()
         if dW.shape != W0.shape:
             raise TunewiseError(f"adapter '{folder}': '{module}' has delta shape {tuple(dW.shape)} but the base "
                                 f"weight is {tuple(W0.shape)}", "check that BASE is the model it was trained on")
         W = W0 + dW
-        mag_key = next((k for k in (f"base_model.model.{module}.lora_magnitude_vector",
-                                    f"base_model.model.{module}.lora_magnitude_vector.weight") if k in tensors), None)
-        if mag_key is not None:
-            # DoRA: rescale each output row to the learned magnitude (PEFT's merge)
+        mag_key = adapter_format.magnitude_key(module, tensors)
+        if mag_key is not None:  # DoRA
             lf.magnitude = tensors[mag_key].to(torch.float32)
-            W = (lf.magnitude / torch.linalg.norm(W, dim=1)).view(-1, 1) * W
+            W = lora_delta.dora_weight(W, lf.magnitude)
         return MatrixPair(module, W0, W, lf)
 
     return Pairs(keys, load, TunewiseError(
@@ -290,7 +261,7 @@ def open_tuned(base: str, tuned: str) -> TunedWeights:
     bdir = base_folder(base)
     if not ref.is_adapter:
         return TunedWeights("full", bdir, ref.path)
-    cfg = json.loads((ref.path / "adapter_config.json").read_text())
+    cfg = adapter_format.read_config(ref.path)
     if cfg.get("peft_type", "LORA") != "LORA":
         raise TunewiseError(f"adapter '{ref.path}' is {cfg.get('peft_type')}, not LoRA",
                             "analyze supports LoRA / DoRA adapters and full fine-tunes")

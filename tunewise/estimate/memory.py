@@ -19,7 +19,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 NF4_BITS_PER_PARAM = 4 + 8 / 64 + 32 / (64 * 256)
 GPU_SIZES_GB = (16, 24, 40, 48, 80)
 # Elements saved per token per layer by LoRA dropout, per input feature of an adapted module: the dropped copy
-# that lora_A keeps, its mask, and the extra copies when q/k/v (and gate/up) each drop the same input.
+# that the A factor keeps, its mask, and the extra copies when q/k/v (and gate/up) each drop the same input.
 # Fitted once on autograd's saved tensors for all-linear LoRA (tests check it stays within 10%).
 LORA_DROPOUT_ELEMS_PER_INPUT = 1.47
 
@@ -101,7 +101,7 @@ def layer_activation_elems(shape: Shape, method: str, counts: Counts, lora_dropo
     residual input shared), q and k after RoPE (h + kv), v (kv), the attention output (h), and the MLP keeps
     gate, SiLU(gate), up and their product (4 * intermediate): 8h + 2kv + 4i.
     LoRA / QLoRA: frozen weights need no saved inputs for a weight gradient, so the norm's normalised value is
-    not kept (-h per norm), while each adapter keeps its r-wide lora_A output and, with dropout, a dropped copy.
+    not kept (-h per norm), while each adapter keeps its r-wide A-factor output and, with dropout, a dropped copy.
     tunewise's fused LoRA path (`lora.fused`, LoRA without dropout): the MLP, when gate, up and down are all
     adapted, keeps gate and up only and recomputes the other two in backward (2i instead of 4i; train/fused_mlp.py),
     and the two norms' outputs are rebuilt in backward instead of kept (-2h; train/norm_source.py).

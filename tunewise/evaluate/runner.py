@@ -250,7 +250,7 @@ def _saved_labels(path: Path) -> list[str] | None:
 def load_target(target: str, base: str | None = None, labels: list[str] | None = None,
                 device: str | None = None) -> Loaded:
     """A base ('tiny', a folder, a hub id), a run directory, a PEFT adapter folder or a full model folder."""
-    from tunewise.models import load_base, load_tuned
+    from tunewise.models import load_resolved
     from tunewise.targets import resolve_target
 
     t = resolve_target(target, base)
@@ -258,9 +258,9 @@ def load_target(target: str, base: str | None = None, labels: list[str] | None =
         return _load_classifier(t, labels, device)
     if not t.is_tuned:  # an alias, a hub id or a model folder: scored as a base
         _refuse_bare_encoder(target)
-        model, tok = load_base(target, device=device)
+        model, tok = load_resolved(t, device=device)
         return Loaded(model, tok, "causal", target)
-    model, tok = load_tuned(target, base, device=device)
+    model, tok = load_resolved(t, device=device)
     return Loaded(model, tok, "causal", target, t.base, t.weights)
 
 
@@ -281,49 +281,22 @@ def _refuse_bare_encoder(target: str) -> None:
 def task_format_of(target: str, base: str | None = None) -> str:
     """How a built-in task is asked of this target: chat when its tokenizer has a chat template (as `compare`
     writes the task for training), prompt/completion otherwise."""
-    from tunewise.models import load_tokenizer
+    from tunewise.models import target_tokenizer
     from tunewise.targets import resolve_target
     from tunewise.tasks import format_for_tokenizer
 
-    t = resolve_target(target, base)
-    if t.kind in ("run", "adapter"):
-        tok = _adapter_tokenizer(t.path) or load_tokenizer(t.base if t.is_adapter else t.path)
-    else:
-        tok = load_tokenizer(target)
-    return format_for_tokenizer(tok)
-
-
-def _adapter_tokenizer(path: Path):
-    """The tokenizer the trainer saved next to an adapter (an adapter folder has no config.json)."""
-    if not (path / "tokenizer_config.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return format_for_tokenizer(target_tokenizer(resolve_target(target, base)))
 
 
 def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loaded:
     """A sequence classifier (a tunewise.targets.Target): a full model folder, or an adapter on its base."""
-    from tunewise.models import check_tokenizer_fits, load_model, load_tokenizer
+    from tunewise.models import load_resolved
 
     names = _saved_labels(ref.path) or labels
-    if not ref.is_adapter:
-        model = load_model(ref.path, device=device, task="sequence-classification")
-        tok = load_tokenizer(ref.path)
-    else:
-        from peft import PeftModel
-
-        n = len(names) if names else None
-        if n is None:
-            raise TunewiseError(f"cannot tell how many classes the adapter in '{ref.path}' has",
-                                "pass --labels a,b,c (in the order the training used)")
-        tok = _adapter_tokenizer(ref.path) or load_tokenizer(ref.base)
-        model = load_model(ref.base, device=device, task="sequence-classification", num_labels=n)
-        model = PeftModel.from_pretrained(model, str(ref.path), is_trainable=False)
-    check_tokenizer_fits(model, tok, str(ref.path))
+    if ref.is_adapter and not names:
+        raise TunewiseError(f"cannot tell how many classes the adapter in '{ref.path}' has",
+                            "pass --labels a,b,c (in the order the training used)")
+    model, tok = load_resolved(ref, num_labels=len(names) if names else None, device=device)
     if names is None:
         id2label = getattr(model.config, "id2label", None) or {}
         names = [str(id2label[i]) for i in sorted(id2label)]

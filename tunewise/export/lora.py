@@ -10,12 +10,12 @@ permuting B's). rsLoRA's alpha / sqrt(r) is written as alpha * sqrt(r), so llama
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 
 import torch
 
+from tunewise.adapters.delta import alpha_for_rank_division
+from tunewise.adapters.format import parse_key, read_weights
 from tunewise.errors import TunewiseError
 from tunewise.export.llama import (
     ARCH,
@@ -29,8 +29,6 @@ from tunewise.export.llama import (
 )
 
 LORA_QUANTS = ("f32", "f16")
-# PEFT's saved key for one LoRA factor: base_model.model.<module path>.lora_A.weight
-KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 LORA_HINT = "merge it instead (tunewise merge, then tunewise export --format gguf)"
 
 
@@ -50,8 +48,7 @@ def lora_scale_alpha(cfg: dict) -> float:
     if cfg.get("bias", "none") != "none":
         raise TunewiseError(f"the adapter trains biases (bias={cfg.get('bias')}), which llama.cpp's LoRA format "
                             "cannot hold", LORA_HINT)
-    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
-    return alpha * math.sqrt(r) if cfg.get("use_rslora") else alpha
+    return alpha_for_rank_division(cfg)
 
 
 def lora_tensors(weights: dict[str, torch.Tensor], config) -> list[tuple[str, torch.Tensor]]:
@@ -60,18 +57,18 @@ def lora_tensors(weights: dict[str, torch.Tensor], config) -> list[tuple[str, to
     tmap = name_map(shape)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in weights.items():
-        m = KEY.match(key)
-        if m is None:
+        k = parse_key(key)
+        if k is None or not k.factor or k.embedding or not (k.prefixed and k.weight):
             raise TunewiseError(f"adapter tensor '{key}' is not a LoRA A or B factor", LORA_HINT)
-        module = m["module"]
+        module = k.module
         if module.endswith(("embed_tokens", "lm_head")):
             raise TunewiseError(f"the adapter has LoRA on '{module}', which tunewise does not export to GGUF",
                                 LORA_HINT)
-        pairs.setdefault(module, {})[m["ab"]] = t.detach().to(torch.float32).cpu()
+        pairs.setdefault(module, {})[k.factor] = t.detach().to(torch.float32).cpu()
     out = []
     for module, ab in pairs.items():
         if set(ab) != {"A", "B"}:
-            raise TunewiseError(f"adapter module '{module}' has lora_{next(iter(ab))} without its partner",
+            raise TunewiseError(f"adapter module '{module}' has factor {next(iter(ab))} without its partner",
                                 "the adapter file is incomplete; save it again")
         name = gguf_name(tmap, f"{module}.weight")
         a, b = ab["A"], ab["B"]
@@ -85,13 +82,12 @@ def lora_tensors(weights: dict[str, torch.Tensor], config) -> list[tuple[str, to
 def write_lora(path, adapter_dir: Path, adapter_cfg: dict, config, *, quant: str, name: str) -> int:
     """Write the adapter at `adapter_dir` as a GGUF LoRA; returns the number of tensors written."""
     import gguf
-    from safetensors.torch import load_file
 
     if quant not in LORA_QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(LORA_QUANTS)} for a GGUF LoRA",
                             "pick one of those")
     alpha = lora_scale_alpha(adapter_cfg)
-    tensors = lora_tensors(load_file(str(adapter_dir / "adapter_model.safetensors")), config)
+    tensors = lora_tensors(read_weights(adapter_dir), config)
     writer = gguf.GGUFWriter(str(path), ARCH)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_name(name)

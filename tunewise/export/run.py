@@ -9,7 +9,6 @@ template, or nothing is written unless --force. What the rounding itself costs (
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -48,17 +47,6 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_target(target: str | os.PathLike, base: str | None = None):
-    """The Target to export: a local folder (tunewise.targets.resolve_tuned), or a base alias ('tiny', 'smollm2')
-    as the model folder it resolves to."""
-    from tunewise.models import ALIASES, resolve_base
-    from tunewise.targets import Target, resolve_tuned
-
-    if str(target) in ALIASES:
-        return Target(str(target), "model", resolve_base(str(target)).path)
-    return resolve_tuned(target, base)
-
-
 def _check_out(out: Path, force: bool) -> None:
     if out.suffix != ".gguf":
         raise TunewiseError(f"--out '{out}' does not end in .gguf", "name the output file like model.gguf")
@@ -71,12 +59,10 @@ def _tmp_path(out: Path) -> Path:
 
 def _load_folder(folder: Path):
     """(float32 model, tokenizer as saved: no pad filled in) of a model folder."""
-    from transformers import AutoTokenizer
-
-    from tunewise.models import _from_pretrained, load_model, resolve_base
+    from tunewise.models import load_model, load_tokenizer
 
     model = load_model(folder, dtype="fp32", device="cpu").eval()
-    tokenizer = _from_pretrained(AutoTokenizer, resolve_base(folder))
+    tokenizer = load_tokenizer(folder, fill_pad=False)
     return model, tokenizer
 
 
@@ -87,12 +73,13 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
     from tunewise.export.verify import check_model
     from tunewise.export.vocab import build_vocab
     from tunewise.merge import PROBES, merge_adapter
+    from tunewise.models import resolve_on_disk
 
     if quant not in QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(QUANTS)}", "pick one of those")
     out = Path(out)
     _check_out(out, force)
-    ref = resolve_target(target, base)
+    ref = resolve_on_disk(target, base)
     tolerance = TOLERANCE if tolerance is None else tolerance
     probes = probes or PROBES
     out.parent.mkdir(parents=True, exist_ok=True)  # only now that the target is known to be exportable
@@ -144,22 +131,22 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
 def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None,
                      force: bool = False) -> ExportResult:
     """Write the adapter at TARGET as a llama.cpp GGUF LoRA at `out`, checked against llama.cpp's loader rules."""
+    from tunewise.adapters.format import read_config, weights_file
     from tunewise.export.lora import LORA_QUANTS, lora_scale_alpha, write_lora
     from tunewise.export.verify import check_lora
-    from tunewise.models import load_config
+    from tunewise.models import load_config, resolve_on_disk
 
     if quant not in LORA_QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(LORA_QUANTS)} for a GGUF LoRA",
                             "pick one of those")
     out = Path(out)
     _check_out(out, force)
-    ref = resolve_target(target, base)
+    ref = resolve_on_disk(target, base)
     if not ref.is_adapter:
         raise TunewiseError(f"'{target}' is a full model ({ref.path}), not an adapter",
                             "export it with --format gguf")
-    if not (ref.path / "adapter_model.safetensors").is_file():
-        raise TunewiseError(f"adapter '{ref.path}' has no adapter_model.safetensors", "save it as safetensors")
-    cfg = json.loads((ref.path / "adapter_config.json").read_text())
+    weights_file(ref.path)  # a pickle-only adapter is refused before anything is read
+    cfg = read_config(ref.path)
     config = load_config(ref.base)
     alpha = lora_scale_alpha(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)

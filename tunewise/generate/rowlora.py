@@ -2,7 +2,7 @@
 
 PEFT's mixed-adapter forward (`adapter_names`) loops over the adapters in the batch in every LoRA layer, slicing
 the rows of each out and adding them back: with 4 adapters that is 4 small sub-batches per layer per step, and on
-a small model those launches cost more than the math. Here every loaded adapter's lora_A / lora_B (scaled) is
+a small model those launches cost more than the math. Here every loaded adapter's A / B factors (B scaled) are
 stacked once per module, transposed, into (slots, in, R) and (slots, R, out) tensors, zero-padded to the largest
 rank R; slot 0 is all zeros (a base row). A forward gathers each row's pair and adds (x @ A_row^T) @ B_row^T with
 two `torch.bmm`s. Inside `routing` a PEFT layer's forward is replaced by base layer + that delta (PEFT's own
@@ -30,30 +30,22 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-
-def _lora_layers(model) -> Iterator[tuple[str, torch.nn.Module]]:
-    from peft.tuners.lora import LoraLayer
-
-    for name, m in model.named_modules():
-        if isinstance(m, LoraLayer):
-            yield name, m
+from tunewise.adapters.forward import (
+    adapts,
+    factors,
+    has_factors,
+    lora_layers,
+    plain_linear,
+    rank,
+    saves_modules,
+)
 
 
 def covers(model, adapter: str) -> bool:
     """Can `adapter` be applied per row here (plain linear LoRA only, nothing else in the model)?"""
-    from peft.tuners.lora import Linear
-    from peft.utils import ModulesToSaveWrapper
-
-    for _, m in model.named_modules():
-        if isinstance(m, ModulesToSaveWrapper) and adapter in m.modules_to_save:
-            return False
-    for _, m in _lora_layers(model):
-        if adapter in getattr(m, "lora_embedding_A", {}):
-            return False
-        if adapter in m.lora_A and (type(m) is not Linear or m.lora_bias.get(adapter)
-                                    or adapter in getattr(m, "lora_variant", {})):
-            return False
-    return True
+    if saves_modules(model, adapter):
+        return False
+    return all(plain_linear(m, adapter) for _, m in lora_layers(model) if adapts(m, adapter))
 
 
 class RowLoRA:
@@ -76,23 +68,24 @@ class RowLoRA:
         """Restack after a load or an eviction; `adapters` are the loaded ones this class covers."""
         self.slot = {a: i + 1 for i, a in enumerate(adapters)}
         self.stacks, self.side_by_side, self._gathered, self._masks, self._rows_key = {}, {}, {}, {}, None
-        for _, m in _lora_layers(self.model):
-            present = [a for a in adapters if a in m.lora_A]
+        for _, m in lora_layers(self.model):
+            present = [a for a in adapters if has_factors(m, a)]
             if not present:
                 continue
-            ref = m.lora_A[present[0]].weight
-            rank = max(m.lora_A[a].weight.shape[0] for a in present)
-            a_stack = torch.zeros(len(adapters) + 1, m.in_features, rank, dtype=ref.dtype, device=ref.device)
-            b_stack = torch.zeros(len(adapters) + 1, rank, m.out_features, dtype=ref.dtype, device=ref.device)
+            ref = factors(m, present[0])[0]
+            width = max(rank(m, a) for a in present)
+            a_stack = torch.zeros(len(adapters) + 1, m.in_features, width, dtype=ref.dtype, device=ref.device)
+            b_stack = torch.zeros(len(adapters) + 1, width, m.out_features, dtype=ref.dtype, device=ref.device)
             for a in present:
-                r = m.lora_A[a].weight.shape[0]
-                a_stack[self.slot[a], :, :r] = m.lora_A[a].weight.T
-                b_stack[self.slot[a], :r] = (m.lora_B[a].weight * m.scaling[a]).T
+                lora_a, lora_b, scaling = factors(m, a)
+                r = lora_a.shape[0]
+                a_stack[self.slot[a], :, :r] = lora_a.T
+                b_stack[self.slot[a], :r] = (lora_b * scaling).T
             self.stacks[m] = (a_stack, b_stack)
             slots = len(adapters)
-            self.side_by_side[m] = (a_stack[1:].permute(1, 0, 2).reshape(m.in_features, slots * rank).contiguous(),
-                                    b_stack[1:].reshape(slots * rank, m.out_features).contiguous())
-        for _, m in _lora_layers(self.model):
+            self.side_by_side[m] = (a_stack[1:].permute(1, 0, 2).reshape(m.in_features, slots * width).contiguous(),
+                                    b_stack[1:].reshape(slots * width, m.out_features).contiguous())
+        for _, m in lora_layers(self.model):
             if m not in self._patched:
                 self._patch(m)
 

@@ -26,6 +26,7 @@ import torch
 from tunewise.adapters import AdapterRefused, check_adapter
 from tunewise.generate.batch import STAT_KEYS, AdapterRouter, RunningBatch
 from tunewise.generate.rows import BASE_ROW, Delta, GenJob, GenResult, Row, left_pad, safe_length, stop_cut
+from tunewise.models import attach_adapter
 from tunewise.serve.registry import AdapterCache, Registry
 
 # The job and result types and the stop helpers live in the engine; serve's routes and tests import them here.
@@ -273,7 +274,7 @@ class Engine:
             try:
                 entry = self.registry.get(n)
                 check_adapter(n, entry.path, self.registry.base)  # re-checked: the folder may have changed
-                self.model.load_adapter(str(entry.path), adapter_name=n, is_trainable=False)
+                attach_adapter(self.model, entry.path, n)
             except AdapterRefused as e:
                 if not soft:
                     raise

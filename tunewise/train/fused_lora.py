@@ -1,6 +1,6 @@
 """LoRA linear layers in one autograd function: the same maths as PEFT's forward, fewer passes over activations.
 
-PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as five separate ops, each writing a new
+PEFT computes `base(x) + B(A(dropout(x))) * scaling` as five separate ops, each writing a new
 (tokens x out) tensor: the rank-r product, the scale, the add, and in backward their mirror images plus an add of
 the two input gradients. On a CPU those passes are memory-bound and, on a 576-wide model, cost about as much as the
 frozen base's weight gradients that LoRA saves (profile: benchmarks/RESULTS.md, issue 20). Here the low-rank term
@@ -9,8 +9,9 @@ the LoRA part of the input gradient is accumulated into the base part in place. 
 activation are kept for backward, as PEFT keeps them.
 
 `install(model)` swaps the forward of every PEFT `lora.Linear` whose call it can compute exactly (one active
-vanilla adapter, no dropout, a plain fp32/bf16 nn.Linear base, no LoRA bias); any other call falls back to PEFT's
-own forward, so adapters, merging and saving are untouched.
+vanilla adapter, no dropout, a plain fp32/bf16 nn.Linear base, no LoRA bias: tunewise.adapters.forward.lora_parts,
+which also reads the factors); any other call falls back to PEFT's own forward, so adapters, merging and saving are
+untouched.
 """
 
 from __future__ import annotations
@@ -19,12 +20,8 @@ import types
 
 import torch
 
+from tunewise.adapters.forward import is_lora_linear, lora_linear, lora_parts
 from tunewise.train.norm_source import kept_input, source_of
-
-
-def project(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """flat W^T + bias, as one addmm when there is a bias."""
-    return torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -34,9 +31,7 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, source=None):
         flat = x.reshape(-1, x.shape[-1])
-        low = flat @ lora_a.t()  # (tokens, r)
-        out = project(flat, weight, bias)
-        out.addmm_(low, lora_b.t(), alpha=scaling)
+        out, low = lora_linear(flat, weight, bias, lora_a, lora_b, scaling)
         ctx.save_for_backward(None if source is not None else flat, low, weight, lora_a, lora_b)
         ctx.scaling, ctx.source = scaling, source
         ctx.x_shape = x.shape
@@ -65,24 +60,6 @@ class LoraLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, *[None] * (len(ctx.needs_input_grad) - 5)
 
 
-def lora_parts(layer, x: torch.Tensor) -> tuple | None:
-    """(weight, bias, lora_A, lora_B, scaling) of a PEFT lora.Linear whose call on `x` the fused maths computes
-    exactly, or None when the call needs PEFT's general path."""
-    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
-        return None
-    name = layer.active_adapters[0]
-    if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
-        return None
-    base, lora_a, lora_b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
-    if type(base) is not torch.nn.Linear or not isinstance(layer.lora_dropout[name], torch.nn.Identity):
-        return None
-    if lora_a.bias is not None or lora_b.bias is not None:
-        return None
-    if not (x.dtype == base.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype):
-        return None
-    return base.weight, base.bias, lora_a.weight, lora_b.weight, float(layer.scaling[name])
-
-
 def fused_call(layer, x: torch.Tensor) -> torch.Tensor | None:
     """The layer's output through LoraLinearFunction, or None when this call needs PEFT's general path."""
     parts = lora_parts(layer, x)
@@ -96,11 +73,9 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 def install(model: torch.nn.Module) -> int:
     """Route every PEFT lora.Linear of `model` through the fused function where it applies; the number routed."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
     count = 0
     for module in model.modules():
-        if type(module) is LoraLinear:
+        if is_lora_linear(module):
             module.forward = types.MethodType(_forward, module)
             count += 1
     return count

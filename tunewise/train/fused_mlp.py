@@ -2,13 +2,13 @@
 
 Through its modules, `down(silu(gate(x)) * up(x))` keeps four (tokens x intermediate) tensors per layer for
 backward: gate's output (for SiLU), SiLU's output and up's output (for the product), and the product (for down's
-lora_A gradient). With a frozen base those are most of LoRA's activation memory on a Llama-shaped model
+A-factor gradient). With a frozen base those are most of LoRA's activation memory on a Llama-shaped model
 (intermediate ~2.7x hidden). This function keeps only gate's and up's outputs and recomputes SiLU and the product in
 backward: two elementwise passes buy back half of the MLP's saved activations. It also multiplies the input by
-gate's and up's lora_A in one matmul, since they share it.
+gate's and up's A factors in one matmul, since they share it.
 
 The maths is PEFT's: each projection is `x W^T + bias + scaling * (x A^T) B^T`. `install(model)` routes an MLP here
-only when all three projections are PEFT lora.Linear layers that fused_lora.lora_parts accepts and the activation is
+only when all three projections are PEFT lora.Linear layers that tunewise.adapters.forward.lora_parts accepts and the activation is
 SiLU, and the module's own forward is that very expression (checked on its syntax tree); any other call takes the
 module's own forward.
 """
@@ -24,14 +24,14 @@ import types
 import torch
 import torch.nn.functional as F
 
-from tunewise.train.fused_lora import lora_parts, project
+from tunewise.adapters.forward import add_low_rank_, is_lora_linear, lora_linear, lora_parts, project
 from tunewise.train.norm_source import kept_input, source_of
 
 
 class LoraSwiGLUFunction(torch.autograd.Function):
     """y = down(silu(gate(x)) * up(x)) with each projection `x W^T + b + s (x A^T) B^T`, x of any leading shape.
 
-    Arguments: x, then (weight, bias, lora_A, lora_B) for gate, up and down, then the three scalings as a tuple, and
+    Arguments: x, then (weight, bias, A, B) for gate, up and down, then the three scalings as a tuple, and
     x's NormSource when x is a frozen norm's output (norm_source.py: rebuilt in backward instead of kept).
     """
 
@@ -41,11 +41,10 @@ class LoraSwiGLUFunction(torch.autograd.Function):
         rank_g = ag.shape[0]
         flat = x.reshape(-1, x.shape[-1])
         low_gu = flat @ torch.cat([ag, au]).t()  # (tokens, r_gate + r_up): one read of x for both A's
-        gate = project(flat, wg, bg).addmm_(low_gu[:, :rank_g], bbg.t(), alpha=sg)
-        up = project(flat, wu, bu).addmm_(low_gu[:, rank_g:], bbu.t(), alpha=su)
+        gate = add_low_rank_(project(flat, wg, bg), low_gu[:, :rank_g], bbg, sg)
+        up = add_low_rank_(project(flat, wu, bu), low_gu[:, rank_g:], bbu, su)
         prod = F.silu(gate).mul_(up)
-        low_d = prod @ ad.t()
-        out = project(prod, wd, bd).addmm_(low_d, bbd.t(), alpha=sd)
+        out, low_d = lora_linear(prod, wd, bd, ad, bbd, sd)
         ctx.save_for_backward(None if source is not None else flat, gate, up, low_gu, low_d, wg, ag, bbg, wu, au, bbu,
                               wd, ad, bbd)
         ctx.scalings, ctx.x_shape, ctx.source = scalings, x.shape, source
@@ -149,12 +148,10 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 def install(model: torch.nn.Module) -> int:
     """Route every gated SiLU MLP whose three projections are PEFT lora.Linear layers through the fused function;
     the number routed."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
     count = 0
     for module in model.modules():
         projections = [getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-        if (all(type(p) is LoraLinear for p in projections) and _is_silu(getattr(module, "act_fn", None))
+        if (all(is_lora_linear(p) for p in projections) and _is_silu(getattr(module, "act_fn", None))
                 and _computes_gated_mlp(type(module))):
             module.forward = types.MethodType(_forward, module)
             count += 1

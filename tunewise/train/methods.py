@@ -12,6 +12,7 @@ from typing import Protocol
 
 import torch
 
+from tunewise.adapters.format import is_lora_b
 from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
 from tunewise.errors import ConfigError
@@ -108,8 +109,8 @@ class LoraMethod:
         if not ratio:
             return [{"params": [p for _, p in trainable], "lr": lr, "base_lr": lr}]
         # LoRA+ (Hayou et al.): B learns `ratio` times faster than A.
-        b = [p for n, p in trainable if "lora_B" in n]
-        rest = [p for n, p in trainable if "lora_B" not in n]
+        b = [p for n, p in trainable if is_lora_b(n)]
+        rest = [p for n, p in trainable if not is_lora_b(n)]
         return [{"params": rest, "lr": lr, "base_lr": lr}, {"params": b, "lr": lr * ratio, "base_lr": lr * ratio}]
 
     def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Recompute a frozen RMSNorm's output in backward instead of keeping it: the LoRA layers that read it keep less.
 
 In a Llama-style layer the attention norm's output feeds q, k and v, and the MLP norm's output feeds gate and up.
-Every LoRA layer keeps its input for its lora_A gradient, so each norm output (tokens x hidden) stays alive until
+Every LoRA layer keeps its input for its A factor's gradient, so each norm output (tokens x hidden) stays alive until
 backward, although the norm itself keeps its input (the residual stream) anyway and its output is one cheap
 elementwise pass away. `install(model)` tags each frozen RMSNorm's output with a NormSource (the norm and its
 input); the fused LoRA functions (fused_lora.py, fused_mlp.py) keep the source instead of the tensor and rebuild the

@@ -1,5 +1,5 @@
 """Checking a LoRA adapter folder against a base before anything loads it: `tunewise serve` and `tunewise merge`
-both call `check_adapter`.
+both call `check_adapter` (re-exported by tunewise.adapters).
 
 An adapter is refused (with a reason) when it names another base, targets modules the base lacks, has tensors
 whose shapes or rank do not fit, uses a non-float dtype, is stored as pickle, or would silently change nothing
@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-SAFETENSORS = "adapter_model.safetensors"
-PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "adapter_model.pkl",
-                "pytorch_model.bin")
+from tunewise.adapters.format import (
+    EMBEDDING_A,
+    EMBEDDING_B,
+    PICKLE_FILES,
+    PREFIX,
+    SAFETENSORS,
+    TOKEN_DELTA,
+    A,
+    B,
+    parse_key,
+    read_config,
+)
+from tunewise.errors import TunewiseError
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# PEFT key layout: base_model.model.<module path>.lora_A.weight (the adapter name is stripped when saving).
-LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|"
-                      r"lora_embedding_B|lora_magnitude_vector)(?:\.weight)?$")
 
 
 class AdapterRefused(Exception):
@@ -96,7 +103,6 @@ def same_base(adapter_base: str, base: BaseInfo) -> bool:
     """Does the adapter's base_model_name_or_path name this base (by id, folder, or identical copy)?"""
     if adapter_base == base.name or (base.path is not None and adapter_base == str(base.path)):
         return True
-    from tunewise.errors import TunewiseError
     from tunewise.models import resolve_base
 
     try:
@@ -125,20 +131,11 @@ class AdapterInfo:
     base_model: str
 
 
-TOKEN_DELTA = ".token_adapter.trainable_tokens_delta"  # PEFT's key for trainable token rows
-
-
 def _read_config(path: Path) -> dict:
-    cfg_file = path / "adapter_config.json"
-    if not cfg_file.is_file():
-        raise AdapterRefused(f"'{path}' has no adapter_config.json, so it is not a PEFT adapter folder")
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise AdapterRefused(f"{cfg_file}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise AdapterRefused(f"{cfg_file}: expected a JSON object")
-    return cfg
+        return read_config(path)
+    except TunewiseError as e:  # the server answers a refusal (a status and a code), not a CLI error
+        raise AdapterRefused(e.message) from e
 
 
 
@@ -238,9 +235,9 @@ def read_tensors(name: str, weights: Path) -> AdapterTensors:
             for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
                 t = f.get_tensor(key)
                 out.dtypes.add(t.dtype)
-                m = LORA_KEY.match(key)
-                if m:
-                    out.lora.setdefault(m["module"], {})[m["part"]] = t
+                k = parse_key(key)
+                if k is not None and k.prefixed:  # as PEFT saves it; anything else must fit a base parameter
+                    out.lora.setdefault(k.module, {})[k.part] = t
                 else:
                     out.other[key] = t
     except Exception as e:  # a corrupt file: report it, never crash the server
@@ -256,8 +253,8 @@ def _check_lora_pair(name: str, module: str, parts: dict[str, torch.Tensor], cfg
     kind, n_in, n_out = base.modules[module]
     rank_pattern = cfg.get("rank_pattern") or {}
     r = rank_pattern.get(module, next((v for k, v in rank_pattern.items() if module.endswith("." + k)), cfg["r"]))
-    a = parts.get("lora_A", parts.get("lora_embedding_A"))
-    b = parts.get("lora_B", parts.get("lora_embedding_B"))
+    a = parts.get(A, parts.get(EMBEDDING_A))
+    b = parts.get(B, parts.get(EMBEDDING_B))
     if a is None or b is None:
         raise AdapterRefused(f"adapter '{name}': '{module}' has only one of lora_A / lora_B")
     # Linear: A (r, in), B (out, r). Embedding: A (r, num), B (dim, r).
@@ -273,7 +270,7 @@ def _check_lora_pair(name: str, module: str, parts: dict[str, torch.Tensor], cfg
 
 def _check_token_rows(name: str, key: str, t: torch.Tensor, cfg: dict, base: BaseInfo) -> None:
     """Trainable token rows: (rows named in the config, the embedding's width), inside the embedding."""
-    pname = key.removeprefix("base_model.model.").removesuffix(TOKEN_DELTA)
+    pname = key.removeprefix(PREFIX).removesuffix(TOKEN_DELTA)
     emb = base.params.get(pname + ".weight")
     token_rows = cfg.get("trainable_token_indices")
     rows = token_rows.get(pname.rsplit(".", 1)[-1]) if isinstance(token_rows, dict) else token_rows
@@ -290,7 +287,7 @@ def _check_token_rows(name: str, key: str, t: torch.Tensor, cfg: dict, base: Bas
 def _check_other(name: str, key: str, t: torch.Tensor, cfg: dict, base: BaseInfo) -> None:
     """A tensor outside the LoRA pairs: trainable token rows, or a saved full module (modules_to_save) that
     replaces the base's parameter of the same shape."""
-    pname = key.removeprefix("base_model.model.")
+    pname = key.removeprefix(PREFIX)
     if pname.endswith(TOKEN_DELTA):
         _check_token_rows(name, key, t, cfg, base)
     elif pname not in base.params or tuple(t.shape) != base.params[pname]:
