@@ -140,8 +140,11 @@ class RunningBatch:
             mask = torch.cat([torch.ones((len(rows), skip), dtype=mask.dtype), mask], dim=1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, skip:]  # (B, T): each row counts its own tokens
-        cache = {} if prefix is None else {
-            "cache": kv.repeat_row(prefix.cache, len(rows), DynamicCache(config=self.model.config))}
+        cache = {}  # fixed batches: the model's own cache
+        if prefix is not None:
+            cache = {"cache": kv.repeat_row(prefix.cache, len(rows), kv.new_cache(self.model.config))}
+        elif self.merging:
+            cache = {"cache": kv.new_cache(self.model.config)}
         out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
                            position_ids=positions, use_cache=True, logits_to_keep=1, **cache)
         if self.merging:
