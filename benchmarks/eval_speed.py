@@ -38,6 +38,7 @@ class Timing:
     generate_s: float
     engine_s: float
     identical: int
+    engine: dict  # the engine's counters: prefill_s, decode_s, steps, row_steps, prefill_tokens, ...
 
 
 def sync() -> None:
@@ -102,15 +103,45 @@ def measure(task: str, label: str, model, tok, spec, batch: int, engine_batch: i
     generate_in_batches(model, tok, prompts[:2], *args, batch)  # warm-up: kernels, caches, allocator
     greedy_generate(model, tok, prompts[:2], *args, batch_size=engine_batch)
     ref, t_gen = timed(lambda: generate_in_batches(model, tok, prompts, *args, batch))
-    got, t_eng = timed(lambda: greedy_generate(model, tok, prompts, *args, batch_size=engine_batch))
+    stats: dict = {}
+    got, t_eng = timed(lambda: greedy_generate(model, tok, prompts, *args, batch_size=engine_batch, stats=stats))
     same = sum(a == b for a, b in zip(ref, got, strict=True))
     differ = [i for i, (a, b) in enumerate(zip(ref, got, strict=True)) if a != b]
     for i in differ[:3]:  # the first few, so a tie can be looked at
         print(f"  differs: {task}/{label} example {i}: generate {ref[i]!r} vs engine {got[i]!r}")
-    t = Timing(task, label, len(prompts), t_gen, t_eng, same)
+    t = Timing(task, label, len(prompts), t_gen, t_eng, same, stats)
     print(f"{task:10s} {label:4s} n={t.n:4d}  generate {t.n / t_gen:7.2f} ex/s  engine {t.n / t_eng:7.2f} ex/s  "
           f"x{t_gen / t_eng:5.2f}  identical {same}/{t.n}", flush=True)
+    print(f"{'':15s} engine: {where_time_goes(stats, t_eng)}", flush=True)
     return t
+
+
+def where_time_goes(stats: dict, wall: float) -> str:
+    """The engine's time split: prefill forwards, decode forwards, and the rest (choosing tokens, stop strings,
+    cache bookkeeping, Python), with the decode batch's mean rows."""
+    pre, dec = stats.get("prefill_s", 0.0), stats.get("decode_s", 0.0)
+    steps = max(1, stats.get("steps", 0))
+    return (f"prefill {pre / wall:4.0%} ({stats.get('prefill_tokens', 0)} tokens, {stats.get('shared_prefix_rows', 0)}"
+            f" rows from a shared prefix), decode {dec / wall:4.0%} ({stats.get('steps', 0)} steps x "
+            f"{stats.get('row_steps', 0) / steps:.1f} rows, {1e3 * dec / steps:.0f} ms/step), "
+            f"other {max(0.0, wall - pre - dec) / wall:4.0%}")
+
+
+def op_profile(model, tok, spec, engine_batch: int, n: int = 32) -> str:
+    """torch.profiler over the engine on `n` prompts: the operators' shares of the CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tunewise.evaluate.generation import greedy_generate
+
+    prompts = [it.prompt for it in spec.items if it.error is None][:n]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        greedy_generate(model, tok, prompts, spec.max_new_tokens, list(spec.stop), batch_size=engine_batch)
+        wall = time.perf_counter() - t0
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    top = ", ".join(f"{e.key} {e.self_cpu_time_total / 1e6 / wall:.0%}" for e in ops[:5])
+    return f"{top}; all operators {total / wall:.0%} of {wall:.1f} s (the rest: Python and the profiler)"
 
 
 def run_task(task: str, args, root: Path) -> list[Timing]:
@@ -125,6 +156,8 @@ def run_task(task: str, args, root: Path) -> list[Timing]:
     del model
     tuned, tok = load_tuned(str(run_dir))
     out.append(measure(task, "lora", tuned, tok, spec, args.batch, eb))
+    if args.profile:
+        print(f"{'':15s} profile ({task}, lora, 32 examples): {op_profile(tuned, tok, spec, eb)}", flush=True)
     return out
 
 
@@ -138,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16, help="rows per batch of model.generate (eval's old batch)")
     p.add_argument("--engine-batch", type=int, default=0,
                    help="rows decoding together in the engine (default: --batch); more rows cost a GPU little")
+    p.add_argument("--profile", action="store_true", help="after each task, torch.profiler's operator shares")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, from " + ", ".join(TASKS))
     args = p.parse_args(argv)
     if args.quick:

@@ -12,7 +12,8 @@ from tunewise.progress import progress_bar
 
 def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
                     stop: list[str] | None = None, batch_size: int = 16,
-                    adapters: list[str | None] | None = None, progress: str | None = None) -> list[str]:
+                    adapters: list[str | None] | None = None, progress: str | None = None,
+                    stats: dict | None = None) -> list[str]:
     """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS); at most
     `batch_size` rows decode together.
 
@@ -20,6 +21,7 @@ def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max
     (`formats.prompt_ids`), so a model is asked exactly as it was trained. `adapters` (one per prompt, None = the
     base) sends each prompt through its own adapter of a PeftModel that holds them all, in one batch; without
     it every prompt goes through the model as it is. `progress` labels a bar over the answers (None: no bar).
+    `stats` (a dict) is counted into by the engine: rows, steps, prefill and decode seconds.
     """
     if adapters is not None and len(adapters) != len(prompts):
         raise ValueError(f"{len(adapters)} adapters for {len(prompts)} prompts: give one per prompt")
@@ -29,12 +31,12 @@ def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max
     jobs = [GenJob(a, prompt_ids(p, tokenizer), max_new_tokens, list(stop or []))
             for p, a in zip(prompts, names, strict=True)]
     if progress is None:
-        return [r.text for r in generate_jobs(model, tokenizer, jobs, max_batch=batch_size)]
+        return [r.text for r in generate_jobs(model, tokenizer, jobs, max_batch=batch_size, stats=stats)]
     bar = progress_bar(len(jobs), progress, "answer")
     for j in jobs:  # counted as each row finishes, in whatever order continuous batching finishes them
         j.future.add_done_callback(lambda _f: bar.update(1))
     try:
-        return [r.text for r in generate_jobs(model, tokenizer, jobs, max_batch=batch_size)]
+        return [r.text for r in generate_jobs(model, tokenizer, jobs, max_batch=batch_size, stats=stats)]
     finally:
         bar.close()
 

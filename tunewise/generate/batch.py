@@ -13,6 +13,7 @@ covers every adapter of the batch, else PEFT's mixed-adapter forward.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from tunewise.generate.sampling import choose_where
 log = logging.getLogger("tunewise.generate")
 Forward = Callable[..., object]  # forward(adapters: list[str | None], **model inputs) -> model output
 STAT_KEYS = ("batches", "rows", "mixed_batches", "max_rows", "steps", "cancelled", "row_lora_forwards",
-             "peft_mixed_forwards", "shared_prefix_rows")
+             "peft_mixed_forwards", "shared_prefix_rows", "prefill_tokens", "row_steps", "prefill_s", "decode_s")
 
 
 def mergeable_cache(model) -> bool:
@@ -145,8 +146,11 @@ class RunningBatch:
             cache = {"cache": kv.repeat_row(prefix.cache, len(rows), kv.new_cache(self.model.config))}
         elif self.merging:
             cache = {"cache": kv.new_cache(self.model.config)}
+        t0 = time.perf_counter()
         out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
                            position_ids=positions, use_cache=True, logits_to_keep=1, **cache)
+        self.stats["prefill_s"] += time.perf_counter() - t0
+        self.stats["prefill_tokens"] += ids.numel()  # padding included: what the forward computed
         if self.merging:
             kv.check_cache(out.past_key_values)
         return out, mask
@@ -182,10 +186,13 @@ class RunningBatch:
         ids = torch.tensor([[t] for t in last], dtype=torch.long, device=self.device)  # (B, 1)
         positions = self.mask.sum(dim=1, keepdim=True)  # (B, 1): the new token's position in its own row
         mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)  # (B, T + 1)
+        t0 = time.perf_counter()
         out = self.forward([r.job.adapter for r in rows], input_ids=ids, attention_mask=mask,
                            position_ids=positions, cache=self.kv, use_cache=True)
+        self.stats["decode_s"] += time.perf_counter() - t0
         self.kv, self.mask = out.past_key_values, mask
         self.stats["steps"] += 1
+        self.stats["row_steps"] += len(rows)
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
         self.stats["mixed_batches"] += len({r.name for r in rows}) > 1
         self.take_tokens(rows, out.logits[:, -1, :])
