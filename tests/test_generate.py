@@ -178,3 +178,46 @@ def test_engine_equals_generate_on_smollm2_with_two_adapters_in_one_batch():
     stats, answers = check_against_generate(peft, tok, prompts, [None, "one", "two"], n=6, max_batch=4)
     assert stats["mixed_batches"] > 0 and adapters_changed(answers)
     assert stats["shared_prefix_rows"] == 3 * 3  # the chat template's start, computed once per adapter
+
+
+
+def test_slack_layers_hold_what_plain_layers_hold_through_joins_leaves_and_trims():
+    """kv.SlackLayer writes each step in place; rows leaving, rows joining and trimmed columns must leave it
+    holding exactly what DynamicLayer (torch.cat at every step) holds."""
+    from transformers.cache_utils import DynamicLayer
+
+    from tunewise.generate import kv
+
+    class Cache:  # what kv's functions use of a cache
+        def __init__(self, layer):
+            self.layers = [layer]
+
+    torch.manual_seed(0)
+    plain, slack = Cache(DynamicLayer()), Cache(kv.SlackLayer())
+
+    def both(fn):
+        return [fn(c) for c in (plain, slack)]
+
+    k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    both(lambda c: c.layers[0].update(k, v))
+    mask = torch.ones(3, 5, dtype=torch.long)
+    mask[1, :3] = 0  # row 1 is shorter: its first 3 columns are padding
+    for step in range(kv.SLACK + 3):  # past the spare columns: the buffer grows
+        k, v = torch.randn(mask.shape[0], 2, 1, 4), torch.randn(mask.shape[0], 2, 1, 4)
+        both(lambda c: c.layers[0].update(k, v))
+        mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=torch.long)], dim=1)
+        if step == 5:  # rows 0 and 2 leave; row 1's leading padding columns go
+            mask = both(lambda c: kv.trim(c, kv.select_rows(c, mask, [1])))[0]
+            assert mask.shape == (1, 5 - 3 + step + 1)  # its 3 padding columns are gone
+        if step == 9:  # two rows join
+            ok, ov = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4)
+
+            def join(c):
+                other = Cache(DynamicLayer())
+                other.layers[0].update(ok, ov)
+                return kv.merge(c, mask, other, torch.ones(2, 3, dtype=torch.long))
+
+            mask = both(join)[0]
+        assert torch.equal(plain.layers[0].keys, slack.layers[0].keys)
+        assert torch.equal(plain.layers[0].values, slack.layers[0].values)
+    assert slack.layers[0]._kbuf.shape[-2] > slack.layers[0].keys.shape[-2]  # room left for the next steps
