@@ -64,7 +64,8 @@ def test_the_same_results_write_the_same_study(tmp_path, monkeypatch):
     from study_report import write_study
 
     (tmp_path / "benchmarks").mkdir()
-    shutil.copy(BENCHMARKS / "study_tiny.md", tmp_path / "benchmarks" / "study_tiny.md")
+    for name in ("study_tiny.md", "study_first_pass.md"):
+        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
     results = _sweep_results()
     headline = [Run(t, m, lr) for t in ("structured", "sql") for m, lr in (("lora", 1e-3), ("full", 1e-4))]
     results |= {run_id(r): _train_result(r, 0.1, 0.8 if r.method == "full" else 0.7) for r in headline}
@@ -72,25 +73,35 @@ def test_the_same_results_write_the_same_study(tmp_path, monkeypatch):
     assert write_study("smollm2", results, tmp_path, tmp_path / "runs").read_bytes() == first
     text = first.decode()
     assert "| 9 | Learning rate" in text and "LoRA 0.001, full 0.0001 (ratio 10" in text
-    assert "| 4 | QLoRA trades memory for time | -33% memory, +39% time (GPU) | not measured yet | - |" in text
+    assert "| 4 | QLoRA trades memory for time | -33% memory, +39% time (GPU) | not re-measured yet (plan: `--claims " \
+           "4,6,7,8`" in text
+    assert "| 10 | Capacity" in text and "not yet measured at ±5 (plan: `--claims 10`" in text
+    assert "## The first pass on `smollm2`" in text  # the lost runs' figures, kept as written
     assert "\n# Small-scale reference" in text and "## The tiny base: a small study" in text
     assert len(plan()) > 40  # the full plan is listed even when little of it ran
 
 
 def test_every_kind_of_finished_step_is_reused_after_its_result_is_read_back(tmp_path):
     """result.json stores tuples as lists: a finished continual run (tasks is a tuple) must still count as finished,
-    or re-running the finished study would train it again."""
+    or re-running the finished study would train it again -- read back from the committed store alone (a new
+    session's machine has no run folders) or from a run folder alone (a run finished before the store)."""
     import json
 
-    from study import finished, load_results
     from study_plan import BaseEval, ContinualRun
+    from study_store import finished, load_results, save_result
 
-    results = _sweep_results()
-    for step in (resolve(ContinualRun(), results), resolve(Run("sql", "full"), results), BaseEval("sql", 0)):
-        folder = tmp_path / "runs" / run_id(step)
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps({"id": run_id(step), "step": asdict(step)}))
-        assert finished(step, load_results(tmp_path)) is not None, step
+    results, store = _sweep_results(), tmp_path / "store"
+    for i, step in enumerate((resolve(ContinualRun(), results), resolve(Run("sql", "full"), results),
+                              BaseEval("sql", 0))):
+        res = {"id": run_id(step), "step": asdict(step)}
+        if i % 2:
+            folder = tmp_path / "runs" / run_id(step)
+            folder.mkdir(parents=True)
+            (folder / "result.json").write_text(json.dumps(res))
+        else:
+            save_result(res, tmp_path / "elsewhere", store)
+        assert finished(step, load_results(tmp_path, store)) is not None, step
+    assert not finished(BaseEval("sql", 1), load_results(tmp_path, store))
 
 
 @pytest.mark.integration
@@ -113,7 +124,8 @@ def test_the_study_scores_with_your_own_scorer(tmp_path):
 
     def study(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(BENCHMARKS / "study.py"), "--base", "tiny", "--out", str(out),
-                               "--dry-run", *args], capture_output=True, text=True)
+                               "--results", str(tmp_path / "store"), "--dry-run", *args], capture_output=True,
+                              text=True)
 
     bad = study("--scorer", "tw_no_such_metrics:f")
     assert bad.returncode == 2 and "cannot import tw_no_such_metrics" in bad.stderr, bad.stderr
