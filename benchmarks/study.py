@@ -104,7 +104,10 @@ def main() -> None:
     if not a.dry_run:
         from study_report import write_study
 
-        print(f"wrote {write_study(a.base, results, ROOT, out, a.scorer)}")
+        # advise cites the smollm2 study scored by the tasks' own scorers, nothing else
+        evidence = ROOT / "tunewise" / "advise" / "study_measured.json" if (a.base, a.scorer) == ("smollm2", None) \
+            else None
+        print(f"wrote {write_study(a.base, results, ROOT, out, a.scorer, evidence)}")
 
 
 def slug(text: str) -> str:

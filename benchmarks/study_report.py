@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from study_advice import advice_section
+from study_advice import advice_section, write_evidence
 from study_claims import CLAIMS, Reader
 from study_compare import write_compare_reports
 from study_exec import run_seconds
@@ -112,10 +112,14 @@ def gap_link(number: int, figures: list[str]) -> str:
     return f"\n\n![claim {number}: each gap with its band](study_figures/{name})" if name in figures else ""
 
 
-def write_study(base: str, results: dict[str, dict], root: Path, out: Path, scorer: str | None = None) -> Path:
+def write_study(base: str, results: dict[str, dict], root: Path, out: Path, scorer: str | None = None,
+                evidence: Path | None = None) -> Path:
     """STUDY.md and its figures: benchmarks/ for the tasks' own scorers, the study folder `out` for another
-    scorer's (the repository's STUDY.md stays the tasks' measurement)."""
+    scorer's (the repository's STUDY.md stays the tasks' measurement); and, given `evidence`, advise's
+    study_measured.json from the same rows."""
     r = Reader(results)
+    if evidence is not None:
+        write_evidence(r, evidence, root / "benchmarks" / "study_first_pass.md")
     home = out if scorer else root / "benchmarks"
     figures = draw_figures(r, home / "study_figures")
     reports = [p.relative_to(root) if p.is_relative_to(root) else p for p in write_compare_reports(r, base, out)]
