@@ -17,6 +17,7 @@ from study_plan import (
     CAPACITY_SIZES,
     CURATED_N,
     CURATED_NOISE,
+    CURATED_SEEDS,
     CURATED_TASKS,
     HEADLINE_TASKS,
     SEEDS,
@@ -578,11 +579,11 @@ def curated_calls(r: Reader) -> dict[tuple[str, str, str], object]:
     calls = {}
     for task in CURATED_TASKS:
         for method in ("lora", "full"):
-            chosen = r.items_of([curated_run(task, method, "selected", s) for s in SEEDS])
+            chosen = r.items_of([curated_run(task, method, "selected", s) for s in CURATED_SEEDS])
             for against in ("noisy", "random"):
-                other = r.items_of([curated_run(task, method, against, s) for s in SEEDS])
+                other = r.items_of([curated_run(task, method, against, s) for s in CURATED_SEEDS])
                 call = call_between(other, chosen, kind_of(task), cheaper=against, costlier="curated")
-                if call is not None and len(chosen) == len(SEEDS):
+                if call is not None and len(chosen) == len(CURATED_SEEDS):
                     calls[(task, method, against)] = call
     return calls
 
@@ -614,7 +615,8 @@ def claim11_details(r: Reader) -> str:
     return "\n".join(lines) + (
         f"\n\nN = {CURATED_N}; the noisy set is `tunewise tasks make TASK --train {5 * CURATED_N} --noise "
         f"{CURATED_NOISE:g}`, curated is `tunewise data select --k {CURATED_N}` of it, random is a seeded random "
-        f"{CURATED_N} of it; the noisy set trains 1 epoch, the others 5, so every run takes the same steps. Does "
+        f"{CURATED_N} of it; the noisy set trains 1 epoch, the others 5, so every run takes the same steps; "
+        f"{len(CURATED_SEEDS)} seeds, each its own data and test set. Does "
         "noise hurt LoRA more than full (the seed's capacity argument)? Read the two methods' curated - noisy rows "
         "side by side: a difference inside both bands is undecided. Figure: `study_figures/claim11_gaps.png`.")
 

@@ -9,13 +9,17 @@ tunewise.decide (`planned_half_width`: the paired band's half width on n example
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from study_exec import NotReady, resolve, run_seconds, sweep_loss_of
 from study_plan import (
     ALL_CLAIMS,
     CURATED_N,
+    CURATED_SEEDS,
     FIRST_PASS,
     SEEDS,
+    SWEEP_LRS,
+    SWEEP_TASK,
     BaseEval,
     ContinualRun,
     Run,
@@ -77,18 +81,21 @@ def expected_band(step: Step, claims: tuple[int, ...]) -> str:
     """The band a comparison this step is part of can expect, its seeds' test examples pooled."""
     if not isinstance(step, Run) or step.method not in ("lora", "full"):
         return ""
+    seeds = len(SEEDS)
     if {1, 2, 3} & set(claims):
         what = "full - LoRA"
     elif 11 in claims:
-        what = f"curated {CURATED_N} - the others"
-    elif 10 in claims and step.seed == 0:
-        what = "full - LoRA at this size"
+        what, seeds = f"curated {CURATED_N} - the others", len(CURATED_SEEDS)
+    elif 10 in claims and step.seed == 0 and step.train_size != 240:
+        what = "its comparison at this size" if step.r in (4, 16) else ""
     else:
         return ""
-    n = step.eval_size * len(SEEDS)
+    if not what:
+        return ""
+    n = step.eval_size * seeds
     half = planned_half_width(n)
     flag = "" if half <= RESOLUTION_POINTS else f" (wider than +-{RESOLUTION_POINTS:g})"
-    return f"; expected band on {what}: +-{half:.1f} points{flag} ({n} paired examples, {len(SEEDS)} seeds)"
+    return f"; expected band on {what}: +-{half:.1f} points{flag} ({n} paired examples, {seeds} seeds)"
 
 
 def describe(step: Step) -> str:
@@ -115,17 +122,30 @@ def status(step: Step, results: dict[str, dict]) -> tuple[Step, dict | None, boo
 
 
 def seconds_left(results: dict[str, dict], claims: tuple[int, ...]) -> float:
-    return sum(estimate_s(s, results) for _, s in plan(sweep_loss_of(results), claims)
-               if status(s, results)[1] is None)
+    left = 0.0
+    for _, step in plan(sweep_loss_of(results), claims):
+        step, done, ready = status(step, results)
+        if done is None and not sweep_twin(step, ready):
+            left += estimate_s(step, results)
+    return left
+
+
+def sweep_twin(step: Step, ready: bool) -> bool:
+    """A run that, once the sweep picks its lr, is one of the sweep's own runs (reused: no time of its own)."""
+    return (not ready and isinstance(step, Run) and step.task == SWEEP_TASK and step.method in SWEEP_LRS
+            and replace(step, lr=SWEEP_LRS[step.method][0]) == Run(SWEEP_TASK, step.method, SWEEP_LRS[step.method][0]))
 
 
 def print_plan(results: dict[str, dict], claims: tuple[int, ...] = FIRST_PASS) -> None:
     left = 0.0
     for i, (answers, step) in enumerate(plan(sweep_loss_of(results), claims), 1):
-        step, done, _ = status(step, results)
+        step, done, ready = status(step, results)
         head = f"[{i:2d}] claims {','.join(map(str, answers)):<12} {describe(step)}"
         if done is not None:
             print(f"{head}: done ({run_seconds(done):.0f} s)")
+            continue
+        if sweep_twin(step, ready):
+            print(f"{head}: the sweep's run at its best lr (no time of its own){expected_band(step, answers)}")
             continue
         est = estimate_s(step, results)
         left += est

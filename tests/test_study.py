@@ -81,6 +81,39 @@ def test_the_same_results_write_the_same_study(tmp_path, monkeypatch):
     assert len(plan()) > 40  # the full plan is listed even when little of it ran
 
 
+def test_the_plan_is_sized_for_a_5_point_band_and_the_dry_run_says_so(tmp_path):
+    """Resolution first (issue 40): every comparison of claims 1-3, 10 and 11 pools enough paired test examples for
+    a planned band of at most +-5 points, and --dry-run prints each step's band and the hours it costs."""
+    import subprocess
+
+    from study_plan import CURATED_SEEDS, FIRST_PASS, SEEDS, capacity_run
+
+    from tunewise.decide.band import planned_half_width
+
+    runs = [s for c, s in plan(claims=(1, 2, 3, 10, 11)) if isinstance(s, Run) and {1, 2, 3, 10, 11} & set(c)]
+    for step in runs:
+        seeds = CURATED_SEEDS if step.data != "clean" else SEEDS
+        assert planned_half_width(step.eval_size * len(seeds)) <= 5, step
+    assert {s.task for c, s in plan(claims=FIRST_PASS) if 3 in c} >= {"math", "math-chain"}
+    assert all(capacity_run(m, 60, seed) in runs for m in ("lora", "full") for seed in SEEDS[:1])
+    assert {s.data for s in runs} == {"clean", "noisy", "selected", "random"}
+
+    def dry(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(BENCHMARKS / "study.py"), "--base", "smollm2", "--out",
+                               str(tmp_path / "out"), "--results", str(tmp_path / "store"), "--dry-run", *args],
+                              capture_output=True, text=True)
+
+    first = dry()
+    assert first.returncode == 0, first.stderr
+    assert "expected band on full - LoRA: +-3.6 points (600 paired examples, 3 seeds)" in first.stdout
+    assert "left to run for claims 1,2,3,5,9: ~" in first.stdout and "then --claims 11: ~" in first.stdout
+    assert "sweep's run at its best lr" in first.stdout and "math_chain_base.py --base smollm2" in first.stdout
+    assert "(noisy data)" in dry("--claims", "11").stdout
+    bad = dry("--claims", "12")
+    assert bad.returncode == 2 and "give claim numbers 1-11" in bad.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()  # a dry run writes nothing
+
+
 def test_every_kind_of_finished_step_is_reused_after_its_result_is_read_back(tmp_path):
     """result.json stores tuples as lists: a finished continual run (tasks is a tuple) must still count as finished,
     or re-running the finished study would train it again -- read back from the committed store alone (a new
