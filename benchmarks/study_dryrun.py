@@ -11,21 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import study_plan as sizes  # the plan's constants (seeds, sweep, claim 11's N)
 from study_exec import NotReady, resolve, run_seconds, sweep_loss_of
-from study_plan import (
-    ALL_CLAIMS,
-    CURATED_N,
-    CURATED_SEEDS,
-    FIRST_PASS,
-    SEEDS,
-    SWEEP_LRS,
-    SWEEP_TASK,
-    BaseEval,
-    ContinualRun,
-    Run,
-    Step,
-    plan,
-)
+from study_plan import FIRST_PASS, BaseEval, ContinualRun, Run, Step, plan
 from study_store import finished
 
 from tunewise.decide.band import planned_half_width
@@ -81,11 +69,11 @@ def expected_band(step: Step, claims: tuple[int, ...]) -> str:
     """The band a comparison this step is part of can expect, its seeds' test examples pooled."""
     if not isinstance(step, Run) or step.method not in ("lora", "full"):
         return ""
-    seeds = len(SEEDS)
+    seeds = len(sizes.SEEDS)
     if {1, 2, 3} & set(claims):
         what = "full - LoRA"
     elif 11 in claims:
-        what, seeds = f"curated {CURATED_N} - the others", len(CURATED_SEEDS)
+        what, seeds = f"curated {sizes.CURATED_N} - the others", len(sizes.CURATED_SEEDS)
     elif 10 in claims and step.seed == 0 and step.train_size != 240:
         what = "its comparison at this size" if step.r in (4, 16) else ""
     else:
@@ -132,8 +120,10 @@ def seconds_left(results: dict[str, dict], claims: tuple[int, ...]) -> float:
 
 def sweep_twin(step: Step, ready: bool) -> bool:
     """A run that, once the sweep picks its lr, is one of the sweep's own runs (reused: no time of its own)."""
-    return (not ready and isinstance(step, Run) and step.task == SWEEP_TASK and step.method in SWEEP_LRS
-            and replace(step, lr=SWEEP_LRS[step.method][0]) == Run(SWEEP_TASK, step.method, SWEEP_LRS[step.method][0]))
+    if ready or not isinstance(step, Run) or step.task != sizes.SWEEP_TASK or step.method not in sizes.SWEEP_LRS:
+        return False
+    lr = sizes.SWEEP_LRS[step.method][0]
+    return replace(step, lr=lr) == Run(sizes.SWEEP_TASK, step.method, lr)
 
 
 def print_plan(results: dict[str, dict], claims: tuple[int, ...] = FIRST_PASS) -> None:
@@ -160,7 +150,7 @@ def print_plan(results: dict[str, dict], claims: tuple[int, ...] = FIRST_PASS) -
         if not set(later) <= set(claims):
             extra = seconds_left(results, tuple(sorted(set(claims) | set(later)))) - left
             print(f"  then --claims {','.join(map(str, later))}: ~{extra / 3600:.1f} h more")
-    if claims != ALL_CLAIMS:
-        print(f"  every claim (--claims all): ~{seconds_left(results, ALL_CLAIMS) / 3600:.1f} h")
+    if claims != sizes.ALL_CLAIMS:
+        print(f"  every claim (--claims all): ~{seconds_left(results, sizes.ALL_CLAIMS) / 3600:.1f} h")
     print("where the base starts on math-chain (claim 3's task), 40 examples a length: "
           "python benchmarks/math_chain_base.py --base smollm2 --steps 3,4,5 --n 40", flush=True)
