@@ -291,20 +291,28 @@ def learn_forget_rows(r: Reader) -> list[tuple[str, str, float, float | None, fl
 
 
 def claim5(r: Reader) -> tuple[str, str]:
-    pairs = []
+    learned, drifted = [], []
     for task in HEADLINE_TASKS:
         lo, fu = r.result_of(Run(task, "lora")), r.result_of(Run(task, "full"))
         kl = (r.retention(lo, "kl"), r.retention(fu, "kl")) if lo is not None and fu is not None else (None,)
-        if None in kl:
+        call = call_of(r, task, kind_of(task))
+        if None in kl or call is None:
             return PENDING
-        pairs.append((lo["eval"]["score"] <= fu["eval"]["score"], kl[0] <= kl[1]))
-    learns_less, forgets_less = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-    both = sum(a and b for a, b in pairs)
-    text = (f"LoRA scored at most full's on {learns_less} of {len(pairs)} tasks and drifted less by kl on "
-            f"{forgets_less} of {len(pairs)}; both on {both}")
-    # rule: holds when both hold on a majority of tasks
-    return text, "yes" if both > len(pairs) / 2 else "partly" if learns_less > len(pairs) / 2 or \
-        forgets_less > len(pairs) / 2 else "no"
+        learned.append(call.call)  # "full": LoRA learned less beyond the band and the tie margin
+        drifted.append(kl[0] <= kl[1])
+    less = sum(c == "full" for c in learned)
+    undecided = sum(c == "undecided" for c in learned)
+    both = sum(c == "full" and d for c, d in zip(learned, drifted, strict=True))
+    n = len(learned)
+    text = (f"LoRA learned less (full ahead beyond the band) on {less} of {n} tasks, undecided on {undecided}; "
+            f"drifted less by kl (seed 0) on {sum(drifted)} of {n}; both on {both}")
+    # rule: holds when both hold on a majority of tasks; undecided while the undecided learning calls could still
+    # make (or unmake) that majority
+    if both > n / 2:
+        return text, "yes"
+    if both + undecided > n / 2:
+        return text, "undecided"
+    return text, "partly" if less > n / 2 or sum(drifted) > n / 2 else "no"
 
 
 def claim5_details(r: Reader) -> str:

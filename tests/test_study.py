@@ -218,3 +218,45 @@ def test_real_steps_are_stored_rescored_and_render_the_same_study_from_the_store
     assert f"on {6 * len(SEEDS)} examples" in text.split("| 2 | SQL")[1].split("\n")[0]
     assert "(study_figures/claim2_gaps.png)" in text
     assert (tmp_path / "benchmarks" / "study_figures" / "claim2_gaps.png").is_file()
+
+
+def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_path):
+    """Fabricated results with per-example items on every headline task and seed (full right on 90% of the
+    examples, LoRA on 50%): claims 1-3 and 5 are decided by tunewise.decide's band, each banded claim gets its gap
+    figure, and advise's evidence file takes the decided rows verbatim from the summary (the first pass's row
+    only where nothing was re-measured)."""
+    import json
+
+    from study_plan import EVAL_SIZE, HEADLINE_TASKS, SEEDS, BaseEval
+    from study_report import write_study
+
+    results = _sweep_results()
+    for seed in SEEDS:
+        lean = {} if seed == 0 else {"retention": False, "analyze": False}
+        for task in HEADLINE_TASKS:
+            base = BaseEval(task, seed)
+            results[run_id(base)] = {"id": run_id(base), "step": asdict(base), "load_before": 1.0,
+                                     "eval": {"score": 0.0, "primary": "accuracy", "metrics": {}, "n": EVAL_SIZE},
+                                     "wall_s": {"eval": 1.0}, "commands": []}
+            for method, lr, right in (("lora", 1e-3, 0.5), ("full", 1e-4, 0.9)):
+                run = Run(task, method, lr, seed=seed, **lean)
+                res = _train_result(run, 0.1, right)
+                res["items"] = [[1.0 if i < right * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
+                res["summary"]["retention"] = {"kl": {"before": 0.0, "after": 0.1 if method == "lora" else 0.2}}
+                results[run_id(run)] = res
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("study_tiny.md", "study_first_pass.md"):
+        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
+    evidence = tmp_path / "study_measured.json"
+    text = write_study("smollm2", results, tmp_path, tmp_path / "runs", evidence=evidence).read_text()
+    summary = text.split("## Claim 1:")[0]  # the first pass's own summary table comes at the end
+    rows = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if line.startswith("| ") and " | " in line}
+    assert rows["1"].endswith("| contradicted |") and rows["3"].endswith("| holds |"), (rows["1"], rows["3"])
+    assert "on 600 examples" in rows["2"] and rows["5"].endswith("| yes |")
+    for n in (1, 2, 3):
+        assert f"(study_figures/claim{n}_gaps.png)" in text
+        assert (tmp_path / "benchmarks" / "study_figures" / f"claim{n}_gaps.png").is_file()
+    entries = {e["claim"]: e for e in json.loads(evidence.read_text())["measured"]}
+    assert entries[3]["call"] == "holds" and entries[1]["call"] == "contradicted"
+    for n, e in entries.items():
+        assert f"| {e['measured']} | {e['band']} |" in rows[str(n)] and "±5-point study" in e["study_pass"]
