@@ -126,6 +126,19 @@ def sweep_twin(step: Step, ready: bool) -> bool:
     return replace(step, lr=lr) == Run(sizes.SWEEP_TASK, step.method, lr)
 
 
+def measured_needs(results: dict[str, dict]) -> None:
+    """Where finished runs give a measured band on full - LoRA: the band, and what deciding it would take (the
+    measured spread, not the plan's guess, says whether more seeds or examples are needed)."""
+    from study_claims import Reader, call_of
+
+    from tunewise.decide.vocabulary import kind_of
+
+    for task in sizes.HEADLINE_TASKS:
+        call = call_of(Reader(results), task, kind_of(task))
+        if call is not None:
+            print(f"  measured on {task}: {call.sentence}")
+
+
 def print_plan(results: dict[str, dict], claims: tuple[int, ...] = FIRST_PASS) -> None:
     left = 0.0
     for i, (answers, step) in enumerate(plan(sweep_loss_of(results), claims), 1):
@@ -152,5 +165,6 @@ def print_plan(results: dict[str, dict], claims: tuple[int, ...] = FIRST_PASS) -
             print(f"  then --claims {','.join(map(str, later))}: ~{extra / 3600:.1f} h more")
     if claims != sizes.ALL_CLAIMS:
         print(f"  every claim (--claims all): ~{seconds_left(results, sizes.ALL_CLAIMS) / 3600:.1f} h")
+    measured_needs(results)
     print("where the base starts on math-chain (claim 3's task), 40 examples a length: "
           "python benchmarks/math_chain_base.py --base smollm2 --steps 3,4,5 --n 40", flush=True)

@@ -220,7 +220,7 @@ def test_real_steps_are_stored_rescored_and_render_the_same_study_from_the_store
     assert (tmp_path / "benchmarks" / "study_figures" / "claim2_gaps.png").is_file()
 
 
-def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_path):
+def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_path, capsys):
     """Fabricated results with per-example items on every headline task and seed (full right on 90% of the
     examples, LoRA on 50%): claims 1-3 and 5 are decided by tunewise.decide's band, each banded claim gets its gap
     figure, and advise's evidence file takes the decided rows verbatim from the summary (the first pass's row
@@ -260,3 +260,8 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
     assert entries[3]["call"] == "holds" and entries[1]["call"] == "contradicted"
     for n, e in entries.items():
         assert f"| {e['measured']} | {e['band']} |" in rows[str(n)] and "±5-point study" in e["study_pass"]
+    from study_dryrun import print_plan
+
+    print_plan(results)  # the dry run shows the measured bands beside the plan
+    out = capsys.readouterr().out
+    assert "measured on sql: full fine-tuning - LoRA +40.0 points" in out and ": done (" in out
