@@ -265,3 +265,37 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
     print_plan(results)  # the dry run shows the measured bands beside the plan
     out = capsys.readouterr().out
     assert "measured on sql: full fine-tuning - LoRA +40.0 points" in out and ": done (" in out
+
+
+@pytest.mark.integration
+def test_claim_11_trains_on_the_noisy_set_a_selection_of_it_and_a_random_part_of_it(tmp_path):
+    """Claim 11's data on the tiny base: one noisy set of 5N records (`tasks make --noise`), `data select --k N` of
+    it and a seeded random N of it, every variant scored on the same clean test split."""
+    import json
+
+    from study_exec import run_data
+    from study_plan import CURATED_NOISE, curated_run
+
+    out, n = tmp_path / "study", 8
+    variants = {}
+    for data in ("noisy", "selected", "random"):
+        run = replace_size(curated_run("sql", "lora", data), n)
+        folder = tmp_path / data
+        folder.mkdir()
+        variants[data] = run_data(run, out, "tiny", folder)
+    noisy_dir, noisy_train, _ = variants["noisy"]
+    assert json.loads((noisy_dir / "meta.json").read_text())["noise"]["share"] == CURATED_NOISE
+    pool = noisy_train.read_text().splitlines()
+    assert len(pool) == 5 * n
+    for data in ("selected", "random"):
+        test_dir, train, commands = variants[data]
+        assert test_dir == noisy_dir and train.parent == tmp_path / data
+        lines = train.read_text().splitlines()
+        assert len(lines) == n and set(lines) <= set(pool), data
+    assert any("data select" in " ".join(c) for c in variants["selected"][2])
+
+
+def replace_size(run, n: int):
+    from dataclasses import replace
+
+    return replace(run, train_size=5 * n if run.data == "noisy" else n, eval_size=4)
