@@ -7,6 +7,8 @@ changing a rule.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from study_claims import Reader, mean
 from study_plan import HEADLINE_TASKS, Run
 
@@ -62,3 +64,64 @@ def advice_section(base: str, r: Reader) -> str:
     tail = "\n".join(disagreements) if disagreements else "No disagreement among the tasks measured so far."
     return ("## What tunewise would have advised, against what was measured\n\n" + "\n".join(lines) +
             "\n\nWhere they disagree:\n\n" + tail)
+
+
+# advise's rules that rest on a claim of the study (tunewise/advise/rules.py ids)
+RULE_OF_CLAIM = {1: "representation-task", 2: "sql-task", 3: "reasoning-task"}
+EVIDENCE_ID = "study-smollm2"
+
+
+def call_word(holds: str) -> str:
+    return "holds" if holds == "holds" else "contradicted" if holds.startswith("contradicted") else "undecided"
+
+
+FIRST_PASS_ROWS = "the first pass (40 test examples, 2 seeds)"
+
+
+def first_pass_entries(page: Path) -> dict[str, dict]:
+    """Each rule's entry from the first pass's summary row (benchmarks/study_first_pass.md), as it was written."""
+    entries = {}
+    for line in page.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].isdigit() and int(cells[0]) in RULE_OF_CLAIM:
+            n = int(cells[0])
+            entries[RULE_OF_CLAIM[n]] = {"rule": RULE_OF_CLAIM[n], "evidence": EVIDENCE_ID, "claim": n,
+                                         "measured": cells[3], "band": cells[4], "call": call_word(cells[5]),
+                                         "study_pass": FIRST_PASS_ROWS}
+    return entries
+
+
+def evidence_entries(r: Reader, first_pass: Path) -> list[dict]:
+    """advise's entry per rule: the claim's summary row where the ±5-point study measured it, else the first
+    pass's row."""
+    from study_claims import CLAIMS
+    from study_plan import EVAL_SIZE, SEEDS
+
+    by_rule = first_pass_entries(first_pass)
+    for claim in CLAIMS:
+        rule = RULE_OF_CLAIM.get(claim.number)
+        measured, holds = claim.verdict(r)
+        if rule is None or measured.startswith("not yet"):
+            continue
+        by_rule[rule] = {"rule": rule, "evidence": EVIDENCE_ID, "claim": claim.number, "measured": measured,
+                         "band": claim.band(r), "call": call_word(holds),
+                         "study_pass": f"the ±5-point study ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"}
+    return [by_rule[rule] for rule in RULE_OF_CLAIM.values() if rule in by_rule]
+
+
+def write_evidence(r: Reader, path: Path, first_pass: Path) -> Path:
+    """tunewise/advise/study_measured.json from the study's results (and the first pass's page for the claims
+    not re-measured): what `tunewise advise` cites at 135M."""
+    from tunewise.fileio import atomic_write_json
+
+    entries = evidence_entries(r, first_pass)
+    passes = sorted({e["study_pass"] for e in entries})
+    finding = "; ".join(f"claim {e['claim']}, {e['study_pass']}: {e['measured']}"
+                        + (f"; full - LoRA {e['band']}" if e["band"] != "-" else "") + f": {e['call']}"
+                        for e in entries)
+    atomic_write_json(path, {
+        "id": EVIDENCE_ID, "source": "tunewise's own study (benchmarks/STUDY.md), SmolLM2-135M-Instruct",
+        "finding": finding, "params": [135e6],
+        "scale": "SmolLM2-135M-Instruct, CPU fp32, 240 examples x 1 epoch; rows from " + " and ".join(passes),
+        "measured": entries})
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 from study_advice import ADVISE_TASK
 from study_claims import Reader
 from study_exec import data_folder
-from study_plan import HEADLINE_TASKS, Run
+from study_plan import EVAL_SIZE, HEADLINE_TASKS, Run
 
 from tunewise.compare import row_for, verdict
 from tunewise.decide.vocabulary import kind_of
@@ -36,7 +36,7 @@ def compare_dict(r: Reader, base: str, task: str, out: Path) -> dict | None:
     from tunewise.advise.engine import AdviseInput, advise
 
     return {"spec": {"base": base, "task": task, "methods": ["lora", "full"]}, "kind": kind_of(task),
-            "data": str(data_folder(out, task, 0, 240, 40)), "base_params": rows["full"].total_params,
+            "data": str(data_folder(out, task, 0, 240, EVAL_SIZE)), "base_params": rows["full"].total_params,
             "base": {"score": base_score, "metric": rows["lora"].metric},
             "lr_notes": {m: f"{row.lr:g} (the study's sweep)" for m, row in rows.items()},
             "rows": {m: row.as_dict() for m, row in rows.items()}, "verdict": verdict(rows, kind_of(task), base_score),

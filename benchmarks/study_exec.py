@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -19,10 +20,11 @@ from pathlib import Path
 import yaml
 from study_plan import SWEEP_TASK, BaseEval, ContinualRun, LossOf, Run, Step, run_id, sweep_grid
 
-from tunewise.fileio import atomic_write_json
+from tunewise.fileio import atomic_write_json, atomic_write_text
 from tunewise.tasks.probes import default_probes
 
 VALIDATION_SIZE = 40
+EVAL_ROWS = 40  # rows the engine decodes at once (the first pass's measured setting), whatever the test size
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
@@ -49,18 +51,49 @@ def shown(cmd: list[str], root: Path) -> str:
     return " ".join(os.path.relpath(w, root) if w.startswith(str(root)) else w for w in words)
 
 
-def data_folder(out: Path, task: str, seed: int, train_size: int, eval_size: int) -> Path:
-    return out / "data" / f"{task}-n{train_size}-t{eval_size}-s{seed}"
+def data_folder(out: Path, task: str, seed: int, train_size: int, eval_size: int, noise: float = 0.0) -> Path:
+    return out / "data" / (f"{task}-n{train_size}-t{eval_size}-s{seed}" + (f"-noise{noise:g}" if noise else ""))
 
 
-def task_data(task: str, seed: int, train_size: int, eval_size: int, out: Path, base: str) -> tuple[Path, list[str]]:
+def task_data(task: str, seed: int, train_size: int, eval_size: int, out: Path, base: str,
+              noise: float = 0.0) -> tuple[Path, list[str]]:
     """The task's files for this size and seed (made once, shared by every step that needs them)."""
-    folder = data_folder(out, task, seed, train_size, eval_size)
+    folder = data_folder(out, task, seed, train_size, eval_size, noise)
     cmd = tw("tasks", "make", task, "--out", str(folder), "--train", str(train_size), "--validation",
-             str(VALIDATION_SIZE), "--test", str(eval_size), "--seed", str(seed), "--base", base)
+             str(VALIDATION_SIZE), "--test", str(eval_size), "--seed", str(seed), "--base", base,
+             *(["--noise", f"{noise:g}"] if noise else []))
     if not (folder / "meta.json").is_file():
         sh(cmd)
     return folder, cmd
+
+
+def test_data(run: Run, out: Path, base: str) -> tuple[Path, list[str]]:
+    """The task folder a run trains from (or selects from) and is scored on, and the command that made it."""
+    from study_plan import CURATED_NOISE
+
+    if run.data == "clean":
+        return task_data(run.task, run.seed, run.train_size, run.eval_size, out, base)
+    n = run.train_size if run.data == "noisy" else 5 * run.train_size
+    return task_data(run.task, run.seed, n, run.eval_size, out, base, CURATED_NOISE)
+
+
+def run_data(run: Run, out: Path, base: str, folder: Path) -> tuple[Path, Path, list[list[str]]]:
+    """(the task folder to score on, the training file, the commands that made them). Claim 11's variants all
+    come from one noisy set of 5N records (`tasks make --noise`): all of it, `data select --k N` of it, or a
+    random N of it; validation and test are the task's clean splits."""
+    data, make = test_data(run, out, base)
+    if run.data in ("clean", "noisy"):
+        return data, data / "train.jsonl", [make]
+    train = folder / "train.jsonl"
+    if run.data == "random":
+        lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+        keep = sorted(random.Random(run.seed).sample(range(len(lines)), run.train_size))  # file order kept
+        atomic_write_text(train, "".join(lines[i] for i in keep))
+        return data, train, [make]
+    select = tw("data", "select", str(data / "train.jsonl"), "--k", str(run.train_size), "--base", base,
+                "--out", str(train), "--json")
+    sh(select)
+    return data, train, [make, select]
 
 
 def sweep_loss_of(results: dict[str, dict]) -> LossOf:
@@ -90,12 +123,13 @@ def resolve(step: Step, results: dict[str, dict]) -> Step:
     return step
 
 
-def train_config(run: Run, base: str, data: Path) -> dict:
+def train_config(run: Run, base: str, data: Path, train_file: Path | None = None) -> dict:
     train = {"epochs": run.epochs, "batch_size": run.batch_size, "lr": run.lr, "seed": run.seed, "log_every": 1}
     if run.eval_every:
         train["eval_every"] = run.eval_every
     cfg = {"base": base, "method": run.method,
-           "data": {"train": str(data / "train.jsonl"), "eval": str(data / "validation.jsonl"), "max_seq_len": 160},
+           "data": {"train": str(train_file or data / "train.jsonl"), "eval": str(data / "validation.jsonl"),
+                    "max_seq_len": 160},
            "train": train, "preserve": {"probes": default_probes(base) if run.retention else [], "limit": 48}}
     if run.method != "full":
         cfg["lora"] = {"r": run.r} | ({"alpha": run.alpha} if run.alpha is not None else {})
@@ -118,31 +152,36 @@ def execute(step: Step, base: str, out: Path, root: Path, scorer: str | None = N
         result = _train_step(step, base, out, folder, root, scorer)
     elif isinstance(step, BaseEval):
         data, make = task_data(step.task, step.seed, 240, step.eval_size, out, base)
-        cmd = tw("eval", base, "--data", str(data), "--limit", str(step.eval_size), "--batch-size", str(step.eval_size), "--json",
-                 "--out", str(folder / "eval"), *scorer_flag(scorer))
-        text, secs = sh(cmd)
-        result = {"eval": _eval_fields(json.loads(text)), "wall_s": {"eval": secs},
-                  "commands": [shown(make, root), shown(cmd, root)]}
+        scored, cmd, secs = score(base, data, step.eval_size, folder / "eval", scorer)
+        result = scored | {"wall_s": {"eval": secs}, "commands": [shown(make, root), shown(cmd, root)]}
     else:
         result = _continual_step(step, base, folder, root)
     return {"id": run_id(step), "step": asdict(step), "scorer": scorer, "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2), **result}
 
 
+def score(model: str, data: Path, eval_size: int, out: Path, scorer: str | None) -> tuple[dict, list[str], float]:
+    """`tunewise eval` of a model (the base or a run folder) on a task's test split: ({eval, items}, the command,
+    its wall seconds). `items` are each example's (numerator, denominator), the band's input."""
+    cmd = tw("eval", model, "--data", str(data), "--limit", str(eval_size), "--batch-size",
+             str(min(eval_size, EVAL_ROWS)), "--json", "--out", str(out), *scorer_flag(scorer))
+    text, secs = sh(cmd)
+    evaluation = json.loads(text)
+    return ({"eval": _eval_fields(evaluation), "items": _items(out / "predictions.jsonl", evaluation.get("primary"))},
+            cmd, secs)
+
+
 def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path, scorer: str | None) -> dict:
-    data, make = task_data(run.task, run.seed, run.train_size, run.eval_size, out, base)
+    data, train_file, made = run_data(run, out, base, folder)
     cfg_path = folder / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(train_config(run, base, data), sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(train_config(run, base, data, train_file), sort_keys=False))
     train = tw("train", str(cfg_path), "--out", str(folder / "run"), "-q")
     _, t_train = sh(train)
     summary = json.loads((folder / "run" / "summary.json").read_text())
-    ev = tw("eval", str(folder / "run"), "--data", str(data), "--limit", str(run.eval_size), "--batch-size", str(run.eval_size), "--json",
-            "--out", str(folder / "eval"), *scorer_flag(scorer))
-    text, t_eval = sh(ev)
-    commands, wall = [shown(make, root), shown(train, root), shown(ev, root)], {"train": t_train, "eval": t_eval}
-    evaluation = json.loads(text)
-    result = {"summary": _summary_fields(summary), "eval": _eval_fields(evaluation),
-              "items": _items(folder / "eval" / "predictions.jsonl", evaluation.get("primary")),
+    scored, ev, t_eval = score(str(folder / "run"), data, run.eval_size, folder / "eval", scorer)
+    commands = [*(shown(c, root) for c in made), shown(train, root), shown(ev, root)]
+    wall = {"train": t_train, "eval": t_eval}
+    result = {"summary": _summary_fields(summary), **scored,
               "train_losses": _train_losses(folder / "run" / "metrics.jsonl")}
     if run.analyze:
         an = tw("analyze", base, str(folder / "run"), "--eps", "0.3,0.5,0.7", "--json")
@@ -156,6 +195,41 @@ def _train_step(run: Run, base: str, out: Path, folder: Path, root: Path, scorer
                           {"total": a["total"]["0.5"], "per_layer": {k: v["0.5"] for k, v in a["per_layer"].items()},
                            "per_module": {k: v["0.5"] for k, v in a["per_module"].items()}})
     return result | {"commands": commands, "wall_s": wall}
+
+
+def rescorable(step: Step, results: dict[str, dict], out: Path) -> dict | None:
+    """A finished training with this step's settings but a smaller test set, whose run folder is still on this
+    machine: scoring it on the larger test set costs an eval, not a training (the test split is drawn from its
+    own stream, so the larger set begins with the smaller one)."""
+    if not isinstance(step, Run):
+        return None
+    want = json.loads(json.dumps(asdict(step)))
+    for res in results.values():
+        had = res["step"]
+        if (had.get("kind") == "train" and had["eval_size"] < step.eval_size and {**had, "eval_size": step.eval_size}
+                == want and (out / "runs" / res["id"] / "run" / "summary.json").is_file()):
+            return res
+    return None
+
+
+def rescore(step: Run, old: dict, base: str, out: Path, root: Path, scorer: str | None = None) -> dict:
+    """`old`'s training, moved to this step's folder and scored on this step's test set; everything measured
+    during training (summary, retention, intruders, losses) is the old run's."""
+    folder = out / "runs" / run_id(step)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.move(out / "runs" / old["id"], folder)
+    shutil.rmtree(folder / "eval", ignore_errors=True)
+    load = os.getloadavg()[0]
+    data, make = test_data(step, out, base)
+    scored, ev, secs = score(str(folder / "run"), data, step.eval_size, folder / "eval", scorer)
+    kept = [c.replace(old["id"], run_id(step)) for c in old["commands"]
+            if not c.startswith(("tunewise tasks make", "tunewise eval"))]
+    trained = next(i for i, c in enumerate(kept) if c.startswith("tunewise train")) + 1
+    commands = [shown(make, root), *kept[:trained], shown(ev, root), *kept[trained:]]
+    return old | scored | {"id": run_id(step), "step": asdict(step), "scorer": scorer, "rescored_from": old["id"],
+                           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+                           "wall_s": {**old["wall_s"], "eval": secs}, "commands": commands}
 
 
 def _continual_step(step: ContinualRun, base: str, folder: Path, root: Path) -> dict:

@@ -1,5 +1,5 @@
-"""The study's figures (PNG beside STUDY.md): the lr sweep, learn vs forget, sequential fine-tuning, loss curves over
-3 epochs, capacity.
+"""The study's figures (PNG beside STUDY.md): each banded claim's gaps with their bands (drawn by the report's own
+gap figure), the lr sweep, learn vs forget, sequential fine-tuning, loss curves over 3 epochs, capacity.
 
 A figure whose runs are not finished is not drawn (and not listed); the same results draw the same bytes.
 """
@@ -9,9 +9,17 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from study_claims import Reader, capacity_scores, learn_forget_rows
+from study_claims import (
+    REASONING,
+    Reader,
+    call_of,
+    capacity_calls,
+    capacity_scores,
+    curated_calls,
+    learn_forget_rows,
+)
 from study_exec import sweep_loss_of
-from study_plan import CAPACITY_SIZES, SWEEP_LRS, SWEEP_TASK, ContinualRun, Run, sweep_grid
+from study_plan import CAPACITY_SIZES, SEEDS, SWEEP_LRS, SWEEP_TASK, ContinualRun, Run, sweep_grid
 
 from tunewise.fileio import atomic_save_figure
 
@@ -132,7 +140,41 @@ def capacity_figure(r: Reader, path: Path) -> bool:
     return True
 
 
-FIGURES = {"sweep.png": sweep_figure, "learn_forget.png": learn_forget_figure, "continual.png": continual_figure,
+def task_gap_rows(r: Reader, tasks: tuple[str, ...], kind: str) -> dict[str, dict]:
+    """full - LoRA per task, with its band, for the tasks whose runs recorded per-example scores."""
+    return {t: c.as_dict() for t in tasks if (c := call_of(r, t, kind)) is not None}
+
+
+def gap_figure(rows: dict[str, dict], path: Path, xlabel: str, title: str) -> bool:
+    """One claim's gaps with their bands (tunewise's report figure, a row each); not drawn without rows."""
+    if not rows:
+        return False
+    from tunewise.decide.margins import TIE_POINTS
+    from tunewise.report.plots import gap_bands
+
+    gap_bands(rows, TIE_POINTS, path, xlabel, title)
+    return True
+
+
+def claim_gap_figures() -> dict:
+    """claimN_gaps.png for each claim decided by a band."""
+    seeds = f"{len(SEEDS)} seeds pooled"
+    return {
+        "claim1_gaps.png": lambda r, p: gap_figure(task_gap_rows(r, ("structured", "classify"), "representation"), p,
+                                                   f"full - LoRA, points ({seeds})", "claim 1: representation tasks"),
+        "claim2_gaps.png": lambda r, p: gap_figure(task_gap_rows(r, ("sql",), "sql"), p,
+                                                   f"full - LoRA, points ({seeds})", "claim 2: SQL"),
+        "claim3_gaps.png": lambda r, p: gap_figure(task_gap_rows(r, REASONING, "reasoning"), p,
+                                                   f"full - LoRA, points ({seeds})", "claim 3: reasoning"),
+        "claim10_gaps.png": lambda r, p: gap_figure({k: c.as_dict() for k, c in (capacity_calls(r) or {}).items()},
+                                                    p, f"points ({seeds})", "claim 10: capacity and batch size"),
+        "claim11_gaps.png": lambda r, p: gap_figure(
+            {f"{t} {m}: curated - {a}": c.as_dict() for (t, m, a), c in curated_calls(r).items()}, p,
+            f"curated N - the other set, points ({seeds})", "claim 11: curated data, per task and method"),
+    }
+
+
+FIGURES = {**claim_gap_figures(), "sweep.png": sweep_figure, "learn_forget.png": learn_forget_figure, "continual.png": continual_figure,
            "loss_curves.png": loss_curve_figure, "capacity.png": capacity_figure}
 
 

@@ -222,10 +222,37 @@ def test_advise_names_the_measurement_nearest_a_small_model_and_recommends_measu
     a = advise(AdviseInput(task="math", model="smollm2", device="cpu")).as_dict()
     note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
     assert note["nearest"] == "study-smollm2" and note["measured_call"] == "undecided"
-    assert "math: LoRA 0.500 vs full 0.438" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
+    assert "math LoRA 0.500 ± 0.075 / full 0.438 ± 0.013" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
+    assert "the first pass (40 test examples, 2 seeds)" in note["text"]
     assert "tunewise pilot" in note["text"] and "compare --seeds 3" in note["text"]
     reason = next(r for r in a["reasons"] if r["rule"] == "reasoning-task")
     assert {e["id"]: e["params"] for e in reason["evidence"]}["anyscale-2023"] == [7e9, 13e9, 70e9]
+
+
+def test_every_study_figure_advise_cites_is_the_claims_row_in_study_md():
+    """advise's measured entries come from the study's report (study_measured.json), never typed by hand: each
+    one's measured figure and band are the cells of its claim's summary row, in STUDY.md's summary (the ±5-point
+    study) or in its first-pass section; a rule the study is undecided on says to measure, with `tunewise pilot`."""
+    from pathlib import Path
+
+    from tunewise.advise.engine import AdviseInput, advise
+    from tunewise.advise.evidence import EVIDENCE
+    from tunewise.advise.study_evidence import study_evidence
+
+    page = (Path(__file__).resolve().parents[1] / "benchmarks" / "STUDY.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    study = study_evidence()
+    assert {m.rule for m in study.measured} == {"representation-task", "sql-task", "reasoning-task"}
+    for m in study.measured:
+        assert any(line.startswith(f"| {m.claim} | ") and f"| {m.measured} | {m.band} |" in line for line in rows), m
+    assert EVIDENCE["study-smollm2"].finding == study.finding and EVIDENCE["study-smollm2"].params == (135e6,)
+    for task, rule in (("structured", "representation-task"), ("sql", "sql-task"), ("math", "reasoning-task")):
+        note = next(n for n in advise(AdviseInput(task=task, model="smollm2", device="cpu")).as_dict()["scale_notes"]
+                    if n["rule"] == rule)
+        ours = next(m for m in study.measured if m.rule == rule)
+        assert note["measured"] == ours.figure and note["measured_call"] == ours.call
+        if ours.call != "holds":
+            assert "tunewise pilot" in note["text"]
 
 
 def test_advise_on_a_7b_model_still_cites_the_7b_evidence_as_nearest():

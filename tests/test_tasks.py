@@ -119,6 +119,35 @@ def test_math_hard_tests_longer_chains_and_larger_factors_than_it_trains_on(tmp_
     assert (tmp_path / "train.jsonl").read_bytes() == (tmp_path / "math" / "train.jsonl").read_bytes()
 
 
+def test_math_chain_carries_one_count_through_its_steps_and_is_parameterised(tmp_path):
+    from tunewise.tasks.math_chain import DEFAULT_STEPS, HIGH, chain_spec
+
+    make_task("math-chain", tmp_path, {"train": 200, "validation": 10, "test": 40})
+    again = tmp_path / "again"
+    make_task("math-chain", again, {"train": 200, "validation": 10, "test": 40})
+    assert (tmp_path / "test.jsonl").read_bytes() == (again / "test.jsonl").read_bytes()  # deterministic
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["scorer"] == "number" and meta["task"] == "math-chain"
+    for split in ("train", "test"):
+        for line in (tmp_path / f"{split}.jsonl").read_text().splitlines():
+            sol = json.loads(line)["completion"]
+            steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", sol)
+            assert len(steps) == DEFAULT_STEPS, sol
+            for i, (a, op, b, c) in enumerate(steps):  # correct, and each step starts from the last result
+                assert OPS[op](int(a), int(b)) == int(c) and int(c) > 0, sol
+                assert i == 0 or a == steps[i - 1][3], sol
+                assert op == "*" or int(b) <= HIGH, sol
+            assert sol.splitlines()[-1] == f"#### {steps[-1][3]}"
+    longer = chain_spec(6, 2, 20)
+    assert longer.name == "math-chain-6x2-20"
+    make_task(longer.name, tmp_path / "six", {"train": 5, "validation": 0, "test": 5}, spec=longer)
+    sol = json.loads((tmp_path / "six" / "test.jsonl").read_text().splitlines()[0])["completion"]
+    assert len(re.findall(r" = ", sol)) == 6
+    assert json.loads((tmp_path / "six" / "meta.json").read_text())["task"] == "math-chain-6x2-20"
+    with pytest.raises(TunewiseError, match="steps >= 1"):
+        chain_spec(0)
+
+
 def test_prompts_fit_the_tiny_base(tmp_path, tiny_base_dir):
     from transformers import AutoTokenizer
 
@@ -147,7 +176,7 @@ def test_cli_list_and_make(tmp_path):
     res = runner.invoke(app, ["tasks", "list", "--json"])
     assert res.exit_code == 0, res.output
     names = {r["name"] for r in json.loads(res.output)}
-    assert names == {"structured", "classify", "sql", "math", "math-hard", "arithmetic", "lm", "knowledge", "follows", "kl"}
+    assert names == {"structured", "classify", "sql", "math", "math-hard", "math-chain", "arithmetic", "lm", "knowledge", "follows", "kl"}
     res = runner.invoke(app, ["tasks", "make", "sql", "--out", str(tmp_path / "sql"), "--train", "7",
                               "--validation", "2", "--test", "3", "--seed", "1"])
     assert res.exit_code == 0, res.output

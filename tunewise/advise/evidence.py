@@ -1,6 +1,7 @@
 """The findings the rules rest on, each with the scale it was measured at; each rule cites these ids (see
-../../docs and the seed). The project's own measurements (benchmarks/STUDY.md) are entries too, so advice can
-say which evidence is nearest the user's model (advise/scale.py)."""
+../../docs and the seed). The project's own measurements (benchmarks/STUDY.md) are an entry too, read from what the
+study's report wrote (study_evidence.py), so advice can say which evidence is nearest the user's model
+(advise/scale.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,6 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
              "Representation tasks (ViGGO structured output): LoRA 95% vs full 97%; SQL generation: about equal; "
              "GSM8k math: LoRA clearly behind at 7B and 13B. lr 1e-4 was unstable for LoRA, 3e-5 stabilised it.",
              "Llama 2 7B / 13B / 70B, GPU, full-size datasets", (7e9, 13e9, 70e9)),
-    Evidence("study-smollm2", "tunewise's own study (benchmarks/STUDY.md), SmolLM2-135M-Instruct",
-             "240 training examples, 30 steps, 2 seeds, 40 test examples per task: structured LoRA 0.898 vs full "
-             "0.894; classify 0.875 vs 0.938; sql 0.325 vs 0.388; math 0.500 vs 0.438; math-hard 0 vs 0. At 40 "
-             "examples a paired gap is known to +-11.5 to +-17 points (RESULTS.md, the pilot at the study's own "
-             "budget): every one of these gaps is undecided.",
-             "SmolLM2-135M-Instruct, CPU fp32, 240 examples x 1 epoch, 40 test examples, 2 seeds", (135e6,)),
     Evidence("intruders-2024", "Shuttleworth et al., 'LoRA vs Full Fine-tuning: An Illusion of Equivalence' "
              "(NeurIPS 2024, arXiv 2410.21228)",
              "LoRA creates intruder dimensions (new high-ranking singular vectors) that correlate with forgetting; "
@@ -53,6 +48,17 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
              "Trains r * (d_in + d_out) parameters per adapted matrix; adapters are small files swapped at runtime "
              "on one frozen base."),
 ]}
+
+
+def _study() -> Evidence:
+    """The study's entry, from the file the study's report writes (advise/study_evidence.py)."""
+    from tunewise.advise.study_evidence import study_evidence
+
+    e = study_evidence()
+    return Evidence(e.id, e.source, e.finding, e.scale, e.params)
+
+
+EVIDENCE[_study().id] = _study()
 
 
 def cite(ids: tuple[str, ...] | list[str]) -> list[dict]:

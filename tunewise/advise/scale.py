@@ -13,32 +13,16 @@ import math
 from dataclasses import asdict, dataclass
 
 from tunewise.advise.evidence import EVIDENCE
+from tunewise.advise.study_evidence import Measured, study_evidence
 
 MEASURE = ("measure it on your task before settling: `tunewise pilot` (inside a time budget) or "
            "`tunewise compare --seeds 3 --eval-size 400` (a +-5-point band)")
 
 
-@dataclass(frozen=True)
-class Measured:
-    """One of our measurements of a rule's comparison: which rule, the evidence entry, what it found, its call."""
-
-    rule: str
-    evidence: str
-    figure: str
-    call: str  # holds | contradicted | undecided (tunewise.decide's outcomes, as the study words them)
-
-
-# the study's claims 1-3 (benchmarks/STUDY.md), judged by tunewise.decide's band at 40 examples
-MEASURED: tuple[Measured, ...] = (
-    Measured("representation-task", "study-smollm2",
-             "structured: full - LoRA -0.5 points, classify +6.2 points (40 examples, 2 seeds; band at least "
-             "+-11.5)", "undecided"),
-    Measured("sql-task", "study-smollm2", "sql: full - LoRA +6.3 points (40 examples, 2 seeds; band at least +-17)",
-             "undecided"),
-    Measured("reasoning-task", "study-smollm2",
-             "math: LoRA 0.500 vs full 0.438, full - LoRA -6.2 points (40 examples, 2 seeds; band at least "
-             "+-16.8); math-hard: 0 for both", "undecided"),
-)
+def measured() -> tuple[Measured, ...]:
+    """The study's measurement of each rule it tested (claims 1-3 of benchmarks/STUDY.md, as its report wrote
+    them into advise/study_measured.json)."""
+    return study_evidence().measured
 
 
 @dataclass(frozen=True)
@@ -64,7 +48,7 @@ def _distance(evidence_id: str, params: float) -> float:
 def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> ScaleNote | None:
     """The note for one fired rule on a model of `params` parameters; None when we have no measurement of it or
     the rule's evidence has no size."""
-    ours = next((m for m in MEASURED if m.rule == rule_id), None)
+    ours = next((m for m in measured() if m.rule == rule_id), None)
     published = [e for e in evidence_ids if EVIDENCE[e].params]
     if ours is None or not published or params <= 0:
         return None
@@ -72,12 +56,13 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
     far = min(published, key=lambda e: _distance(e, params))
     source = EVIDENCE[ours.evidence]
     if nearest == ours.evidence and ours.call != "holds":
-        text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source} -- "
-                f"{ours.figure}: {ours.call}, not the published figure ({EVIDENCE[far].scale}: "
+        text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
+                f"{ours.study_pass} -- {ours.figure}: {ours.call}, not the published figure ({EVIDENCE[far].scale}: "
                 f"{10 ** _distance(far, params):.0f}x farther in size). The rule's published figure may not hold at "
                 f"your scale; {MEASURE}.")
     elif nearest == ours.evidence:
-        text = f"Nearest evidence to your model: {source.source} -- {ours.figure}: it holds there too."
+        text = (f"Nearest evidence to your model: {source.source}, {ours.study_pass} -- {ours.figure}: it holds "
+                "there too.")
     else:
         text = (f"Nearest evidence to your model ({params / 1e9:,.1f}B parameters): {EVIDENCE[nearest].source} "
                 f"({EVIDENCE[nearest].scale}); our own measurement at 135M ({ours.figure}) is farther.")

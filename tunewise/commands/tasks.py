@@ -38,7 +38,7 @@ def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON in
 
 @tasks_app.command("make")
 def make(
-    name: str = typer.Argument(..., help="Task: structured, classify, sql or math."),
+    name: str = typer.Argument(..., help="Task: structured, classify, sql, math, math-hard or math-chain."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for train/validation/test.jsonl and meta.json."),
     train: int = typer.Option(1000, "--train", help="Training examples."),
     validation: int = typer.Option(100, "--validation", help="Validation examples."),

@@ -15,7 +15,7 @@ ADVISE_TASK_KIND = {
 
 # built-in tasks (tunewise tasks make) -> advise's task name
 BUILTIN_ADVISE_TASK = {"structured": "structured", "classify": "classification", "sql": "sql", "math": "math",
-                       "math-hard": "math"}
+                       "math-hard": "math", "math-chain": "math"}
 
 # each kind's representative advise task, for user data described only by its kind
 KIND_ADVISE_TASK = {"representation": "structured", "sql": "sql", "reasoning": "math", "other": "open-ended"}

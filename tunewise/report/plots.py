@@ -45,17 +45,32 @@ def loss_curves(runs: dict[str, Path], out: Path) -> Path:
 def gap_band(verdict: dict, tie_points: float, out: Path) -> Path:
     """The gap costlier - cheaper with its 95% band as an error bar, beside zero and the tie margin: a band that
     crosses the margin's edge is an undecided call."""
-    gap, (low, high) = verdict["gap_points"], verdict["band_points"]
-    fig, ax = plt.subplots(figsize=(7, 1.8))
+    return gap_bands({"": verdict}, tie_points, out, f"full - adapter, points ({verdict['examples']} examples, "
+                                                     f"{verdict['seeds']} seed(s)): {verdict['call']}")
+
+
+def gap_bands(rows: dict[str, dict], tie_points: float, out: Path, xlabel: str, title: str | None = None) -> Path:
+    """Several gaps, one row each (label -> a call's gap_points, band_points, call), each with its 95% band as an
+    error bar beside zero and the tie margin (the study draws one per claim: a row per task and method)."""
+    fig, ax = plt.subplots(figsize=(7, 1.3 + 0.5 * len(rows)))
     ax.axvspan(-tie_points, tie_points, color="#dddddd", label=f"tie margin +-{tie_points:g}")
     ax.axvline(0, c="grey", lw=0.8)
-    ax.errorbar([gap], [0], xerr=[[gap - low], [high - gap]], fmt="o", color="#d62728", capsize=6,
-                label=f"gap {gap:+.1f} [{low:+.1f}, {high:+.1f}]")
-    reach = max(abs(low), abs(high), tie_points) * 1.15
-    ax.set_xlim(-reach, reach)
-    ax.set_yticks([])
-    ax.set_xlabel(f"full - adapter, points ({verdict['examples']} examples, {verdict['seeds']} seed(s)): "
-                  f"{verdict['call']}")
+    reach = tie_points
+    for y, v in enumerate(reversed(rows.values())):
+        gap, (low, high) = v["gap_points"], v["band_points"]
+        ax.errorbar([gap], [y], xerr=[[gap - low], [high - gap]], fmt="o", color="#d62728", capsize=6,
+                    label=f"gap {gap:+.1f} [{low:+.1f}, {high:+.1f}]" if len(rows) == 1 else None)
+        if len(rows) > 1:
+            ax.annotate(f"{gap:+.1f} [{low:+.1f}, {high:+.1f}] {v['call']}", (high, y), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7)
+        reach = max(reach, abs(low), abs(high))
+    ax.set_xlim(-reach * 1.15, reach * (1.15 if len(rows) == 1 else 1.9))
+    labels = list(reversed(rows))
+    ax.set_yticks(range(len(rows)) if any(labels) else [], labels if any(labels) else [], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _save(fig, out)

@@ -5,6 +5,7 @@
     sql         schema + question -> SQL on a generated SQLite db        scorer sql (execution accuracy)
     math        word problem -> worked solution ending '#### N'          scorer number
     math-hard   math's training problems, tested on longer chains with larger numbers (out of distribution)
+    math-chain  one count through a chain of small steps (longer than math's, in distribution)  scorer number
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json, atomic_write_text
 from tunewise.ownership import mark_dir
-from tunewise.tasks import classify, math_hard, math_task, sql, structured
+from tunewise.tasks import classify, math_chain, math_hard, math_task, sql, structured
 from tunewise.tasks.base import (
     DEFAULT_SIZES,
     META_FILE,
@@ -30,7 +31,7 @@ from tunewise.tasks.base import (
 from tunewise.tasks.noise import add_noise, noise_meta
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in (structured.SPEC, classify.SPEC, sql.SPEC, math_task.SPEC,
-                                                 math_hard.SPEC)}
+                                                 math_hard.SPEC, math_chain.SPEC)}
 
 
 def get_task(name: str) -> TaskSpec:
@@ -63,11 +64,12 @@ def task_meta(spec: TaskSpec, seed: int, sizes: dict[str, int], extra: dict[str,
 
 
 def make_task(name: str, out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
-              fmt: str = "prompt_completion", noise: float = 0.0) -> dict[str, Any]:
+              fmt: str = "prompt_completion", noise: float = 0.0, spec: TaskSpec | None = None) -> dict[str, Any]:
     """Write train/validation/test JSONL, meta.json (and side files such as db.sqlite) into `out`; `fmt` chat
     writes every example as messages with the task's instruction (for instruct models); `noise` plants that
-    share of bad records in the training split (tasks/noise.py), listed in meta.json."""
-    spec = get_task(name)
+    share of bad records in the training split (tasks/noise.py), listed in meta.json. `spec`: a task not in the
+    registry (e.g. math_chain.chain_spec at another length), written under its own name."""
+    spec = spec or get_task(name)
     if fmt not in TASK_FORMATS:
         raise TunewiseError(f"--format: unknown task format '{fmt}'", f"use one of {', '.join(TASK_FORMATS)}")
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
