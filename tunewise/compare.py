@@ -52,7 +52,7 @@ class CompareSpec(Strict):
     lr: dict[str, float] = Field(default_factory=dict, description="Per-method lr; default by model size "
                                                                    "(tunewise/defaults.py).")
     train_size: int = Field(400, description="Training examples generated for a built-in task.")
-    eval_size: int = Field(60, description="Test examples scored per method.")
+    eval_size: int = Field(150, description="Test examples scored per method.")
     max_seq_len: int | None = Field(None, description="Longest example in tokens; default: the data's longest "
                                                       "tokenized example, up to the model's context.")
     allow_truncation: bool = Field(False, description="Train even when more than 5% of the examples would be cut "

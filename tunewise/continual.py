@@ -43,7 +43,7 @@ class ContinualConfig(Strict):
     epochs: float = Field(2, gt=0, description="Passes over each task's training data.")
     batch_size: int = Field(16, gt=0, description="Examples per optimizer step.")
     train_size: int = Field(300, gt=0, description="Training examples generated per built-in task.")
-    eval_size: int = Field(40, gt=0, description="Test examples per built-in task (scored after every stage).")
+    eval_size: int = Field(100, gt=0, description="Test examples per built-in task (scored after every stage).")
     max_seq_len: int | None = Field(None, gt=7, description="Longest example in tokens; default: each task's "
                                                            "longest tokenized example, up to the model's context.")
     allow_truncation: bool = Field(False, description="Train even when more than 5% of a task's examples would "

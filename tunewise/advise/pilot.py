@@ -45,7 +45,7 @@ class PilotSpec:
     batch_size: int = 8
     max_seq_len: int = 256
     rank: int = 16
-    eval_size: int = 40
+    eval_size: int = 80
     find_lr_steps: int = 30  # 0: use the size defaults
     seed: int = 0
     scorer: str | None = None

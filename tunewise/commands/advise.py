@@ -143,7 +143,7 @@ def advise(
                                       help="--pilot: tunewise pilot's --methods."),
     points: str = typer.Option(None, "--points", hidden=True, help="--pilot: tunewise pilot's --points."),
     pilot_epochs: float = typer.Option(2.0, "--pilot-epochs", hidden=True, help="--pilot: tunewise pilot's --epochs."),
-    eval_size: int = typer.Option(40, "--eval-size", hidden=True, help="--pilot: tunewise pilot's --eval-size."),
+    eval_size: int = typer.Option(80, "--eval-size", hidden=True, help="--pilot: tunewise pilot's --eval-size."),
     find_lr_steps: int = typer.Option(30, "--find-lr-steps", hidden=True,
                                       help="--pilot: tunewise pilot's --find-lr-steps."),
     scorer: str = typer.Option(None, "--scorer", hidden=True, help="--pilot: tunewise pilot's --scorer."),

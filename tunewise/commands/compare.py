@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(None, help="Budget in optimizer steps instead of epochs."),
         lr: str = typer.Option(None, help="Per-method lr, e.g. lora=1e-3,full=3e-4 (default: by model size)."),
         train_size: int = typer.Option(400, help="Training examples of a built-in task."),
-        eval_size: int = typer.Option(60, help="Test examples scored; the gap's band narrows as 1/sqrt of it "
+        eval_size: int = typer.Option(150, help="Test examples scored; the gap's band narrows as 1/sqrt of it "
                                       "(+-5 points takes a few hundred)."),
         seeds: int = typer.Option(1, help="Train and score each method this many times (seed, seed+1, ...): the "
                                   "band then includes the seed-to-seed spread, and the table shows it."),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(None, help="Output folder (default runs/demo, runs/demo-BASE for other bases; "
                                 "repeating the demo reuses finished runs)."),
         train_size: int = typer.Option(None, help="Training examples (default 600 on tiny, 240 otherwise)."),
-        eval_size: int = typer.Option(None, help="Test examples scored (default 40 on tiny, 30 otherwise)."),
+        eval_size: int = typer.Option(None, help="Test examples scored (default 120 on tiny, 80 otherwise)."),
         epochs: float = typer.Option(None, help="Passes over the data (default 2 on tiny, 1 otherwise)."),
         methods: str = typer.Option(None, help="Methods (default lora,qlora,full on tiny, lora,full otherwise: "
                                     "QLoRA's CPU kernels make it the slowest on a real model)."),
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         tiny = base == TINY_BASE
         out = out or ("runs/demo" if tiny else f"runs/demo-{Path(base).name}")
         train_size = train_size or (600 if tiny else 240)
-        eval_size = eval_size or (40 if tiny else 30)
+        eval_size = eval_size or (120 if tiny else 80)
         epochs = epochs or (2.0 if tiny else 1.0)
         method_list = [m.strip() for m in (methods or (",".join(METHODS) if tiny else "lora,full")).split(",")]
         check_sizes(epochs, None, 16, train_size, eval_size)

@@ -25,7 +25,7 @@ def pilot(
     points: str = typer.Option(None, "--points", help="Slice sizes, e.g. 32,64,128 (default: planned from the "
                                "budget, 3 points)."),
     epochs: float = typer.Option(2.0, "--epochs", help="Epochs over each slice."),
-    eval_size: int = typer.Option(40, "--eval-size", help="Validation examples scored per point."),
+    eval_size: int = typer.Option(80, "--eval-size", help="Validation examples scored per point."),
     find_lr_steps: int = typer.Option(30, "--find-lr-steps", help="Range-test steps per method (0: size-default "
                                       "lr)."),
     scorer: str = typer.Option(None, "--scorer", help="Scorer when the data has no meta.json (default exact)."),
