@@ -1,7 +1,7 @@
 """Settings tunewise applies to the Hugging Face libraries, and what it reads from their configs, below every module
 that loads or plans for a model (models, zoo, estimate, advise, evaluate, serve).
 
-transformers is imported inside the functions: the CLI imports this module at start-up, where torch must not load.
+transformers is imported inside the functions: estimate and advise import this module and load no torch.
 """
 
 from __future__ import annotations

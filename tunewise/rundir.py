@@ -16,8 +16,6 @@
 
 `RunDir(path).config()` is the typed config (read with tunewise.config's loader, so a damaged or hand-edited
 config.yaml is reported with the file and the field), never a raw YAML dict.
-
-The config (and with it PyYAML) is read lazily: commands import this module at start-up.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunewise.config import load_run_config
 from tunewise.errors import TunewiseError
 from tunewise.userfiles import read_json_file
 
@@ -177,8 +176,6 @@ class RunDir:
             if not self.config_path.is_file():
                 raise TunewiseError(f"'{self.path}' is not a run directory (no {CONFIG})",
                                     "pass the folder `tunewise train` wrote")
-            from tunewise.config import load_run_config
-
             self._cache["config"] = load_run_config(self.config_path, run_dir_config=True)
         return self._cache["config"]
 

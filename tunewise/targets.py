@@ -10,8 +10,8 @@ asked, so resolving is instant and the same everywhere. A checkpoint of an adapt
 RUN/checkpoints/step-N itself) is written once per process as a PEFT adapter folder in a temporary directory: its
 tensors under the keys of the run's final adapter, so every command that loads an adapter loads it unchanged.
 
-safetensors is imported where a checkpoint is materialised: resolving a target stays light enough for the CLI's
-start-up.
+safetensors (and torch with it) is imported only where a checkpoint is materialised: resolving any other target
+reads small files and stays instant.
 """
 
 from __future__ import annotations
