@@ -2,16 +2,23 @@
 
 Each command is registered from its own module under tunewise/commands/, so commands import their heavy
 dependencies only when they run.
+
+PyYAML is imported only to name a YAML error, after one happened.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import math
+import os
 import sys
 import traceback
 
 import typer
 
 from tunewise.errors import TunewiseError
+from tunewise.inputs import accepts
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in tunewise, not bad input (2) nor a requested failure (1)
 
@@ -30,8 +37,6 @@ COMMAND_MODULES = ["doctor", "demo", "advise", "pilot", "estimate", "data", "tas
 
 
 def _register_all() -> None:
-    import importlib
-
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"tunewise.commands.{name}")
@@ -48,8 +53,6 @@ _register_all()
 def _finite(check):
     """A click callback that refuses inf and nan before `check` (the option's own callback, if any) runs: float()
     reads both, and a min/max range lets nan through."""
-    import math
-
     def callback(ctx, param, value):
         for number in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(number, float) and not math.isfinite(number):
@@ -62,8 +65,6 @@ def _finite(check):
 def finite_numbers(command) -> None:
     """Every float option and argument of `command` and its subcommands follows the configs' numeric rule
     (tunewise/inputs.py): finite. Whole-number options parse as int, which never takes true/false."""
-    from tunewise.inputs import accepts
-
     for param in command.params:
         kind = getattr(param, "type_descriptor", None)
         if kind is not None and accepts(kind.annotation, (float,)):
@@ -82,8 +83,6 @@ def command():
 def _input_error(e: BaseException) -> str | None:
     """One line for the generic errors a user's input can raise deep inside a library (a damaged file, a path
     that cannot be written); None for anything else, which is a bug in tunewise and keeps its traceback."""
-    import json
-
     import yaml
 
     if isinstance(e, UnicodeDecodeError):
@@ -104,8 +103,6 @@ def _input_error(e: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error caused by input ends as one line and an exit code (see README: exit codes)."""
-    import os
-
     # PyTorch's CPU allocator then gives buffers of 2 MB or more their own 2 MB-aligned, huge-page-advised block.
     # glibc's heap fragments less: on SmolLM2-135M, peak RSS fell by 156 MB for LoRA and 102 MB for full
     # fine-tuning (benchmarks/RESULTS.md, issue 20). Read once, before torch is imported; set it to 0 to opt out.

@@ -22,16 +22,28 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from tunewise.advise.engine import AdviseInput, advise
+from tunewise.analysis.pipeline import analyze
+from tunewise.config import dump_config
+from tunewise.data.formats import read_records
+from tunewise.data.mix import mix_config_line
+from tunewise.data.seq_len import task_seq_len
 from tunewise.decide import Call, make_call, measure_gap, scores_from_records
 from tunewise.decide.call import name as method_name
 from tunewise.decide.vocabulary import KINDS, advise_task_of, kind_of
 from tunewise.defaults import METHODS, TINY_BASE, default_lr
 from tunewise.errors import ConfigError, TunewiseError
+from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
 from tunewise.fileio import atomic_write_json, atomic_write_text, file_digest
 from tunewise.inputs import Strict
+from tunewise.model_size import parameter_count
+from tunewise.models import base_fingerprint, load_config
 from tunewise.results import RetentionChange
 from tunewise.rundir import COMPARE_EVAL, LEGACY_EVAL, EvalFiles, RunDir
 from tunewise.stage import FINISHED, TRAINING, Stage, StageSpec, stage_key
+from tunewise.tasks import ensure_task, task_format_for
+from tunewise.tasks.probes import default_probes
+from tunewise.tasks.scorers import SCORERS, check_scorer, is_custom
 
 
 class CompareSpec(Strict):
@@ -68,8 +80,6 @@ class CompareSpec(Strict):
     @model_validator(mode="after")
     def _default_probes(self) -> CompareSpec:
         if self.probes is None:
-            from tunewise.tasks.probes import default_probes
-
             self.probes = default_probes(self.base)
         return self
 
@@ -90,8 +100,6 @@ def check_spec(spec: CompareSpec) -> None:
     if spec.seeds < 1 or spec.seeds > 20:
         problems.append(f"--seeds must be 1-20 (got {spec.seeds}); 3 measures the seed-to-seed spread")
     if spec.scorer:
-        from tunewise.tasks.scorers import check_scorer
-
         try:
             check_scorer(spec.scorer)
         except TunewiseError as e:
@@ -109,21 +117,15 @@ def check_spec(spec: CompareSpec) -> None:
 def prepare_data(spec: CompareSpec, out: Path) -> Path:
     if spec.data:
         return Path(spec.data)
-    from tunewise.tasks import ensure_task, task_format_for
-
     sizes = {"train": spec.train_size, "validation": max(16, spec.eval_size // 2), "test": spec.eval_size}
     return ensure_task(spec.task, out / "data", sizes, spec.seed, task_format_for(spec.base))
 
 
 def encoder_labels(base: str, data: Path) -> list[str] | None:
     """For a base without a causal LM head (e.g. MiniLM), the class labels of the data; None for causal LMs."""
-    from tunewise.models import load_config
-
     archs = getattr(load_config(base), "architectures", None) or []
     if any(a.endswith("ForCausalLM") for a in archs) or not archs:
         return None
-    from tunewise.data.formats import read_records
-
     # the trainer's reader and its classification rule (completion, else label)
     labels = {str(r.data.get("completion", r.data.get("label", ""))).strip()
               for r in read_records(data / "train.jsonl")}
@@ -139,8 +141,6 @@ def sequence_length(spec: CompareSpec, data: Path, labels: list[str] | None, log
     """--max-seq-len, else the data's longest tokenized example, up to the model's context (data/seq_len.py)."""
     if labels:  # a sequence classifier: its own reader, short texts
         return spec.max_seq_len or 160
-    from tunewise.data.seq_len import task_seq_len
-
     return task_seq_len(spec.base, data, spec.max_seq_len, spec.allow_truncation, log)
 
 
@@ -159,8 +159,6 @@ def train_method(spec: CompareSpec, method: str, data: Path, out: Path, lr: floa
                  labels: list[str] | None = None, seed_index: int = 0, max_seq_len: int = 160) -> dict:
     """Train one method with one seed as a stage (tunewise.stage: reused when finished from the same base,
     settings and data, resumed when interrupted), in its own process so its peak memory is its own; its summary."""
-    from tunewise.config import dump_config
-
     label = trial_label(method, seed_index)
     run_dir = out / "runs" / label
     cfg_path = out / "configs" / f"{label}.yaml"
@@ -196,8 +194,6 @@ def _train_subprocess(method: str, cfg_path: Path, run_dir: Path, resume: bool, 
 def _adopt_earlier_run(stage, cfg_path: Path, config_text: str, base: str) -> None:
     """A compare folder from before stage records: the same config file and the summary's base fingerprint meant
     the same stage, so record it (finished, or interrupted to resume) instead of training it again."""
-    from tunewise.models import base_fingerprint
-
     if stage.record.is_file() or not cfg_path.is_file() or cfg_path.read_text() != config_text:
         return
     run = RunDir(stage.run_dir)
@@ -221,8 +217,6 @@ def evaluate_method(target: str, data: Path, limit: int, files: EvalFiles, model
             if cached is not files:
                 _write_evaluation(files, summary, cached.read_predictions())
             return summary
-    from tunewise.evaluate.runner import apply_overrides, evaluate, load_target, resolve_data
-
     spec = resolve_data(data=str(data), split="test", limit=limit)
     if scorer:
         spec = apply_overrides(spec, scorer=scorer)
@@ -237,8 +231,6 @@ def _cached_evaluation(files: EvalFiles, key: str) -> dict | None:
     heads its metrics the same way; else None."""
     if not files.results.is_file() or not files.predictions.is_file():
         return None
-    from tunewise.tasks.scorers import SCORERS, is_custom
-
     summary = json.loads(files.results.read_text())
     name = summary.get("scorer") or ""
     same_primary = is_custom(name) or (name in SCORERS and summary.get("primary") == SCORERS[name].primary)
@@ -254,8 +246,6 @@ def intruders_of(base: str, run_dir: Path) -> dict:
     cached = RunDir(run_dir).analysis_path
     if cached.is_file():
         return json.loads(cached.read_text())
-    from tunewise.analysis.pipeline import analyze
-
     slim = analyze(base, str(run_dir), k=10, eps=(0.5,)).slim(0.5)
     atomic_write_json(cached, slim)
     return slim
@@ -330,9 +320,6 @@ def run_compare(spec: CompareSpec, quiet: bool = False, log=print) -> dict:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec, out)
-    from tunewise.model_size import parameter_count
-    from tunewise.models import base_fingerprint
-
     labels = encoder_labels(spec.base, data)
     task = "sequence-classification" if labels else "causal-lm"
     n_params = parameter_count(spec.base, task, len(labels) if labels else None)
@@ -400,8 +387,6 @@ def seeds_row(rows: list[CompareRow]) -> CompareRow:
 def _advice(spec: CompareSpec) -> dict | None:
     """What `tunewise advise` says for this task and model, for the report's 'advice that led here'."""
     try:
-        from tunewise.advise.engine import AdviseInput, advise
-
         return advise(AdviseInput(task=advise_task_of(spec.task, spec.kind), model=spec.base, device="cpu")).as_dict()
     except TunewiseError as e:
         return {"error": e.message}
@@ -484,8 +469,6 @@ def _worst_forgetting(rows: dict[str, CompareRow], train_file: str = "train.json
             if worse_by is not None and (worst is None or worse_by > worst[0]):
                 worst = (worse_by, method, probe)
     if worst and worst[0] > 0.05:
-        from tunewise.data.mix import mix_config_line
-
         return (f"Largest loss of a base skill: {worst[1]} on '{worst[2]}' ({worst[0]:.0%} worse); mix examples of "
                 f"that skill into the training data to preserve it: {mix_config_line(train_file, worst[2])}")
     return None

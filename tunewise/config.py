@@ -12,9 +12,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from tunewise.defaults import LORA_DROPOUT, LORA_DROPOUT_WHY, TINY_BASE, MethodName, lr_table
+from tunewise.defaults import (
+    LORA_DROPOUT,
+    LORA_DROPOUT_WHY,
+    TINY_BASE,
+    MethodName,
+    default_lr,
+    lora_lr_limit,
+    lr_table,
+)
 from tunewise.errors import ConfigError
 from tunewise.inputs import Strict, load_file, validate
+from tunewise.userfiles import parse_yaml
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "chat"]
 
@@ -201,8 +210,6 @@ class RunConfig(Strict):
 
     def with_size_defaults(self, n_params: int) -> RunConfig:
         """train.lr and guards.lora_lr_limit for a model of n_params parameters, where the config left them out."""
-        from tunewise.defaults import default_lr, lora_lr_limit
-
         encoder = self.task_type == "sequence-classification"
         train = self.train.model_copy(update={"lr": self.train.lr or default_lr(self.method, n_params, encoder)[0]})
         guards = self.guards.model_copy(update={"lora_lr_limit": self.guards.lora_lr_limit or lora_lr_limit(n_params)})
@@ -221,8 +228,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """'lora.r=32' -> (['lora', 'r'], 32); the value is parsed as YAML so numbers, lists and null work."""
     if "=" not in text:
         raise ConfigError([f"--set '{text}': expected key=value, e.g. lora.r=32"])
-    from tunewise.userfiles import parse_yaml
-
     key, raw = text.split("=", 1)
     return key.strip().split("."), parse_yaml(raw, f"--set {text}") if raw.strip() else ""
 

@@ -4,6 +4,8 @@ For each method: train on task 1, evaluate on every task, then train on task 2 s
 adapter is merged into the base and a fresh adapter started, as in the paper -- and so on. Every stage lives in
 OUT/<method>/stage-<i>-<task>/ and is skipped when it finished before from the same model, settings and data
 (resumable per stage).
+
+matplotlib is imported only when the forgetting plot is drawn.
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ from pathlib import Path
 
 from pydantic import Field
 
+from tunewise.analysis.pipeline import analyze
+from tunewise.config import dump_config
+from tunewise.data.seq_len import task_seq_len as fitted
 from tunewise.decide import Scores, item_pair, measure_gap
 from tunewise.defaults import TINY_BASE, MethodName, default_lr
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.retention import run_probes
+from tunewise.evaluate.runner import evaluate, load_target, resolve_data
 from tunewise.fileio import atomic_save_figure, atomic_write_json
 from tunewise.inputs import Strict, load_file
+from tunewise.merge import merge_adapter
+from tunewise.model_size import parameter_count
+from tunewise.models import load_base
 from tunewise.rundir import RunDir
 from tunewise.stage import Stage, StageSpec, stage_key
+from tunewise.tasks import TASKS, ensure_task, task_format_for
 from tunewise.tasks.probes import default_probes
+from tunewise.train import train
 
 
 class MethodSpec(Strict):
@@ -68,16 +80,12 @@ def load_continual_config(path: str | Path) -> ContinualConfig:
 def task_dir(cfg: ContinualConfig, task: str, out: Path) -> Path:
     if Path(task).is_dir():
         return Path(task)
-    from tunewise.tasks import ensure_task, task_format_for
-
     sizes = {"train": cfg.train_size, "validation": 16, "test": cfg.eval_size}
     return ensure_task(task, out / "data" / task, sizes, cfg.seed, task_format_for(cfg.base))
 
 
 def task_seq_len(cfg: ContinualConfig, data: Path, log=print) -> int:
     """max_seq_len, else the task's longest tokenized example up to the model's context (data/seq_len.py)."""
-    from tunewise.data.seq_len import task_seq_len as fitted
-
     return fitted(cfg.base, data, cfg.max_seq_len, cfg.allow_truncation, log)
 
 
@@ -93,9 +101,6 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
               out: Path, n_params: int, quiet: bool, seq_len: int = 160) -> dict:
     """Train one stage from `base` (tunewise.stage: reused when it finished from the same model files, settings
     and data), make the result a plain model folder, evaluate it on every task."""
-    from tunewise.config import dump_config
-    from tunewise.train import train
-
     folder = out / m.label / f"stage-{i + 1}-{Path(task).name}"
     run_cfg = stage_spec(cfg, m, base, data, n_params, seq_len).run_config()
     files = [data / "train.jsonl", *(d / "test.jsonl" for d in tasks.values())]  # it keeps scores on every task
@@ -104,8 +109,6 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
 
     def finish() -> dict:
         if m.method != "full":
-            from tunewise.merge import merge_adapter
-
             shutil.rmtree(model_dir, ignore_errors=True)  # a merge cut short before
             merge_adapter(folder / "run", model_dir, base=base, dtype="fp32")  # the next stage trains from it
         scored = {name: _score(model_dir, d) for name, d in tasks.items()}
@@ -120,8 +123,6 @@ def run_stage(cfg: ContinualConfig, m: MethodSpec, i: int, task: str, base: str,
 
 def _score(model_dir: Path, data: Path) -> tuple[float, list[tuple[float, float]]]:
     """The test score and each example's (numerator, denominator) of the metric."""
-    from tunewise.evaluate.runner import evaluate, load_target, resolve_data
-
     spec = resolve_data(data=str(data), split="test")
     result = evaluate(load_target(str(model_dir)), spec)
     return float(result.summary()["score"] or 0.0), [item_pair(r, result.primary) for r in result.predictions]
@@ -129,17 +130,12 @@ def _score(model_dir: Path, data: Path) -> tuple[float, list[tuple[float, float]
 
 def _intruders(base: str, model_dir: Path) -> int:
     """Intruders of the cumulative update (this stage's model against the original base)."""
-    from tunewise.analysis.pipeline import analyze
-
     return analyze(base, str(model_dir), k=10, eps=(0.5,), spectrum=False).total[0.5]
 
 
 def _probes(model_dir: Path, probes: list[str], base: str) -> dict:
     if not probes:
         return {}
-    from tunewise.evaluate.retention import run_probes
-    from tunewise.models import load_base
-
     model, tok = load_base(str(model_dir))
     return {name: r["score"] for name, r in run_probes(model, tok, probes, 48, base=base).items()}
 
@@ -174,8 +170,6 @@ def run_continual(cfg: ContinualConfig, quiet: bool = False, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {Path(t).name: task_dir(cfg, t, out) for t in cfg.tasks}
-    from tunewise.model_size import parameter_count
-
     n_params = parameter_count(cfg.base)
     seq_lens = {name: task_seq_len(cfg, data, log) for name, data in tasks.items()}
     results = {}
@@ -221,8 +215,6 @@ def plot_continual(summary: dict, path: Path) -> Path:
 
 
 def check_tasks(cfg: ContinualConfig) -> None:
-    from tunewise.tasks import TASKS
-
     bad = [t for t in cfg.tasks if t not in TASKS and not Path(t).is_dir()]
     if bad:
         raise TunewiseError(f"unknown tasks {bad}", f"use built-in tasks ({', '.join(TASKS)}) or task folders")

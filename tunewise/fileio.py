@@ -1,4 +1,7 @@
-"""Atomic writes: a crash mid-write never leaves a half-written file in place."""
+"""Atomic writes: a crash mid-write never leaves a half-written file in place.
+
+matplotlib is imported inside atomic_save_figure: only the commands that draw pay for it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Settings tunewise applies to the Hugging Face libraries, and what it reads from their configs, below every module
-that loads or plans for a model (models, zoo, estimate, advise, evaluate, serve)."""
+that loads or plans for a model (models, zoo, estimate, advise, evaluate, serve).
+
+transformers is imported inside the functions: estimate and advise import this module and load no torch.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pydantic_core import PydanticCustomError
 
 from tunewise.errors import ConfigError
+from tunewise.userfiles import load_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -158,8 +159,6 @@ def validate(model: type[M], data: Any, source: str | None = None) -> M:
 
 def load_file(model: type[M], path: str | Path, prepare: Callable[[Any], Any] | None = None) -> M:
     """`model` from a YAML file (an empty file is an empty mapping); `prepare` may rewrite the raw data first."""
-    from tunewise.userfiles import load_yaml
-
     data = load_yaml(Path(path), "config file") or {}
     if prepare is not None and isinstance(data, dict):
         data = prepare(data)

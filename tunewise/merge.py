@@ -21,9 +21,13 @@ from pathlib import Path
 
 import torch
 
+from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter, same_base
 from tunewise.defaults import MERGE_TOLERANCE
 from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_json, replace_dir
+from tunewise.models import attach_adapter, load_base, load_config, load_model, load_resolved, resolve_base
 from tunewise.ownership import check_dir, mark_dir
+from tunewise.targets import resolve_target, resolve_tuned, weights_shown
 
 PROBES = [
     "The Golden Bistro is a thai restaurant in the riverside area.",
@@ -53,8 +57,6 @@ class MergeResult:
 
 def base_dtype(base: str) -> str:
     """The base's own precision as recorded in its config.json (dtype / torch_dtype); fp32 when it says none."""
-    from tunewise.models import load_config
-
     recorded = getattr(load_config(base), "dtype", None)
     name = str(recorded).replace("torch.", "") if recorded is not None else "float32"
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, "fp32")
@@ -92,10 +94,6 @@ def _diff(model, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -
 def refuse_other_base(tuned: str | Path, base: str | None, flag: str = "--base") -> None:
     """An adapter used on a base other than the one its run or adapter_config records is refused by the rule merge
     applies (adapters.same_base: the same id, folder or identical copy), before any model is loaded."""
-    from tunewise.adapters import BaseInfo, same_base
-    from tunewise.models import resolve_base
-    from tunewise.targets import resolve_target
-
     if base is None:
         return
     own = resolve_target(str(tuned))  # the base it records, not the one given
@@ -109,9 +107,6 @@ def refuse_other_base(tuned: str | Path, base: str | None, flag: str = "--base")
 
 def _check(ref, model, base: str) -> None:
     """The checks `tunewise serve` applies (safetensors only, fits the base, not a no-op), less the batch-only ones."""
-    from tunewise.adapters import AdapterRefused, BaseInfo, check_adapter
-    from tunewise.models import resolve_base
-
     info = BaseInfo.from_model(model, base, resolve_base(base).path)
     try:
         check_adapter(ref.path.name, ref.path, info, mixed_batches=False)
@@ -125,8 +120,6 @@ def merge_adapter(tuned: str | Path, out: str | Path, *, base: str | None = None
                   dtype: str | None = None) -> MergeResult:
     """Merge the adapter at `tuned` (run dir or adapter folder) into its base; write `out` in `dtype` (fp32, bf16,
     fp16; default: the base's own); verify."""
-    from tunewise.targets import resolve_tuned, weights_shown
-
     out = check_dir(out, "merged model", force=force)  # a folder tunewise did not write is never replaced
     ref = resolve_tuned(tuned, base)
     if not ref.is_adapter:
@@ -159,8 +152,6 @@ def _adapter_models(ref, qlora: bool):
     """(reference, adapter model to merge, tokenizer). LoRA: the adapter on the fp32 base is both. QLoRA: the
     reference is the adapter on the 4-bit base (the model QLoRA trained and evaluated); it is merged into
     dequant(NF4(W)) in fp32."""
-    from tunewise.models import attach_adapter, load_base
-
     if qlora:
         qbase, tokenizer = load_base(ref.base, dtype="fp32", quantize_4bit=True)
         _check(ref, qbase, ref.base)
@@ -179,9 +170,6 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
                     ref_logits: list[torch.Tensor], force: bool) -> None:
     """Save into a temporary folder, reload and compare; fill in `result`; the folder becomes `out` only when
     verified (or forced, or QLoRA, whose difference is reported, not enforced)."""
-    from tunewise.fileio import atomic_write_json, replace_dir
-    from tunewise.models import load_model
-
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -220,8 +208,6 @@ def _write_verified(merged, tokenizer, ref, out: Path, result: MergeResult, prob
 
 def _diff_into_original(ref, tokenizer, probes: list[str], ref_logits: list[torch.Tensor]) -> float:
     """QLoRA: how far merging into the original fp32 base (not dequant(NF4(W))) would be from the reference."""
-    from tunewise.models import load_resolved
-
     into_fp = load_resolved(ref, dtype="fp32", device="cpu", quantize_4bit=False)[0].merge_and_unload()
     with torch.no_grad():
         return max((into_fp(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).logits.float() - r

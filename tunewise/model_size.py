@@ -11,6 +11,7 @@ import copy
 import os
 
 import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from tunewise.models import count_parameters, load_config
 
@@ -18,8 +19,6 @@ from tunewise.models import count_parameters, load_config
 def meta_model(config, task: str = "causal-lm", num_labels: int | None = None):
     """The model a config describes, on the meta device: a causal LM (an encoder's bare model when its type has
     no causal-LM head), or a sequence classifier over `num_labels` classes."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
-
     with torch.device("meta"):
         if task == "sequence-classification":
             if num_labels:

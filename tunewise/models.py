@@ -9,6 +9,8 @@ converter and its read-back aside).
 
 A local path never touches the hub; a hub id honours HF_HUB_OFFLINE and, when it cannot be reached, fails with
 one line that says what was looked for and what to do.
+
+MiniLM's package is an optional extra (tunewise[encoders]), so it is imported where it is asked for.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from peft import PeftModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
 
 from tunewise.defaults import BASE_ALIASES, TINY_BASE
 from tunewise.device import policy
 from tunewise.errors import TunewiseError
 from tunewise.hf import quiet_transformers
+from tunewise.targets import Target, resolve_tuned
 from tunewise.userfiles import looks_like_path
-from tunewise.zoo import TINY_DIR
-
-if TYPE_CHECKING:
-    from tunewise.targets import Target
+from tunewise.zoo import TINY_DIR, smollm2
 
 ALIASES = BASE_ALIASES  # owned by tunewise.defaults
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -65,8 +72,6 @@ def resolve_base(name: str | os.PathLike) -> BaseRef:
     if name == "minilm":
         return BaseRef(name, _minilm_path())
     if name == "smollm2":
-        from tunewise.zoo import smollm2
-
         return BaseRef(name, smollm2.ensure_converted(progress=lambda msg: print(msg, file=sys.stderr)))
     if looks_like_path(name):
         path = Path(name).expanduser()
@@ -123,15 +128,11 @@ def _from_pretrained(loader, ref: BaseRef, **kwargs):
 
 
 def load_config(name: str | os.PathLike):
-    from transformers import AutoConfig
-
     return _from_pretrained(AutoConfig, resolve_base(name))
 
 
 def load_tokenizer(name: str | os.PathLike, *, fill_pad: bool = True):
     """A base's tokenizer; `fill_pad` gives it the EOS token as padding when it has none (export keeps it as saved)."""
-    from transformers import AutoTokenizer
-
     tok = _from_pretrained(AutoTokenizer, resolve_base(name))
     return _pad_with_eos(tok) if fill_pad else tok
 
@@ -146,15 +147,11 @@ def saved_tokenizer(folder: Path):
     """The tokenizer the trainer saved next to an adapter (an adapter folder has no config.json), or None."""
     if not (Path(folder) / "tokenizer_config.json").is_file():
         return None
-    from transformers import AutoTokenizer
-
     return _pad_with_eos(_from_pretrained(AutoTokenizer, BaseRef(str(folder), Path(folder))))
 
 
 def quantization_config(compute_dtype: torch.dtype):
     """NF4 with double quantisation (QLoRA); bitsandbytes is imported only on this path."""
-    from transformers import BitsAndBytesConfig
-
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8)
 
@@ -162,8 +159,6 @@ def quantization_config(compute_dtype: torch.dtype):
 def load_model(name: str | os.PathLike, *, dtype: str | None = None, device: str | None = None,
                quantize_4bit: bool = False, task: str = "causal-lm", num_labels: int | None = None):
     """Load a model for compute under the device/dtype policy (fp32 on CPU)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     quiet_transformers()
     ref = resolve_base(name)
     pol = policy(device, dtype)
@@ -224,8 +219,6 @@ def linear_target_modules(model) -> list[str] | str:
 def attach_adapter(model, folder: str | os.PathLike, name: str = "default"):
     """The PEFT adapter in `folder` on the loaded base `model`, for inference (not trainable), as adapter `name`:
     a PeftModel around the base, or, when `model` already is one (serve's resident set), one more adapter in it."""
-    from peft import PeftModel
-
     if isinstance(model, PeftModel):
         model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
         return model
@@ -235,8 +228,6 @@ def attach_adapter(model, folder: str | os.PathLike, name: str = "default"):
 def resolve_on_disk(arg: str | os.PathLike, base: str | None = None) -> Target:
     """A target with weights on disk (tunewise.targets.resolve_tuned), or a base alias ('tiny', 'smollm2') as the
     model folder it resolves to."""
-    from tunewise.targets import Target, resolve_tuned
-
     if str(arg) in ALIASES:
         return Target(str(arg), "model", resolve_base(str(arg)).path)
     return resolve_tuned(arg, base)
@@ -280,8 +271,6 @@ def _load_classifier(target: Target, num_labels: int | None, **kwargs):
 
 def load_tuned(path: str | os.PathLike, base: str | None = None, **kwargs):
     """(model, tokenizer) of a tuned model: an adapter on its base (PeftModel), or a full fine-tuned model."""
-    from tunewise.targets import resolve_tuned
-
     return load_resolved(resolve_tuned(path, base), **kwargs)
 
 

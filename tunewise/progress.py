@@ -1,9 +1,13 @@
 """Progress bars for the long phases (eval's scoring, retention probes, analysis, GGUF conversion): tqdm, the bars
 training shows, on stderr with a count, a rate and an ETA. None when stderr is not a terminal (logs and pipes stay
-clean), nor inside `quiet()` (a command's --quiet)."""
+clean), nor inside `quiet()` (a command's --quiet).
+
+tqdm is imported when a bar is drawn: the CLI imports this module at start-up.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,8 +27,6 @@ def quiet(on: bool = True) -> Iterator[None]:
 
 def shown() -> bool:
     """Are bars on (for a library's own bar switch, e.g. gguf's writer)?"""
-    import sys
-
     return not _silenced and sys.stderr.isatty()
 
 

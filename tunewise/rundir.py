@@ -25,13 +25,16 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunewise.config import load_run_config
 from tunewise.errors import TunewiseError
+from tunewise.userfiles import read_json_file
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -74,8 +77,6 @@ class EvalFiles:
         return self.folder / RETENTION
 
     def read_predictions(self) -> list[dict]:
-        import json
-
         return [json.loads(line) for line in self.predictions.read_text().splitlines() if line.strip()]
 
 
@@ -175,8 +176,6 @@ class RunDir:
             if not self.config_path.is_file():
                 raise TunewiseError(f"'{self.path}' is not a run directory (no {CONFIG})",
                                     "pass the folder `tunewise train` wrote")
-            from tunewise.config import load_run_config
-
             self._cache["config"] = load_run_config(self.config_path, run_dir_config=True)
         return self._cache["config"]
 
@@ -188,8 +187,6 @@ class RunDir:
         """summary.json, None before the run has ended; a damaged one is an error naming the file."""
         if not self.summary_path.is_file():
             return None
-        from tunewise.userfiles import read_json_file
-
         data = read_json_file(self.summary_path, "run summary")
         if not isinstance(data, dict):
             raise TunewiseError(f"{self.summary_path} is damaged (not a JSON object)",
@@ -211,8 +208,6 @@ class RunDir:
 
     def metrics(self) -> list[dict]:
         """The records of metrics.jsonl, in order ([] when there are none yet)."""
-        import json
-
         if not self.metrics_path.is_file():
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
@@ -273,8 +268,6 @@ def _take(lock: Path, me: Holder) -> bool:
 
 def refuse_if_locked(path: str | Path) -> None:
     """Refuse, naming the holder, when a live process holds the folder's lock (a dead holder's lock is stale)."""
-    from tunewise.errors import TunewiseError
-
     lock = Path(path).expanduser() / LOCK
     if not lock.exists():
         return
@@ -291,8 +284,6 @@ def writing(path: str | Path, command: str = "tunewise train", create: bool = Tr
     """Hold the run folder's write lock for the block: the folder is created, the lock taken before anything else
     is written, and released on every way out of the block. A second writer is refused naming the holder; a lock
     left by a process that died (same host, pid gone) is taken over."""
-    from tunewise.errors import TunewiseError
-
     folder = Path(path).expanduser()
     if not create and not folder.is_dir():
         raise TunewiseError(f"'{folder}' is not a run directory (it does not exist)", "pass the folder train wrote")
@@ -320,8 +311,6 @@ def _exit_on_sigterm():
     """While a lock is held, SIGTERM (by default an exit that runs no cleanup) ends the process through
     SystemExit, so the lock is released; the training loop installs its own graceful handler over this one.
     Returns the handler to restore, None where nothing was changed (not the main thread, a handler already set)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None

@@ -21,7 +21,9 @@ from typing import Any
 
 from tunewise.config import RunConfig, validate_config
 from tunewise.fileio import atomic_write_json, file_digest
+from tunewise.models import base_fingerprint
 from tunewise.rundir import RunDir
+from tunewise.userfiles import read_json_file
 
 TRAINING, FINISHED = "training", "finished"
 
@@ -69,8 +71,6 @@ class StageSpec:
 
 def stage_key(base: str, config_text: str, data_files: Sequence[Path]) -> str:
     """The cache key of a stage: the base's fingerprint, its run config's text and its data files' digests."""
-    from tunewise.models import base_fingerprint
-
     digests = [file_digest(f) for f in data_files]
     return hashlib.sha256(f"{base_fingerprint(base)}\n{config_text}\n{digests}".encode()).hexdigest()[:16]
 
@@ -89,8 +89,6 @@ class Stage:
         """The record, when it was written under this key."""
         if not self.record.is_file():
             return None
-        from tunewise.userfiles import read_json_file
-
         record = read_json_file(self.record, "stage record")
         return record if isinstance(record, dict) and record.get("cache_key") == self.key else None
 

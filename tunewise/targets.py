@@ -9,18 +9,26 @@ Only files are read (config.json, adapter_config.json, the run's config.yaml); n
 asked, so resolving is instant and the same everywhere. A checkpoint of an adapter run (`--step N`, or the path
 RUN/checkpoints/step-N itself) is written once per process as a PEFT adapter folder in a temporary directory: its
 tensors under the keys of the run's final adapter, so every command that loads an adapter loads it unchanged.
+
+safetensors (and torch with it) is imported only where a checkpoint is materialised: resolving any other target
+reads small files and stays instant.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tunewise.defaults import BASE_ALIASES as ALIASES
 from tunewise.errors import TunewiseError
 from tunewise.rundir import RunDir
+from tunewise.userfiles import check_weights_file, looks_like_path, read_json_file
 
 Kind = Literal["alias", "hub", "run", "adapter", "model"]
 TaskType = Literal["causal-lm", "sequence-classification"]
@@ -83,9 +91,6 @@ def resolve_target(arg: str | os.PathLike, base: str | None = None, step: int | 
     An alias ('tiny') is the alias, as tunewise.models.resolve_base loads it, even where a folder of that name
     exists; a name that is neither an existing path nor written like one ('./x', '/x', 'a/b/c') is a hub id; an
     existing folder must be one of EXPECTED, else the error names what was expected."""
-    from tunewise.defaults import BASE_ALIASES as ALIASES
-    from tunewise.userfiles import looks_like_path
-
     name = str(arg)
     p = Path(name).expanduser()
     if step is not None:
@@ -144,8 +149,6 @@ def _adapter_target(name: str, p: Path, base: str | None, run: RunDir | None) ->
         raise TunewiseError(f"adapter '{p}' has no weights (adapter_model.safetensors is missing)",
                             "point at the complete folder train wrote")
     if (p / "adapter_model.safetensors").is_file():
-        from tunewise.userfiles import check_weights_file
-
         check_weights_file(p / "adapter_model.safetensors")
     task: TaskType = "sequence-classification" if config.get("task_type") == "SEQ_CLS" else "causal-lm"
     return Target(name, "adapter", p, str(base), run, task)
@@ -158,8 +161,6 @@ def _model_target(name: str, p: Path, base: str | None) -> Target:
 
 
 def _read_json(path: Path) -> dict:
-    from tunewise.userfiles import read_json_file
-
     data = read_json_file(path, path.name)
     if not isinstance(data, dict):
         raise TunewiseError(f"{path} is not a JSON object", f"restore {path.name} as the library wrote it")
@@ -222,14 +223,8 @@ def _checkpoint_target(ckpt: Path, base: str | None) -> Target:
 def _materialise(ckpt: Path, adapter: Path) -> Path:
     """A PEFT adapter folder with the checkpoint's tensors under the final adapter's keys (PEFT saves its module
     names without the adapter's name, '.default'); any key the checkpoint lacks, or of another shape, is an error."""
-    import atexit
-    import shutil
-    import tempfile
-
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
-
-    from tunewise.userfiles import check_weights_file
 
     weights = check_weights_file(ckpt / TRAINABLE)
     key = (str(ckpt.resolve()), weights.stat().st_mtime_ns)

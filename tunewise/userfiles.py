@@ -3,11 +3,14 @@
 Every config loader reads through `load_yaml`, so a binary file, a UTF-16 file or broken YAML reads the same
 everywhere (file:line, what is wrong, what to do); every command that writes checks its output path with
 `check_output` before the work starts, not after an hour of training.
+
+PyYAML and safetensors are imported where a file is read: the CLI's start-up imports this module.
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -144,8 +147,6 @@ def load_yaml(path: str | Path, what: str = "config file") -> Any:
 
 def read_json_file(path: str | Path, what: str = "file") -> Any:
     """A JSON file tunewise wrote (summary.json, compare.json, ...); damage is named with the file and line."""
-    import json
-
     text = read_user_text(path, what)
     try:
         return json.loads(text)

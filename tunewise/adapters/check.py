@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from tunewise.adapters.format import (
     EMBEDDING_A,
@@ -29,6 +30,7 @@ from tunewise.adapters.format import (
     read_config,
 )
 from tunewise.errors import TunewiseError
+from tunewise.models import resolve_base
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -103,8 +105,6 @@ def same_base(adapter_base: str, base: BaseInfo) -> bool:
     """Does the adapter's base_model_name_or_path name this base (by id, folder, or identical copy)?"""
     if adapter_base == base.name or (base.path is not None and adapter_base == str(base.path)):
         return True
-    from tunewise.models import resolve_base
-
     try:
         ref = resolve_base(adapter_base)
     except TunewiseError:
@@ -227,8 +227,6 @@ class AdapterTensors:
 
 def read_tensors(name: str, weights: Path) -> AdapterTensors:
     """Every tensor of the safetensors file, grouped; a corrupt file is a refusal, never a crash."""
-    from safetensors import safe_open
-
     out = AdapterTensors()
     try:
         with safe_open(str(weights), framework="pt") as f:

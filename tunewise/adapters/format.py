@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
 
 from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_bytes
 
 CONFIG = "adapter_config.json"
 SAFETENSORS = "adapter_model.safetensors"
@@ -123,8 +125,6 @@ def weights_file(folder: Path) -> Path:
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the folder's safetensors file, under its saved key."""
-    from safetensors.torch import load_file
-
     return load_file(str(weights_file(folder)))
 
 
@@ -146,10 +146,6 @@ def factor_pairs(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 def write_copy(src: Path, dst: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Fill the empty folder `dst` with `src`'s files (config, tokenizer, labels) and `tensors` as its weights,
     atomically per file; the caller owns `dst` (and renames it into place)."""
-    from safetensors.torch import save
-
-    from tunewise.fileio import atomic_write_bytes
-
     for f in Path(src).iterdir():
         if f.is_file() and not f.name.startswith("adapter_model."):
             shutil.copy2(f, Path(dst) / f.name)

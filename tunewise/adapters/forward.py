@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from peft.tuners.lora import LoraLayer
+from peft.tuners.lora.layer import Linear
+from peft.utils import ModulesToSaveWrapper
 
 
 def lora_layers(model) -> Iterator[tuple[str, torch.nn.Module]]:
     """(name, layer) for every PEFT LoRA layer of `model`."""
-    from peft.tuners.lora import LoraLayer
-
     for name, m in model.named_modules():
         if isinstance(m, LoraLayer):
             yield name, m
@@ -24,8 +25,6 @@ def lora_layers(model) -> Iterator[tuple[str, torch.nn.Module]]:
 
 def is_lora_linear(module) -> bool:
     """`module` is exactly PEFT's lora.Linear (not a quantized or other subclass): what the fused kernels replace."""
-    from peft.tuners.lora.layer import Linear
-
     return type(module) is Linear
 
 
@@ -47,8 +46,6 @@ def plain_linear(layer, adapter: str) -> bool:
 
 def saves_modules(model, adapter: str) -> bool:
     """`adapter` replaces whole modules (modules_to_save) somewhere in `model`."""
-    from peft.utils import ModulesToSaveWrapper
-
     return any(isinstance(m, ModulesToSaveWrapper) and adapter in m.modules_to_save for m in model.modules())
 
 

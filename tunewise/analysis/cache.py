@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from tunewise.fileio import cache_root
 
@@ -48,13 +50,9 @@ class SvdCache:
         if not self.enabled:
             self.misses += 1
             return compute(W0)
-        from safetensors.torch import load_file, save
-
         path = self.root / f"{weight_key(W0)}.safetensors"
         if path.is_file():
             try:
-                from safetensors import safe_open
-
                 with safe_open(str(path), "pt") as f:
                     digest = (f.metadata() or {}).get("digest")
                 d = load_file(str(path))

@@ -9,10 +9,13 @@ smaller Gram matrix (W W^T or W^T W), formed in float64, yields exactly these at
 float64 matters: squaring doubles the condition number, and eps64 * sigma_1^2 is far below the eps32 * sigma_1
 error of a float32 SVD, so the vectors are at least as accurate as the float32 SVD the authors use.
 tests/test_analysis.py checks that counts match a direct float32-SVD reference.
+
+scipy and threadpoolctl are imported where used, each with a torch fallback when it is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -81,8 +84,6 @@ def top_singular(W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
 def _single_blas_thread(n: int):
     """One BLAS thread for small eigenproblems: syevr at n <= 2048 gains little from threads, and on a loaded
     machine OpenBLAS's spinning worker threads (next to torch's own) made a run over 20x slower."""
-    import contextlib
-
     if n > 2048:
         return contextlib.nullcontext()
     try:

@@ -3,6 +3,7 @@ top-k vectors, and dW spectra. Each function takes one or more (label, analysis 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -10,14 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tunewise.fileio import atomic_write_bytes  # noqa: E402
+
 Results = list[tuple[str, dict]]
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
-    from tunewise.fileio import atomic_write_bytes
-
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

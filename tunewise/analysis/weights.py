@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import safe_open
 
 from tunewise.adapters import delta as lora_delta
 from tunewise.adapters import format as adapter_format
 from tunewise.errors import TunewiseError
+from tunewise.models import resolve_base
+from tunewise.targets import resolve_tuned
 
 _EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings",
                     "token_type_embeddings", "shared")
@@ -36,8 +40,6 @@ class WeightFolder:
         single = self.folder / "model.safetensors"
         index = self.folder / "model.safetensors.index.json"
         if single.is_file():
-            from safetensors import safe_open
-
             with safe_open(str(single), "pt") as f:
                 self._files = {k: single for k in f.keys()}
         elif index.is_file():
@@ -55,30 +57,22 @@ class WeightFolder:
     def shape(self, key: str) -> tuple[int, ...]:
         if self._bin is not None:
             return tuple(self._bin[key].shape)
-        from safetensors import safe_open
-
         with safe_open(str(self._files[key]), "pt") as f:
             return tuple(f.get_slice(key).get_shape())
 
     def get(self, key: str) -> torch.Tensor:
         if self._bin is not None:
             return self._bin[key]
-        from safetensors import safe_open
-
         with safe_open(str(self._files[key]), "pt") as f:
             return f.get_tensor(key)
 
 
 def base_folder(base: str) -> Path:
     """A base name ('tiny', a folder, a cached hub id) -> the local folder holding its weights."""
-    from tunewise.models import resolve_base
-
     ref = resolve_base(base)
     if ref.path is not None:
         return ref.path
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(ref.name, local_files_only=True))
     except Exception as e:
         raise TunewiseError(f"base '{base}' is not a local folder and is not in the local Hugging Face cache",
@@ -255,8 +249,6 @@ def _lora_pairs(base: WeightFolder, folder: Path, cfg: dict, modules, skipped) -
 
 def open_tuned(base: str, tuned: str) -> TunedWeights:
     """Resolve TUNED (run dir / adapter / full model) with tunewise.targets.resolve_tuned and read its config."""
-    from tunewise.targets import resolve_tuned
-
     ref = resolve_tuned(tuned, base)
     bdir = base_folder(base)
     if not ref.is_adapter:

@@ -1,4 +1,8 @@
-"""`tunewise advise`: which method (LoRA, QLoRA or full), why, with what settings, and a ready run config."""
+"""`tunewise advise`: which method (LoRA, QLoRA or full), why, with what settings, and a ready run config.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,16 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunewise.commands.pilot import run_pilot_command
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_text
+from tunewise.inputs import problems_of, unknown_keys
+from tunewise.userfiles import load_yaml
 
 DATA_HELP = ("Training data (a file, a save_to_disk folder or a dataset id): its size, duplicates and token lengths "
              "(with --model's tokenizer) shape the advice.")
@@ -16,12 +30,7 @@ PRIORITIES = {"accuracy": "accuracy_priority", "time": "time_bottleneck", "itera
 def read_yaml(path: str) -> tuple[dict, list[str]]:
     """Inputs from a YAML file (keys as the flags, with underscores); unknown keys and values of the wrong type are
     problems (tunewise.inputs' words, as for every config), not ignored; null is a key not given."""
-    from pydantic import ValidationError
-
     from tunewise.advise import AdviseInput
-    from tunewise.errors import TunewiseError
-    from tunewise.inputs import problems_of, unknown_keys
-    from tunewise.userfiles import load_yaml
 
     try:
         data = load_yaml(path, "--from file") or {}
@@ -58,10 +67,6 @@ def apply_priority(values: dict, priority: str | list | None, problems: list[str
 
 
 def render(advice) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     con = Console()
     a = advice.as_dict()
     head = a["method"].upper() if a["method"] else "DOES NOT FIT"
@@ -153,8 +158,6 @@ def advise(
     """Recommend LoRA, QLoRA or full fine-tuning with every reason and its evidence, settings, and a config."""
     data = _data_flag(data, dataset)
     if pilot:
-        from tunewise.commands.pilot import run_pilot_command
-
         typer.secho("note: `tunewise advise --pilot` is now `tunewise pilot` (--pilot-methods: --methods, "
                     "--pilot-epochs: --epochs); this spelling still works", fg="yellow", err=True)
         run_pilot_command(base or model, data, eval_file, task, task_kind, budget, pilot_methods, points,
@@ -176,8 +179,6 @@ def _data_flag(data: str | None, dataset: str | None) -> str | None:
     if dataset is None:
         return data
     if data is not None and data != dataset:
-        from tunewise.errors import TunewiseError
-
         raise TunewiseError(f"--data '{data}' and --dataset '{dataset}' disagree", "give --data only")
     typer.secho("note: --dataset is now --data (the same flag as tunewise pilot's)", fg="yellow", err=True)
     return dataset
@@ -187,8 +188,6 @@ def _refuse_pilot_flags(base, eval_file, task_kind, points) -> None:
     pilot_only = [f for f, v in (("--base", base), ("--eval", eval_file), ("--task-kind", task_kind),
                                  ("--points", points)) if v is not None]
     if pilot_only:
-        from tunewise.errors import TunewiseError
-
         raise TunewiseError(f"{', '.join(pilot_only)}: only with --pilot",
                             "measure with `tunewise pilot`, or use --model / --data for the rule-based advice")
 
@@ -217,8 +216,6 @@ def _rule_advice(flags: dict, priority: str | None, from_file: str | None, write
 
 def _advise_input(flags: dict, priority: str | None, from_file: str | None, interactive: bool):
     """The inputs: --from's file, then the flags over it, then what an interactive user is asked for."""
-    from pydantic import ValidationError
-
     from tunewise.advise import AdviseInput, AdviseInputError
 
     values, problems = read_yaml(from_file) if from_file else ({}, [])
@@ -236,8 +233,6 @@ def _advise_input(flags: dict, priority: str | None, from_file: str | None, inte
     try:
         inp = AdviseInput(**values)
     except ValidationError as e:
-        from tunewise.inputs import problems_of
-
         raise AdviseInputError(problems + problems_of(e)) from None
     if problems:
         from tunewise.advise.engine import check
@@ -265,8 +260,6 @@ def _ask_missing(values: dict, problems: list[str]) -> None:
 def _write_config(result, path: str) -> None:
     """The advised `tunewise train` config, checked as train will load it before it is written."""
     from tunewise.config import dump_config, validate_config
-    from tunewise.errors import TunewiseError
-    from tunewise.fileio import atomic_write_text
     from tunewise.ownership import file_header
 
     if result.config is None:

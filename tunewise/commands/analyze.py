@@ -1,4 +1,8 @@
-"""`tunewise analyze BASE TUNED...`: intruder dimensions and the spectrum of the update, optional mitigation."""
+"""`tunewise analyze BASE TUNED...`: intruder dimensions and the spectrum of the update, optional mitigation.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from tunewise.errors import TunewiseError
 
@@ -21,8 +27,6 @@ def parse_eps(text: str) -> list[float]:
 
 
 def _table(res: dict):
-    from rich.table import Table
-
     eps = [str(e) for e in res["eps"]]
     summ = res["summary"]
     modules = sorted(summ["per_module"])
@@ -141,8 +145,6 @@ def _check_flags(k: int, mitigate: float | None, out: Path | None, tuned: list[s
 
 
 def _print(payload: dict) -> None:
-    from rich.console import Console
-
     console = Console()
     for res in payload["results"]:
         for table in _table(res):

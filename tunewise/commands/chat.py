@@ -1,4 +1,8 @@
-"""`tunewise chat`: talk to a base, a run or an adapter from the terminal, one-shot or interactive."""
+"""`tunewise chat`: talk to a base, a run or an adapter from the terminal, one-shot or interactive.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 

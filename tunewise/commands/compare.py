@@ -1,18 +1,26 @@
-"""`tunewise compare`: LoRA vs QLoRA vs full fine-tuning on one task, with the framework's verdict."""
+"""`tunewise compare`: LoRA vs QLoRA vs full fine-tuning on one task, with the framework's verdict.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from tunewise import progress
 from tunewise.defaults import METHODS
+from tunewise.errors import TunewiseError
+from tunewise.userfiles import check_count
 
 
 def _parse_lr(text: str | None) -> dict[str, float]:
-    from tunewise.errors import TunewiseError
-
     out: dict[str, float] = {}
     for part in filter(None, (text or "").split(",")):
         method, _, value = part.partition("=")
@@ -27,11 +35,6 @@ def _parse_lr(text: str | None) -> dict[str, float]:
 def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int, eval_size: int,
                 seeds: int = 1) -> None:
     """Each size flag under its own name, before anything is trained."""
-    import math
-
-    from tunewise.errors import TunewiseError
-    from tunewise.userfiles import check_count
-
     if not math.isfinite(epochs) or epochs <= 0 or epochs > 1000:
         raise TunewiseError(f"--epochs must be a number in (0, 1000] (got {epochs})", "e.g. --epochs 2")
     check_count(max_steps, "--max-steps", minimum=1)
@@ -42,9 +45,6 @@ def check_sizes(epochs: float, max_steps: int | None, rank: int, train_size: int
 
 
 def print_table(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     from tunewise.report.text import number_text, retention_words
 
     metric = next(iter(result["rows"].values()))["metric"]
@@ -67,8 +67,6 @@ def print_table(result: dict) -> None:
     console.print(table)
     if result.get("base"):
         console.print(f"untuned base: {result['base']['metric']} {number_text(result['base']['score'])}")
-    from rich.markup import escape
-
     for m, note in (result.get("lr_notes") or {}).items():  # which evidence each default lr rests on
         console.print(escape(f"lr {m}: {note}"), style="dim")
     console.print(f"[bold]verdict:[/bold] {result['verdict']['text']}")

@@ -1,4 +1,8 @@
-"""`tunewise continual`: sequential fine-tuning and the forgetting matrix."""
+"""`tunewise continual`: sequential fine-tuning and the forgetting matrix.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from tunewise import progress
+from tunewise.userfiles import check_output
 
 
 def register(app: typer.Typer) -> None:
@@ -19,11 +26,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train tasks one after another (LoRA merged and re-started per stage, as in the paper) and print the
         accuracy matrix (rows: after stage i; columns: task j), average forgetting and intruders per stage."""
-        from rich.console import Console
-        from rich.table import Table
-
         from tunewise.continual import check_tasks, load_continual_config, run_continual
-        from tunewise.userfiles import check_output
 
         cfg = load_continual_config(config)
         check_output(cfg.out, f"{config}: out", "dir")  # before hours of training, not after

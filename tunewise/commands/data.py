@@ -1,5 +1,9 @@
 """`tunewise data check`: audit a training file before training (schema, duplicates, lengths, labels, leakage);
-`tunewise data select`: keep the k best and most varied records."""
+`tunewise data select`: keep the k best and most varied records.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunewise.data.records import canonical_format
+from tunewise.defaults import TINY_BASE
+from tunewise.errors import TunewiseError
+from tunewise.userfiles import check_output
 
 data_app = typer.Typer(help="Audit training data before you train on it, and select a curated subset.",
                        no_args_is_help=True)
@@ -61,7 +73,6 @@ def check(
     Exit code: 0 clean, 1 warnings, 2 errors (so it can gate CI).
     """
     from tunewise.data.audit import audit
-    from tunewise.data.records import canonical_format
 
     opts, path = _options(path, config, eval_path, fmt, split, eval_split, model, max_seq_len, preserve,
                           output_format, near_threshold, exact_lengths)
@@ -83,8 +94,6 @@ def _options(path, config, eval_path, fmt, split, eval_split, model, max_seq_len
     (so `data check --config run.yaml` checks what `train run.yaml` will train on, with its base's tokenizer)."""
     from tunewise.config import DataConfig, load_run_config
     from tunewise.data.audit import AuditOptions
-    from tunewise.defaults import TINY_BASE
-    from tunewise.errors import TunewiseError
 
     cfg = load_run_config(config) if config is not None else None
     data = cfg.data if cfg is not None else None
@@ -122,9 +131,7 @@ def _fix(report: dict, path: Path, fix: Path | None, opts, drop_near: bool) -> N
 def _check_fix(fix: Path, path: Path, eval_path: str | None, force: bool) -> None:
     """--fix writes a new file: never the input or the eval file, where tunewise may write, and replaces an existing
     file only with --force (a JSONL carries no mark)."""
-    from tunewise.errors import TunewiseError
     from tunewise.ownership import check_file
-    from tunewise.userfiles import check_output
 
     check_output(fix, "--fix", "file")
     for what, other in (("input", path), ("--eval file", eval_path)):
@@ -159,10 +166,6 @@ def _lines(lines: list, k: int = 5) -> str:
 
 
 def render(r: dict, show: int) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     con = Console()
     t = Table(title=f"tunewise data check: {escape(r['file'])}")
     t.add_column("check")
@@ -261,7 +264,6 @@ def select(
     empty or truncated answers, test leakage), score the rest with the base (IFD = loss(answer | prompt) /
     loss(answer)), drop the worst-scored share, then pick for coverage and diversity. Every record left out
     gets its reason in the report. Workflow: data check -> data select -> advise -> train."""
-    from tunewise.data.records import canonical_format
     from tunewise.evaluate.select_report import write_selection
     from tunewise.evaluate.select_run import SelectOptions, choose, parse_by, preflight
 

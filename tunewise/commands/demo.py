@@ -3,6 +3,9 @@ base with --base (smollm2: a real pretrained LLM; a smaller budget, as its steps
 
 advise -> train LoRA, QLoRA and full fine-tuning on a built-in task -> evaluate (task score + retention) ->
 intruder analysis -> HTML report.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import time
 from pathlib import Path
 
 import typer
+
+from tunewise.commands.compare import check_sizes, print_table
+from tunewise.defaults import METHODS, TINY_BASE
 
 
 def register(app: typer.Typer) -> None:
@@ -29,10 +35,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole framework on a base (the shipped tiny one by default) and print where the report is."""
         from tunewise.advise.engine import AdviseInput, advise
-        from tunewise.commands.compare import check_sizes, print_table
         from tunewise.compare import CompareSpec, run_compare
         from tunewise.decide.vocabulary import advise_task_of
-        from tunewise.defaults import METHODS, TINY_BASE
         from tunewise.ownership import claim_dir
         from tunewise.report import write_report
         from tunewise.tasks import get_task

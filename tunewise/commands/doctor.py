@@ -1,4 +1,8 @@
-"""`tunewise doctor`: what this machine has and which device/dtype policy applies."""
+"""`tunewise doctor`: what this machine has and which device/dtype policy applies.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ import os
 import platform
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunewise.zoo import TINY_DIR
 
 
 def doctor_report() -> dict:
@@ -38,8 +46,6 @@ def doctor_report() -> dict:
         except Exception as e:  # a broken optional install should be reported, not crash doctor
             info[pkg] = f"unavailable ({type(e).__name__})"
     info["bitsandbytes_backend"] = "cuda" if torch.cuda.is_available() else "cpu (NF4 with fp32 compute)"
-    from tunewise.zoo import TINY_DIR
-
     info["tiny_base"] = str(TINY_DIR) if (TINY_DIR / "model.safetensors").exists() else "missing"
     return info
 
@@ -52,9 +58,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
-        from rich.console import Console
-        from rich.table import Table
-
         table = Table(title="tunewise doctor", show_header=False)
         for key, value in info.items():
             if isinstance(value, dict):

@@ -1,10 +1,16 @@
-"""`tunewise estimate`: exact parameter counts and the peak-memory breakdown for full / LoRA / QLoRA."""
+"""`tunewise estimate`: exact parameter counts and the peak-memory breakdown for full / LoRA / QLoRA.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
 import json
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from tunewise.defaults import BY_MEMORY, LORA_DROPOUT
 
@@ -17,9 +23,6 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 def render(result) -> None:
     """Human tables: parameters per module type, trainable per method, memory breakdown, fits, anchors."""
-    from rich.console import Console
-    from rich.table import Table
-
     from tunewise.estimate.memory import MB
 
     d = result.as_dict()
@@ -56,8 +59,6 @@ def render(result) -> None:
 
 
 def _memory_table(result, device: str):
-    from rich.table import Table
-
     from tunewise.estimate.memory import GB, MB
 
     unit = "GiB" if device == "cuda" else "MiB"
@@ -78,8 +79,6 @@ def _memory_table(result, device: str):
 
 
 def _fits_table(fits: dict, first_method: str):
-    from rich.table import Table
-
     ft = Table(title="fits on one card (yes / tight = last 5% / no)")
     ft.add_column("method")
     for size in fits[first_method]:
@@ -90,8 +89,6 @@ def _fits_table(fits: dict, first_method: str):
 
 
 def _anchors_table(anchors: list[dict]):
-    from rich.table import Table
-
     at = Table(title="published anchors for this model (our estimate for the same setup)")
     for col in ("setup", "published", "estimate", "ratio", "source"):
         at.add_column(col)

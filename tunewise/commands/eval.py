@@ -1,5 +1,9 @@
 """`tunewise eval`: score a base, an adapter or a run directory on a built-in task or the user's own test file,
-and with --preserve, measure what fine-tuning changed on retention probes (base vs tuned)."""
+and with --preserve, measure what fine-tuning changed on retention probes (base vs tuned).
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,13 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_json, atomic_write_text, to_json
+from tunewise.userfiles import check_count
 
 SCORER_HELP = ("exact, normalized, contains, json, classify, sql, number, mr, or your own MODULE:FUNCTION (a module "
                "or a .py file; fn(prediction, reference) returns a number, a bool or a dict of numbers). Default: "
@@ -95,9 +106,7 @@ def _scores(loaded, spec, mode: str, batch_size: int, probes, probe_limit: int, 
 
 def _check_flags(mode: str, out: Path | None, counts: dict[str, int | None], force: bool = False) -> None:
     """Every flag a user can get wrong, checked before a model is loaded."""
-    from tunewise.errors import TunewiseError
     from tunewise.ownership import check_dir
-    from tunewise.userfiles import check_count
 
     if mode not in ("generate", "loglik"):
         raise TunewiseError(f"--mode must be generate or loglik (got '{mode}')", "use --mode generate")
@@ -110,7 +119,6 @@ def _check_flags(mode: str, out: Path | None, counts: dict[str, int | None], for
 def _test_data(target: str, base: str | None, data: str | None, task: str | None, run_dir: Path | None,
                split: str, limit: int | None, seed: int, probes: list[str]):
     """What to score the target on: --data, --task or the run's own test split; None for probes alone."""
-    from tunewise.errors import TunewiseError
     from tunewise.evaluate.runner import resolve_data, task_format_of
 
     if not (data or task or not probes or run_dir is not None):
@@ -185,7 +193,6 @@ def _eval_name(spec) -> str:
 
 
 def _write(out_dir: Path, result, retention) -> list[Path]:
-    from tunewise.fileio import atomic_write_json, atomic_write_text, to_json
     from tunewise.ownership import mark_dir
     from tunewise.rundir import EvalFiles
 
@@ -213,10 +220,6 @@ def _short(text, n: int = 70) -> str:
 
 
 def _print(result, retention, written) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     con = Console()
     if result is not None:
         title = (f"{result.target} on {result.source} ({result.n} examples, scorer {result.scorer}, "

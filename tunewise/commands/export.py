@@ -1,13 +1,20 @@
-"""`tunewise export`: a model or adapter as GGUF for llama.cpp / Ollama."""
+"""`tunewise export`: a model or adapter as GGUF for llama.cpp / Ollama.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from tunewise.commands.eval import STEP_HELP
+from tunewise.errors import TunewiseError
+from tunewise.userfiles import check_output
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +40,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a model (or an adapter merged into its base) as one GGUF file in llama.cpp's layout, or an
         adapter alone as a GGUF LoRA. Llama-architecture models with byte-level BPE tokenizers."""
-        from dataclasses import asdict
-
-        from tunewise.errors import TunewiseError
         from tunewise.export.run import DEFAULT_QUANT, FORMATS, export_gguf, export_gguf_lora
         from tunewise.targets import at_step
-        from tunewise.userfiles import check_output
 
         if fmt not in FORMATS:
             raise TunewiseError(f"--format {fmt} is not one of {', '.join(FORMATS)}", "pick one of those")

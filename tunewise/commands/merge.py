@@ -1,14 +1,20 @@
-"""`tunewise merge`: fold an adapter into its base; write a verified safetensors model folder."""
+"""`tunewise merge`: fold an adapter into its base; write a verified safetensors model folder.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from tunewise.commands.eval import STEP_HELP
 from tunewise.defaults import MERGE_TOLERANCE
+from tunewise.userfiles import check_output
 
 
 def register(app: typer.Typer) -> None:
@@ -35,11 +41,8 @@ def register(app: typer.Typer) -> None:
         QLoRA adapters are merged into the de-quantised base (what they were trained against) and the
         difference to the 4-bit adapter model is reported.
         """
-        from dataclasses import asdict
-
         from tunewise.merge import merge_adapter
         from tunewise.targets import at_step
-        from tunewise.userfiles import check_output
 
         check_output(out, "--out", "dir")  # before loading two models, not after
         r = merge_adapter(at_step(tuned, step), out, base=base, tolerance=tolerance, qlora=qlora, force=force, dtype=dtype)

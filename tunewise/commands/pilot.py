@@ -1,11 +1,17 @@
 """`tunewise pilot`: measure LoRA against full fine-tuning (and QLoRA) on the user's data inside a time budget
-(the work: tunewise/advise/pilot.py). `tunewise advise --pilot` is the old spelling and still runs it."""
+(the work: tunewise/advise/pilot.py). `tunewise advise --pilot` is the old spelling and still runs it.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
 import json
 
 import typer
+
+from tunewise.errors import TunewiseError
 
 
 def pilot(
@@ -52,7 +58,6 @@ def run_pilot_command(base, data, eval_file, task, task_kind, budget, methods, p
                       find_lr_steps, scorer, out, force, as_json) -> None:
     """The flags as a PilotSpec, checked together; the pilot; its summary (`tunewise advise --pilot` too)."""
     from tunewise.advise.pilot import PilotSpec, check, run_pilot
-    from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
 
     problems = [] if base else ["--base: missing; the model to pilot ('tiny', 'smollm2', a folder or a hub id)"]

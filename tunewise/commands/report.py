@@ -1,4 +1,8 @@
-"""`tunewise report`: a self-contained HTML report of a run or a comparison."""
+"""`tunewise report`: a self-contained HTML report of a run or a comparison.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,20 @@
-"""`tunewise serve`: one base, many LoRA adapters chosen per request, behind an OpenAI-compatible API."""
+"""`tunewise serve`: one base, many LoRA adapters chosen per request, behind an OpenAI-compatible API.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import socket
 from pathlib import Path
 
 import typer
+
+from tunewise.errors import TunewiseError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -13,7 +22,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def parse_adapter_specs(specs: list[str], step: int | None = None) -> dict[str, Path]:
     """'name=path' pairs from --adapter, with a clear error for a malformed one; with --step N, the one adapter
     (a run directory) is its checkpoint N."""
-    from tunewise.errors import TunewiseError
     from tunewise.targets import at_step
 
     out: dict[str, Path] = {}
@@ -34,10 +42,6 @@ def parse_adapter_specs(specs: list[str], step: int | None = None) -> dict[str, 
 
 def bind(host: str, port: int):
     """The listening socket, bound now: 'listening on' is printed only once it is true."""
-    import socket
-
-    from tunewise.errors import TunewiseError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, address = infos[0]
@@ -62,8 +66,6 @@ def graceful_server(config):
     """A uvicorn server for which SIGTERM / SIGINT mean: stop accepting, let in-flight requests finish (up to
     config.timeout_graceful_shutdown), then return, so the command exits 0. uvicorn itself re-raises the
     signal after its shutdown, which would end the process with 143 and look like a crash to a supervisor."""
-    import signal
-
     import uvicorn
 
     class Graceful(uvicorn.Server):
@@ -117,8 +119,6 @@ def serve(
     pass. Adapters are checked against the base before loading (base, modules, rank, dtype, safetensors).
     SIGTERM stops accepting connections, finishes in-flight requests (up to --grace-period) and exits 0.
     """
-    import logging
-
     from tunewise.serve.security import Limits
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -141,8 +141,6 @@ def register(app: typer.Typer) -> None:
 
 def _check_exposure(adapters: Path | None, host: str, api_key: str | None) -> None:
     """--adapters is a folder; a non-loopback --host without --api-key is warned about."""
-    from tunewise.errors import TunewiseError
-
     if adapters is not None and not adapters.is_dir():
         raise TunewiseError(f"--adapters '{adapters}' is not a folder", "give the folder that holds one "
                             "sub-folder per adapter")
@@ -154,7 +152,6 @@ def _check_exposure(adapters: Path | None, host: str, api_key: str | None) -> No
 def _load(sock, base: str, adapters: Path | None, specs: dict[str, Path], **options):
     """The loaded server; an adapter refused at start closes the socket and ends the command."""
     from tunewise.adapters import AdapterRefused
-    from tunewise.errors import TunewiseError
     from tunewise.serve.app import build_server
 
     try:

@@ -1,4 +1,8 @@
-"""`tunewise tasks`: list the built-in tasks and probes; write a task's train/validation/test files."""
+"""`tunewise tasks`: list the built-in tasks and probes; write a task's train/validation/test files.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunewise.userfiles import check_count
 
 tasks_app = typer.Typer(help="Built-in task generators (structured, classify, sql, math) and retention probes.",
                         no_args_is_help=True)
@@ -24,10 +33,6 @@ def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON in
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title="tunewise tasks")
     for col in ("name", "kind", "scorer", "description"):
         table.add_column(col)
@@ -59,7 +64,6 @@ def make(
     from tunewise.ownership import claim_dir
     from tunewise.tasks import get_task, make_task, task_format_for
     from tunewise.tasks.noise import check_share
-    from tunewise.userfiles import check_count
 
     get_task(name)
     check_share(noise)

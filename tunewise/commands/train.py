@@ -1,4 +1,8 @@
-"""`tunewise train`: one command for LoRA, QLoRA and full fine-tuning."""
+"""`tunewise train`: one command for LoRA, QLoRA and full fine-tuning.
+
+The modules that do the work are imported inside the commands, so --help stays light
+(tunewise/commands/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import json
 from pathlib import Path
 
 import typer
+
+from tunewise.errors import TunewiseError
+from tunewise.inputs import help_text
 
 
 def train(
@@ -43,11 +50,8 @@ def train(
     3 the loss or gradient became NaN/Inf (nothing non-finite was written), 4 a checkpoint could not be written
     (the earlier ones are intact), 70 an internal error (a bug; traceback printed), 130 interrupted (checkpoint saved).
     """
-    from tunewise.errors import TunewiseError
-
     if help_config:
         from tunewise.config import RunConfig
-        from tunewise.inputs import help_text
 
         typer.echo(help_text(RunConfig))
         return
@@ -75,7 +79,6 @@ def register(app: typer.Typer) -> None:
 def _find_lr(config: Path | None, set_: list[str], out: Path | None, force: bool, write: bool, find_lr: bool,
              steps: int, lr_min: float | None, lr_max: float | None, quiet: bool, as_json: bool) -> None:
     """--find-lr [--write]: the range test (tunewise/train/find_lr.py), its suggestion printed."""
-    from tunewise.errors import TunewiseError
     from tunewise.train.find_lr import check_result, range_test_for_config, write_lr
 
     if not find_lr:
@@ -132,7 +135,6 @@ def _resume(config: Path | None, set_: list[str], resume: Path, quiet: bool, for
 
 def _start(config: Path | None, set_: list[str], out: Path | None, force: bool, quiet: bool):
     from tunewise.config import load_run_config
-    from tunewise.errors import TunewiseError
     from tunewise.ownership import claim_dir
     from tunewise.train import train as run_train
     from tunewise.train.distributed import launched_rank

@@ -17,9 +17,12 @@ import numpy as np
 
 from tunewise.data import dedup
 from tunewise.data.audit_content import FormatStats, LabelStats, SkillStats
+from tunewise.data.audit_length import LengthStats, load_length_tokenizer, model_context
 from tunewise.data.audit_readers import MAX_LINE_BYTES, detect_kind
+from tunewise.data.audit_verdict import findings, verdict
 from tunewise.data.schema import Checked, Problem, ProblemLog, iter_checked
 from tunewise.errors import TunewiseError
+from tunewise.fileio import atomic_write_bytes
 
 
 @dataclass
@@ -168,8 +171,6 @@ def _leakage(train: _Scan, ev: _Scan, threshold: float) -> dict:
 def _length_stats(path: Path, opts: AuditOptions):
     if not opts.model:
         return None
-    from tunewise.data.audit_length import LengthStats, load_length_tokenizer, model_context
-
     try:
         tokenizer = load_length_tokenizer(opts.model)
         context = model_context(opts.model)
@@ -230,8 +231,6 @@ def audit(path: str | Path, opts: AuditOptions | None = None) -> dict:
         problems += ev.log.problems[: max(0, opts.max_problems - len(problems))]
     else:
         report["leakage"], report["_leaked_lines"], report["_near_leaked_lines"] = None, set(), set()
-    from tunewise.data.audit_verdict import findings, verdict
-
     report["findings"] = findings(report, opts)
     report["problems"] = [p.as_dict() for p in problems]
     report["verdict"] = verdict(report)
@@ -256,8 +255,6 @@ def write_fixed(path: str | Path, out: str | Path, drop_lines: set[int] | None =
 
     The input is only read; the output is written atomically (a crash leaves no half-written file).
     """
-    from tunewise.fileio import atomic_write_bytes
-
     path, out = Path(path), Path(out)
     if out.exists() and out.resolve() == path.resolve():
         raise TunewiseError(f"--fix would overwrite the input '{path}'", "write the cleaned copy to another file")

@@ -4,6 +4,9 @@ Records are tokenised in batches (the fast tokenizer's batch path), and per reco
 a 100k-example file costs a few hundred kB. "Truncated" and "no labels left" follow the trainer: with
 data.overlong=truncate an example longer than max_seq_len is cut, and one whose trained tokens all fall past
 the cut (or at position 0) is dropped.
+
+The tokenizer (transformers, torch) is imported only when a model is named: `data check` without --model never loads
+it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from tunewise.data.formats import Record, segments
+from tunewise.data.formats import Record, leading_special_ids, segments
 from tunewise.data.schema import Checked
+from tunewise.defaults import TINY_BASE
+from tunewise.hf import context_length
+from tunewise.zoo import TINY_DIR
 
 DEFAULT_SAMPLE = 20_000
 
@@ -28,8 +36,6 @@ class FastTokenizer:
     chat_template = None
 
     def __init__(self, folder: Path):
-        from tokenizers import Tokenizer
-
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         eos = cfg.get("eos_token")
@@ -49,17 +55,12 @@ def leading_text(tokenizer) -> str:
     """Plain-text records start with these special tokens (the formats module's rule), counted as one segment."""
     if isinstance(tokenizer, FastTokenizer):
         return tokenizer.leading_text()
-    from tunewise.data.formats import leading_special_ids
-
     ids = leading_special_ids(tokenizer)
     return tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
 
 
 def _fast_folder(name: str) -> Path | None:
     """The tokenizer folder when the fast path applies: a local folder with tokenizer.json and no chat template."""
-    from tunewise.defaults import TINY_BASE
-    from tunewise.zoo import TINY_DIR
-
     folder = TINY_DIR if name == TINY_BASE else Path(name).expanduser()
     if not ((folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()):
         return None
@@ -72,12 +73,6 @@ def _fast_folder(name: str) -> Path | None:
 def model_context(name: str) -> int | None:
     """How many positions the model was built for (its config.json), or None when it does not say. A local
     folder's config.json is read as JSON, so checking the shipped tiny base or a folder imports no transformers."""
-    from types import SimpleNamespace
-
-    from tunewise.defaults import TINY_BASE
-    from tunewise.hf import context_length
-    from tunewise.zoo import TINY_DIR
-
     folder = TINY_DIR if name == TINY_BASE else Path(name).expanduser()
     if (folder / "config.json").is_file():
         return context_length(SimpleNamespace(**json.loads((folder / "config.json").read_text(encoding="utf-8"))))

@@ -8,6 +8,8 @@ and memory stays bounded.
 
 Line numbers are the same for the trainer and the audit (one reader): 1-based physical line for JSONL, data
 row + 1 (the header is line 1) for CSV, 1-based record index for JSON and Parquet.
+
+pyarrow is imported only for a .parquet file: the other readers stay light.
 """
 
 from __future__ import annotations

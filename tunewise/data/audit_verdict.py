@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunewise.data.mix import MIXABLE_PROBES, mix_config_line
+
 MIN_EXAMPLES = 300
 CURATED_SIZE = 1000
 JUNK_LIMIT = 0.10
@@ -148,7 +150,6 @@ def _leak_findings(leak: dict | None, out: list[dict]) -> None:
 def _skill_findings(skills: dict | None, out: list[dict], file: str = "train.jsonl") -> None:
     if not skills:
         return
-    from tunewise.data.mix import MIXABLE_PROBES, mix_config_line
     for name in skills["unknown"]:
         out.append(_f("warning", "skills", f"no detector for skill '{name}'; known: arithmetic, math, sql, json, "
                                            "code, lm, or give NAME=REGEX"))

@@ -14,6 +14,8 @@ error sqrt(J(1-J)/num_perm), about 0.035 at J=0.8 with 128 permutations).
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 U64 = np.uint64
 _M1 = U64(0xBF58476D1CE4E5B9)
@@ -213,9 +215,6 @@ def near_duplicates(sig: np.ndarray, threshold: float = 0.8, bands: int = BANDS,
 
 def cluster_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the pair graph: label per row (rows without pairs are their own cluster)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 

@@ -19,6 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewise.data.records import RecordError, expected_message, normalise
+from tunewise.data.schema import shape_of
+from tunewise.data.sources import iter_source, label
+from tunewise.data.sources import label as source_label
 from tunewise.errors import TunewiseError
 
 IGNORE = -100
@@ -62,8 +66,6 @@ class DataStats:
 def read_records(path: str | Path, split: str = "train", columns: dict[str, str] | None = None) -> Iterator[Record]:
     """Records of a data source (file, save_to_disk folder, hub dataset: see sources.py) with their line
     numbers; the first unreadable one raises TunewiseError naming source:line."""
-    from tunewise.data.sources import iter_source, label
-
     where = label(path, split)
     for row in iter_source(path, split, columns):
         if row.problem is not None:
@@ -75,8 +77,6 @@ def read_records(path: str | Path, split: str = "train", columns: dict[str, str]
 def normalise_record(record: Record, fmt: str, where: str | Path) -> tuple[str, Record]:
     """(shape, record in that shape) by the one rule of records.py; a record it cannot read raises
     `where:line: field: what`."""
-    from tunewise.data.records import RecordError, normalise
-
     if not isinstance(record.data, dict):
         raise TunewiseError(f"{where}:{record.line}: expected a JSON object", f"run `tunewise data check {where}`")
     try:
@@ -90,9 +90,6 @@ def normalise_record(record: Record, fmt: str, where: str | Path) -> tuple[str, 
 
 def detect_format(record: dict) -> str:
     """The record's shape, decided exactly as the data audit decides it (one rule for both)."""
-    from tunewise.data.records import expected_message
-    from tunewise.data.schema import shape_of
-
     shape = shape_of(record)
     if shape is not None:
         return shape
@@ -209,8 +206,6 @@ def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: i
                   records: list[Record] | None = None) -> tuple[list[Example], DataStats]:
     """Tokenised examples with loss masks, and what happened to the rest (counted, never silent). `records`
     (already read, e.g. by a mix) replaces reading `path`, which then only names them in errors."""
-    from tunewise.data.sources import label
-
     where = str(path) if records is not None else label(path, split)
     stats = DataStats()
     examples: list[Example] = []
@@ -244,8 +239,6 @@ def load_examples(path: str | Path, tokenizer, fmt: str = "auto", max_seq_len: i
 def load_classification(path: str | Path, tokenizer, max_seq_len: int, labels: list[str] | None = None,
                         split: str = "train", columns: dict[str, str] | None = None):
     """Sequence-classification examples: prompt (or text) -> completion (or label) as a class index."""
-    from tunewise.data.sources import label as source_label
-
     where = source_label(path, split)
     rows = []
     for rec in read_records(path, split, columns):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tunewise.config import DataConfig, DataSource
 from tunewise.data.formats import DataStats, Example, load_examples, read_records
+from tunewise.data.mix import Part, mix
+from tunewise.data.sources import label
+from tunewise.errors import TunewiseError
 
 EVAL_SPLIT = "validation"  # what data.eval reads from a dataset unless it names a split
 
@@ -14,8 +17,6 @@ def eval_source(d: DataConfig) -> DataSource | None:
         return None
     src = DataSource(path=d.eval) if isinstance(d.eval, str) else d.eval
     if src.path is None:
-        from tunewise.errors import TunewiseError
-
         raise TunewiseError("data.eval takes a path (a file, a save_to_disk folder or a dataset id), not a probe",
                             "measure probes with preserve.probes")
     return src.model_copy(update={"split": src.split or EVAL_SPLIT, "columns": src.columns or d.columns})
@@ -28,9 +29,6 @@ def load_train(d: DataConfig, tokenizer, seed: int) -> tuple[list[Example], Data
         s = sources[0]
         return load_examples(s.path, tokenizer, d.format, d.max_seq_len, d.overlong, s.split or d.split,
                              s.columns or d.columns)
-    from tunewise.data.mix import Part, mix
-    from tunewise.data.sources import label
-
     parts = []
     for s in sources:
         if s.probe is not None:

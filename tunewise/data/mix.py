@@ -25,7 +25,9 @@ import random
 from dataclasses import dataclass
 
 from tunewise.data.formats import Record
+from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS, knowledge_messages
 from tunewise.errors import TunewiseError
+from tunewise.zoo.corpus import arithmetic_fact, heldout_documents
 
 MIXABLE_PROBES = ("arithmetic", "lm", "knowledge")
 TRAIN_ARITHMETIC_SEED = 9_000_011  # neither the corpus build (0) nor the arithmetic probe (7_000_003)
@@ -79,18 +81,12 @@ def mix(parts: list[Part], seed: int) -> list[tuple[str, list[Record]]]:
 def probe_records(name: str, n: int) -> list[Record]:
     """n training records of the skill the probe `name` measures (see the module docstring)."""
     if name == "arithmetic":
-        from tunewise.zoo.corpus import arithmetic_fact
-
         rng = random.Random(TRAIN_ARITHMETIC_SEED)
         facts = [arithmetic_fact(rng) for _ in range(n)]
         return [Record({"prompt": q, "completion": a}, i + 1) for i, (q, a) in enumerate(facts)]
     if name == "lm":
-        from tunewise.zoo.corpus import heldout_documents
-
         return [Record({"text": t}, i + 1) for i, t in enumerate(heldout_documents(n, TRAIN_LM_SEED))]
     if name == "knowledge":
-        from tunewise.data.knowledge_items import KNOWLEDGE_ITEMS, knowledge_messages
-
         order = list(range(len(KNOWLEDGE_ITEMS)))
         random.Random(TRAIN_KNOWLEDGE_SEED).shuffle(order)  # categories mixed, whatever n
         out = []

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tunewise.errors import TunewiseError
+
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 SHAPE = {"alpaca": "chat", "sharegpt": "chat", "messages": "chat", "prompt_completion": "prompt_completion",
          "text": "text"}
@@ -42,8 +44,6 @@ def canonical_format(name: str) -> str:
     """The format's name ('chat' -> 'messages'); an unknown name is a user error."""
     name = ALIASES.get(name, name)
     if name != "auto" and name not in FORMATS:
-        from tunewise.errors import TunewiseError
-
         raise TunewiseError(f"unknown data format '{name}'", f"use auto, {', '.join(FORMATS)}")
     return name
 

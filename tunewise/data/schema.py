@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunewise.data.audit_readers import MAX_LINE_BYTES
+from tunewise.data.records import SHAPE, RecordError, detect, normalise, source_field
+from tunewise.data.sources import iter_source
+from tunewise.data.sources import label as source_label
 
 Severity = Literal["error", "warning"]
 ROLES = ("system", "user", "assistant")  # the roles tunewise.data.formats renders
@@ -264,16 +267,12 @@ def field_hint(field_name: str, obj: dict) -> str:
 
 def shape_of(obj: dict) -> str | None:
     """The record's shape ('chat' | 'prompt_completion' | 'text') by the one rule in records.py, or None."""
-    from tunewise.data.records import SHAPE, detect
-
     fmt = detect(obj)
     return SHAPE[fmt] if fmt else None
 
 
 def validate(obj: Any, file: str, line: int, fmt: str = "auto") -> tuple[Checked | None, list[Problem]]:
     """One parsed record -> (normalised record or None, its problems), fields named in the record's format."""
-    from tunewise.data.records import RecordError, normalise, source_field
-
     c = _Checker(file, line)
     if not isinstance(obj, dict):
         c.err("(record)", f"expected a JSON object, got {type(obj).__name__}", "not-an-object")
@@ -303,9 +302,6 @@ def iter_checked(path: str | Path, log: ProblemLog, max_line_bytes: int = MAX_LI
                  label: str | None = None, fmt: str = "auto", split: str = "train",
                  columns: dict[str, str] | None = None) -> Iterator[Checked]:
     """Stream a data source (see sources.py): valid records are yielded, every problem goes to `log`."""
-    from tunewise.data.sources import iter_source
-    from tunewise.data.sources import label as source_label
-
     file = label or source_label(path, split)
     rows = 0
     for row in iter_source(path, split, columns, max_line_bytes):

@@ -3,6 +3,8 @@
 A JSONL input's kept lines are copied byte for byte; other inputs are re-read through the one reader
 (sources.iter_source) and the kept rows written as the output's suffix says (.jsonl, .json, .csv, .tsv,
 .parquet; another suffix gets the input's kind). The input is only ever read.
+
+pyarrow is imported only for a .parquet input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 from pathlib import Path
 
 from tunewise.data.audit_readers import JSONL_SUFFIXES, KNOWN_SUFFIXES, detect_kind
+from tunewise.data.sources import iter_source
 from tunewise.errors import TunewiseError
+from tunewise.fileio import sha256_file
+from tunewise.userfiles import check_output
 
 TOOL = "tunewise data select"
 
@@ -26,9 +31,6 @@ def report_paths(out: Path) -> tuple[Path, Path]:
 def check_out(out: Path, data: Path, force: bool) -> None:
     """Refuse an --out that is the input, or a file tunewise did not write (its report must name it, with the
     same digest), unless --force; checked before any work."""
-    from tunewise.fileio import sha256_file
-    from tunewise.userfiles import check_output
-
     check_output(out, "--out", "file")
     if data.exists() and out.exists() and out.resolve() == data.resolve():
         raise TunewiseError(f"--out '{out}' is the input file; the input is never modified",
@@ -62,8 +64,6 @@ def subset_bytes(data: Path, out: Path, keep: set[int], split: str = "train") ->
     kind = out_kind(out, data)
     if kind == "jsonl" and data.is_file() and detect_kind(data) == "jsonl":
         return kind, _jsonl_lines(data, keep)
-    from tunewise.data.sources import iter_source
-
     rows = [row.obj for row in iter_source(data, split) if row.problem is None and row.line in keep]
     return kind, _encode(rows, kind)
 

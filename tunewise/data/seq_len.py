@@ -1,5 +1,8 @@
 """The sequence length a dataset needs: its longest tokenized example, by the trainer's own rule, up to the model's
-context. compare, continual and the pilot take it from here unless told, so nothing is cut without a word."""
+context. compare, continual and the pilot take it from here unless told, so nothing is cut without a word.
+
+The tokenizer and config (transformers, torch) are imported when a length is measured, not when the module is.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 
 from tunewise.data.formats import load_examples
 from tunewise.errors import TunewiseError
+from tunewise.hf import context_length
 
 ROUND_TO = 8  # lengths a multiple of 8 pad no worse and keep the run's config readable
 TRUNCATION_SHARE = 0.05  # cutting more of the examples than this stops the command unless allowed
@@ -60,7 +64,6 @@ def choose_seq_len(files: list[Path], tokenizer, context: int | None, given: int
 
 def task_seq_len(base: str, data: Path, given: int | None = None, allow_truncation: bool = False, log=print) -> int:
     """choose_seq_len for a task folder's train and validation files, with the base's tokenizer and context."""
-    from tunewise.hf import context_length
     from tunewise.models import load_config, load_tokenizer
 
     files = [f for f in (data / "train.jsonl", data / "validation.jsonl") if f.is_file()]

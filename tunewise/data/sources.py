@@ -9,6 +9,8 @@
 Rows of a dataset are numbered from 1 like the records of a JSON file. A column mapping ({ours: theirs})
 renames the dataset's fields to the names the formats use. Train, data check, eval and probe sets all read
 through `iter_source`, so they accept the same sources.
+
+The datasets library is imported only for a save_to_disk folder or a hub dataset: local files never pay for it.
 """
 
 from __future__ import annotations

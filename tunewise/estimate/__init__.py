@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, METHODS
 from tunewise.errors import TunewiseError
+from tunewise.estimate.calibration import cpu_overhead
 from tunewise.estimate.memory import (
     CUDA_OVERHEAD,
     DTYPE_BYTES,
@@ -203,8 +204,6 @@ class EstimateResult:
 
 def _overhead(req: EstimateRequest, method: str):
     if req.device == "cpu":
-        from tunewise.estimate.calibration import cpu_overhead
-
         return cpu_overhead(method)
     return CUDA_OVERHEAD
 

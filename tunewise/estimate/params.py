@@ -3,6 +3,9 @@
 The model is instantiated on PyTorch's meta device (shapes only, no storage), so a 70B config is counted in well
 under a second and the counts are exactly what `from_pretrained` would build. LoRA on a matrix of shape
 (d_out, d_in) trains r * (d_in + d_out) parameters (A: (r, d_in), B: (d_out, r); Hu et al. 2021, section 4.1).
+
+torch and transformers are imported when a model is counted, not when the module is: advise and the CLI import this
+package without loading them.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ running the base it is loaded for the purpose.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -28,8 +29,13 @@ from pathlib import Path
 import torch
 
 from tunewise.data import knowledge_items as bank  # read at call time: a test may slice the table
+from tunewise.data.formats import prompt_ids
 from tunewise.data.knowledge_items import knowledge_messages
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.generation import greedy_generate
+from tunewise.evaluate.loglik import answer_logprobs, coarse_kl
+from tunewise.fileio import atomic_write_bytes, atomic_write_json, cache_root
+from tunewise.models import base_fingerprint, load_base
 from tunewise.tasks.probes import (
     BUILTIN_PROBES,
     KL_TOLERANCE,
@@ -39,6 +45,7 @@ from tunewise.tasks.probes import (
     lm_probe,
     user_probe,
 )
+from tunewise.tasks.scorers import ContainsScorer
 
 KNOWLEDGE_MAX_NEW_TOKENS = 16
 KNOWLEDGE_KEEP = 128  # known items to find; more than any probe limit, far cheaper than asking all of them
@@ -68,9 +75,6 @@ GENERIC_INSTRUCTIONS = (
 
 
 def _cache_file(kind: str, base: str, suffix: str) -> Path:
-    from tunewise.fileio import cache_root
-    from tunewise.models import base_fingerprint
-
     return cache_root() / "probes" / f"{kind}-{base_fingerprint(base)}{suffix}"
 
 
@@ -79,8 +83,6 @@ def _base_model(base: str, model, tokenizer):
     loaded for it (a QLoRA run's 4-bit base is not the reference every method is measured against)."""
     if model is not None and not getattr(model, "is_loaded_in_4bit", False):
         return model, tokenizer
-    from tunewise.models import load_base
-
     return load_base(base)
 
 
@@ -90,10 +92,6 @@ def follows_items(base: str, model=None, tokenizer=None, batch_size: int = 16) -
     if cache.is_file():
         kept = json.loads(cache.read_text())["kept"]
         return [(bank.KNOWLEDGE_ITEMS[i][1], bank.KNOWLEDGE_ITEMS[i][2]) for i in kept]
-    from tunewise.evaluate.generation import greedy_generate
-    from tunewise.fileio import atomic_write_json
-    from tunewise.tasks.scorers import ContainsScorer
-
     model, tokenizer = _base_model(base, model, tokenizer)
     order = _item_order()
     scorer = ContainsScorer()
@@ -147,8 +145,6 @@ def ranked_first(model, tokenizer, questions: list[str], choices: list[list[str]
     """For each question, is its first choice strictly the most likely answer (log-likelihood of the assistant's
     turn through the chat template)? One forward per question, so a question's numbers never depend on which
     others are asked with it (the base scores exactly 1.0 on the items it was kept for)."""
-    from tunewise.evaluate.loglik import answer_logprobs
-
     out = []
     for q, options in zip(questions, choices, strict=True):
         asked = knowledge_messages(q)
@@ -162,8 +158,6 @@ def knowledge_choices(base: str, model=None, tokenizer=None) -> list[tuple[str, 
     cache = _cache_file("knowledge-loglik", base, ".json")
     if cache.is_file():
         return [(bank.KNOWLEDGE_ITEMS[i][1], candidates(i)) for i in json.loads(cache.read_text())["kept"]]
-    from tunewise.fileio import atomic_write_json
-
     model, tokenizer = _base_model(base, model, tokenizer)
     was_training = model.training
     asked: list[int] = []
@@ -204,10 +198,6 @@ def kl_reference(base: str, model=None, tokenizer=None) -> KlReference:
     cache = _cache_file("kl", base, ".pt")
     if cache.is_file():
         return KlReference(**torch.load(cache, weights_only=True))
-    from tunewise.data.formats import prompt_ids
-    from tunewise.evaluate.generation import greedy_generate
-    from tunewise.fileio import atomic_write_bytes
-
     model, tokenizer = _base_model(base, model, tokenizer)
     prompts = [[{"role": "user", "content": text}] for text in GENERIC_INSTRUCTIONS]
     answers = greedy_generate(model, tokenizer, prompts, max_new_tokens=KL_MAX_NEW_TOKENS, batch_size=8)
@@ -220,8 +210,6 @@ def kl_reference(base: str, model=None, tokenizer=None) -> KlReference:
         ref.starts.append(len(p))
         ref.top_ids.append(top.indices.to(torch.int32))
         ref.top_logp.append(top.values)
-    import io
-
     buf = io.BytesIO()
     torch.save(ref.__dict__, buf)
     atomic_write_bytes(cache, buf.getvalue())
@@ -230,8 +218,6 @@ def kl_reference(base: str, model=None, tokenizer=None) -> KlReference:
 
 def kl_score(model, ref: KlReference) -> float:
     """Mean coarse KL(base || model) per answer token, pooled over all instructions."""
-    from tunewise.evaluate.loglik import coarse_kl
-
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

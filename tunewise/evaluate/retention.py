@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.base_probes import load_probe
+from tunewise.evaluate.base_probes import kl_score, load_probe, ranked_first
 from tunewise.evaluate.generation import greedy_generate
 from tunewise.evaluate.loglik import mean_token_loss
+from tunewise.fileio import atomic_write_json, cache_root, sha256_file
+from tunewise.models import base_fingerprint
 from tunewise.progress import progress_bar
 from tunewise.results import RetentionChange
 from tunewise.tasks.probes import Probe, parse_probe_list
@@ -30,12 +32,8 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
     if probe.kind == "loss":
         score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, batch_size // 2))
     elif probe.kind == "kl":
-        from tunewise.evaluate.base_probes import kl_score
-
         score = kl_score(model, probe.kl_reference)
     elif probe.kind == "choice":
-        from tunewise.evaluate.base_probes import ranked_first
-
         right = ranked_first(model, tokenizer, probe.prompts, probe.choices)
         score = sum(right) / len(right) if right else 0.0
     else:
@@ -86,8 +84,6 @@ def _probe_score(model, tokenizer, name: str, limit: int, batch_size: int, base:
         return json.loads(cache.read_text())
     score = run_probe(model, tokenizer, load_probe(name, limit, base, *built_from), batch_size)
     if cache is not None:
-        from tunewise.fileio import atomic_write_json
-
         atomic_write_json(cache, score)
     return score
 
@@ -99,9 +95,6 @@ BASE_SCORE_CACHE_VERSION = 2
 def _base_score_cache(model, name: str, limit: int, batch_size: int, base: str) -> Path | None:
     """Where a base's own score on a probe is kept: the same base files, probe, limit, batch size and dtype give
     the same score, so every run from that base (a compare's three methods, a study's dozens) measures it once."""
-    from tunewise.fileio import cache_root, sha256_file
-    from tunewise.models import base_fingerprint
-
     try:
         fingerprint = base_fingerprint(base)
     except TunewiseError:

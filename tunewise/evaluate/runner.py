@@ -11,14 +11,29 @@ remains, as one TunewiseError naming the file and what to do.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tunewise.data.formats import prompt_ids
+from tunewise.data.records import RecordError, normalise
+from tunewise.data.sources import iter_source, kind_of, label
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.generation import greedy_generate
+from tunewise.evaluate.loglik import choice_logprobs
+from tunewise.evaluate.retention import retention_change, run_probes
+from tunewise.hf import context_length
+from tunewise.models import load_base, load_config, load_resolved, target_tokenizer
+from tunewise.rundir import RunDir
+from tunewise.targets import resolve_target
+from tunewise.tasks import format_for_tokenizer, get_task, make_task
 from tunewise.tasks.base import META_FILE, read_meta
 from tunewise.tasks.scorers import Scored, Scorer, aggregate, is_custom, make_scorer
 
@@ -72,8 +87,6 @@ def _chat_item(index: int, messages: Any, where: str) -> Item:
 def _item_from_record(index: int, rec: Any, where: str) -> Item:
     """A test item from a record of any training format (records.py's one rule): chat formats (messages,
     sharegpt, alpaca) are asked as chat, prompt/completion as text; a text record needs a 'label' to score."""
-    from tunewise.data.records import RecordError, normalise
-
     if not isinstance(rec, dict):
         return Item(index, "", "", error=f"{where}: expected a JSON object, got {type(rec).__name__}")
     try:
@@ -102,8 +115,6 @@ def _item_from_record(index: int, rec: Any, where: str) -> Item:
 def read_items(path: Path, limit: int | None = None, split: str = "test") -> list[Item]:
     """Test records from any data source the trainer reads (sources.py: files, a save_to_disk folder, a hub
     dataset's `split`); bad records become Items with an error, not an exception."""
-    from tunewise.data.sources import iter_source, kind_of, label
-
     try:
         kind_of(path)
     except TunewiseError as e:
@@ -134,8 +145,6 @@ def _spec_from_meta(meta: dict[str, Any], items: list[Item], source: str, base_d
 
 def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
     if path.is_dir() and not (path / META_FILE).is_file():
-        from tunewise.data.sources import kind_of
-
         try:
             kind_of(path)  # a save_to_disk folder is test data; any other folder is a mistake
         except TunewiseError:
@@ -158,8 +167,6 @@ def _from_path(path: Path, split: str, limit: int | None) -> EvalSpec:
 
 def _task_dir_of_run(run_dir: Path) -> Path | None:
     """The task directory a run was trained on (its data.train sits next to a meta.json)."""
-    from tunewise.rundir import RunDir
-
     train = RunDir(run_dir).config().data.train
     if isinstance(train, list):  # a mix: its first file source
         train = next((s.path for s in train if s.path), None)
@@ -177,19 +184,12 @@ def resolve_data(data: str | None = None, task: str | None = None, run_dir: Path
     if data:
         spec = _from_path(Path(data).expanduser(), split, limit)
         if task and spec.task is None:  # a plain JSONL scored the way a built-in task is
-            from tunewise.tasks import get_task
-
             t = get_task(task)
             spec.scorer_name, spec.scorer_options = t.scorer, {**t.scorer_options, **spec.scorer_options}
             spec.stop, spec.max_new_tokens, spec.task = list(t.stop), t.max_new_tokens, t.name
         return spec
     if task:
-        from tunewise.tasks import make_task
-
         if workdir is None:
-            import atexit
-            import shutil
-
             workdir = Path(tempfile.mkdtemp(prefix=f"tunewise-{task}-"))
             atexit.register(shutil.rmtree, workdir, True)  # the sql scorer reads db.sqlite until the end
         out = Path(workdir)
@@ -250,9 +250,6 @@ def _saved_labels(path: Path) -> list[str] | None:
 def load_target(target: str, base: str | None = None, labels: list[str] | None = None,
                 device: str | None = None) -> Loaded:
     """A base ('tiny', a folder, a hub id), a run directory, a PEFT adapter folder or a full model folder."""
-    from tunewise.models import load_resolved
-    from tunewise.targets import resolve_target
-
     t = resolve_target(target, base)
     if t.classifier:
         return _load_classifier(t, labels, device)
@@ -266,8 +263,6 @@ def load_target(target: str, base: str | None = None, labels: list[str] | None =
 
 def _refuse_bare_encoder(target: str) -> None:
     """A bare encoder (e.g. MiniLM's BertModel) has no LM head and no trained classifier: nothing to score."""
-    from tunewise.models import load_config
-
     cfg = load_config(target)
     archs = getattr(cfg, "architectures", None) or []
     if getattr(cfg, "is_encoder_decoder", False) or not archs:
@@ -281,17 +276,11 @@ def _refuse_bare_encoder(target: str) -> None:
 def task_format_of(target: str, base: str | None = None) -> str:
     """How a built-in task is asked of this target: chat when its tokenizer has a chat template (as `compare`
     writes the task for training), prompt/completion otherwise."""
-    from tunewise.models import target_tokenizer
-    from tunewise.targets import resolve_target
-    from tunewise.tasks import format_for_tokenizer
-
     return format_for_tokenizer(target_tokenizer(resolve_target(target, base)))
 
 
 def _load_classifier(ref, labels: list[str] | None, device: str | None) -> Loaded:
     """A sequence classifier (a tunewise.targets.Target): a full model folder, or an adapter on its base."""
-    from tunewise.models import load_resolved
-
     names = _saved_labels(ref.path) or labels
     if ref.is_adapter and not names:
         raise TunewiseError(f"cannot tell how many classes the adapter in '{ref.path}' has",
@@ -343,8 +332,6 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
     if loaded.kind == "classifier":
         texts = classify_batch(loaded, [it.prompt for it in usable], batch_size)
     elif mode == "loglik":
-        from tunewise.evaluate.loglik import choice_logprobs
-
         texts = []
         for it in usable:
             choices = _label_choices(spec, it)
@@ -354,8 +341,6 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
             lp = choice_logprobs(loaded.model, loaded.tokenizer, it.prompt, choices)
             texts.append(choices[max(range(len(lp)), key=lp.__getitem__)])
     else:
-        from tunewise.evaluate.generation import greedy_generate
-
         texts = greedy_generate(loaded.model, loaded.tokenizer, [it.prompt for it in usable],
                                 max_new_tokens=spec.max_new_tokens, stop=spec.stop, batch_size=batch_size,
                                 progress="scoring" if progress else None)
@@ -366,13 +351,9 @@ def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: 
 def context_overflow(loaded: Loaded, spec: EvalSpec, mode: str = "generate") -> str | None:
     """A note when some prompts, with the generation budget, do not fit the model's context: positions past
     it are ones the model never saw (garbage or an error), so their scores say little."""
-    from tunewise.hf import context_length
-
     max_pos = context_length(getattr(loaded.model, "config", None))
     if loaded.kind == "classifier" or mode != "generate" or max_pos is None:
         return None
-    from tunewise.data.formats import prompt_ids
-
     usable = [it for it in spec.items if it.error is None]
     over = [it.index for it in usable if len(prompt_ids(it.prompt, loaded.tokenizer)) + spec.max_new_tokens > max_pos]
     if not over:
@@ -384,8 +365,6 @@ def context_overflow(loaded: Loaded, spec: EvalSpec, mode: str = "generate") -> 
 
 def classify_batch(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[str]:
     """Argmax class names of a sequence classifier (config.id2label, or the run's labels.json)."""
-    import torch
-
     model, tok = loaded.model, loaded.tokenizer
     model.eval()
     device = next(model.parameters()).device
@@ -443,8 +422,6 @@ def stop_cut_note(loaded: Loaded, spec: EvalSpec, preds: list[str | None], batch
     short = [(it, p) for it, p in pairs if len(p.strip()) < 0.5 * len(it.reference.strip())]
     if not spec.stop or loaded.kind != "causal" or len(short) * 2 <= len(pairs):
         return None
-    from tunewise.evaluate.generation import greedy_generate
-
     picked = short[:sample]
     full = greedy_generate(loaded.model, loaded.tokenizer, [it.prompt for it, _ in picked],
                            max_new_tokens=spec.max_new_tokens, stop=None, batch_size=batch_size)
@@ -466,8 +443,6 @@ def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = N
     An adapter's base is the same model with the adapter switched off (no second load); a full fine-tune's
     base is loaded from the run's config (or --base).
     """
-    from tunewise.evaluate.retention import retention_change, run_probes
-
     if loaded.kind != "causal":
         raise TunewiseError("retention probes need a causal language model", "drop --preserve for classifiers")
     base_name = base or loaded.base
@@ -481,8 +456,6 @@ def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = N
     else:
         if not base_name or Path(str(base_name)).resolve() == Path(loaded.name).resolve():
             raise TunewiseError(f"the base of '{loaded.name}' is not known", "pass --base NAME_OR_FOLDER")
-        from tunewise.models import load_base
-
         bmodel, btok = load_base(base_name)
         before = run_probes(bmodel, btok, probes, limit, batch_size, base_name, is_base=True)
         del bmodel

@@ -1,8 +1,12 @@
 """select_report.json and its HTML page: for every record left out, why; coverage per label / slot type before and
-after; the score distributions of what was kept and what was not. JSON only here, at the edge."""
+after; the score distributions of what was kept and what was not. JSON only here, at the edge.
+
+matplotlib and the report's HTML helpers (which import it) are imported only when a figure or page is drawn.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import tempfile
 from collections import Counter
@@ -11,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.data.select_filter import REASONS, coverage_groups
+from tunewise.data.select_write import TOOL, report_paths, subset_bytes
 from tunewise.evaluate.select_run import Selection, SelectOptions
+from tunewise.fileio import atomic_save_figure, atomic_write_bytes, atomic_write_json, atomic_write_text
+from tunewise.models import base_fingerprint
 
 REASON_WORDS = {"invalid": "invalid record", "empty-answer": "empty answer", "duplicate": "exact duplicate",
                 "test-leakage": "in the test set", "near-duplicate": "near duplicate", "conflict": "conflicting answer",
@@ -48,9 +55,6 @@ def coverage(sel: Selection) -> dict[str, dict[str, int]]:
 
 
 def build_report(data: Path, out: Path, sel: Selection, opts: SelectOptions, written: dict) -> dict:
-    from tunewise.data.select_write import TOOL
-    from tunewise.models import base_fingerprint
-
     by_reason = Counter(x.reason for x in sel.left_out)
     groups = _score_groups(sel)
     s = sel.scores
@@ -74,7 +78,6 @@ def build_report(data: Path, out: Path, sel: Selection, opts: SelectOptions, wri
 def _plot(report: dict, sel: Selection, folder: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from tunewise.fileio import atomic_save_figure
     from tunewise.report import plots  # noqa: F401  (selects the Agg backend)
 
     groups = _score_groups(sel)
@@ -119,11 +122,6 @@ def render_html(report: dict, sel: Selection) -> str:
 def write_selection(data: Path, out: Path, sel: Selection, opts: SelectOptions) -> dict:
     """The subset, select_report.json and the page; each is rendered before the first is written, so a failure
     leaves nothing half-done. Returns the report."""
-    import hashlib
-
-    from tunewise.data.select_write import report_paths, subset_bytes
-    from tunewise.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-
     kind, content = subset_bytes(data, out, set(sel.kept), opts.split)
     report = build_report(data, out, sel, opts, {"format": kind, "out_sha256": hashlib.sha256(content).hexdigest()})
     page = render_html(report, sel)

@@ -23,8 +23,11 @@ import numpy as np
 from tunewise.analysis.select_pick import DROP_SHARE, Pick, pick
 from tunewise.data.audit import AuditOptions
 from tunewise.data.select_filter import LeftOut, Screened, coverage_groups, screen
+from tunewise.data.select_write import check_out
+from tunewise.data.sources import kind_of
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.select_scores import Scores, score_records
+from tunewise.models import load_config, resolve_base
 
 BY = ("quality", "diversity")
 
@@ -67,10 +70,6 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 def preflight(data: Path, out: Path, opts: SelectOptions) -> None:
     """The refusals that need no pass over the data: --k, --by, --out, a missing input or base."""
-    from tunewise.data.select_write import check_out
-    from tunewise.data.sources import kind_of
-    from tunewise.models import resolve_base
-
     if opts.k < 1:
         raise TunewiseError(f"--k must be a positive number of records (got {opts.k})", "give e.g. --k 1000")
     parse_by(",".join(opts.by))
@@ -80,8 +79,6 @@ def preflight(data: Path, out: Path, opts: SelectOptions) -> None:
     check_out(out, data, opts.force)
     ref = resolve_base(opts.base)
     if ref.path is None:
-        from tunewise.models import load_config
-
         load_config(opts.base)  # an unreachable hub id is one line, before the scan
 
 

@@ -23,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tunewise.data.formats import IGNORE, Record, encode_record, leading_special_ids
 from tunewise.data.schema import Checked
-from tunewise.fileio import atomic_write_bytes
+from tunewise.fileio import atomic_write_bytes, cache_root
+from tunewise.hf import context_length
+from tunewise.models import base_fingerprint, load_base, load_config, load_tokenizer
 
 BATCH_TOKENS = 8192
 MAX_ROWS = 256
@@ -130,9 +133,6 @@ def _digest(enc: _Encoded) -> str:
 
 
 def _cache_path(base: str, digest: str) -> Path:
-    from tunewise.fileio import cache_root
-    from tunewise.models import base_fingerprint
-
     return cache_root() / "select" / base_fingerprint(base) / f"{digest}.npz"
 
 
@@ -140,9 +140,6 @@ def score_records(base: str, records: list[Checked], where: Path, batch_tokens: 
                   progress: bool = True) -> Scores:
     """Scores of every record under `base` (see the module docstring); cached per base fingerprint (a cached
     set loads only the tokenizer and config, not the weights)."""
-    from tunewise.hf import context_length
-    from tunewise.models import load_base, load_config, load_tokenizer
-
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(base)
     context = int(context_length(load_config(base)) or tokenizer.model_max_length)
@@ -168,8 +165,6 @@ def score_records(base: str, records: list[Checked], where: Path, batch_tokens: 
 
 
 def _forward(model, tokenizer, enc: _Encoded, fits: list[int], batch_tokens: int, progress: bool, seconds: dict):
-    from tqdm import tqdm
-
     n = len(enc.full)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     full = [enc.full[i] for i in fits]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gguf
 import numpy as np
 import torch
 
@@ -93,8 +94,6 @@ def permute_heads(gguf_name: str, shape: LlamaShape) -> int | None:
 
 
 def name_map(shape: LlamaShape):
-    import gguf
-
     return gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, shape.block_count)
 
 
@@ -109,8 +108,6 @@ def gguf_name(tmap, hf_name: str) -> str:
 def encode(data: np.ndarray, quant: str):
     """(array to write, raw ggml type or None): 1-D stays F32; Q8_0 needs rows that are a multiple of 32 and falls
     back to F16 otherwise, as llama.cpp's converter does."""
-    import gguf
-
     data = np.ascontiguousarray(data, dtype=np.float32)
     if data.ndim <= 1 or quant == "f32":
         return data, None
@@ -125,8 +122,6 @@ def encode(data: np.ndarray, quant: str):
 
 def round_like_file(data: np.ndarray, quant: str) -> np.ndarray:
     """`data` as the file will hold it, back in float32: what a reader de-quantises (the reference for checks)."""
-    import gguf
-
     stored, raw = encode(data, quant)
     if raw is None:
         return stored.astype(np.float32)
@@ -177,8 +172,6 @@ def _add_tensors(writer, state_dict: dict[str, torch.Tensor], shape: LlamaShape,
 
 def write_model(path, config, state_dict: dict[str, torch.Tensor], vocab, *, quant: str, name: str) -> int:
     """Write a Llama model GGUF to `path`; returns the number of tensors written."""
-    import gguf
-
     if quant not in QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(QUANTS)}", "pick one of those")
     shape = llama_shape(config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import torch
 
 from tunewise.adapters.delta import alpha_for_rank_division
@@ -81,8 +82,6 @@ def lora_tensors(weights: dict[str, torch.Tensor], config) -> list[tuple[str, to
 
 def write_lora(path, adapter_dir: Path, adapter_cfg: dict, config, *, quant: str, name: str) -> int:
     """Write the adapter at `adapter_dir` as a GGUF LoRA; returns the number of tensors written."""
-    import gguf
-
     if quant not in LORA_QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(LORA_QUANTS)} for a GGUF LoRA",
                             "pick one of those")

@@ -14,7 +14,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewise.adapters.format import read_config, weights_file
 from tunewise.errors import TunewiseError
+from tunewise.export.llama import QUANTS, llama_shape, write_model
+from tunewise.export.lora import LORA_QUANTS, lora_scale_alpha, write_lora
+from tunewise.export.verify import check_lora, check_model
+from tunewise.export.vocab import build_vocab
+from tunewise.merge import PROBES, merge_adapter
+from tunewise.models import load_config, load_model, load_tokenizer, resolve_on_disk
 from tunewise.ownership import check_file
 
 FORMATS = ("gguf", "gguf-lora")
@@ -59,8 +66,6 @@ def _tmp_path(out: Path) -> Path:
 
 def _load_folder(folder: Path):
     """(float32 model, tokenizer as saved: no pad filled in) of a model folder."""
-    from tunewise.models import load_model, load_tokenizer
-
     model = load_model(folder, dtype="fp32", device="cpu").eval()
     tokenizer = load_tokenizer(folder, fill_pad=False)
     return model, tokenizer
@@ -69,12 +74,6 @@ def _load_folder(folder: Path):
 def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tolerance: float | None = None,
                 verify: bool = True, force: bool = False, probes: list[str] | None = None) -> ExportResult:
     """Write TARGET (a model, or an adapter merged into its base) as a llama.cpp GGUF at `out`."""
-    from tunewise.export.llama import QUANTS, llama_shape, write_model
-    from tunewise.export.verify import check_model
-    from tunewise.export.vocab import build_vocab
-    from tunewise.merge import PROBES, merge_adapter
-    from tunewise.models import resolve_on_disk
-
     if quant not in QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(QUANTS)}", "pick one of those")
     out = Path(out)
@@ -131,11 +130,6 @@ def export_gguf(target, out, *, quant: str = "f16", base: str | None = None, tol
 def export_gguf_lora(target, out, *, quant: str = "f32", base: str | None = None,
                      force: bool = False) -> ExportResult:
     """Write the adapter at TARGET as a llama.cpp GGUF LoRA at `out`, checked against llama.cpp's loader rules."""
-    from tunewise.adapters.format import read_config, weights_file
-    from tunewise.export.lora import LORA_QUANTS, lora_scale_alpha, write_lora
-    from tunewise.export.verify import check_lora
-    from tunewise.models import load_config, resolve_on_disk
-
     if quant not in LORA_QUANTS:
         raise TunewiseError(f"--quant {quant} is not one of {', '.join(LORA_QUANTS)} for a GGUF LoRA",
                             "pick one of those")

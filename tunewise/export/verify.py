@@ -15,9 +15,13 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gguf
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunewise.errors import TunewiseError
+from tunewise.export.llama import gguf_name, llama_shape, name_map, round_like_file
+from tunewise.hf import quiet_transformers
 
 # Texts where pre-tokenizers disagree: digits, runs of spaces, newlines, tabs, accents, punctuation, specials.
 TOKENIZER_PROBES = [
@@ -44,10 +48,6 @@ class ModelCheck:
 
 
 def _load(path: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tunewise.hf import quiet_transformers
-
     quiet_transformers()
     try:
         # The loader's own progress bar ignores transformers' switch; keep it off the user's terminal.
@@ -70,8 +70,6 @@ def _logits(model, tokenizer, probes: list[str]) -> list[torch.Tensor]:
 
 def round_weights_(model, quant: str) -> None:
     """Round every weight of `model` in place exactly as a `quant` file stores it (tied weights once)."""
-    from tunewise.export.llama import round_like_file
-
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.from_numpy(round_like_file(p.detach().float().cpu().numpy(), quant)))
@@ -118,10 +116,6 @@ def check_model(path: Path, model, tokenizer, probes: list[str], quant: str) -> 
 def check_lora(path: Path, config, alpha: float) -> list[str]:
     """Problems llama.cpp's adapter loader would raise for the LoRA GGUF at `path` (empty: none), checked against
     the base shapes the config implies."""
-    import gguf
-
-    from tunewise.export.llama import gguf_name, llama_shape, name_map
-
     shape = llama_shape(config)
     reader = gguf.GGUFReader(str(path))
     fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}

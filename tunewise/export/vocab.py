@@ -13,6 +13,8 @@ import json
 import unicodedata
 from dataclasses import dataclass, field
 
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 from tunewise.errors import TunewiseError
 
 # gguf.TokenType values (llama.cpp's llama_token_type), spelled out so this module needs no gguf import.
@@ -62,8 +64,6 @@ def _merge_pairs(model: dict) -> list[tuple[str, str]]:
 
 
 def _byte_decoder() -> dict[str, int]:
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     return {c: b for b, c in bytes_to_unicode().items()}
 
 

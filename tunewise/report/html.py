@@ -13,6 +13,7 @@ from tunewise.fileio import atomic_write_text
 from tunewise.report import plots
 from tunewise.report.text import number_text, retention_words
 from tunewise.rundir import SUMMARY, RunDir
+from tunewise.userfiles import read_json_file
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -171,8 +172,6 @@ def _page(title: str, parts: list[str]) -> str:
 
 def write_report(path: str | Path) -> Path:
     """report.html (and PNGs) inside a compare directory (compare.json) or a run directory (summary.json)."""
-    from tunewise.userfiles import read_json_file
-
     d = Path(path)
     if not d.is_dir():
         raise TunewiseError(f"'{d}' {'is a file, not a directory' if d.exists() else 'does not exist'}",

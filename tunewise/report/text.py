@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tunewise.results import RetentionChange
+
 
 def number_text(value) -> str:
     """How tables show a figure: 4 significant digits, thousands separators, '-' for missing."""
@@ -16,6 +18,4 @@ def number_text(value) -> str:
 
 def retention_words(retention: dict | None) -> dict[str, str]:
     """{probe: '12% worse'}: the sign of a relative change depends on whether higher is better, words do not."""
-    from tunewise.results import RetentionChange
-
     return {probe: RetentionChange.from_dict(c).words() for probe, c in (retention or {}).items()}

@@ -8,21 +8,29 @@ model work happens on the engine's single worker thread (see batching.py).
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
+from transformers import DynamicCache
 
 from tunewise.adapters import BaseInfo
+from tunewise.errors import TunewiseError
 from tunewise.hf import context_length
+from tunewise.models import load_base, resolve_base
+from tunewise.serve import kv
 from tunewise.serve.batching import Engine, wrap_base
 from tunewise.serve.errors import add_error_handlers
 from tunewise.serve.registry import Registry
 from tunewise.serve.routes import Context, router
 from tunewise.serve.sampling import SamplingParams
 from tunewise.serve.security import Guard, Limits
+from tunewise.targets import resolve_target
 
 log = logging.getLogger("tunewise.serve")
 
@@ -47,8 +55,6 @@ class Server:
 
 def base_id(base: str) -> str:
     """The id clients use for the base: 'tiny', a hub id, or a local folder's name."""
-    from tunewise.targets import resolve_target
-
     target = resolve_target(base)
     return target.path.resolve().name if target.path is not None else base
 
@@ -56,9 +62,6 @@ def base_id(base: str) -> str:
 def adapter_folder(path: Path) -> Path:
     """A run directory stands for its adapter/ folder (tunewise.targets.resolve_target); anything else is
     checked by the registry as given, so its refusal names the problem."""
-    from tunewise.errors import TunewiseError
-    from tunewise.targets import resolve_target
-
     try:
         return resolve_target(path).path or path
     except TunewiseError:
@@ -71,8 +74,6 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
                  dtype: str | None = None, max_batch: int = 16, batch_wait_ms: float = 5.0,
                  base_name: str | None = None, preload: bool = True) -> Server:
     """Load the base, check the adapters, start the worker. Adapters that fail their check are reported."""
-    from tunewise.models import load_base, resolve_base
-
     model, tokenizer = load_base(base, dtype=dtype, device=device)
     model.eval()
     check_cache_kind(model, base)
@@ -97,11 +98,6 @@ def build_server(base: str = "tiny", adapters_dir: str | Path | None = None,
 
 def check_cache_kind(model, base: str) -> None:
     """Refuse, before serving, a base whose KV cache the continuous batcher cannot merge (sliding windows)."""
-    from transformers import DynamicCache
-
-    from tunewise.errors import TunewiseError
-    from tunewise.serve import kv
-
     try:
         kv.check_cache(DynamicCache(config=model.config))
     except NotImplementedError as e:
@@ -140,11 +136,6 @@ class BackgroundServer:
     """uvicorn on a background thread (tests, benchmarks, notebooks); port 0 picks a free loopback port."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        import socket
-        import threading
-
-        import uvicorn
-
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
+from peft import LoraConfig, get_peft_model
 
 from tunewise.adapters import AdapterRefused, check_adapter
 from tunewise.generate.batch import STAT_KEYS, AdapterRouter, RunningBatch
@@ -300,8 +301,6 @@ class Engine:
 
 def wrap_base(model):
     """A PeftModel around the base with an inert one-module placeholder adapter (B = 0, never routed to)."""
-    from peft import LoraConfig, get_peft_model
-
     first = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
     cfg = LoraConfig(r=1, lora_alpha=1, target_modules=[first], init_lora_weights=True)
     peft_model = get_peft_model(model, cfg, adapter_name=IDLE_ADAPTER)

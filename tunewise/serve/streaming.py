@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import anyio
 from fastapi.responses import StreamingResponse
 
 from tunewise.adapters import AdapterRefused
@@ -122,8 +123,6 @@ class SSEResponse(StreamingResponse):
         self.on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:
-        import anyio
-
         try:
             async with anyio.create_task_group() as tg:
                 async def run_then_cancel(fn) -> None:

@@ -11,6 +11,7 @@ import random
 import torch
 
 from tunewise.data.formats import IGNORE, Example
+from tunewise.train.packing import packed_collate
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True,
@@ -37,8 +38,6 @@ def collate(examples: list[Example], pad_id: int, classification: bool = False) 
     """Right-padded tensors; labels are IGNORE on padding (causal LM) or one class per row (classification).
     Packed rows (data.packing) get position ids and a block-diagonal mask instead (packing.py)."""
     if not classification and any(e.segments for e in examples):
-        from tunewise.train.packing import packed_collate
-
         return packed_collate(examples, pad_id)
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,8 @@ def init_from_env(device_type: str) -> DistContext:
 
 
 def wrap(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    from torch.distributed.fsdp import FSDPModule
-
     if not ctx.enabled or isinstance(model, FSDPModule):  # FSDP shards and syncs by itself (fsdp.shard)
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [ctx.local_rank] if next(model.parameters()).device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 

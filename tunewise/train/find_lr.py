@@ -3,6 +3,8 @@ copy of the base in memory. Nothing is trained for keeps; the result is find_lr.
 
 The steps are the training loop's steps (same batches, loss normalisation, clipping and optimizer as
 `tunewise train`), only the lr changes every step; the math of the suggestion is in lr_finder.py.
+
+matplotlib is imported only when find_lr.png is drawn.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from tunewise.config import RunConfig
+from tunewise.config import RunConfig, load_run_config
 from tunewise.defaults import default_lr
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_save_figure, atomic_write_json
+from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
+from tunewise.ownership import claim_dir
 from tunewise.train.batches import collate, epoch_batches, target_count
 from tunewise.train.loop import make_optimizer, summed_loss
 from tunewise.train.lr_finder import (
@@ -30,6 +34,10 @@ from tunewise.train.lr_finder import (
     exp_schedule,
     suggest,
 )
+from tunewise.train.methods import get_method, trainable_token_ids
+from tunewise.train.run import default_run_dir, load_data
+from tunewise.userfiles import check_count
+from tunewise.yaml_edit import set_yaml_value
 
 DEFAULT_STEPS = 50
 BELOW, ABOVE = 1000.0, 100.0  # the ramp spans size-default / 1000 .. size-default x 100 unless given
@@ -60,10 +68,6 @@ def range_test(cfg: RunConfig, steps: int = DEFAULT_STEPS, lr_min: float | None 
                train_set=None, divisor: float | None = None, log=None, max_seconds: float | None = None) -> RangeTest:
     """Ramp the lr over `steps` optimizer steps on a fresh copy of cfg.base; stop at divergence (or after
     `max_seconds`, when a caller has a time budget). The divisor defaults to the method's rule (divisor_for)."""
-    from tunewise.models import check_tokenizer_fits, count_parameters, load_tokenizer
-    from tunewise.train.methods import get_method, trainable_token_ids
-    from tunewise.train.run import load_data
-
     t0 = time.time()
     method = get_method(cfg.method)
     torch.manual_seed(cfg.train.seed)
@@ -222,11 +226,6 @@ def range_test_for_config(config: Path, overrides: list[str], out: Path | None, 
                           lr_min: float | None, lr_max: float | None, log=None, on_start=None) -> RangeTestRun:
     """The flags checked, the config loaded, the run folder claimed (--out, else the config's output_dir), the
     range test run and written there; `on_start(cfg)` is called before it runs."""
-    from tunewise.config import load_run_config
-    from tunewise.ownership import claim_dir
-    from tunewise.train.run import default_run_dir
-    from tunewise.userfiles import check_count
-
     check_count(steps, "--find-lr-steps", limit=100_000, minimum=5)
     for flag, value in (("--lr-min", lr_min), ("--lr-max", lr_max)):
         if value is not None and not (0 < value < float("inf")):
@@ -245,9 +244,6 @@ def range_test_for_config(config: Path, overrides: list[str], out: Path | None, 
 
 def write_lr(config: Path, overrides: list[str], lr: float) -> None:
     """Put the suggested lr into CONFIG's train.lr (the rest of the file kept as written), still a valid config."""
-    from tunewise.config import load_run_config
-    from tunewise.yaml_edit import set_yaml_value
-
     set_yaml_value(config, "train", "lr", lr)
     load_run_config(config, overrides)
 

@@ -9,16 +9,24 @@ Checkpoints: every rank writes its own shard (DCP) plus its RNG state into one t
 rank 0 records the sha256 of every file, writes the marker and renames the folder (the same complete-or-invisible
 rule as checkpoint.py). The final output is gathered to rank 0 as a full state dict and saved as the usual PEFT
 adapter / transformers model folder.
+
+torch.distributed.checkpoint is imported by the functions that save and load shards: a run that does not shard never
+loads it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from tunewise.config import RunConfig
 from tunewise.errors import ConfigError, TunewiseError
+from tunewise.fileio import atomic_write_json
 from tunewise.train.checkpoint import (
     TrainState,
     abandon,
@@ -63,9 +71,6 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def shard(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     """fully_shard each decoder layer, then the root; parameters become DTensors (build the optimizer after)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     device = next(model.parameters()).device
     if device.type == "cpu":
         _return_freed_buffers()
@@ -84,9 +89,6 @@ def _return_freed_buffers(threshold: int = 1 << 16) -> None:
     glibc raises its mmap threshold as such blocks are freed, after which they come from the heap and stay resident
     (measured on a 2-process ~50M run: peak RSS 1.5 GiB instead of 0.9). A fixed threshold (what
     MALLOC_MMAP_THRESHOLD_=65536 does) hands them back to the OS when freed."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
@@ -95,8 +97,6 @@ def _return_freed_buffers(threshold: int = 1 << 16) -> None:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
 
 
@@ -149,8 +149,6 @@ def save(root: Path, state: TrainState, model: torch.nn.Module, optimizer, extra
             err = e
         if not _agree_failed(ctx, err) and ctx.is_main:
             try:
-                from tunewise.fileio import atomic_write_json
-
                 atomic_write_json(tmp / "state.json", state_record(state, {**extra, "world_size": ctx.world}))
                 publish(tmp, final, keep)
             except OSError as e:

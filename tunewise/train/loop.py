@@ -3,12 +3,15 @@
 The loss of an optimizer step is the sum of per-token cross-entropies over the whole global batch divided by the
 number of target tokens in it, so gradient accumulation and DDP (which averages gradients over ranks) give the same
 update as one process with the same global batch.
+
+bitsandbytes is imported only for the adamw8bit optimizer; a failure to load it is one error naming train.optimizer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import resource
 import signal
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
@@ -356,8 +360,6 @@ class Loop:
     def _progress(self):
         if not self.ctx.is_main or self.quiet:
             return None
-        from tqdm import tqdm
-
         return tqdm(total=self.plan.total_steps, initial=self.state.step, desc=f"train {self.cfg.method}",
                     unit="step", dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
@@ -405,8 +407,6 @@ def make_optimizer(groups: list[dict], cfg: RunConfig) -> torch.optim.Optimizer:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, forget metrics logged after the checkpoint (they will be logged again, identically)."""
-    import json
-
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
@@ -415,6 +415,4 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _say(message: str, quiet: bool) -> None:
     if not quiet:
-        from tqdm import tqdm
-
         tqdm.write(message)

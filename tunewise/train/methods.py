@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from tunewise.adapters.format import is_lora_b
 from tunewise.config import RunConfig
 from tunewise.data.formats import IGNORE, Example
 from tunewise.errors import ConfigError
 from tunewise.models import linear_target_modules, load_model
+from tunewise.train import fused_lora, fused_mlp, norm_source
 
 
 class Method(Protocol):
@@ -83,8 +85,6 @@ class LoraMethod:
         return _load(cfg, quantize=False)
 
     def peft_config(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int] | None = None):
-        from peft import LoraConfig
-
         targets = cfg.lora.target_modules
         if targets == "auto":
             targets = linear_target_modules(model)
@@ -96,8 +96,6 @@ class LoraMethod:
                           task_type="SEQ_CLS" if cfg.task_type == "sequence-classification" else "CAUSAL_LM")
 
     def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module:
-        from peft import get_peft_model
-
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
@@ -127,8 +125,6 @@ def _fuse(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
     """PEFT's LoRA layers, and the gated MLPs built of them, through tunewise's fused functions (`lora.fused`);
     QLoRA's 4-bit layers keep PEFT's."""
     if cfg.lora.fused:
-        from tunewise.train import fused_lora, fused_mlp, norm_source
-
         fused_lora.install(model)
         fused_mlp.install(model)
         if not cfg.train.gradient_checkpointing:  # checkpointing drops what norm_source saves, and would keep inputs
@@ -146,8 +142,6 @@ class QLoraMethod(LoraMethod):
         return _load(cfg, quantize=True)
 
     def prepare(self, model: torch.nn.Module, cfg: RunConfig, token_ids: list[int]) -> torch.nn.Module:
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})

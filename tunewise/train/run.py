@@ -1,8 +1,12 @@
-"""Orchestration of a training run: run directory, data, model, retention probes, loop, outputs, summary."""
+"""Orchestration of a training run: run directory, data, model, retention probes, loop, outputs, summary.
+
+matplotlib is imported only when the loss plot is drawn.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import time
@@ -10,19 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from tunewise import progress, rundir
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.formats import DataStats, Example, load_classification
+from tunewise.data.loading import eval_source, load_eval, load_train
+from tunewise.data.schema import check_schema
 from tunewise.errors import TunewiseError
-from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir
+from tunewise.evaluate.retention import retention_change, run_probes
+from tunewise.fileio import atomic_save_figure, atomic_write_json, atomic_write_text, replace_dir, sha256_file
 from tunewise.models import base_fingerprint, check_tokenizer_fits, count_parameters, load_tokenizer
-from tunewise.results import TrainSummary
+from tunewise.results import TrainSummary, retention_dropped
 from tunewise.rundir import CONFIG, LOSS_PLOT, RunDir
 from tunewise.train import distributed, fsdp, trackers
 from tunewise.train.guards import config_warnings
 from tunewise.train.loop import Loop, LoopResult, peak_rss_mb
 from tunewise.train.methods import get_method, trainable_token_ids
+from tunewise.train.packing import pack
+from tunewise.userfiles import read_json_file
 
 
 @dataclass
@@ -45,8 +55,6 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def load_data(cfg: RunConfig, tokenizer) -> Data:
-    from tunewise.data.loading import eval_source, load_eval, load_train
-
     d = cfg.data
     if d.check:
         for src in d.sources():
@@ -68,8 +76,6 @@ def load_data(cfg: RunConfig, tokenizer) -> Data:
         return Data(train_set, eval_set, stats, labels)
     train_set, stats = load_train(d, tokenizer, cfg.train.seed)
     if d.packing:
-        from tunewise.train.packing import pack
-
         train_set = pack(train_set, d.max_seq_len)
     return Data(train_set, load_eval(d, tokenizer), stats)
 
@@ -77,8 +83,6 @@ def load_data(cfg: RunConfig, tokenizer) -> Data:
 def _refuse_schema_errors(path: str, fmt: str = "auto", split: str = "train",
                           columns: dict[str, str] | None = None) -> None:
     """Run the data audit's schema part first; a dataset with errors is refused (data.check: false overrides)."""
-    from tunewise.data.schema import check_schema
-
     errors = [p for p in check_schema(path, fmt=fmt, split=split, columns=columns) if p.severity == "error"]
     if errors:
         shown = "\n".join(f"  {p}" for p in errors[:10])
@@ -90,8 +94,6 @@ def _refuse_schema_errors(path: str, fmt: str = "auto", split: str = "train",
 def _retention(cfg: RunConfig, model, tokenizer, is_base: bool) -> dict | None:
     if not cfg.preserve.probes:
         return None
-    from tunewise.evaluate.retention import run_probes
-
     was_training = model.training
     scores = run_probes(model, tokenizer, cfg.preserve.probes, cfg.preserve.limit, base=cfg.base, is_base=is_base)
     model.train(was_training)
@@ -228,8 +230,6 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, force: bool = 
 def input_digests(cfg: RunConfig) -> dict:
     """What a run learns from, as digests: each data file or folder (sha256 of its bytes; a dataset id as its
     name), the data section as configured, and the base's fingerprint."""
-    from tunewise.data.loading import eval_source
-
     sources = [*cfg.data.sources(), *([ev] if (ev := eval_source(cfg.data)) else [])]
     return {"base": cfg.base, "base_fingerprint": base_fingerprint(cfg.base),
             "data_config": cfg.data.model_dump(mode="json"),
@@ -237,10 +237,6 @@ def input_digests(cfg: RunConfig) -> dict:
 
 
 def _path_digest(path: str) -> str:
-    import hashlib
-
-    from tunewise.fileio import sha256_file
-
     p = Path(path).expanduser()
     if p.is_file():
         return sha256_file(p)
@@ -269,8 +265,6 @@ def changed_inputs(recorded: dict, now: dict) -> list[str]:
 def _check_inputs(run: RunDir, cfg: RunConfig, force: bool) -> None:
     """Refuse to resume on other data or another base than the run started with; with force, say what changed
     and record the new inputs."""
-    from tunewise.userfiles import read_json_file
-
     if not run.inputs_path.is_file():
         return  # a run from before inputs.json: nothing to compare against
     recorded, now = read_json_file(run.inputs_path, "run inputs"), input_digests(cfg)
@@ -281,8 +275,6 @@ def _check_inputs(run: RunDir, cfg: RunConfig, force: bool) -> None:
         raise TunewiseError(f"--resume {run.path}: the run's inputs changed since it started: {'; '.join(changes)}",
                             "resume with the inputs it started from, start a new run with --out, or pass --force "
                             "to continue on the changed inputs")
-    from tqdm import tqdm
-
     tqdm.write(f"warning: resuming {run.path} on changed inputs (--force): {'; '.join(changes)}")
     atomic_write_json(run.inputs_path, {**now, "changed_on_resume": [*recorded.get("changed_on_resume", []),
                                                                      *changes]})
@@ -291,8 +283,6 @@ def _check_inputs(run: RunDir, cfg: RunConfig, force: bool) -> None:
 def _announce(cfg, method, loop, data, warnings, quiet) -> None:
     if quiet:
         return
-    from tqdm import tqdm
-
     trainable = sum(p.numel() for p in loop.params)
     total = count_parameters(distributed.unwrap(loop.model))
     tqdm.write(f"tunewise train: {method.name} on {cfg.base}: {trainable:,} trainable of {total:,} parameters "
@@ -358,9 +348,6 @@ def _summary(cfg, loop: Loop, result: LoopResult, data: Data, warnings, before, 
 def retention_summary(before: dict, after: dict, preserve) -> dict:
     """summary.json's retention, retention_dropped and retention_failed, from one decision per probe (each
     change's `dropped`, at preserve.max_drop), so the per-probe flag and the list cannot disagree."""
-    from tunewise.evaluate.retention import retention_change
-    from tunewise.results import retention_dropped
-
     change = retention_change(before, after, preserve.max_drop)
     dropped = retention_dropped(change)
     return {"retention": {name: c.as_dict() for name, c in change.items()}, "retention_dropped": dropped,

@@ -5,6 +5,9 @@ WANDB_MODE says otherwise) and MLflow (a file store unless MLFLOW_TRACKING_URI s
 inside the run directory, so nothing needs a server or the network. The loop hands every record it appends to
 metrics.jsonl to `Trackers.log`, so the trackers hold exactly the values metrics.jsonl holds. Only rank 0 opens
 trackers; other ranks get an empty `Trackers`.
+
+Each tracker's library (tensorboard, wandb, mlflow: the optional tunewise[tracking]) is imported when that tracker
+is chosen.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import re
 import time
 from pathlib import Path
 from typing import Protocol
+
+import yaml
 
 from tunewise.errors import TunewiseError
 from tunewise.fileio import atomic_write_json
@@ -153,8 +158,6 @@ class TensorBoardTracker:
         self.step = resume_step or 0
 
     def config(self, config: dict) -> None:
-        import yaml
-
         self.writer.add_text("config", _code_block(yaml.safe_dump(config, sort_keys=False)), 0)
 
     def log(self, step: int, values: dict[str, float], events: list[dict]) -> None:

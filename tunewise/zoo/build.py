@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tunewise.fileio import atomic_write_json, sha256_file
 from tunewise.zoo import TINY_DIR
@@ -28,9 +30,6 @@ MODEL_SHAPE = dict(vocab_size=2048, hidden_size=256, intermediate_size=640, num_
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     # Digits are split one by one so that numbers share tokens (arithmetic is a base skill we measure), and a space
     # is a token of its own, so a word has one token wherever it stands: " lamp" in a question and "'lamp'" in a
@@ -56,8 +55,6 @@ def token_stream(tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def make_model(tokenizer, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(seed)
     config = LlamaConfig(**MODEL_SHAPE, tie_word_embeddings=True, rms_norm_eps=1e-5,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

