@@ -204,18 +204,18 @@ def test_slack_layers_hold_what_plain_layers_hold_through_joins_leaves_and_trims
     mask[1, :3] = 0  # row 1 is shorter: its first 3 columns are padding
     for step in range(kv.SLACK + 3):  # past the spare columns: the buffer grows
         k, v = torch.randn(mask.shape[0], 2, 1, 4), torch.randn(mask.shape[0], 2, 1, 4)
-        both(lambda c: c.layers[0].update(k, v))
+        both(lambda c, k=k, v=v: c.layers[0].update(k, v))
         mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=torch.long)], dim=1)
         if step == 5:  # rows 0 and 2 leave; row 1's leading padding columns go
-            mask = both(lambda c: kv.trim(c, kv.select_rows(c, mask, [1])))[0]
+            mask = both(lambda c, m=mask: kv.trim(c, kv.select_rows(c, m, [1])))[0]
             assert mask.shape == (1, 5 - 3 + step + 1)  # its 3 padding columns are gone
         if step == 9:  # two rows join
             ok, ov = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4)
 
-            def join(c):
+            def join(c, ok=ok, ov=ov, m=mask):
                 other = Cache(DynamicLayer())
                 other.layers[0].update(ok, ov)
-                return kv.merge(c, mask, other, torch.ones(2, 3, dtype=torch.long))
+                return kv.merge(c, m, other, torch.ones(2, 3, dtype=torch.long))
 
             mask = both(join)[0]
         assert torch.equal(plain.layers[0].keys, slack.layers[0].keys)
