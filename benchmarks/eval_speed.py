@@ -1,5 +1,5 @@
 """Eval generation speed: the generation engine (tunewise/generate/, what `tunewise eval` runs) vs `model.generate`
-in fixed batches of 16 (what eval ran before), on the test sets of structured, sql and math, for the base and for
+in fixed batches of 16 (what eval ran before) against the engine at eval's default rows, on the test sets of structured, sql and math, for the base and for
 a LoRA adapter trained on each task.
 
 Per task: a task folder (train / test examples, the chat format for an instruct base), a LoRA run trained on it
@@ -145,13 +145,14 @@ def op_profile(model, tok, spec, engine_batch: int, n: int = 32) -> str:
 
 
 def run_task(task: str, args, root: Path) -> list[Timing]:
+    from tunewise.evaluate.generation import GENERATE_ROWS
     from tunewise.evaluate.runner import resolve_data
     from tunewise.models import load_base, load_tuned
 
     task_dir, run_dir = prepare(task, args.base, root, args.n, args.train, args.steps)
     spec = resolve_data(data=str(task_dir))
     model, tok = load_base(args.base)
-    eb = args.engine_batch or args.batch
+    eb = args.engine_batch or GENERATE_ROWS
     out = [measure(task, "base", model, tok, spec, args.batch, eb)]
     del model
     tuned, tok = load_tuned(str(run_dir))
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60, help="LoRA training steps per task")
     p.add_argument("--batch", type=int, default=16, help="rows per batch of model.generate (eval's old batch)")
     p.add_argument("--engine-batch", type=int, default=0,
-                   help="rows decoding together in the engine (default: --batch); more rows cost a GPU little")
+                   help="rows decoding together in the engine (default: eval's, GENERATE_ROWS)")
     p.add_argument("--profile", action="store_true", help="after each task, torch.profiler's operator shares")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, from " + ", ".join(TASKS))
     args = p.parse_args(argv)

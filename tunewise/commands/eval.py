@@ -52,7 +52,9 @@ def eval_cmd(
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget."),
     mode: str = typer.Option("generate", "--mode", help="generate (greedy) or loglik (pick the most "
                                                         "likely of the choices / labels)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Rows decoded together (the engine's "
+                                   "GENERATE_ROWS); lower it for a large model on a small GPU, where each row's "
+                                   "KV cache is large."),
     preserve: str = typer.Option(None, "--preserve", help="Retention probes, e.g. arithmetic,lm or a JSONL "
                                                           "path: base vs tuned."),
     probe_limit: int = typer.Option(64, "--probe-limit", min=1, help="Examples per probe."),

@@ -9,9 +9,15 @@ from tunewise.generate.rows import GenJob, stop_cut
 from tunewise.generate.run import generate_jobs
 from tunewise.progress import progress_bar
 
+# Rows decoded together by default: on the 2-core CPU a decode step of 128 rows costs far less per row than one of
+# 16 (smollm2 math, 128 examples: 3.6-3.8 ex/s at 128 rows, 3.2 at 64, 2.0 at 16). A row's KV cache is
+# 2 x layers x kv_heads x head_dim x its length: about 1.2 MB at 250 tokens on smollm2, but ~130 MB on a 7B model
+# in fp16 -- lower --batch-size there.
+GENERATE_ROWS = 128
+
 
 def greedy_generate(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
-                    stop: list[str] | None = None, batch_size: int = 16,
+                    stop: list[str] | None = None, batch_size: int = GENERATE_ROWS,
                     adapters: list[str | None] | None = None, progress: str | None = None,
                     stats: dict | None = None) -> list[str]:
     """Greedy completions of `prompts` (text after the prompt, cut at the first stop string or EOS); at most

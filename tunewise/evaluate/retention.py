@@ -13,7 +13,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.base_probes import kl_score, load_probe, ranked_first
-from tunewise.evaluate.generation import greedy_generate
+from tunewise.evaluate.generation import GENERATE_ROWS, greedy_generate
 from tunewise.evaluate.loglik import mean_token_loss
 from tunewise.fileio import atomic_write_json, cache_root, sha256_file
 from tunewise.models import base_fingerprint
@@ -28,9 +28,10 @@ def _is_causal_lm(model) -> bool:
     return callable(getattr(model, "generate", None)) and getattr(model, "can_generate", lambda: True)()
 
 
-def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str, Any]:
+def run_probe(model, tokenizer, probe: Probe, batch_size: int = GENERATE_ROWS) -> dict[str, Any]:
     if probe.kind == "loss":
-        score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, batch_size // 2))
+        # a loss batch holds every position's logits (rows x length x vocabulary): at most 8 rows
+        score = mean_token_loss(model, tokenizer, probe.texts, batch_size=max(1, min(8, batch_size // 2)))
     elif probe.kind == "kl":
         score = kl_score(model, probe.kl_reference)
     elif probe.kind == "choice":
@@ -47,7 +48,7 @@ def run_probe(model, tokenizer, probe: Probe, batch_size: int = 16) -> dict[str,
             "n": n.get(probe.kind, len(probe.prompts)), "abs_tolerance": probe.abs_tolerance}
 
 
-def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch_size: int = 16,
+def run_probes(model, tokenizer, probes: list[str] | str, limit: int = 64, batch_size: int = GENERATE_ROWS,
                base: str | None = None, is_base: bool = False) -> dict[str, dict[str, Any]]:
     """{probe name: {"metric", "score", "higher_is_better", "n"}} for each probe ('arithmetic', 'lm', 'knowledge',
     'follows', 'kl', a JSONL path). `base` names the base the model was tuned from (or is, with is_base): the

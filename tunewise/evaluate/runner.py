@@ -26,7 +26,7 @@ from tunewise.data.formats import prompt_ids
 from tunewise.data.records import RecordError, normalise
 from tunewise.data.sources import iter_source, kind_of, label
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.generation import greedy_generate
+from tunewise.evaluate.generation import GENERATE_ROWS, greedy_generate
 from tunewise.evaluate.loglik import choice_logprobs
 from tunewise.evaluate.retention import retention_change, run_probes
 from tunewise.hf import context_length
@@ -325,7 +325,7 @@ def _label_choices(spec: EvalSpec, item: Item) -> list[str] | None:
     return None
 
 
-def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = 16,
+def predict(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = GENERATE_ROWS,
             progress: bool = False) -> list[str | None]:
     """One prediction per usable item (None for items with a record error)."""
     usable = [it for it in spec.items if it.error is None]
@@ -393,7 +393,7 @@ def score_items(spec: EvalSpec, predictions: list[str | None]) -> tuple[list[Sco
     return scored, metrics, scorer.primary
 
 
-def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = 16) -> EvalResult:
+def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size: int = GENERATE_ROWS) -> EvalResult:
     t0 = time.time()
     if loaded.kind == "classifier" and spec.scorer_name not in ("classify", "exact", "normalized") \
             and not is_custom(spec.scorer_name):
@@ -413,7 +413,7 @@ def evaluate(loaded: Loaded, spec: EvalSpec, mode: str = "generate", batch_size:
                       warnings=[note] if note else [])
 
 
-def stop_cut_note(loaded: Loaded, spec: EvalSpec, preds: list[str | None], batch_size: int = 16,
+def stop_cut_note(loaded: Loaded, spec: EvalSpec, preds: list[str | None], batch_size: int = GENERATE_ROWS,
                   sample: int = 4) -> str | None:
     """A warning when the stop strings cut most answers to (nearly) nothing -- e.g. a newline stop leaving an
     untuned model's 'JSON:' of 'JSON:\\n{...}' -- so the score measures where the model puts its first stop
@@ -437,7 +437,7 @@ def stop_cut_note(loaded: Loaded, spec: EvalSpec, preds: list[str | None], batch
 
 
 def preserve(loaded: Loaded, probes: list[str], limit: int, base: str | None = None,
-             batch_size: int = 16) -> dict[str, Any]:
+             batch_size: int = GENERATE_ROWS) -> dict[str, Any]:
     """Probes on the base and on the tuned model; {"base", "tuned", "change"}.
 
     An adapter's base is the same model with the adapter switched off (no second load); a full fine-tune's

@@ -18,16 +18,24 @@ SLACK = 64  # spare columns per buffer: the cache is copied once per SLACK decod
 class SlackLayer(DynamicLayer):
     """A DynamicLayer whose keys / values are views of buffers with spare columns, so a decode step writes its
     token in place where DynamicLayer copies the whole cache (torch.cat: 18-33% of a smollm2 decode step at
-    16-64 rows). select_rows / trim / merge replace keys / values with plain tensors; the next update buffers
-    them again."""
+    16-64 rows). Dropping leading columns (trim) moves the view's start, rows leaving or joining copy the cache
+    once into a new buffer (keep_rows, join_rows); keys / values replaced by anything else are buffered again
+    at the next update."""
 
     _kbuf: torch.Tensor | None = None
     _vbuf: torch.Tensor | None = None
 
-    def _buffered(self, rows: int, extra: int) -> bool:
+    def _start(self, rows: int) -> int | None:
+        """Where keys begin in the buffer (in columns), or None if keys are not a view of it."""
         k = self._kbuf
-        return (k is not None and self.keys.data_ptr() == k.data_ptr() and self.keys.shape[0] == rows
-                and self.keys.stride() == k.stride() and self.keys.shape[-2] + extra <= k.shape[-2])
+        if k is None or self.keys.dim() != 4 or self.keys.shape[0] != rows or self.keys.stride() != k.stride():
+            return None
+        offset, rest = divmod(self.keys.data_ptr() - k.data_ptr(), k.stride(2) * k.element_size())
+        return offset if rest == 0 and 0 <= offset <= k.shape[2] - self.keys.shape[2] else None
+
+    def _adopt(self, kbuf: torch.Tensor, vbuf: torch.Tensor, start: int, n: int) -> None:
+        self._kbuf, self._vbuf = kbuf, vbuf
+        self.keys, self.values = kbuf[:, :, start:start + n], vbuf[:, :, start:start + n]
 
     def _rebuffer(self, like: torch.Tensor, width: int) -> None:
         b, h, _, d = like.shape
@@ -35,20 +43,46 @@ class SlackLayer(DynamicLayer):
         n = self.keys.shape[-2] if self.keys.dim() == 4 else 0
         if n:
             kbuf[:, :, :n], vbuf[:, :, :n] = self.keys, self.values
-        self._kbuf, self._vbuf = kbuf, vbuf
-        self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+        self._adopt(kbuf, vbuf, 0, n)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = self.keys.shape[-2] if self.keys.dim() == 4 else 0
         add = key_states.shape[-2]
-        if not self._buffered(key_states.shape[0], add):
+        start = self._start(key_states.shape[0])
+        if start is None or start + n + add > self._kbuf.shape[2]:
             self._rebuffer(key_states, n + add + SLACK)
-        self._kbuf[:, :, n:n + add] = key_states
-        self._vbuf[:, :, n:n + add] = value_states
-        self.keys, self.values = self._kbuf[:, :, :n + add], self._vbuf[:, :, :n + add]
+            start = 0
+        self._kbuf[:, :, start + n:start + n + add] = key_states
+        self._vbuf[:, :, start + n:start + n + add] = value_states
+        self._adopt(self._kbuf, self._vbuf, start, n + add)
         return self.keys, self.values
+
+    def keep_rows(self, idx: torch.Tensor) -> None:
+        """Only rows `idx`: one copy, of the used columns and the spare ones after them."""
+        start = self._start(self.keys.shape[0])
+        if start is None:
+            self.keys, self.values = self.keys.index_select(0, idx), self.values.index_select(0, idx)
+            return
+        n = self.keys.shape[2]
+        self._adopt(self._kbuf[:, :, start:].index_select(0, idx), self._vbuf[:, :, start:].index_select(0, idx),
+                    0, n)
+
+    def join_rows(self, other_keys: torch.Tensor, other_values: torch.Tensor, pad_a: int, pad_b: int) -> None:
+        """Append rows (B', heads, T', head_dim) below these, each side left-padded by zeros (pad_a, pad_b
+        columns) to the common width: one copy into a new buffer with spare columns."""
+        (a, h, t_a, d), b = self.keys.shape, other_keys.shape[0]
+        width = t_a + pad_a
+        bufs = []
+        for mine, theirs in ((self.keys, other_keys), (self.values, other_values)):
+            buf = mine.new_empty((a + b, h, width + SLACK, d))
+            buf[:a, :, :pad_a] = 0  # padding columns are masked, but must hold finite numbers (0 x nan is nan)
+            buf[a:, :, :pad_b] = 0
+            buf[:a, :, pad_a:width] = mine
+            buf[a:, :, pad_b:width] = theirs
+            bufs.append(buf)
+        self._adopt(bufs[0], bufs[1], 0, width)
 
 
 def new_cache(config) -> DynamicCache:
@@ -81,8 +115,11 @@ def select_rows(cache, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
     """Keep only rows `keep` (in that order) of the cache, in place; returns the matching mask (B', T)."""
     idx = torch.tensor(keep, dtype=torch.long, device=mask.device)
     for layer in _layers(cache):
-        layer.keys = layer.keys.index_select(0, idx)
-        layer.values = layer.values.index_select(0, idx)
+        if isinstance(layer, SlackLayer):
+            layer.keep_rows(idx)
+        else:
+            layer.keys = layer.keys.index_select(0, idx)
+            layer.values = layer.values.index_select(0, idx)
     return mask.index_select(0, idx)
 
 
@@ -103,6 +140,9 @@ def merge(cache, mask: torch.Tensor, other, other_mask: torch.Tensor) -> torch.T
     t_a, t_b = mask.shape[1], other_mask.shape[1]
     width = max(t_a, t_b)
     for la, lb in zip(cache.layers, other.layers, strict=True):
+        if isinstance(la, SlackLayer):
+            la.join_rows(lb.keys, lb.values, width - t_a, width - t_b)
+            continue
         ka, va = F.pad(la.keys, (0, 0, width - t_a, 0)), F.pad(la.values, (0, 0, width - t_a, 0))
         kb, vb = F.pad(lb.keys, (0, 0, width - t_b, 0)), F.pad(lb.values, (0, 0, width - t_b, 0))
         la.keys, la.values = torch.cat([ka, kb], dim=0), torch.cat([va, vb], dim=0)
