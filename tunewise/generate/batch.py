@@ -26,6 +26,10 @@ from tunewise.generate.rows import BASE_ROW, GenJob, Row, left_pad
 from tunewise.generate.sampling import choose_where
 
 log = logging.getLogger("tunewise.generate")
+# Rows per prefill forward: each is padded to its longest prompt, so rows admitted in length order prefill in
+# chunks of similar lengths (one chunk of 128 padded structured prompts a third longer than they are); 32 rows of
+# ~30 tokens still make one large matmul.
+PREFILL_ROWS = 32
 Forward = Callable[..., object]  # forward(adapters: list[str | None], **model inputs) -> model output
 STAT_KEYS = ("batches", "rows", "mixed_batches", "max_rows", "steps", "cancelled", "row_lora_forwards",
              "peft_mixed_forwards", "shared_prefix_rows", "prefill_tokens", "row_steps", "prefill_s", "decode_s")
@@ -177,7 +181,10 @@ class RunningBatch:
             p = self.prefix_of(r)
             groups.setdefault(-1 if p is None else self.prefixes.index(p), []).append(r)
         for k, group in groups.items():
-            self.join(group, self.prefill(group, None if k < 0 else self.prefixes[k]))
+            step = PREFILL_ROWS if self.merging else len(group)  # a fixed batch is joined once
+            for i in range(0, len(group), step):
+                chunk = group[i:i + step]
+                self.join(chunk, self.prefill(chunk, None if k < 0 else self.prefixes[k]))
 
     def step(self) -> None:
         """Decode one token for every running row (a finished row of a fixed batch is fed padding)."""
