@@ -169,6 +169,7 @@ def test_the_study_scores_with_your_own_scorer(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # ~60 s of real study steps through the CLI: make test stays under 8 minutes (TUNEWISE_SLOW=1)
 def test_real_steps_are_stored_rescored_and_render_the_same_study_from_the_store_alone(tmp_path):
     """The real code path on the tiny base at very small sizes: each finished step is stored; a training whose
     test set grew is scored again, not retrained; then, with the run folders gone (a new session's machine), the
