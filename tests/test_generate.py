@@ -221,3 +221,13 @@ def test_slack_layers_hold_what_plain_layers_hold_through_joins_leaves_and_trims
         assert torch.equal(plain.layers[0].keys, slack.layers[0].keys)
         assert torch.equal(plain.layers[0].values, slack.layers[0].values)
     assert slack.layers[0]._kbuf.shape[-2] > slack.layers[0].keys.shape[-2]  # room left for the next steps
+
+
+def test_eval_batch_size_default_is_the_engines_rows():
+    """commands/eval.py writes the default beside GENERATE_ROWS (it stays torch-free at start-up): one number."""
+    import inspect
+
+    from tunewise.commands import eval as eval_cmd
+    from tunewise.evaluate.generation import GENERATE_ROWS
+
+    assert f"typer.Option({GENERATE_ROWS}, \"--batch-size\"" in inspect.getsource(eval_cmd)
