@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study_claims import Reader, mean
+from study_claims import Reader, call_of, mean
 from study_plan import HEADLINE_TASKS, Run
 
 from tunewise.compare import CompareRow, verdict
@@ -50,17 +50,16 @@ def advice_section(base: str, r: Reader) -> str:
         if rows is None:
             lines.append(f"| {task} | {preferred}: {reason} | not measured yet | | |")
             continue
-        items = {m: [x for x in r.items(task, m) if x is not None] for m in ("lora", "full")}
-        # each seed's test set is its own: pool the seeds' examples (paired within each seed), as claims 1-3 do
-        records = {m: [[{"value": n / d if d else 1.0} for seed in runs for n, d in seed]]
-                   for m, runs in items.items() if runs and len(runs) == len(items["lora"])}
-        v = verdict(rows, kind_of(task), r.base_score(task), records=records or None)
-        agree = (preferred in ("lora", "qlora")) == (v["recommendation"] in ("lora", "qlora"))
+        # the call claims 1-3 make: each seed's test set is its own, so the seeds are replicates
+        call = call_of(r, task, kind_of(task))
+        recommendation, words = (call.recommendation, call.sentence) if call else \
+            (verdict(rows, kind_of(task), r.base_score(task))["recommendation"], "no per-example scores: undecided")
+        agree = (preferred in ("lora", "qlora")) == (recommendation in ("lora", "qlora"))
         lines.append(f"| {task} | {preferred}: {reason} | {rows['lora'].score:.3f} / {rows['full'].score:.3f} "
-                     f"| {v['recommendation']}: {v['lines'][0]} | {'yes' if agree else '**no**'} |")
+                     f"| {recommendation}: {words} | {'yes' if agree else '**no**'} |")
         if not agree:
             disagreements.append(f"- **{task}**: the rules say {preferred}, the measurement says "
-                                 f"{v['recommendation']} ({v['lines'][0]})")
+                                 f"{recommendation} ({words})")
     tail = "\n".join(disagreements) if disagreements else "No disagreement among the tasks measured so far."
     return ("## What tunewise would have advised, against what was measured\n\n" + "\n".join(lines) +
             "\n\nWhere they disagree:\n\n" + tail)

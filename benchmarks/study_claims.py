@@ -158,14 +158,14 @@ def gap_of(r: Reader, task: str) -> float | None:
 
 def call_between(a: list, b: list, kind: str = "other", cheaper: str = "lora", costlier: str = "full"):
     """tunewise.decide's call b vs a from each seed's per-example pairs: within a seed both answered the same test
-    examples (paired), the seeds' examples pooled. None when a run recorded no per-example scores or the seeds
-    do not match."""
-    from tunewise.decide import Scores, make_call, measure_gap
+    examples (paired); each seed drew its own data, so the seeds are replicates and their spread is in the band.
+    None when a run recorded no per-example scores or the seeds do not match."""
+    from tunewise.decide import Scores, make_call, measure_replicated_gap
 
     if not a or not b or any(x is None for x in a + b) or len(a) != len(b):
         return None
-    return make_call(measure_gap(Scores.from_pairs(sum(a, [])), Scores.from_pairs(sum(b, []))), cheaper, costlier,
-                     kind)
+    return make_call(measure_replicated_gap([Scores.from_pairs(x) for x in a], [Scores.from_pairs(y) for y in b]),
+                     cheaper, costlier, kind)
 
 
 def call_of(r: Reader, task: str, kind: str):
@@ -246,8 +246,15 @@ def claim3(r: Reader) -> tuple[str, str]:
     return scores_text(r, REASONING), combine(verdicts)
 
 
+def calls_text(r: Reader, tasks: tuple[str, ...]) -> str:
+    """tunewise.decide's call on each task in its own words: an undecided one says what would decide it."""
+    lines = [f"- {t}: {call.sentence}" for t in tasks if (call := call_of(r, t, kind_of(t))) is not None]
+    return ("\n\nThe call per task (full vs LoRA, seeds pooled, paired within a seed):\n\n" + "\n".join(lines)
+            if lines else "")
+
+
 def tasks_details(tasks: tuple[str, ...]) -> Callable[[Reader], str]:
-    return lambda r: gap_table(r, tasks)
+    return lambda r: gap_table(r, tasks) + calls_text(r, tasks)
 
 
 # ------------------------------------------------------------------------------------------ claim 4: QLoRA
@@ -639,7 +646,7 @@ CLAIMS = [
           "numbers (add, give away, double or triple), trained and tested on the same generator: longer than "
           "`math`'s one to three steps, unlike the first pass's `math-hard`, whose five-step tests with factors "
           "11-29 no training example showed and every method scored 0 on (a floor that can neither confirm nor "
-          "refute the claim).", band_column(REASONING, "reasoning")),
+          "refute the claim)." + calls_text(r, REASONING), band_column(REASONING, "reasoning")),
     Claim(4, "QLoRA trades memory for time", "-33% memory, +39% time (GPU)", claim4, claim4_details),
     Claim(5, "LoRA learns less and forgets less", "Biderman et al. 2024", claim5, claim5_details),
     Claim(6, "Intruder dimensions: in LoRA, rarely in full; fewer with alpha = 2r", "Shuttleworth et al. 2024",

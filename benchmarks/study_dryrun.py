@@ -83,7 +83,8 @@ def expected_band(step: Step, claims: tuple[int, ...]) -> str:
     n = step.eval_size * seeds
     half = planned_half_width(n)
     flag = "" if half <= RESOLUTION_POINTS else f" (wider than +-{RESOLUTION_POINTS:g})"
-    return f"; expected band on {what}: +-{half:.1f} points{flag} ({n} paired examples, {seeds} seeds)"
+    return (f"; expected band on {what}: +-{half:.1f} points{flag} ({n} paired examples, {seeds} seeds; the seeds' "
+            "own spread adds to it)")
 
 
 def describe(step: Step) -> str:

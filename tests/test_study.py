@@ -105,7 +105,7 @@ def test_the_plan_is_sized_for_a_5_point_band_and_the_dry_run_says_so(tmp_path):
 
     first = dry()
     assert first.returncode == 0, first.stderr
-    assert "expected band on full - LoRA: +-3.6 points (600 paired examples, 3 seeds)" in first.stdout
+    assert "expected band on full - LoRA: +-3.6 points (600 paired examples, 3 seeds; the seeds' own spread" in first.stdout
     assert "left to run for claims 1,2,3,5,9: ~" in first.stdout and "then --claims 11: ~" in first.stdout
     assert "sweep's run at its best lr" in first.stdout and "math_chain_base.py --base smollm2" in first.stdout
     assert "(noisy data)" in dry("--claims", "11").stdout
@@ -254,6 +254,8 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
     rows = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if line.startswith("| ") and " | " in line}
     assert rows["1"].endswith("| contradicted |") and rows["3"].endswith("| holds |"), (rows["1"], rows["3"])
     assert "on 600 examples" in rows["2"] and rows["5"].endswith("| yes |")
+    claim2 = text.split("## Claim 2:")[1].split("## Claim 3:")[0]  # each task's call, in tunewise.decide's words
+    assert "- sql: full fine-tuning - LoRA +40.0 points [" in claim2 and "on 600 examples, 3 seeds: " in claim2, claim2
     for n in (1, 2, 3):
         assert f"(study_figures/claim{n}_gaps.png)" in text
         assert (tmp_path / "benchmarks" / "study_figures" / f"claim{n}_gaps.png").is_file()
