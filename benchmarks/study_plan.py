@@ -144,7 +144,8 @@ def sweep_grid(method: str, loss_of: LossOf | None = None) -> list[float]:
 def plan(loss_of: LossOf | None = None, claims: tuple[int, ...] = ALL_CLAIMS) -> list[tuple[tuple[int, ...], Step]]:
     """(claims answered, step) in execution order, the steps of the claims asked for: the lr sweep first (every
     later run uses its result; given the sweep's losses so far, extended where its best sits on an edge), then
-    the headline comparison seed by seed (so claims 1-3 stop being provisional early), the single-factor
+    the headline comparison task by task, every seed of a task before the next (a claim is decided once its
+    tasks' seeds finish: a pass cut short leaves whole claims, not every claim at one seed), the single-factor
     variations, the epochs, the sequence, capacity, curated data."""
     steps: list[tuple[tuple[int, ...], Step]] = [((9, 6), Run(SWEEP_TASK, m, lr)) for m in SWEEP_LRS
                                                  for lr in sweep_grid(m, loss_of)]
@@ -155,8 +156,8 @@ def plan(loss_of: LossOf | None = None, claims: tuple[int, ...] = ALL_CLAIMS) ->
 
 def _headline() -> list[tuple[tuple[int, ...], Step]]:
     steps: list[tuple[tuple[int, ...], Step]] = []
-    for seed in SEEDS:
-        for task in HEADLINE_TASKS:
+    for task in HEADLINE_TASKS:  # claim by claim (their tasks are listed in claim order), every seed of a task
+        for seed in SEEDS:
             steps.append(((1, 2, 3), BaseEval(task, seed)))
             lean = {} if seed == 0 else {"retention": False, "analyze": False}
             steps += [((1, 2, 3, 5, 6), Run(task, m, seed=seed, **lean)) for m in ("lora", "full")]
