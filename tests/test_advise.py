@@ -284,3 +284,24 @@ def test_advise_takes_data_and_measures_sequence_length_in_tokens(tmp_path):
     # a preset is a config without a tokenizer here: characters, and the advice says why
     preset = _advise(task="sql", model="llama-2-7b", gpu_mem=80, dataset=str(data))
     assert any("characters" in d and "no tokenizer of" in d for d in preset.as_dict()["automatic_decisions"])
+
+
+def test_a_rule_the_study_contradicts_at_the_users_scale_does_not_vote(monkeypatch):
+    """Where our measurement is the evidence nearest the user's model and contradicts a rule (here: LoRA not behind
+    full fine-tuning on reasoning at 135M), the rule's votes are set aside for that model and the note says so;
+    a 7B model keeps the published rule."""
+    import dataclasses
+
+    from tunewise.advise import scale
+    from tunewise.advise.engine import AdviseInput, advise
+
+    ours = next(m for m in scale.measured() if m.rule == "reasoning-task")
+    contradicted = dataclasses.replace(ours, call="contradicted")
+    monkeypatch.setattr(scale, "measured", lambda: (contradicted,))
+    small = advise(AdviseInput(task="math", model="smollm2", device="cpu")).as_dict()
+    note = next(n for n in small["scale_notes"] if n["rule"] == "reasoning-task")
+    assert note["sets_aside"] and "does not hold at this scale, so this rule does not vote" in note["text"]
+    assert small["scores"]["full"] == 0.0 and small["preferred"] == "lora"
+    big = advise(AdviseInput(task="math", model="llama-2-7b", device="cpu")).as_dict()
+    assert not next(n for n in big["scale_notes"] if n["rule"] == "reasoning-task")["sets_aside"]
+    assert big["scores"]["full"] >= 2.0

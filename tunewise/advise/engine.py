@@ -246,8 +246,10 @@ def advise(inp: AdviseInput) -> Advice:
     facts = R.Facts(task, inp.continual, inp.multi_adapter, inp.accuracy_priority, inp.time_bottleneck,
                     inp.long_term, inp.quantized_inference, inp.fast_iteration)
     fired = R.fired(facts)
-    scores = R.scores(facts)
-    pref = R.preferred(facts)
+    notes = [n for r in fired if (n := scale_note(r.id, r.evidence, spec.total_params)) is not None]
+    set_aside = frozenset(n.rule for n in notes if n.sets_aside)
+    scores = R.scores(facts, set_aside)
+    pref = R.preferred(facts, set_aside)
 
     n_data = data.records if data else inp.data_size
     seq = inp.seq_len or _seq_from_data(spec, data, automatic)
@@ -274,7 +276,6 @@ def advise(inp: AdviseInput) -> Advice:
     config = _config(spec, inp, method, hp, chosen_plan, seq, data, task) if method else None
     if config is not None and data is None:
         automatic.append("data.train in the written config is a placeholder (train.jsonl): point it at your data")
-    notes = [n for r in fired if (n := scale_note(r.id, r.evidence, spec.total_params)) is not None]
     return Advice(inputs=_inputs_dict(inp, task), method=method, preferred=pref, scores=scores, reasons=reasons,
                   counter_reasons=counter, warnings=warnings, plans=plans, decision=decision, hyperparameters=hp,
                   data=data_out, graduation=_graduation(chosen), config=config, automatic=automatic,

@@ -109,14 +109,18 @@ def fired(facts: Facts) -> list[Rule]:
     return [r for r in RULES if r.when(facts)]
 
 
-def scores(facts: Facts) -> dict[str, float]:
+def scores(facts: Facts, set_aside: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Each method's votes from the fired rules, less the rules `set_aside` (the evidence nearest the user's model
+    contradicts them)."""
     out = dict.fromkeys(METHOD_ORDER, 0.0)
     for rule in fired(facts):
+        if rule.id in set_aside:
+            continue
         for method, weight in rule.votes.items():
             out[method] += weight
     return out
 
 
-def preferred(facts: Facts) -> str:
-    s = scores(facts)
+def preferred(facts: Facts, set_aside: frozenset[str] = frozenset()) -> str:
+    s = scores(facts, set_aside)
     return max(METHOD_ORDER, key=lambda m: (s[m], -METHOD_ORDER.index(m)))

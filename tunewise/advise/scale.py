@@ -35,6 +35,7 @@ class ScaleNote:
     measured: str | None  # our figure, when we have one for this rule
     measured_call: str | None
     text: str
+    sets_aside: bool = False  # our measurement is nearest and contradicts the rule: the rule does not vote
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +56,12 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
     nearest = min([*published, ours.evidence], key=lambda e: _distance(e, params))
     far = min(published, key=lambda e: _distance(e, params))
     source = EVIDENCE[ours.evidence]
-    if nearest == ours.evidence and ours.call != "holds":
+    if nearest == ours.evidence and ours.call == "contradicted":
+        text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
+                f"{ours.study_pass} -- {ours.figure}: contradicted. The published figure ({EVIDENCE[far].scale}, "
+                f"{10 ** _distance(far, params):.0f}x farther in size) does not hold at this scale, so this rule does "
+                f"not vote for your model; {MEASURE}.")
+    elif nearest == ours.evidence and ours.call != "holds":
         text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
                 f"{ours.study_pass} -- {ours.figure}: {ours.call}, not the published figure ({EVIDENCE[far].scale}: "
                 f"{10 ** _distance(far, params):.0f}x farther in size). The rule's published figure may not hold at "
@@ -66,4 +72,5 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
     else:
         text = (f"Nearest evidence to your model ({params / 1e9:,.1f}B parameters): {EVIDENCE[nearest].source} "
                 f"({EVIDENCE[nearest].scale}); our own measurement at 135M ({ours.figure}) is farther.")
-    return ScaleNote(rule_id, params, nearest, EVIDENCE[nearest].scale, published, ours.figure, ours.call, text)
+    return ScaleNote(rule_id, params, nearest, EVIDENCE[nearest].scale, published, ours.figure, ours.call, text,
+                     sets_aside=nearest == ours.evidence and ours.call == "contradicted")
