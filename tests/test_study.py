@@ -302,3 +302,28 @@ def replace_size(run, n: int):
     from dataclasses import replace
 
     return replace(run, train_size=5 * n if run.data == "noisy" else n, eval_size=4)
+
+
+def test_a_task_claim_is_provisional_until_every_seed_finished_and_advise_keeps_the_first_pass(tmp_path):
+    """sql at seed 0 only: claim 2's row says provisional with how many seeds finished, and advise's evidence
+    for sql stays the first pass's row (a band from one seed leaves the seeds' spread out)."""
+    import json
+
+    from study_plan import EVAL_SIZE
+    from study_report import write_study
+
+    results = _sweep_results()
+    for method, lr, right in (("lora", 1e-3, 0.5), ("full", 1e-4, 0.9)):
+        run = Run("sql", method, lr)
+        res = _train_result(run, 0.1, right)
+        res["items"] = [[1.0 if i < right * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
+        results[run_id(run)] = res
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("study_tiny.md", "study_first_pass.md"):
+        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
+    evidence = tmp_path / "study_measured.json"
+    text = write_study("smollm2", results, tmp_path, tmp_path / "runs", evidence=evidence).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | "))
+    assert "(1 of 3 seeds so far)" in row and row.endswith("| provisional (1 of 3 seeds) |"), row
+    sql = next(e for e in json.loads(evidence.read_text())["measured"] if e["rule"] == "sql-task")
+    assert sql["study_pass"] == "the first pass (40 test examples, 2 seeds)"
