@@ -93,8 +93,9 @@ class Reader:
         return c["after"] / c["before"] if c["before"] else None
 
     def retention_text(self, res: dict) -> str:
-        k, kl = self.retention(res, "knowledge"), self.retention(res, "kl")
-        parts = ([f"knowledge kept {k:.0%}"] if k is not None else []) + ([f"kl {kl:.3f}"] if kl is not None else [])
+        k, f, kl = (self.retention(res, probe) for probe in ("knowledge", "follows", "kl"))
+        parts = ([f"knowledge kept {k:.0%}"] if k is not None else []) + \
+            ([f"follows kept {f:.0%}"] if f is not None else []) + ([f"kl {kl:.3f}"] if kl is not None else [])
         return ", ".join(parts) or "-"
 
     def intruders(self, res: dict | None, eps: str = "0.5") -> int | None:
@@ -286,8 +287,9 @@ def claim4_details(r: Reader) -> str:
 # ------------------------------------------------------------------------------------------ claim 5: learn / forget
 
 
-def learn_forget_rows(r: Reader) -> list[tuple[str, str, float, float | None, float | None]]:
-    """(task, method, score, knowledge kept, kl) of every seed-0 run with retention: the scatter's points."""
+def learn_forget_rows(r: Reader) -> list[tuple[str, str, float, float | None, float | None, float | None]]:
+    """(task, method, score, knowledge kept, kl, follows kept) of every seed-0 run with retention: the scatter's
+    points."""
     rows = []
     variants = [("lora", {"r": 8}), ("lora", {}), ("lora", {"r": 64}), ("full", {})]
     for task in HEADLINE_TASKS:
@@ -297,7 +299,8 @@ def learn_forget_rows(r: Reader) -> list[tuple[str, str, float, float | None, fl
             res = r.result_of(Run(task, method, **kw))
             if res is not None:
                 label = method if method == "full" else f"lora r{kw.get('r', 16)}"
-                rows.append((task, label, res["eval"]["score"], r.retention(res, "knowledge"), r.retention(res, "kl")))
+                rows.append((task, label, res["eval"]["score"], r.retention(res, "knowledge"), r.retention(res, "kl"),
+                             r.retention(res, "follows")))
     return rows
 
 
@@ -327,11 +330,15 @@ def claim5(r: Reader) -> tuple[str, str]:
 
 
 def claim5_details(r: Reader) -> str:
-    lines = ["| task | method | score | knowledge kept | kl (nats/token) |", "|---|---|---|---|---|"]
-    for task, label, score, kept, kl in learn_forget_rows(r):
+    lines = ["| task | method | score | knowledge kept | follows kept | kl (nats/token) |", "|---|---|---|---|---|---|"]
+    for task, label, score, kept, kl, follows in learn_forget_rows(r):
         lines.append(f"| {task} | {label} | {score:.3f} | {'-' if kept is None else f'{kept:.0%}'} | "
-                     f"{'-' if kl is None else f'{kl:.3f}'} |")
-    return "\n".join(lines) + "\n\nThe scatter: `study_figures/learn_forget.png`."
+                     f"{'-' if follows is None else f'{follows:.0%}'} | {'-' if kl is None else f'{kl:.3f}'} |")
+    return ("\n".join(lines) + "\n\nTwo retention measures, on 48 items each (seed 0): `knowledge`, the base's right "
+            "answers still ranked first by log-likelihood among same-kind answers (what the model knows), and "
+            "`follows`, the base's right answers still given greedily as a plain answer (what it says when asked "
+            "plainly): a run that keeps knowledge but not follows changed its answer format, not its knowledge. "
+            "The scatter: `study_figures/learn_forget.png`.")
 
 
 # ------------------------------------------------------------------------------------------ claim 6: intruders

@@ -56,15 +56,17 @@ def learn_forget_figure(r: Reader, path: Path) -> bool:
     if not rows:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     markers = {"lora r8": "v", "lora r16": "o", "lora r64": "^", "full": "s"}
-    for task, label, score, kept, kl in rows:
+    for task, label, score, kept, kl, follows in rows:
         color = f"C{sorted({t for t, *_ in rows}).index(task)}"
         axes[0].scatter(kl, score, marker=markers[label], color=color, label=f"{task} {label}")
-        if kept is not None:
-            axes[1].scatter(kept, score, marker=markers[label], color=color)
+        for ax, x in ((axes[1], kept), (axes[2], follows)):
+            if x is not None:
+                ax.scatter(x, score, marker=markers[label], color=color)
     axes[0].set(xlabel="kl to the base (nats/token, lower = forgot less)", ylabel="task score")
-    axes[1].set(xlabel="knowledge kept (share of the base's right answers)", ylabel="task score")
+    axes[1].set(xlabel="knowledge kept (log-likelihood; share of the base's)", ylabel="task score")
+    axes[2].set(xlabel="follows kept (plain greedy answers; share of the base's)", ylabel="task score")
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle("learns less, forgets less? (marker: method, colour: task)")
     atomic_save_figure(fig, path)

@@ -52,10 +52,11 @@ Budget of every run unless its row says otherwise: 240 training examples of a bu
 (30 optimizer steps), max_seq_len 160, tasks written as chat (the base's chat template); scored greedily on
 {EVAL_SIZE} test examples per seed with {f"`{scorer}` (the continual runs: each task's scorer)" if scorer else "the task's scorer"}, {len(SEEDS)} seeds (each its own data and test set); LoRA on all
 linear layers, r 16, alpha = r, dropout 0; each method at the lr its sweep picked (claim 9); retention probes
-`knowledge` and `kl` before and after (seed 0); intruder dimensions by `tunewise analyze` (top-10 singular vectors,
-eps 0.3 / 0.5 / 0.7). A gap is judged by `tunewise.decide`: its 95% band pools the seeds' paired test examples, and
-a claim holds or is contradicted only when the band clears the 2-point tie margin. Scores over seeds are shown as
-mean ± half the range.
+`knowledge`, `follows` and `kl` before and after (seed 0); intruder dimensions by `tunewise analyze` (top-10
+singular vectors, eps 0.3 / 0.5 / 0.7). A gap is judged by `tunewise.decide`: within a seed both methods answer the same test
+examples (paired); each seed is a replicate, and the 95% band adds how much more the seeds' gaps scatter than their
+test sets explain (`tunewise/decide/replicates.py`). A claim holds or is contradicted only when every seed of its
+tasks finished and the band clears the 2-point tie margin. Scores over seeds are shown as mean ± half the range.
 """
 
 
