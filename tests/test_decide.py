@@ -163,5 +163,9 @@ def test_replicates_pool_their_examples_carry_their_seeds_and_one_replicate_is_m
     assert band.examples == 600 and band.seeds == (3, 3) and band.half_width_seeds > band.half_width_examples
     call = make_call(band)
     assert call.call == "undecided" and call.needed_seeds > 3 and "on 600 examples, 3 seeds" in call.sentence
+    # seeds needed: t's quantile narrows as seeds are added (4.3 at 3 seeds, 2.0 at 30), so fewer than 1/sqrt(k)
+    # scaling of the 3-seed band says
+    scaled = 3 * (band.half_width_seeds / (call.resolution_points / 100 / np.sqrt(2))) ** 2
+    assert call.needed_seeds < scaled / 3
     with pytest.raises(ValueError):
         measure_replicated_gap(lora, full + full)

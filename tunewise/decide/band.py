@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from tunewise.decide.margins import CONFIDENCE
 
@@ -92,6 +93,7 @@ class Band:
     half_width_examples: float  # the band's half width from the examples alone
     half_width_seeds: float  # ... from the seeds alone (0 with one seed each: that spread is then unmeasured)
     discordant: float  # share of examples on which the two methods' scores differ
+    seeds_df: int | None = None  # the seeds' part taken at Student's t with this many degrees of freedom (replicates)
 
     @property
     def half_width(self) -> float:
@@ -114,7 +116,14 @@ class Band:
         if min(self.seeds) < 2:
             return None
         target = half_width_points / 100 / math.sqrt(2)  # leave half the variance to the examples
-        return max(min(self.seeds), math.ceil(min(self.seeds) * (self.half_width_seeds / target) ** 2))
+        if self.seeds_df is None:
+            return max(min(self.seeds), math.ceil(min(self.seeds) * (self.half_width_seeds / target) ** 2))
+        # the spread of one seed's gap, then the fewest seeds whose t interval fits (t narrows as seeds are added)
+        k = min(self.seeds)
+        per_seed = self.half_width_seeds / float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, self.seeds_df)) * math.sqrt(k)
+        while float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, k - 1)) * per_seed / math.sqrt(k) > target and k < 10_000:
+            k += 1
+        return k
 
 
 def planned_half_width(examples: int, spread: float = TYPICAL_SPREAD) -> float:

@@ -61,4 +61,4 @@ def measure_replicated_gap(a: list[Scores], b: list[Scores], draws: int = DRAWS,
     discordant = sum(band.discordant * band.examples for band in bands) / n
     return Band(gap=gap, low=gap - half, high=gap + half, examples=n, seeds=(len(a), len(b)),
                 half_width_examples=half_examples, half_width_seeds=math.sqrt(max(half**2 - half_examples**2, 0.0)),
-                discordant=discordant)
+                discordant=discordant, seeds_df=k - 1 if k > 1 else None)
