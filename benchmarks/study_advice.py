@@ -91,7 +91,7 @@ def first_pass_entries(page: Path) -> dict[str, dict]:
 
 
 def evidence_entries(r: Reader, first_pass: Path) -> list[dict]:
-    """advise's entry per rule: the claim's summary row where the ±5-point study measured it, else the first
+    """advise's entry per rule: the claim's summary row where the re-run measured it (every seed in), else the first
     pass's row."""
     from study_claims import CLAIMS
     from study_plan import EVAL_SIZE, SEEDS
@@ -104,7 +104,7 @@ def evidence_entries(r: Reader, first_pass: Path) -> list[dict]:
             continue  # the first pass's row stands until every seed finished
         by_rule[rule] = {"rule": rule, "evidence": EVIDENCE_ID, "claim": claim.number, "measured": measured,
                          "band": claim.band(r), "call": call_word(holds),
-                         "study_pass": f"the ±5-point study ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"}
+                         "study_pass": f"the re-run ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"}
     return [by_rule[rule] for rule in RULE_OF_CLAIM.values() if rule in by_rule]
 
 

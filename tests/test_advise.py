@@ -302,6 +302,9 @@ def test_a_rule_the_study_contradicts_at_the_users_scale_does_not_vote(monkeypat
     note = next(n for n in small["scale_notes"] if n["rule"] == "reasoning-task")
     assert note["sets_aside"] and "does not hold at this scale, so this rule does not vote" in note["text"]
     assert small["scores"]["full"] == 0.0 and small["preferred"] == "lora"
+    shown = next(r for r in small["reasons"] if r["rule"] == "reasoning-task")
+    assert shown["weight"] == 0.0 and shown["reason"].startswith("(set aside at your model's scale)")
+    assert all(r["rule"] != "reasoning-task" for r in small["counter_reasons"])
     big = advise(AdviseInput(task="math", model="llama-2-7b", device="cpu")).as_dict()
     assert not next(n for n in big["scale_notes"] if n["rule"] == "reasoning-task")["sets_aside"]
     assert big["scores"]["full"] >= 2.0

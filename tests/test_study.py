@@ -262,7 +262,7 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
     entries = {e["claim"]: e for e in json.loads(evidence.read_text())["measured"]}
     assert entries[3]["call"] == "holds" and entries[1]["call"] == "contradicted"
     for n, e in entries.items():
-        assert f"| {e['measured']} | {e['band']} |" in rows[str(n)] and "±5-point study" in e["study_pass"]
+        assert f"| {e['measured']} | {e['band']} |" in rows[str(n)] and "the re-run (3 seeds x 200 test examples)" == e["study_pass"]
     from study_dryrun import print_plan
 
     print_plan(results)  # the dry run shows the measured bands beside the plan

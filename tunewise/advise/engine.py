@@ -261,7 +261,9 @@ def advise(inp: AdviseInput) -> Advice:
     method = choose(pref, plans)
 
     chosen = method or pref
-    reasons, counter = _reasons(fired, chosen, pref, where)
+    reasons, counter = _reasons([r for r in fired if r.id not in set_aside], chosen, pref, where)
+    reasons += [dict(_rule_entry(r, chosen), weight=0.0, reason=f"(set aside at your model's scale) {r.reason}")
+                for r in fired if r.id in set_aside]  # shown beside the measurement that contradicts it
     warnings: list[str] = []
     max_pos = context_length(spec.config)
     if inp.seq_len and max_pos is not None and inp.seq_len > max_pos:

@@ -3,7 +3,7 @@
 That file is written by `python benchmarks/study.py --base smollm2 --report` from the study's stored results
 (benchmarks/study-results/smollm2/), never typed by hand: each rule's entry is the summary row of the claim it
 rests on in benchmarks/STUDY.md (what was measured, the gap with its band, the call), so a test can pin every
-figure advise cites to the page it comes from. A claim the ±5-point study has not measured yet keeps the first
+figure advise cites to the page it comes from. A claim the re-run has not measured yet (every seed) keeps the first
 pass's row (40 test examples; benchmarks/study_first_pass.md), marked as such.
 """
 
@@ -30,7 +30,7 @@ class Measured:
     measured: str  # the summary row's "measured" cell, verbatim
     band: str  # its "gap with its band" cell, verbatim
     call: str  # holds | contradicted | undecided (tunewise.decide's outcomes, as the study words them)
-    study_pass: str  # "first pass (40 test examples)" or the ±5-point study
+    study_pass: str  # "first pass (40 test examples)" or "the re-run (3 seeds x 200 test examples)"
 
     @property
     def figure(self) -> str:
