@@ -160,7 +160,7 @@ def gap_figure(rows: dict[str, dict], path: Path, xlabel: str, title: str) -> bo
 
 def claim_gap_figures() -> dict:
     """claimN_gaps.png for each claim decided by a band."""
-    seeds = f"{len(SEEDS)} seeds pooled"
+    seeds = f"{len(SEEDS)} seeds, each its own test set"
     return {
         "claim1_gaps.png": lambda r, p: gap_figure(task_gap_rows(r, ("structured", "classify"), "representation"), p,
                                                    f"full - LoRA, points ({seeds})", "claim 1: representation tasks"),
