@@ -66,7 +66,8 @@ def estimate_s(step: Step, results: dict[str, dict]) -> float:
 
 
 def expected_band(step: Step, claims: tuple[int, ...]) -> str:
-    """The band a comparison this step is part of can expect, its seeds' test examples together (the plan's guess; the seeds' own spread adds to it)."""
+    """The band a comparison this step is part of can expect from its seeds' test examples together (the plan's
+    guess; the seeds' own spread adds to it)."""
     if not isinstance(step, Run) or step.method not in ("lora", "full"):
         return ""
     seeds = len(sizes.SEEDS)
