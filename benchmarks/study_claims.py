@@ -317,14 +317,16 @@ def claim5(r: Reader) -> tuple[str, str]:
     less = sum(c == "full" for c in learned)
     undecided = sum(c == "undecided" for c in learned)
     both = sum(c == "full" and d for c, d in zip(learned, drifted, strict=True))
+    # only a task where LoRA drifted less can still become "both" once its learning call is decided
+    could = sum(c == "undecided" and d for c, d in zip(learned, drifted, strict=True))
     n = len(learned)
     text = (f"LoRA learned less (full ahead beyond the band) on {less} of {n} tasks, undecided on {undecided}; "
             f"drifted less by kl (seed 0) on {sum(drifted)} of {n}; both on {both}")
-    # rule: holds when both hold on a majority of tasks; undecided while the undecided learning calls could still
-    # make (or unmake) that majority
+    # rule: holds when both hold on a majority of tasks; undecided while the undecided learning calls, on tasks
+    # where LoRA drifted less, could still make that majority
     if both > n / 2:
         return text, "yes"
-    if both + undecided > n / 2:
+    if both + could > n / 2:
         return text, "undecided"
     return text, "partly" if less > n / 2 or sum(drifted) > n / 2 else "no"
 
