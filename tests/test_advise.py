@@ -222,8 +222,9 @@ def test_advise_names_the_measurement_nearest_a_small_model_and_recommends_measu
     a = advise(AdviseInput(task="math", model="smollm2", device="cpu")).as_dict()
     note = next(n for n in a["scale_notes"] if n["rule"] == "reasoning-task")
     assert note["nearest"] == "study-smollm2" and note["measured_call"] == "undecided"
-    assert "math LoRA 0.500 ± 0.075 / full 0.438 ± 0.013" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
-    assert "the first pass (40 test examples, 2 seeds)" in note["text"]
+    assert "math LoRA 0.485 ± 0.105 / full 0.468 ± 0.078" in note["text"] and "Llama 2 7B / 13B / 70B" in note["text"]
+    assert "math: -1.7 points [-48.6, +45.3] on 600 examples" in note["text"]
+    assert "the re-run (3 seeds x 200 test examples)" in note["text"]
     assert "tunewise pilot" in note["text"] and "compare --seeds 3" in note["text"]
     reason = next(r for r in a["reasons"] if r["rule"] == "reasoning-task")
     assert {e["id"]: e["params"] for e in reason["evidence"]}["anyscale-2023"] == [7e9, 13e9, 70e9]
