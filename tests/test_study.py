@@ -221,6 +221,17 @@ def test_real_steps_are_stored_rescored_and_render_the_same_study_from_the_store
     assert (tmp_path / "benchmarks" / "study_figures" / "claim2_gaps.png").is_file()
 
 
+def _study_with_evidence(tmp_path, results: dict):
+    """STUDY.md's text and advise's evidence file written from these results into tmp_path."""
+    from study_report import write_study
+
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("study_tiny.md", "study_first_pass.md"):
+        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
+    evidence = tmp_path / "study_measured.json"
+    return write_study("smollm2", results, tmp_path, tmp_path / "runs", evidence=evidence).read_text(), evidence
+
+
 def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_path, capsys):
     """Fabricated results with per-example items on every headline task and seed (full right on 90% of the
     examples, LoRA on 50%): claims 1-3 and 5 are decided by tunewise.decide's band, each banded claim gets its gap
@@ -229,7 +240,6 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
     import json
 
     from study_plan import EVAL_SIZE, HEADLINE_TASKS, SEEDS, BaseEval
-    from study_report import write_study
 
     results = _sweep_results()
     for seed in SEEDS:
@@ -245,11 +255,7 @@ def test_decided_claims_reach_the_summary_the_figures_and_advise_evidence(tmp_pa
                 res["items"] = [[1.0 if i < right * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
                 res["summary"]["retention"] = {"kl": {"before": 0.0, "after": 0.1 if method == "lora" else 0.2}}
                 results[run_id(run)] = res
-    (tmp_path / "benchmarks").mkdir()
-    for name in ("study_tiny.md", "study_first_pass.md"):
-        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
-    evidence = tmp_path / "study_measured.json"
-    text = write_study("smollm2", results, tmp_path, tmp_path / "runs", evidence=evidence).read_text()
+    text, evidence = _study_with_evidence(tmp_path, results)
     summary = text.split("## Claim 1:")[0]  # the first pass's own summary table comes at the end
     rows = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if line.startswith("| ") and " | " in line}
     assert rows["1"].endswith("| contradicted |") and rows["3"].endswith("| holds |"), (rows["1"], rows["3"])
@@ -310,7 +316,6 @@ def test_a_task_claim_is_provisional_until_every_seed_finished_and_advise_keeps_
     import json
 
     from study_plan import EVAL_SIZE
-    from study_report import write_study
 
     results = _sweep_results()
     for method, lr, right in (("lora", 1e-3, 0.5), ("full", 1e-4, 0.9)):
@@ -318,11 +323,7 @@ def test_a_task_claim_is_provisional_until_every_seed_finished_and_advise_keeps_
         res = _train_result(run, 0.1, right)
         res["items"] = [[1.0 if i < right * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
         results[run_id(run)] = res
-    (tmp_path / "benchmarks").mkdir()
-    for name in ("study_tiny.md", "study_first_pass.md"):
-        shutil.copy(BENCHMARKS / name, tmp_path / "benchmarks" / name)
-    evidence = tmp_path / "study_measured.json"
-    text = write_study("smollm2", results, tmp_path, tmp_path / "runs", evidence=evidence).read_text()
+    text, evidence = _study_with_evidence(tmp_path, results)
     row = next(line for line in text.splitlines() if line.startswith("| 2 | "))
     assert "(1 of 3 seeds so far)" in row and row.endswith("| provisional (1 of 3 seeds) |"), row
     sql = next(e for e in json.loads(evidence.read_text())["measured"] if e["rule"] == "sql-task")
