@@ -1,6 +1,6 @@
-"""Eval generation speed: the generation engine (tunewise/generate/, what `tunewise eval` runs) vs `model.generate`
-in fixed batches of 16 (what eval ran before) against the engine at eval's default rows, on the test sets of structured, sql and math, for the base and for
-a LoRA adapter trained on each task.
+"""Eval generation speed: the generation engine (tunewise/generate/, what `tunewise eval` runs) at eval's default
+rows vs `model.generate` in fixed batches of 16 (what eval ran before), on the test sets of structured, sql and
+math, for the base and for a LoRA adapter trained on each task.
 
 Per task: a task folder (train / test examples, the chat format for an instruct base), a LoRA run trained on it
 (`--steps`), then for the base and the adapter the same prompts, stop strings and max_new_tokens as eval, through

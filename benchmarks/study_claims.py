@@ -53,6 +53,7 @@ class Reader:
 
     def __init__(self, results: dict[str, dict]):
         self.results = results
+        self.calls: dict[tuple[str, str], object] = {}  # call_of's, by (task, kind): the report asks for each often
 
     def result_of(self, step: Step) -> dict | None:
         try:
@@ -165,8 +166,10 @@ def call_between(a: list, b: list, kind: str = "other", cheaper: str = "lora", c
 
 
 def call_of(r: Reader, task: str, kind: str):
-    """The call full vs LoRA on a headline task, over the seeds that finished."""
-    return call_between(r.items(task, "lora"), r.items(task, "full"), kind)
+    """The call full vs LoRA on a headline task, over the seeds that finished (measured once per Reader)."""
+    if (task, kind) not in r.calls:
+        r.calls[task, kind] = call_between(r.items(task, "lora"), r.items(task, "full"), kind)
+    return r.calls[task, kind]
 
 
 def band_text(call) -> str:

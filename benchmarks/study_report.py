@@ -53,10 +53,11 @@ Budget of every run unless its row says otherwise: 240 training examples of a bu
 {EVAL_SIZE} test examples per seed with {f"`{scorer}` (the continual runs: each task's scorer)" if scorer else "the task's scorer"}, {len(SEEDS)} seeds (each its own data and test set); LoRA on all
 linear layers, r 16, alpha = r, dropout 0; each method at the lr its sweep picked (claim 9); retention probes
 `knowledge`, `follows` and `kl` before and after (seed 0); intruder dimensions by `tunewise analyze` (top-10
-singular vectors, eps 0.3 / 0.5 / 0.7). A gap is judged by `tunewise.decide`: within a seed both methods answer the same test
-examples (paired); each seed is a replicate, and the 95% band adds how much more the seeds' gaps scatter than their
-test sets explain (`tunewise/decide/replicates.py`). A claim holds or is contradicted only when every seed of its
-tasks finished and the band clears the 2-point tie margin. Scores over seeds are shown as mean ± half the range.
+singular vectors, eps 0.3 / 0.5 / 0.7). A gap is judged by `tunewise.decide`: within a seed both methods answer
+the same test examples (paired); each seed is a replicate, and the 95% band adds how much more the seeds' gaps
+scatter than their test sets explain (`tunewise/decide/replicates.py`). A claim holds or is contradicted only when
+every seed of its tasks finished and the band clears the 2-point tie margin. Scores over seeds are shown as mean ±
+half the range.
 """
 
 

@@ -56,7 +56,8 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
     nearest = min([*published, ours.evidence], key=lambda e: _distance(e, params))
     far = min(published, key=lambda e: _distance(e, params))
     source = EVIDENCE[ours.evidence]
-    if nearest == ours.evidence and ours.call == "contradicted":
+    sets_aside = nearest == ours.evidence and ours.call == "contradicted"
+    if sets_aside:
         text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
                 f"{ours.study_pass} -- {ours.figure}: contradicted. The published figure ({EVIDENCE[far].scale}, "
                 f"{10 ** _distance(far, params):.0f}x farther in size) does not hold at this scale, so this rule does "
@@ -73,4 +74,4 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
         text = (f"Nearest evidence to your model ({params / 1e9:,.1f}B parameters): {EVIDENCE[nearest].source} "
                 f"({EVIDENCE[nearest].scale}); our own measurement at 135M ({ours.figure}) is farther.")
     return ScaleNote(rule_id, params, nearest, EVIDENCE[nearest].scale, published, ours.figure, ours.call, text,
-                     sets_aside=nearest == ours.evidence and ours.call == "contradicted")
+                     sets_aside=sets_aside)

@@ -22,6 +22,12 @@ from tunewise.decide.margins import CONFIDENCE
 # "Pilot at the study's own budget": +-11.5 to +-17 points at 40 examples, discordance 25-40%); for planning only
 TYPICAL_SPREAD = 0.45
 DRAWS = 1000  # bootstrap resamples: the band's ends move by a fraction of a point between runs at this count
+Z = 1.959964  # the normal 97.5% point: a 95% band is +-Z standard errors
+
+
+def t_quantile(df: int) -> float:
+    """Student's t 97.5% point with df degrees of freedom (a 95% band on a mean estimated from df + 1 values)."""
+    return float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, df))
 
 
 def item_pair(record: dict, primary: str | None = None) -> tuple[float, float]:
@@ -120,8 +126,8 @@ class Band:
             return max(min(self.seeds), math.ceil(min(self.seeds) * (self.half_width_seeds / target) ** 2))
         # the spread of one seed's gap, then the fewest seeds whose t interval fits (t narrows as seeds are added)
         k = min(self.seeds)
-        per_seed = self.half_width_seeds / float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, self.seeds_df)) * math.sqrt(k)
-        while float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, k - 1)) * per_seed / math.sqrt(k) > target and k < 10_000:
+        per_seed = self.half_width_seeds / t_quantile(self.seeds_df) * math.sqrt(k)
+        while t_quantile(k - 1) * per_seed / math.sqrt(k) > target and k < 10_000:
             k += 1
         return k
 
@@ -129,7 +135,7 @@ class Band:
 def planned_half_width(examples: int, spread: float = TYPICAL_SPREAD) -> float:
     """The band's expected half width, in points, on this many paired examples (a plan's estimate: measured
     bands replace it)."""
-    return 100 * 1.959964 * small_sample_factor(examples) * spread / math.sqrt(max(examples, 1))
+    return 100 * Z * small_sample_factor(examples) * spread / math.sqrt(max(examples, 1))
 
 
 def measure_gap(a: Scores, b: Scores, draws: int = DRAWS, seed: int = 0) -> Band:
@@ -166,7 +172,7 @@ def small_sample_factor(n: int) -> float:
     normal one (Cornish-Fisher expansion of t's 97.5% point; without it slot F1 covered 92.8% at 40 examples)."""
     if n < 2:
         return 1.0
-    z, nu = 1.959964, n - 1
+    z, nu = Z, n - 1
     t = z + (z**3 + z) / (4 * nu) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
     return math.sqrt(n / (n - 1)) * t / z
 
@@ -184,7 +190,7 @@ def jackknife_half_width(a: Scores, b: Scores) -> float:
 
     theta = left_out(b) - left_out(a)
     variance = (n - 1) / n * float(np.sum((theta - theta.mean()) ** 2))
-    return 1.959964 * small_sample_factor(n) * math.sqrt((n - 1) / n) * math.sqrt(variance)  # t * se
+    return Z * small_sample_factor(n) * math.sqrt((n - 1) / n) * math.sqrt(variance)  # t * se
 
 
 def _example_deviations(a: Scores, b: Scores, gap: float, rng: np.random.Generator, draws: int) -> np.ndarray:

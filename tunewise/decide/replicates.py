@@ -18,12 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import t as student_t
 
-from tunewise.decide.band import DRAWS, Band, Scores, measure_gap
-from tunewise.decide.margins import CONFIDENCE
-
-Z = 1.959964
+from tunewise.decide.band import DRAWS, Band, Scores, Z, measure_gap, t_quantile
 
 
 def variance_parts(gaps: np.ndarray, example_var: np.ndarray) -> tuple[float, float]:
@@ -40,8 +36,7 @@ def variance_parts(gaps: np.ndarray, example_var: np.ndarray) -> tuple[float, fl
 def half_width(examples_var: float, seeds_var: float, k: int) -> float:
     """The 95% half width of the mean gap: each part at its own quantile (the examples' at z, the seeds' at
     Student's t with k - 1 degrees of freedom), added in quadrature."""
-    t = float(student_t.ppf(1 - (1 - CONFIDENCE) / 2, max(k - 1, 1)))
-    return math.hypot(Z * math.sqrt(examples_var), t * math.sqrt(seeds_var))
+    return math.hypot(Z * math.sqrt(examples_var), t_quantile(max(k - 1, 1)) * math.sqrt(seeds_var))
 
 
 def measure_replicated_gap(a: list[Scores], b: list[Scores], draws: int = DRAWS, seed: int = 0) -> Band:
