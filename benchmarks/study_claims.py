@@ -33,6 +33,7 @@ from study_plan import (
     sweep_grid,
 )
 
+from tunewise.decide.call import outcome
 from tunewise.decide.margins import TIE_POINTS
 from tunewise.decide.vocabulary import kind_of
 
@@ -391,6 +392,33 @@ def claim6_details(r: Reader) -> str:
 # ------------------------------------------------------------------------------------------ claim 7: continual
 
 
+def forgetting_differences(res: dict) -> list[tuple[str, dict, dict, tuple[float, float, float, str]]]:
+    """Per earlier task: (task, LoRA's drop, full's drop, LoRA - full with its band and call), each drop as
+    `tunewise continual` banded it (best earlier score - final, paired on the task's own test examples); the
+    difference's band adds the two in quadrature (separate trainings). [] when the run kept no bands."""
+    methods = res["continual"]["methods"]
+    lora = next(v for k, v in methods.items() if k.startswith("lora")).get("forgetting_bands")
+    full = methods["full"].get("forgetting_bands")
+    if not lora or not full:
+        return []
+    rows = []
+    for task in lora:
+        a, b = lora[task], full[task]
+        d = a["drop_points"] - b["drop_points"]
+        half = math.hypot(*((x["band_points"][1] - x["band_points"][0]) / 2 for x in (a, b)))
+        rows.append((task, a, b, (d, d - half, d + half, outcome(d - half, d + half, "full", "lora"))))
+    return rows
+
+
+def drop_text(x: dict) -> str:
+    low, high = x["band_points"]
+    return f"{x['drop_points']:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+FORGOT_MORE = {"lora": "LoRA forgot more", "full": "full forgot more", "tie": "about equal",
+               "undecided": "undecided"}
+
+
 def claim7(r: Reader) -> tuple[str, str]:
     res = r.result_of(ContinualRun())
     if res is None:
@@ -405,6 +433,27 @@ def claim7(r: Reader) -> tuple[str, str]:
     return text, "yes" if piles else "no"
 
 
+def claim7_band(r: Reader) -> str:
+    """Each earlier task's forgetting, LoRA - full in points, with its band and what it decides."""
+    res = r.result_of(ContinualRun())
+    rows = [] if res is None else forgetting_differences(res)
+    return "; ".join(f"forgetting on {task}, LoRA - full: {d:+.1f} points [{low:+.1f}, {high:+.1f}] "
+                     f"({FORGOT_MORE[call]})" for task, _, _, (d, low, high, call) in rows) or "-"
+
+
+def forgetting_table(res: dict) -> str:
+    rows = forgetting_differences(res)
+    if not rows:
+        return "The run kept no per-example scores, so its forgetting has no band."
+    n = res["continual"]["config"].get("eval_size")
+    lines = [f"Forgetting with its band (points; best earlier score - final, paired on the task's {n} test "
+             "examples; a band that holds 0 is undecided):", "",
+             "| task | LoRA's drop | full's drop | LoRA - full | call |", "|---|---|---|---|---|"]
+    lines += [f"| {task} | {drop_text(a)} | {drop_text(b)} | {d:+.1f} [{low:+.1f}, {high:+.1f}] | {FORGOT_MORE[call]} |"
+              for task, a, b, (d, low, high, call) in rows]
+    return "\n".join(lines)
+
+
 def claim7_details(r: Reader) -> str:
     res = r.result_of(ContinualRun())
     if res is None:
@@ -414,15 +463,17 @@ def claim7_details(r: Reader) -> str:
     for method, v in c["methods"].items():
         probes = v.get("probes") or [{}] * len(c["tasks"])
         lines += [f"**{method}** (rows: after stage i; columns: score on each task, then retention of the base)", "",
-                  "| after | " + " | ".join(c["tasks"]) + " | knowledge kept | kl | intruders (eps 0.5) |",
-                  "|---" * (len(c["tasks"]) + 4) + "|"]
+                  "| after | " + " | ".join(c["tasks"]) + " | knowledge kept | follows kept | kl | intruders (eps 0.5) |",
+                  "|---" * (len(c["tasks"]) + 5) + "|"]
         for task, row, intr, probe in zip(c["tasks"], v["matrix"], v["intruders"], probes, strict=True):
-            kept, kl = probe.get("knowledge"), probe.get("kl")
-            lines.append(f"| {task} | " + " | ".join(f"{x:.3f}" for x in row) +
-                         f" | {'-' if kept is None else f'{kept:.0%}'} | {'-' if kl is None else f'{kl:.3f}'} | {intr} |")
+            kept = [probe.get(k) for k in ("knowledge", "follows")]
+            kl = probe.get("kl")
+            lines.append(f"| {task} | " + " | ".join(f"{x:.3f}" for x in row) + " | " +
+                         " | ".join("-" if k is None else f"{k:.0%}" for k in kept) +
+                         f" | {'-' if kl is None else f'{kl:.3f}'} | {intr} |")
         lines.append("")
-    return "\n".join(lines) + (
-        "\nAverage forgetting (Chaudhry et al.): for every task but the last, its best score from its own stage to "
+    return "\n".join(lines) + "\n" + forgetting_table(res) + (
+        "\n\nAverage forgetting (Chaudhry et al.): for every task but the last, its best score from its own stage to "
         "the one before last, minus its score after the last stage. Intruders and retention are those of the "
         "accumulated update (each stage's model against the untuned base). Figure: `study_figures/continual.png`.")
 
@@ -548,8 +599,6 @@ def seeds_of(reader: Reader, method: str, n: int, **kw) -> list:
 def difference(first, second, tie: float = TIE_POINTS) -> tuple[float, float, float, str]:
     """second's gap - first's gap, in points, with a 95% band (the two bands' half widths in quadrature: separate
     trainings) and tunewise.decide's outcome on it ("full" here: the second gap is the larger)."""
-    from tunewise.decide.call import outcome
-
     d = second.gap_points - first.gap_points
     half = math.hypot(*((c.band_points[1] - c.band_points[0]) / 2 for c in (first, second)))
     return d, d - half, d + half, outcome(d - half, d + half, tie_points=tie)
@@ -667,7 +716,8 @@ CLAIMS = [
     Claim(5, "LoRA learns less and forgets less", "Biderman et al. 2024", claim5, claim5_details),
     Claim(6, "Intruder dimensions: in LoRA, rarely in full; fewer with alpha = 2r", "Shuttleworth et al. 2024",
           claim6, claim6_details),
-    Claim(7, "Intruders pile up under sequential fine-tuning", "Shuttleworth et al. 2024", claim7, claim7_details),
+    Claim(7, "Intruders pile up under sequential fine-tuning", "Shuttleworth et al. 2024", claim7, claim7_details,
+          claim7_band),
     Claim(8, "The defaults: r 16-32, alpha r or 2r, <= 3 epochs, train loss < 0.2 = overfitting",
           "practitioners' consensus (the seed)", claim8, claim8_details),
     Claim(9, "Learning rate: seed 3e-5 for LoRA vs LoRA's best ~10x full's",

@@ -99,7 +99,8 @@ def describe(step: Step) -> str:
                 f"{step.batch_size} ({steps:.0f} steps), {lr}, seed {step.seed}, {step.eval_size} test examples")
     if isinstance(step, BaseEval):
         return f"score the untuned base on {step.task} (seed {step.seed}, {step.eval_size} test examples)"
-    return f"continual {' -> '.join(step.tasks)}, LoRA r16 and full, lrs from the sweep, seed {step.seed}"
+    return (f"continual {' -> '.join(step.tasks)}, LoRA r16 and full, lrs from the sweep, seed {step.seed}, "
+            f"{step.eval_size} test examples per task after each stage")
 
 
 def status(step: Step, results: dict[str, dict]) -> tuple[Step, dict | None, bool]:

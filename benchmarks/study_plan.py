@@ -92,7 +92,7 @@ class ContinualRun:
 
     tasks: tuple[str, ...] = CONTINUAL_TASKS
     train_size: int = 240
-    eval_size: int = 40  # every task scored after every stage: its cost grows with the tasks squared
+    eval_size: int = EVAL_SIZE  # every task after every stage (tasks squared), at the size that bands forgetting
     batch_size: int = 8
     epochs: float = 1.0
     seed: int = 0

@@ -328,3 +328,23 @@ def test_a_task_claim_is_provisional_until_every_seed_finished_and_advise_keeps_
     assert "(1 of 3 seeds so far)" in row and row.endswith("| provisional (1 of 3 seeds) |"), row
     sql = next(e for e in json.loads(evidence.read_text())["measured"] if e["rule"] == "sql-task")
     assert sql["study_pass"] == "the first pass (40 test examples, 2 seeds)"
+
+
+def test_continual_forgetting_is_compared_with_its_band_and_undecided_inside_it():
+    from study_claims import FORGOT_MORE, forgetting_differences, forgetting_table
+
+    def drop(points: float, half: float) -> dict:
+        return {"drop_points": points, "band_points": [points - half, points + half], "examples": 200}
+
+    res = {"continual": {"tasks": ["structured", "sql", "math"], "config": {"eval_size": 200}, "methods": {
+        "lora-r16": {"forgetting_bands": {"structured": drop(30.0, 4.0), "sql": drop(6.0, 5.0)}},
+        "full": {"forgetting_bands": {"structured": drop(10.0, 3.0), "sql": drop(4.0, 5.0)}}}}}
+    rows = {task: diff for task, _, _, diff in forgetting_differences(res)}
+    d, low, high, call = rows["structured"]
+    assert (d, round(low, 6), round(high, 6), call) == (20.0, 15.0, 25.0, "lora")  # hypot(4, 3) = 5
+    assert rows["sql"][3] == "undecided"  # +2 with a +-7.1 band
+    table = forgetting_table(res)
+    assert "| structured | +30.0 [+26.0, +34.0] | +10.0 [+7.0, +13.0] | +20.0 [+15.0, +25.0] | LoRA forgot more |" \
+        in table and FORGOT_MORE["undecided"] in table and "200 test examples" in table
+    del res["continual"]["methods"]["full"]["forgetting_bands"]  # a run finished by an older tunewise
+    assert forgetting_differences(res) == [] and "no band" in forgetting_table(res)
