@@ -534,7 +534,7 @@ def claim8_rows(r: Reader) -> list[tuple[str, float | None, float | None, tuple 
     return rows
 
 
-RANGE_WORDS = {"tie": "yes", "second": "no", "first": "no", "undecided": "undecided"}
+EPOCH_WORDS = {"second": "better", "first": "worse", "tie": "the same", "undecided": "undecided"}
 
 
 def claim8(r: Reader) -> tuple[str, str]:
@@ -554,7 +554,10 @@ def claim8(r: Reader) -> tuple[str, str]:
     marks = [overfit_reading(x) for x in long]
     crossed = [m for m in marks if "never" not in m]
     mark = "yes" if crossed and all("rose" in m for m in crossed) else "no" if crossed else "not reached"
-    return text, f"r and alpha range: {near}; train loss < 0.2 = overfitting: {mark}"
+    # and the epochs: the third epoch helps, harms or ties each method by the same paired band
+    epochs = ", ".join(f"{m} {EPOCH_WORDS[g[3]]}" for m, g in zip(("LoRA", "full"), rows[3][3:], strict=True)
+                       if g is not None)
+    return text, f"r and alpha range: {near}; 3 epochs over 1: {epochs}; train loss < 0.2 = overfitting: {mark}"
 
 
 def claim8_details(r: Reader) -> str:

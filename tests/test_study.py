@@ -348,3 +348,27 @@ def test_continual_forgetting_is_compared_with_its_band_and_undecided_inside_it(
         in table and FORGOT_MORE["undecided"] in table and "200 test examples" in table
     del res["continual"]["methods"]["full"]["forgetting_bands"]  # a run finished by an older tunewise
     assert forgetting_differences(res) == [] and "no band" in forgetting_table(res)
+
+
+def test_claim_8_judges_each_setting_by_its_paired_band_not_its_point_gap():
+    """r32 and alpha 2r 1.5 points from the headline on 200 paired examples: inside the 2-point margin, but the
+    band crosses it, so the range is undecided (the old point rule said it held); 3 epochs 10 points up: better;
+    the 0.2 mark crossed with eval loss still falling: the mark does not hold."""
+    from study_claims import Reader, claim8
+    from study_plan import EVAL_SIZE
+
+    results = _sweep_results()
+    for run, right in ((Run(SWEEP_TASK, "lora", 1e-3), 0.80), (Run(SWEEP_TASK, "full", 1e-4), 0.82),
+                       (Run(SWEEP_TASK, "lora", 1e-3, r=32), 0.785), (Run(SWEEP_TASK, "lora", 1e-3, alpha=32), 0.815),
+                       (Run(SWEEP_TASK, "lora", 1e-3, epochs=3, eval_every=10), 0.90),
+                       (Run(SWEEP_TASK, "full", 1e-4, epochs=3, eval_every=10), 0.92)):
+        res = _train_result(run, 0.1, right)
+        # right on the first share of the examples: the settings disagree only on the examples between their shares
+        res["items"] = [[1.0 if i < right * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
+        res["train_losses"] = [[i, 1.0 / i] for i in range(1, 31)]
+        res["summary"]["eval_losses"] = [[10, 0.3], [20, 0.2], [30, 0.1]]
+        results[run_id(run)] = res
+    measured, holds = claim8(Reader(results))
+    assert holds == ("r and alpha range: undecided; 3 epochs over 1: LoRA better, full better; "
+                     "train loss < 0.2 = overfitting: no"), holds
+    assert "eval loss kept falling" in measured
