@@ -22,7 +22,7 @@ from tunewise.decide.margins import RESOLUTION_POINTS
 # Seconds per unit before any step of the kind finished here. Training: the first pass's runs on the idle 2-core
 # machine (0.8-1.3 s per example). Scoring: RESULTS.md, "Generation engine vs model.generate" (smollm2, 2.0-4.2
 # examples/s), measured before the engine computed each task's shared prompt start once: an upper bound now.
-# data select: not measured on smollm2 yet (two forward passes per record: a guess below a training example's).
+# data select on smollm2 (RESULTS.md): 0.13 s per short record idle, 0.6 s per chat record on shared cores.
 PRIOR = {"train_per_example": {"lora": 0.9, "qlora": 1.3, "full": 0.8},
          "eval_per_example": {"structured": 0.27, "classify": 0.27, "sql": 0.25, "math": 0.45, "math-chain": 0.4,
                               "math-hard": 0.5},
@@ -61,7 +61,8 @@ def estimate_s(step: Step, results: dict[str, dict]) -> float:
         per_example = PRIOR["train_per_example"][step.method] + (
             PRIOR["probes"] / step.train_size if step.retention else 0)
     analyze = measured(results, "analyze", lambda s: 1, lambda s: True) or PRIOR["analyze"]
-    select = PRIOR["select_per_record"] * 5 * step.train_size if step.data == "selected" else 0.0
+    # both methods select from the same noisy set and the second reads the first's cached scores: half each
+    select = PRIOR["select_per_record"] * 5 * step.train_size / 2 if step.data == "selected" else 0.0
     return per_example * step.train_size * step.epochs + evaluation + (analyze if step.analyze else 0) + select
 
 
