@@ -42,7 +42,12 @@ def save_result(res: dict, out: Path, store: Path) -> None:
     atomic_write_json(store / f"{res['id']}.json", res)
 
 
+def as_stored(value):
+    """The value as result.json stores it: a tuple field (the continual's tasks) comes back from JSON as a list."""
+    return json.loads(json.dumps(value))
+
+
 def finished(step: Step, results: dict[str, dict]) -> dict | None:
     res = results.get(run_id(step))
-    # compared as result.json stores it: a tuple field (the continual's tasks) comes back from JSON as a list
-    return res if res is not None and res["step"] == json.loads(json.dumps(asdict(step))) else None
+    # both sides as stored: a result read back has lists, one just finished in this process still has tuples
+    return res if res is not None and as_stored(res["step"]) == as_stored(asdict(step)) else None

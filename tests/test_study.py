@@ -134,6 +134,9 @@ def test_every_kind_of_finished_step_is_reused_after_its_result_is_read_back(tmp
         else:
             save_result(res, tmp_path / "elsewhere", store)
         assert finished(step, load_results(tmp_path, store)) is not None, step
+        # and in the process that just ran it, before any read-back (it ran the continual twice when only a
+        # result read back from JSON counted)
+        assert finished(step, {res["id"]: res}) is not None, step
     assert not finished(BaseEval("sql", 1), load_results(tmp_path, store))
 
 
