@@ -334,7 +334,7 @@ def test_a_task_claim_is_provisional_until_every_seed_finished_and_advise_keeps_
 
 
 def test_continual_forgetting_is_compared_with_its_band_and_undecided_inside_it():
-    from study_claims import FORGOT_MORE, forgetting_differences, forgetting_table
+    from study_claims import FORGOT_MORE, faster_forgetting, forgetting_differences, forgetting_table
 
     def drop(points: float, half: float) -> dict:
         return {"drop_points": points, "band_points": [points - half, points + half], "examples": 200}
@@ -349,6 +349,9 @@ def test_continual_forgetting_is_compared_with_its_band_and_undecided_inside_it(
     table = forgetting_table(res)
     assert "| structured | +30.0 [+26.0, +34.0] | +10.0 [+7.0, +13.0] | +20.0 [+15.0, +25.0] | LoRA forgot more |" \
         in table and FORGOT_MORE["undecided"] in table and "200 test examples" in table
+    assert faster_forgetting({t: diff[3] for t, diff in rows.items()}) == "yes on structured, undecided on sql"
+    assert faster_forgetting({"structured": "full", "sql": "lora"}) == "no (full forgot more on structured)"
+    assert faster_forgetting({"structured": "tie"}) == "no (about equal)"
     del res["continual"]["methods"]["full"]["forgetting_bands"]  # a run finished by an older tunewise
     assert forgetting_differences(res) == [] and "no band" in forgetting_table(res)
 
