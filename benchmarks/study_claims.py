@@ -710,7 +710,9 @@ def claim10_details(r: Reader) -> str:
         b = batch32(r, "lora") if method == "lora r16" else batch32(r, "full") if method == "full" else None
         lines.append(f"| {method} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in row.values()) +
                      f" | {'-' if b is None else f'{b:.3f}'} |")
-    return "\n".join(lines) + ("\n\nOne epoch at every size, so the larger sets also take more steps. The verdict's "
+    return "\n".join(lines) + ("\n\nOne epoch at every size, so the larger sets also take more steps, and batch 32 "
+                               "takes a quarter of batch 8's steps: its cost mixes the batch with the step count. "
+                               "The verdict's "
                                f"gaps pool {len(SEEDS)} seeds. Figures: `study_figures/capacity.png`, "
                                "`study_figures/claim10_gaps.png`.")
 
