@@ -764,7 +764,8 @@ def claim11_details(r: Reader) -> str:
         f"{CURATED_N} of it; the noisy set trains 1 epoch, the others 5, so every run takes the same steps; "
         f"{len(CURATED_SEEDS)} seeds, each its own data and test set. Does "
         "noise hurt LoRA more than full (the seed's capacity argument)? Read the two methods' curated - noisy rows "
-        "side by side: a difference inside both bands is undecided. Figure: `study_figures/claim11_gaps.png`.")
+        "side by side: a difference inside both bands is undecided." +
+        (" Figure: `study_figures/claim11_gaps.png`." if calls else ""))  # drawn once a comparison has every seed
 
 
 CLAIMS = [
