@@ -19,6 +19,7 @@ from study_plan import (
     CURATED_NOISE,
     CURATED_SEEDS,
     CURATED_TASKS,
+    EVAL_SIZE,
     HEADLINE_TASKS,
     SEEDS,
     SWEEP_LRS,
@@ -188,6 +189,14 @@ def paired_gap(r: Reader, first: Step, second: Step) -> tuple[float, float, floa
         return None
     gap, low, high = measure_gap(*(Scores.from_pairs(x) for x in items)).points()
     return gap, low, high, outcome(low, high, "first", "second")
+
+
+def apart(d: float, band_a: list[float], band_b: list[float], below: str, above: str,
+          tie: float = TIE_POINTS) -> tuple[float, float, float, str]:
+    """A difference d of two measured quantities from separate trainings, with a 95% band whose half width is
+    their bands' half widths in quadrature, and the outcome on it (`above` when the band clears +tie)."""
+    half = math.hypot(*((b[1] - b[0]) / 2 for b in (band_a, band_b)))
+    return d, d - half, d + half, outcome(d - half, d + half, below, above, tie)
 
 
 def gap_cell(g: tuple[float, float, float, str] | None) -> str:
@@ -425,9 +434,8 @@ def forgetting_differences(res: dict) -> list[tuple[str, dict, dict, tuple[float
     rows = []
     for task in lora:
         a, b = lora[task], full[task]
-        d = a["drop_points"] - b["drop_points"]
-        half = math.hypot(*((x["band_points"][1] - x["band_points"][0]) / 2 for x in (a, b)))
-        rows.append((task, a, b, (d, d - half, d + half, outcome(d - half, d + half, "full", "lora"))))
+        rows.append((task, a, b, apart(a["drop_points"] - b["drop_points"], a["band_points"], b["band_points"],
+                                       "full", "lora")))
     return rows
 
 
@@ -588,7 +596,7 @@ def claim8_details(r: Reader) -> str:
         lines.append(f"| {name} | {'-' if lo is None else f'{lo:.3f}'} | {'-' if fu is None else f'{fu:.3f}'} | "
                      f"{gap_cell(dl)} | {gap_cell(df)} |")
     return "\n".join(lines) + (
-        "\n\nGaps in points with their 95% band, paired on seed 0's 200 test examples: one training seed, so the "
+        f"\n\nGaps in points with their 95% band, paired on seed 0's {EVAL_SIZE} test examples: one training seed, so the "
         "band is the test sampling's alone (the headline tasks' seeds moved gaps by more). "
         "Train and eval loss over 3 epochs: `study_figures/loss_curves.png`.")
 
@@ -661,11 +669,9 @@ def seeds_of(reader: Reader, method: str, n: int, **kw) -> list:
 
 
 def difference(first, second, tie: float = TIE_POINTS) -> tuple[float, float, float, str]:
-    """second's gap - first's gap, in points, with a 95% band (the two bands' half widths in quadrature: separate
-    trainings) and tunewise.decide's outcome on it ("full" here: the second gap is the larger)."""
-    d = second.gap_points - first.gap_points
-    half = math.hypot(*((c.band_points[1] - c.band_points[0]) / 2 for c in (first, second)))
-    return d, d - half, d + half, outcome(d - half, d + half, tie_points=tie)
+    """second's gap - first's gap, in points, with its band and tunewise.decide's outcome on it ("full" here: the
+    second gap is the larger)."""
+    return apart(second.gap_points - first.gap_points, first.band_points, second.band_points, "lora", "full", tie)
 
 
 def capacity_calls(r: Reader) -> dict[str, object] | None:
