@@ -64,8 +64,9 @@ class Reader:
             return None
         return self.results.get(run_id(step))
 
-    def score(self, task: str, method: str, seed: int = 0, **kw) -> float | None:
-        res = self.result_of(Run(task, method, seed=seed, **kw))
+    def score_of(self, step: Step | None) -> float | None:
+        """The step's test score; None for no step or one not finished."""
+        res = None if step is None else self.result_of(step)
         return None if res is None else res["eval"]["score"]
 
     def scores(self, task: str, method: str) -> list[float]:
@@ -83,8 +84,7 @@ class Reader:
         return [res.get("items") for step in steps if (res := self.result_of(step)) is not None]
 
     def base_score(self, task: str, seed: int = 0) -> float | None:
-        res = self.result_of(BaseEval(task, seed))
-        return None if res is None else res["eval"]["score"]
+        return self.score_of(BaseEval(task, seed))
 
     def retention(self, res: dict, probe: str) -> float | None:
         """knowledge: share of the base's right answers kept (after / before); kl: nats per token."""
@@ -422,13 +422,17 @@ def claim6_details(r: Reader) -> str:
 # ------------------------------------------------------------------------------------------ claim 7: continual
 
 
+def lora_and_full(res: dict) -> tuple[dict, dict]:
+    """The continual run's two methods (LoRA's key carries its rank: "lora-r16")."""
+    methods = res["continual"]["methods"]
+    return next(v for k, v in methods.items() if k.startswith("lora")), methods["full"]
+
+
 def forgetting_differences(res: dict) -> list[tuple[str, dict, dict, tuple[float, float, float, str]]]:
     """Per earlier task: (task, LoRA's drop, full's drop, LoRA - full with its band and call), each drop as
     `tunewise continual` banded it (best earlier score - final, paired on the task's own test examples); the
     difference's band adds the two in quadrature (separate trainings). [] when the run kept no bands."""
-    methods = res["continual"]["methods"]
-    lora = next(v for k, v in methods.items() if k.startswith("lora")).get("forgetting_bands")
-    full = methods["full"].get("forgetting_bands")
+    lora, full = (m.get("forgetting_bands") for m in lora_and_full(res))
     if not lora or not full:
         return []
     rows = []
@@ -452,9 +456,7 @@ def claim7(r: Reader) -> tuple[str, str]:
     res = r.result_of(ContinualRun())
     if res is None:
         return LATER
-    methods = res["continual"]["methods"]
-    lora = next(v for k, v in methods.items() if k.startswith("lora"))
-    full = methods["full"]
+    lora, full = lora_and_full(res)
     text = (f"average forgetting LoRA {lora['forgetting']:.3f} vs full {full['forgetting']:.3f}; intruders per "
             f"stage LoRA {lora['intruders']} vs full {full['intruders']}")
     # rule: intruders "pile up" = LoRA's count after the last stage above its count after the first, and above full's
@@ -556,7 +558,7 @@ def claim8_rows(r: Reader) -> list[tuple[str, float | None, float | None, tuple 
     (_, head_lora, head_full), *_ = steps = claim8_steps()
     rows = []
     for i, (name, lora, full) in enumerate(steps):
-        scores = [None if s is None or (res := r.result_of(s)) is None else res["eval"]["score"] for s in (lora, full)]
+        scores = [r.score_of(s) for s in (lora, full)]
         gaps = [None if i == 0 or s is None else paired_gap(r, head, s)
                 for s, head in ((lora, head_lora), (full, head_full))]
         rows.append((name, *scores, *gaps))
@@ -652,16 +654,13 @@ def capacity_scores(r: Reader) -> dict[str, dict[int, float | None]]:
     out: dict[str, dict[int, float | None]] = {}
     for n in CAPACITY_SIZES:
         for rank in CAPACITY_RANKS:
-            res = r.result_of(capacity_run("lora", n, r=rank))
-            out.setdefault(f"lora r{rank}", {})[n] = None if res is None else res["eval"]["score"]
-        res = r.result_of(capacity_run("full", n))
-        out.setdefault("full", {})[n] = None if res is None else res["eval"]["score"]
+            out.setdefault(f"lora r{rank}", {})[n] = r.score_of(capacity_run("lora", n, r=rank))
+        out.setdefault("full", {})[n] = r.score_of(capacity_run("full", n))
     return out
 
 
 def batch32(r: Reader, method: str) -> float | None:
-    res = r.result_of(capacity_run(method, CAPACITY_SIZES[-1], batch_size=32))
-    return None if res is None else res["eval"]["score"]
+    return r.score_of(capacity_run(method, CAPACITY_SIZES[-1], batch_size=32))
 
 
 def seeds_of(reader: Reader, method: str, n: int, **kw) -> list:
