@@ -66,12 +66,32 @@ def advice_section(base: str, r: Reader) -> str:
 
 
 # advise's rules that rest on a claim of the study (tunewise/advise/rules.py ids)
-RULE_OF_CLAIM = {1: "representation-task", 2: "sql-task", 3: "reasoning-task"}
+RULE_OF_CLAIM = {1: "representation-task", 2: "sql-task", 3: "reasoning-task", 7: "continual-pipeline"}
+FIRST_PASS_CLAIMS = (1, 2, 3)  # the rules advise cited from the first pass before the re-run measured them
 EVIDENCE_ID = "study-smollm2"
+FORGETS_FASTER = "LoRA forgets earlier tasks faster: "
 
 
 def call_word(holds: str) -> str:
     return "holds" if holds == "holds" else "contradicted" if holds.startswith("contradicted") else "undecided"
+
+
+def rule_call(claim: int, holds: str) -> str:
+    """The call on what the rule recommends by. Claim 7's verdict has two halves (intruders pile up; LoRA forgets
+    earlier tasks faster): the continual rule prefers full fine-tuning for the second, so the second is its call --
+    yes where every task decided says so, no where one says otherwise, else undecided."""
+    if claim != 7:
+        return call_word(holds)
+    faster = holds.rpartition(FORGETS_FASTER)[2]
+    return "holds" if faster.startswith("yes") else "contradicted" if faster.startswith("no") else "undecided"
+
+
+def study_pass(claim: int) -> str:
+    from study_plan import EVAL_SIZE, SEEDS
+
+    if claim == 7:  # `tunewise continual`: one training seed, every task scored after every stage
+        return f"the continual run (one seed, {EVAL_SIZE} test examples per task after each stage)"
+    return f"the re-run ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"
 
 
 FIRST_PASS_ROWS = "the first pass (40 test examples, 2 seeds)"
@@ -82,7 +102,7 @@ def first_pass_entries(page: Path) -> dict[str, dict]:
     entries = {}
     for line in page.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0].isdigit() and int(cells[0]) in RULE_OF_CLAIM:
+        if len(cells) == 6 and cells[0].isdigit() and int(cells[0]) in FIRST_PASS_CLAIMS:
             n = int(cells[0])
             entries[RULE_OF_CLAIM[n]] = {"rule": RULE_OF_CLAIM[n], "evidence": EVIDENCE_ID, "claim": n,
                                          "measured": cells[3], "band": cells[4], "call": call_word(cells[5]),
@@ -93,30 +113,31 @@ def first_pass_entries(page: Path) -> dict[str, dict]:
 def evidence_entries(r: Reader, first_pass: Path) -> list[dict]:
     """advise's entry per rule: the claim's summary row where the re-run measured it (every seed in), else the first
     pass's row."""
-    from study_claims import CLAIMS
-    from study_plan import EVAL_SIZE, SEEDS
+    from study_claims import CLAIMS, LATER
 
     by_rule = first_pass_entries(first_pass)
     for claim in CLAIMS:
         rule = RULE_OF_CLAIM.get(claim.number)
         measured, holds = claim.verdict(r)
-        if rule is None or measured.startswith("not yet") or holds.startswith("provisional"):
+        if rule is None or measured.startswith(("not yet", LATER[0])) or holds.startswith("provisional"):
             continue  # the first pass's row stands until every seed finished
         by_rule[rule] = {"rule": rule, "evidence": EVIDENCE_ID, "claim": claim.number, "measured": measured,
-                         "band": claim.band(r), "call": call_word(holds),
-                         "study_pass": f"the re-run ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"}
+                         "band": claim.band(r), "call": rule_call(claim.number, holds),
+                         "study_pass": study_pass(claim.number)}
+        if claim.number == 7:  # its band cell names its own difference (LoRA - full forgetting)
+            by_rule[rule]["difference"] = ""
     return [by_rule[rule] for rule in RULE_OF_CLAIM.values() if rule in by_rule]
 
 
 def write_evidence(r: Reader, path: Path, first_pass: Path) -> Path:
     """tunewise/advise/study_measured.json from the study's results (and the first pass's page for the claims
     not re-measured): what `tunewise advise` cites at 135M."""
+    from tunewise.advise.study_evidence import Measured
     from tunewise.fileio import atomic_write_json
 
     entries = evidence_entries(r, first_pass)
     passes = sorted({e["study_pass"] for e in entries})
-    finding = "; ".join(f"claim {e['claim']}, {e['study_pass']}: {e['measured']}"
-                        + (f"; full - LoRA {e['band']}" if e["band"] != "-" else "") + f": {e['call']}"
+    finding = "; ".join(f"claim {e['claim']}, {e['study_pass']}: {Measured(**e).figure}: {e['call']}"
                         for e in entries)
     atomic_write_json(path, {
         "id": EVIDENCE_ID, "source": "tunewise's own study (benchmarks/STUDY.md), SmolLM2-135M-Instruct",

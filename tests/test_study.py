@@ -378,3 +378,17 @@ def test_claim_8_judges_each_setting_by_its_paired_band_not_its_point_gap():
     assert holds == ("r and alpha range: undecided; 3 epochs over 1: LoRA better, full better; "
                      "train loss < 0.2 = overfitting: no"), holds
     assert "eval loss kept falling" in measured
+
+
+def test_the_continual_rules_call_is_claim_7s_forgetting_half():
+    """advise's continual rule prefers full fine-tuning because LoRA forgets earlier tasks faster; claim 7's verdict
+    also judges the intruder mechanism, which the rule's call must not read (at 135M: no intruders, yet faster
+    forgetting on structured)."""
+    from study_advice import rule_call
+
+    assert rule_call(7, "intruders pile up: no; LoRA forgets earlier tasks faster: yes on structured, undecided "
+                        "on sql") == "holds"
+    assert rule_call(7, "intruders pile up: yes; LoRA forgets earlier tasks faster: no (full forgot more on "
+                        "sql)") == "contradicted"
+    assert rule_call(7, "intruders pile up: no; LoRA forgets earlier tasks faster: undecided") == "undecided"
+    assert rule_call(2, "contradicted (LoRA behind)") == "contradicted" and rule_call(1, "holds") == "holds"

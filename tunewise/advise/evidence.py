@@ -26,7 +26,9 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
              "(NeurIPS 2024, arXiv 2410.21228)",
              "LoRA creates intruder dimensions (new high-ranking singular vectors) that correlate with forgetting; "
              "they accumulate in sequential / continual fine-tuning, where every LoRA rank degrades earlier tasks "
-             "faster than full fine-tuning. alpha = 2r gives fewer intruders than a fixed small alpha."),
+             "faster than full fine-tuning. alpha = 2r gives fewer intruders than a fixed small alpha.",
+             # the sizes let advise place our 135M continual measurement (claim 7) against it
+             "RoBERTa-base (125M) on six classification tasks, and LLaMA / LLaMA-2 7B, GPU", (125e6, 7e9)),
     Evidence("biderman-2024", "Biderman et al., 'LoRA Learns Less and Forgets Less' (arXiv 2405.09673)",
              "On code and math, LoRA trails full fine-tuning (GSM8K IFT: r=256 0.634 vs full 0.642; continued "
              "pre-training 0.203 vs 0.293) but forgets less; full-FT updates are 10-100x higher rank. "

@@ -78,8 +78,8 @@ RULES: list[Rule] = [
          "On code, LoRA learns less than full fine-tuning (though it forgets less).", ("biderman-2024",)),
     Rule("continual-pipeline", "a continual learning pipeline with sequential adaptations",
          lambda f: f.continual, {"full": 3.0, "lora": -1.0, "qlora": -1.0},
-         "Intruder dimensions accumulate across sequential LoRA fine-tunes and degrade earlier tasks faster than "
-         "full fine-tuning: a potential blocker for adaptive systems.", ("intruders-2024",)),
+         "Sequential LoRA fine-tunes degraded earlier tasks faster than full fine-tuning (Shuttleworth et al. tie "
+         "it to accumulating intruder dimensions): a potential blocker for adaptive systems.", ("intruders-2024",)),
     Rule("multi-adapter", "several task-specific adapters swapped at runtime",
          lambda f: f.multi_adapter, {"lora": 3.0, "qlora": 1.0, "full": -3.0},
          "Many small adapters on one frozen base can be swapped per request; full fine-tuning gives one model "

@@ -36,6 +36,7 @@ class ScaleNote:
     measured_call: str | None
     text: str
     sets_aside: bool = False  # our measurement is nearest and contradicts the rule: the rule does not vote
+    ours_nearest: bool = False  # our measurement, not the published figure, is nearest the user's model
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +45,10 @@ class ScaleNote:
 def _distance(evidence_id: str, params: float) -> float:
     sizes = EVIDENCE[evidence_id].params
     return min(abs(math.log10(s) - math.log10(params)) for s in sizes) if sizes else math.inf
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> ScaleNote | None:
@@ -60,12 +65,12 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
     if sets_aside:
         text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
                 f"{ours.study_pass} -- {ours.figure}: contradicted. The published figure ({EVIDENCE[far].scale}, "
-                f"{10 ** _distance(far, params):.0f}x farther in size) does not hold at this scale, so this rule does "
+                f"{_times(10 ** _distance(far, params))} farther in size) does not hold at this scale, so this rule does "
                 f"not vote for your model; {MEASURE}.")
     elif nearest == ours.evidence and ours.call != "holds":
         text = (f"Nearest evidence to your model ({params / 1e6:,.0f}M parameters): {source.source}, "
                 f"{ours.study_pass} -- {ours.figure}: {ours.call}, not the published figure ({EVIDENCE[far].scale}: "
-                f"{10 ** _distance(far, params):.0f}x farther in size). The rule's published figure may not hold at "
+                f"{_times(10 ** _distance(far, params))} farther in size). The rule's published figure may not hold at "
                 f"your scale; {MEASURE}.")
     elif nearest == ours.evidence:
         text = (f"Nearest evidence to your model: {source.source}, {ours.study_pass} -- {ours.figure}: it holds "
@@ -74,4 +79,4 @@ def scale_note(rule_id: str, evidence_ids: tuple[str, ...], params: float) -> Sc
         text = (f"Nearest evidence to your model ({params / 1e9:,.1f}B parameters): {EVIDENCE[nearest].source} "
                 f"({EVIDENCE[nearest].scale}); our own measurement at 135M ({ours.figure}) is farther.")
     return ScaleNote(rule_id, params, nearest, EVIDENCE[nearest].scale, published, ours.figure, ours.call, text,
-                     sets_aside=sets_aside)
+                     sets_aside=sets_aside, ours_nearest=nearest == ours.evidence)

@@ -31,10 +31,13 @@ class Measured:
     band: str  # its "gap with its band" cell, verbatim
     call: str  # holds | contradicted | undecided (tunewise.decide's outcomes, as the study words them)
     study_pass: str  # "first pass (40 test examples)" or "the re-run (3 seeds x 200 test examples)"
+    difference: str = "full - LoRA"  # what the band's gaps are; "" where the band cell names its own (claim 7)
 
     @property
     def figure(self) -> str:
-        return f"{self.measured}; full - LoRA {self.band}" if self.band != "-" else self.measured
+        if self.band == "-":
+            return self.measured
+        return f"{self.measured}; {self.difference} {self.band}" if self.difference else f"{self.measured}; {self.band}"
 
 
 @dataclass(frozen=True)
