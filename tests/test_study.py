@@ -392,3 +392,33 @@ def test_the_continual_rules_call_is_claim_7s_forgetting_half():
                         "sql)") == "contradicted"
     assert rule_call(7, "intruders pile up: no; LoRA forgets earlier tasks faster: undecided") == "undecided"
     assert rule_call(2, "contradicted (LoRA behind)") == "contradicted" and rule_call(1, "holds") == "holds"
+
+
+def test_claim_11_says_per_method_and_side_where_curated_data_wins_and_whether_noise_hurt_lora_more():
+    """Fabricated claim 11 runs with per-example items: on structured the selection beats the noisy set for both
+    methods, and noise cost LoRA 40 points against full's 10 (beyond the band: the capacity argument holds there);
+    on sql every variant answers the same examples (about equal). The verdict names each task's outcome."""
+    from study_claims import Reader, claim11, claim11_band, claim11_details
+    from study_plan import CURATED_SEEDS, CURATED_TASKS, EVAL_SIZE, curated_run
+
+    right = {("structured", "lora"): {"noisy": 0.5, "selected": 0.9, "random": 0.6},
+             ("structured", "full"): {"noisy": 0.8, "selected": 0.9, "random": 0.6}}
+    results = _sweep_results()
+    for seed in CURATED_SEEDS:
+        for task in CURATED_TASKS:
+            for method in ("lora", "full"):
+                for arm in ("noisy", "selected", "random"):
+                    share = right.get((task, method), {}).get(arm, 0.5)
+                    run = resolve(curated_run(task, method, arm, seed), results)
+                    res = _train_result(run, 0.1, share)
+                    res["items"] = [[1.0 if i < share * EVAL_SIZE else 0.0, 1.0] for i in range(EVAL_SIZE)]
+                    results[run_id(run)] = res
+    r = Reader(results)
+    measured, verdict = claim11(r)
+    assert "structured lora noisy 5N 0.500 / curated N 0.900 / random N 0.600" in measured
+    assert "lora curated beats noisy: yes on structured, about equal on sql" in verdict
+    assert "full curated beats random: yes on structured, about equal on sql" in verdict
+    assert "noise hurts LoRA more: yes on structured, about equal on sql" in verdict
+    assert "structured lora curated - noisy +40.0 points [" in claim11_band(r)
+    details = claim11_details(r)
+    assert "| structured | +40.0 points [" in details and "| +30.0 [" in details and "| yes |" in details
