@@ -66,7 +66,8 @@ def advice_section(base: str, r: Reader) -> str:
 
 
 # advise's rules that rest on a claim of the study (tunewise/advise/rules.py ids)
-RULE_OF_CLAIM = {1: "representation-task", 2: "sql-task", 3: "reasoning-task", 7: "continual-pipeline"}
+RULE_OF_CLAIM = {1: "representation-task", 2: "sql-task", 3: "reasoning-task", 7: "continual-pipeline",
+                 11: "data-quality"}  # 11: not a voting rule, advise's data advice (LIMA's quality over quantity)
 FIRST_PASS_CLAIMS = (1, 2, 3)  # the rules advise cited from the first pass before the re-run measured them
 EVIDENCE_ID = "study-smollm2"
 FORGETS_FASTER = "LoRA forgets earlier tasks faster: "
@@ -80,6 +81,10 @@ def rule_call(claim: int, holds: str) -> str:
     """The call on what the rule recommends by. Claim 7's verdict has two halves (intruders pile up; LoRA forgets
     earlier tasks faster): the continual rule prefers full fine-tuning for the second, so the second is its call --
     yes where every task decided says so, no where one says otherwise, else undecided."""
+    if claim == 11:  # the data advice's claim: curated N beats the noisy 5N, for each method
+        parts = [part.split(": ", 1)[1] for part in holds.split("; ") if " curated beats noisy: " in part]
+        return "holds" if parts and all(p.startswith("yes") and "undecided" not in p for p in parts) else \
+            "contradicted" if any(p.startswith("no") for p in parts) else "undecided"
     if claim != 7:
         return call_word(holds)
     faster = holds.rpartition(FORGETS_FASTER)[2]
@@ -87,8 +92,11 @@ def rule_call(claim: int, holds: str) -> str:
 
 
 def study_pass(claim: int) -> str:
-    from study_plan import EVAL_SIZE, SEEDS
+    from study_plan import CURATED_N, CURATED_SEEDS, EVAL_SIZE, SEEDS
 
+    if claim == 11:
+        return (f"the curated-data runs ({len(CURATED_SEEDS)} seeds x {EVAL_SIZE} test examples; {CURATED_N} curated "
+                f"or random records x 5 epochs against the {5 * CURATED_N} noisy ones x 1)")
     if claim == 7:  # `tunewise continual`: one training seed, every task scored after every stage
         return f"the continual run (one seed, {EVAL_SIZE} test examples per task after each stage)"
     return f"the re-run ({len(SEEDS)} seeds x {EVAL_SIZE} test examples)"
@@ -124,8 +132,8 @@ def evidence_entries(r: Reader, first_pass: Path) -> list[dict]:
         by_rule[rule] = {"rule": rule, "evidence": EVIDENCE_ID, "claim": claim.number, "measured": measured,
                          "band": claim.band(r), "call": rule_call(claim.number, holds),
                          "study_pass": study_pass(claim.number)}
-        if claim.number == 7:  # its band cell names its own difference (LoRA - full forgetting)
-            by_rule[rule]["difference"] = ""
+        if claim.number in (7, 11):  # their band cells name their own differences; the call reads part of the verdict
+            by_rule[rule] |= {"difference": "", "verdict": holds}
     return [by_rule[rule] for rule in RULE_OF_CLAIM.values() if rule in by_rule]
 
 
@@ -142,6 +150,7 @@ def write_evidence(r: Reader, path: Path, first_pass: Path) -> Path:
     atomic_write_json(path, {
         "id": EVIDENCE_ID, "source": "tunewise's own study (benchmarks/STUDY.md), SmolLM2-135M-Instruct",
         "finding": finding, "params": [135e6],
-        "scale": "SmolLM2-135M-Instruct, CPU fp32, 240 examples x 1 epoch; rows from " + " and ".join(passes),
+        "scale": "SmolLM2-135M-Instruct, CPU fp32, 240 examples x 1 epoch where a row does not say otherwise; "
+                 "rows from " + " and ".join(passes),
         "measured": entries})
     return path

@@ -335,3 +335,28 @@ def test_a_rule_the_study_contradicts_at_the_users_scale_does_not_vote(monkeypat
     big = advise(AdviseInput(task="math", model="llama-2-7b", device="cpu")).as_dict()
     assert not next(n for n in big["scale_notes"] if n["rule"] == "reasoning-task")["sets_aside"]
     assert big["scores"]["full"] >= 2.0
+
+
+def test_the_data_advice_cites_claim_11_once_measured(monkeypatch):
+    """The data advice repeats LIMA's "quality beats quantity" (a 65B model); once the study measured it at 135M
+    (claim 11, written into study_measured.json by --report) the advice adds that row's figure and verdict, and
+    names `tunewise data select`; before, it adds nothing."""
+    import dataclasses
+
+    from tunewise.advise import scale
+    from tunewise.advise.engine import AdviseInput, advise
+
+    ours = scale.measured()[0]
+    entry = dataclasses.replace(ours, rule="data-quality", claim=11, measured="structured lora noisy 5N 0.500 / "
+                                "curated N 0.900 / random N 0.600", band="structured lora curated - noisy +40.0 "
+                                "points [+30.0, +50.0] on 400 examples", call="holds", difference="",
+                                verdict="lora curated beats noisy: yes on structured; noise hurts LoRA more: undecided")
+    monkeypatch.setattr(scale, "measured", lambda: (entry,))
+    after = advise(AdviseInput(task="structured", model="smollm2", device="cpu", data_size=5000)).as_dict()
+    line = after["data"]["quality"]
+    assert "measured at 135M" in line and "curated - noisy +40.0 points [+30.0, +50.0]" in line
+    assert "noise hurts LoRA more: undecided" in line and "tunewise data select" in line
+    # without the study's claim 11 row there is no measured line (the real file has one once --claims 11 ran)
+    monkeypatch.setattr(scale, "measured", lambda: (ours,))
+    assert "quality" not in advise(AdviseInput(task="structured", model="smollm2", device="cpu",
+                                               data_size=5000)).as_dict()["data"]

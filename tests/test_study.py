@@ -422,3 +422,16 @@ def test_claim_11_says_per_method_and_side_where_curated_data_wins_and_whether_n
     assert "structured lora curated - noisy +40.0 points [" in claim11_band(r)
     details = claim11_details(r)
     assert "| structured | +40.0 points [" in details and "| +30.0 [" in details and "| yes |" in details
+
+
+def test_the_data_advices_call_is_claim_11s_curated_against_noisy_half():
+    from study_advice import rule_call
+
+    both = "lora curated beats noisy: yes on structured, sql; lora curated beats random: undecided on sql; " \
+           "full curated beats noisy: yes on sql, about equal on structured; full curated beats random: " \
+           "no (the random set won on sql); noise hurts LoRA more: undecided on structured, sql"
+    assert rule_call(11, both) == "holds"
+    assert rule_call(11, both.replace("full curated beats noisy: yes on sql, about equal on structured",
+                                      "full curated beats noisy: no (the noisy set won on sql)")) == "contradicted"
+    assert rule_call(11, both.replace("lora curated beats noisy: yes on structured, sql",
+                                      "lora curated beats noisy: yes on structured, undecided on sql")) == "undecided"

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field
 
 from tunewise.advise import rules as R
 from tunewise.advise.evidence import cite
-from tunewise.advise.scale import ScaleNote, scale_note
+from tunewise.advise.scale import ScaleNote, measured_quality, scale_note
 from tunewise.defaults import BY_MEMORY, LORA_DROPOUT, LORA_DROPOUT_WHY, default_lr, lr_evidence, lr_source
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.hf import context_length
@@ -420,6 +420,9 @@ def _data_advice(data, size: int | None) -> dict | None:
     out = {"records": n, "size": size_advice(n),
            "preserve": "Include representative examples of skills you want to keep (e.g. arithmetic, general "
                        "text): models unlearn capabilities the fine-tuning data does not exercise."}
+    quality = measured_quality()
+    if quality is not None:
+        out["quality"] = quality
     if data:
         out.update({"path": data.path, "format": data.format, "duplicates": data.duplicates})
         if data.duplicates:

@@ -42,7 +42,8 @@ EVIDENCE: dict[str, Evidence] = {e.id: e for e in [
              "more than 3 epochs on a static set can hurt."),
     Evidence("lima-2023", "Zhou et al., 'LIMA: Less Is More for Alignment' (2023)",
              "1,000 curated examples fine-tuned LLaMA-65B to outputs preferred or equal to GPT-4's in 43% of "
-             "cases: quality beats quantity (the seed: 1,000 curated can beat 50,000 noisy)."),
+             "cases: quality beats quantity (the seed: 1,000 curated can beat 50,000 noisy).",
+             "LLaMA-65B, 1,000 curated prompt-response pairs", (65e9,)),
     Evidence("seed", "The LoRA decision framework (the seed, 'Making the call')",
              "Start with LoRA; graduate to full fine-tuning if gaps remain on reasoning-heavy tasks after tuning. "
              "LoRA for swappable task adapters and fast iteration; full for long-term, train-once deployments."),

@@ -25,6 +25,17 @@ def measured() -> tuple[Measured, ...]:
     return study_evidence().measured
 
 
+def measured_quality() -> str | None:
+    """The data advice's measured line: what the study's claim 11 found of curated against noisy data at 135M
+    (LIMA's figure is from a 65B model), and the command that makes a curated subset; None until it is measured."""
+    ours = next((m for m in measured() if m.rule == "data-quality"), None)
+    if ours is None:
+        return None
+    return (f"Quality over quantity, measured at 135M ({EVIDENCE[ours.evidence].source}, {ours.study_pass}): "
+            f"{ours.figure}: {ours.verdict or ours.call}. `tunewise data select DATA --k N --out FILE` keeps the best and most "
+            "varied N records, with the reason for each one left out.")
+
+
 @dataclass(frozen=True)
 class ScaleNote:
     rule: str

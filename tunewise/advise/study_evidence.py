@@ -32,6 +32,7 @@ class Measured:
     call: str  # holds | contradicted | undecided (tunewise.decide's outcomes, as the study words them)
     study_pass: str  # "first pass (40 test examples)" or "the re-run (3 seeds x 200 test examples)"
     difference: str = "full - LoRA"  # what the band's gaps are; "" where the band cell names its own (claim 7)
+    verdict: str = ""  # the row's verdict cell verbatim, where `call` reads only a part of it (claims 7 and 11)
 
     @property
     def figure(self) -> str:

@@ -105,7 +105,7 @@ def render(advice) -> None:
             con.print("    [dim]measure it on your data: tunewise train CONFIG --find-lr (or tunewise pilot)[/dim]")
     if a["data"]:
         con.print("[bold]Data[/bold]")
-        for k in ("size", "duplicates_advice", "format_advice", "preserve"):
+        for k in ("size", "quality", "duplicates_advice", "format_advice", "preserve"):
             if k in a["data"]:
                 con.print(f"  {a['data'][k]}")
     con.print("[bold]Graduation plan[/bold]")
