@@ -223,6 +223,48 @@ def test_conflicts_keep_the_majority_answer(tmp_path):
     assert [(x.line, x.reason, x.other) for x in s.left_out] == [(2, "conflict", 1), (3, "near-duplicate", 1)]
 
 
+def test_exact_duplicates_vote_for_the_majority_answer(tmp_path):
+    """Three copies of one answer against one other: the copies go as duplicates, yet they are the majority, so
+    the first copy stays and the lone answer goes (counting each distinct record once made it a tie that lost
+    both, which on template-made sets cost most of the data)."""
+    rows = [{"prompt": "p?", "completion": " a"}, {"prompt": "p?", "completion": " a"},
+            {"prompt": "p?", "completion": " b"}, {"prompt": "p?", "completion": " a"}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = screen(data, AuditOptions(model=None))
+    assert [r.line for r in s.candidates] == [1]
+    assert [(x.line, x.reason, x.other) for x in s.left_out] == [(2, "duplicate", 1), (3, "conflict", 1),
+                                                                  (4, "duplicate", 1)]
+
+
+def test_near_duplicates_come_back_only_when_k_needs_them(tmp_path, micro_llama_dir):
+    """A template-made set (one instruction, a word apart) has few distinct records: --k above them re-admits the
+    near duplicates with sound answers for the diversity pick to choose among, says how many, and names the kept
+    record each one left out is close to; a --k the distinct records cover leaves them out as before."""
+    from tunewise.data.select_filter import readmit_near
+
+    rule = ("Translate the colour word at the end of this message into French. Answer with the French word only, "
+            "in lower case, with no article, no punctuation and no explanation of any kind, because a program "
+            "reads the answer and compares it with a list of known words. The word is:")
+    rows = [{"prompt": f"{rule} {w}",
+             "completion": f" {f}"} for w, f in (("red", "rouge"), ("blue", "bleu"), ("green", "vert"),
+                                                  ("black", "noir"), ("white", "blanc"), ("grey", "gris"))]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = screen(data, AuditOptions(model=None))
+    distinct = len(s.candidates)
+    assert distinct < len(rows) and {x.reason for x in s.left_out} == {"near-duplicate"}
+    assert readmit_near(s, distinct) is s
+    back = readmit_near(s, distinct + 1)
+    assert back.readmitted == len(rows) - distinct and len(back.candidates) == len(rows) and not back.left_out
+    res = _select(data, "--k", distinct + 1, "--out", tmp_path / "o.jsonl", "--base", micro_llama_dir)
+    assert res.exit_code == 0, res.output
+    assert f"{len(rows) - distinct} near duplicates came back as candidates" in res.output
+    report = json.loads((tmp_path / "o.select_report.json").read_text())
+    assert report["kept"] == distinct + 1 and report["near_duplicates_readmitted"] == len(rows) - distinct
+    assert all(x["reason"] in ("not-chosen", "low-quality") for x in report["left_out_records"])
+
+
 # --- the pick -------------------------------------------------------------------------------------------------
 
 

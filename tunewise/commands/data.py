@@ -277,6 +277,9 @@ def select(
         return
     reasons = ", ".join(f"{n} {r}" for r, n in report["left_out_by_reason"].items())
     typer.echo(f"kept {report['kept']} of {report['records']} records in {out}; left out: {reasons or 'none'}")
+    if report["near_duplicates_readmitted"]:
+        typer.echo(f"--k {k} is more than the distinct records left, so {report['near_duplicates_readmitted']} near "
+                   "duplicates came back as candidates (the diversity pick chose among them)")
     if report["uncovered"]:
         typer.echo(f"not represented (--k too small): {', '.join(report['uncovered'])}")
     typer.echo(f"why each record was left out: {report['report_files'][0]} (page: {report['report_files'][1]})")

@@ -47,6 +47,10 @@ class Screened:
     label_counts: Counter = field(default_factory=Counter)
     label_like: bool = False  # answers come from a small label set
     labels: set[str] = field(default_factory=set)  # its classes (labels_of)
+    # near duplicates whose answers pass every check: redundant, not wrong, so they come back (readmit_near) when
+    # --k asks for more records than the distinct ones left
+    held_back: list[Checked] = field(default_factory=list)
+    readmitted: int = 0  # near duplicates that came back as candidates
 
 
 class _Collect:
@@ -73,24 +77,37 @@ def screen(path: str | Path, opts: AuditOptions, test_path: str | Path | None = 
     _duplicates(scan, collect.records, out)
     if test_path is not None:
         _leakage(scan, collect.records, Path(test_path), opts, out)
-    _conflicts(scan, [r for r in collect.records if r.line not in out], out)  # near duplicates vote too
+    _conflicts(scan, collect.records, out)  # exact and near duplicates vote too
+    near = set()
     for line, kept in _near(scan, opts.near_threshold)["_kept_line"].items():
-        out.setdefault(line, LeftOut(line, "near-duplicate", f"near duplicate of line {kept} (word 3-gram "
-                                                             f"Jaccard >= {opts.near_threshold})", kept))
+        if line not in out:
+            near.add(line)
+            out[line] = LeftOut(line, "near-duplicate", f"near duplicate of line {kept} (word 3-gram Jaccard >= "
+                                                        f"{opts.near_threshold})", kept)
     fmt = formats.result()
     answer_format = fmt["format"] if fmt and fmt["valid_share"] >= 0.5 else None
     like = labels.result() is not None or _label_like(labels.counts, labels.n)
-    for rec in collect.records:
-        if rec.line not in out:
-            found = _answer_problem(rec, answer_format, labels.counts if like else None)
-            if found:
-                out[rec.line] = found
-    candidates = [r for r in collect.records if r.line not in out]
-    screened = Screened(candidates, sorted(out.values(), key=lambda x: x.line),
+    problems = {rec.line: _answer_problem(rec, answer_format, labels.counts if like else None)
+                for rec in collect.records if rec.line not in out or rec.line in near}
+    out |= {line: found for line, found in problems.items() if found and line not in near}
+    screened = Screened([r for r in collect.records if r.line not in out], sorted(out.values(), key=lambda x: x.line),
                         scan.rows_valid + len(scan.log.bad_lines), answer_format, collect.records,
-                        labels.counts if like else Counter(), like)
+                        labels.counts if like else Counter(), like,
+                        held_back=[r for r in collect.records if r.line in near and not problems[r.line]])
     screened.labels = labels_of(screened)
     return screened
+
+
+def readmit_near(screened: Screened, k: int) -> Screened:
+    """When --k asks for more records than the distinct ones left, the near duplicates with sound answers come
+    back as candidates: the diversity pick then chooses among them, and each one not chosen is named with the kept
+    record it is close to. A near duplicate is redundant, not wrong; a template-made set (every record one schema
+    and instruction, a slot apart) can have fewer distinct records than a sensible k."""
+    if k <= len(screened.candidates) or not screened.held_back:
+        return screened
+    back = {r.line for r in screened.held_back}
+    return replace(screened, candidates=sorted(screened.candidates + screened.held_back, key=lambda r: r.line),
+                   left_out=[x for x in screened.left_out if x.line not in back], held_back=[], readmitted=len(back))
 
 
 def _invalid(scan, out: dict[int, LeftOut]) -> None:
@@ -135,7 +152,9 @@ def _leakage(scan, records: list[Checked], test_path: Path, opts: AuditOptions, 
 
 def _conflicts(scan, records: list[Checked], out: dict[int, LeftOut]) -> None:
     """Within a prompt data check found with different answers, the majority answer stays; with no majority,
-    every record of the prompt goes (the data cannot say which answer is right)."""
+    every record of the prompt goes (the data cannot say which answer is right). Every valid record votes, the
+    exact duplicates already left out too: three copies of one answer against one of another are a majority
+    (counting each answer once made it a tie, and both went)."""
     conflicting = {ph for ph, entry in scan.prompts.items() if entry[2]}
     groups: dict[int, list[Checked]] = {}
     for rec in records:
@@ -147,7 +166,7 @@ def _conflicts(scan, records: list[Checked], out: dict[int, LeftOut]) -> None:
         ranked = votes.most_common()
         winner = ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else None
         for rec in group:
-            if rec.answer.strip() == winner:
+            if rec.answer.strip() == winner or rec.line in out:
                 continue
             other = next(r.line for r in group if r.answer.strip() != rec.answer.strip())
             if winner is not None:

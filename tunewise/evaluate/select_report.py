@@ -65,6 +65,7 @@ def build_report(data: Path, out: Path, sel: Selection, opts: SelectOptions, wri
         "drop_share": opts.drop_share, "test": opts.test, "near_threshold": opts.near_threshold,
         "records": len(sel.kept) + len(sel.left_out), "kept": len(sel.kept), "left_out": len(sel.left_out),
         "left_out_by_reason": {r: by_reason[r] for r in REASONS if by_reason[r]},
+        "near_duplicates_readmitted": sel.screened.readmitted,  # --k needed more than the distinct records
         "coverage": coverage(sel), "uncovered": sel.pick.uncovered if sel.pick else [],
         "scores": {name: {fate: _summary(getattr(s, name)[i]) for fate, i in groups.items()}
                    for name in ("ifd", "answer_loss", "alone_loss")},
@@ -107,6 +108,9 @@ def render_html(report: dict, sel: Selection) -> str:
     head = (f"<p>{html.escape(report['data'])}: kept {report['kept']} of {report['records']} records "
             f"(--k {report['k']}, by {', '.join(report['by'])}, base {html.escape(report['base'])}) into "
             f"{html.escape(report['out'])}.</p>")
+    if report["near_duplicates_readmitted"]:
+        head += (f"<p>--k {report['k']} is more than the distinct records left, so "
+                 f"{report['near_duplicates_readmitted']} near duplicates came back as candidates.</p>")
     uncovered = report["uncovered"]
     parts = ["<h1>tunewise data select</h1>", head,
              "<h2>Left out, by reason</h2>", _table(["reason", "records"], reasons),

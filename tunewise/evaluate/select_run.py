@@ -22,7 +22,7 @@ import numpy as np
 
 from tunewise.analysis.select_pick import DROP_SHARE, Pick, pick
 from tunewise.data.audit import AuditOptions
-from tunewise.data.select_filter import LeftOut, Screened, coverage_groups, screen
+from tunewise.data.select_filter import LeftOut, Screened, coverage_groups, readmit_near, screen
 from tunewise.data.select_write import check_out
 from tunewise.data.sources import kind_of
 from tunewise.errors import TunewiseError
@@ -86,7 +86,7 @@ def choose(data: Path, opts: SelectOptions) -> Selection:
     audit_opts = AuditOptions(near_threshold=opts.near_threshold, fmt=opts.fmt, split=opts.split,
                               output_format=opts.output_format)
     t0 = time.perf_counter()
-    screened = screen(data, audit_opts, opts.test)
+    screened = readmit_near(screen(data, audit_opts, opts.test), opts.k)
     screen_s = time.perf_counter() - t0
     total = len(screened.candidates) + len(screened.left_out)
     if opts.k > total:
