@@ -244,9 +244,13 @@ def test_every_study_figure_advise_cites_is_the_claims_row_in_study_md():
     rows = [line for line in page.splitlines() if line.startswith("| ")]
     study = study_evidence()
     assert {m.rule for m in study.measured} == {"representation-task", "sql-task", "reasoning-task",
-                                                "continual-pipeline"}
+                                                "continual-pipeline", "data-quality"}
     for m in study.measured:
-        assert any(line.startswith(f"| {m.claim} | ") and f"| {m.measured} | {m.band} |" in line for line in rows), m
+        assert any(line.startswith(f"| {m.claim} | ") and f"| {m.measured} | {m.band} |" in line
+                   and (not m.verdict or line.endswith(f"| {m.verdict} |")) for line in rows), m
+    quality = next(m for m in study.measured if m.rule == "data-quality")
+    line = advise(AdviseInput(task="structured", model="smollm2", device="cpu", data_size=5000)).data["quality"]
+    assert quality.figure in line and quality.verdict in line
     assert EVIDENCE["study-smollm2"].finding == study.finding and EVIDENCE["study-smollm2"].params == (135e6,)
     for task, rule in (("structured", "representation-task"), ("sql", "sql-task"), ("math", "reasoning-task"),
                        ("structured", "continual-pipeline")):
