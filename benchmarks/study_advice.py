@@ -78,9 +78,11 @@ def call_word(holds: str) -> str:
 
 
 def rule_call(claim: int, holds: str) -> str:
-    """The call on what the rule recommends by. Claim 7's verdict has two halves (intruders pile up; LoRA forgets
-    earlier tasks faster): the continual rule prefers full fine-tuning for the second, so the second is its call --
-    yes where every task decided says so, no where one says otherwise, else undecided."""
+    """The call on what the rule recommends by, where a verdict judges more than that. Claim 7's has two halves
+    (intruders pile up; LoRA forgets earlier tasks faster): the continual rule prefers full fine-tuning for the
+    second, so its "yes on ..." holds (tasks left undecided are named beside it), "no" contradicts. Claim 11's data
+    advice rests on "curated beats noisy", per method: it holds only where both methods say yes with no task
+    undecided, is contradicted where one says no, else undecided."""
     if claim == 11:  # the data advice's claim: curated N beats the noisy 5N, for each method
         parts = [part.split(": ", 1)[1] for part in holds.split("; ") if " curated beats noisy: " in part]
         return "holds" if parts and all(p.startswith("yes") and "undecided" not in p for p in parts) else \
